@@ -1,0 +1,27 @@
+//! kiln — a native, rootless OCI image builder.
+//!
+//! Data flows one way through the pipeline:
+//!
+//! ```text
+//! Dockerfile ─► dockerfile (parse, expand) ─► plan (stages → DAG of steps, cache keys)
+//!           ─► build (scheduler)
+//!                per step: snapshot.prepare ─► exec (RUN) | context copy (COPY/ADD)
+//!                          ─► layer (diff → tar → compress → digest) ─► store (verified ingest)
+//!           ─► image (config, manifest, history) ─► output: store tag | OCI layout | docker-archive
+//! ```
+//!
+//! Module map (each module may use only those listed above it):
+//!
+//! | module       | job                                                                      |
+//! |--------------|--------------------------------------------------------------------------|
+//! | `digest`     | typed `Digest`, streaming sha256 (aws-lc-rs)                             |
+//! | `dockerfile` | text → typed instructions with spans; directives, heredocs, expansion    |
+//! | `plan`       | instructions + build args + target → stages, DAG, steps                  |
+//! | `context`    | build context: `.dockerignore`, walking, path-escape guards              |
+//! | `layer`      | tree → deterministic tar → parallel gzip/zstd → diff_id + digest; apply  |
+//! | `image`      | config (keeps Docker's fields), manifest, index, history; canonical JSON |
+//! | `store`      | OCI image layout: verified atomic ingest, tags, fsck, SQLite metadata    |
+//! | `build`      | the one place that wires the pipeline                                    |
+//! | `cli`        | flags → validated commands → embedded engine → rendering                 |
+
+pub mod digest;
