@@ -148,7 +148,9 @@ impl Descriptor {
 
     /// The `org.opencontainers.image.ref.name` annotation, if any.
     pub fn ref_name(&self) -> Option<&str> {
-        self.annotations.get(ANNOTATION_REF_NAME).map(String::as_str)
+        self.annotations
+            .get(ANNOTATION_REF_NAME)
+            .map(String::as_str)
     }
 }
 
@@ -165,11 +167,7 @@ pub struct Platform {
         skip_serializing_if = "Option::is_none"
     )]
     pub os_version: Option<String>,
-    #[serde(
-        rename = "os.features",
-        default,
-        skip_serializing_if = "Vec::is_empty"
-    )]
+    #[serde(rename = "os.features", default, skip_serializing_if = "Vec::is_empty")]
     pub os_features: Vec<String>,
 }
 
@@ -234,7 +232,11 @@ pub struct Manifest {
     #[serde(rename = "schemaVersion")]
     pub schema_version: u32,
     /// Optional in OCI (empty when the document had none), required by Docker schema 2.
-    #[serde(rename = "mediaType", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "mediaType",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub media_type: String,
     #[serde(
         rename = "artifactType",
@@ -296,7 +298,11 @@ impl Manifest {
 pub struct Index {
     #[serde(rename = "schemaVersion")]
     pub schema_version: u32,
-    #[serde(rename = "mediaType", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "mediaType",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub media_type: String,
     #[serde(default)]
     pub manifests: Vec<Descriptor>,

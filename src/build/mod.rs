@@ -1,0 +1,423 @@
+//! The one place that wires the pipeline: Dockerfile → plan → stages (FROM, COPY/ADD, metadata) →
+//! layers in the store → image config and manifest → tags and outputs.
+//!
+//! Each stage keeps its root filesystem as a directory (built by applying the layers it has), which
+//! COPY reads destinations, `--chown` names and `COPY --from` sources from. Layers are made from a
+//! staging directory that holds exactly what the step adds, so a layer never depends on the base.
+//!
+//! Must not: parse Dockerfiles, write tar or hash bytes itself — it calls the modules that do.
+
+mod base;
+pub use base::StoreBases;
+mod chmod;
+mod copy;
+mod event;
+mod fsutil;
+mod stage;
+
+pub use event::{Event, LayerSummary};
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use crate::digest::Digest;
+use crate::image::{self, Descriptor, Manifest};
+use crate::layer::Compression;
+use crate::plan;
+use crate::reference::Reference;
+use crate::store::{self, Store};
+
+/// Why a build failed. Each variant names what was being done.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("reading Dockerfile {path}")]
+    ReadDockerfile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Parse(#[from] crate::dockerfile::ParseError),
+    #[error(transparent)]
+    Plan(#[from] plan::PlanError),
+    #[error(transparent)]
+    Context(#[from] crate::context::ContextError),
+    #[error("invalid tag {tag:?}")]
+    BadTag {
+        tag: String,
+        #[source]
+        source: crate::reference::ReferenceError,
+    },
+    #[error("invalid --output {value:?}: {why}")]
+    BadOutput { value: String, why: String },
+    #[error("{file}:{line}: {instruction}: {message}")]
+    Step {
+        file: String,
+        line: usize,
+        instruction: String,
+        message: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    #[error("base image {reference}: {message}")]
+    Base {
+        reference: String,
+        message: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    #[error("preparing the build workspace {path}")]
+    Workspace {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Image(#[from] image::ImageError),
+    #[error("build cancelled")]
+    Cancelled,
+}
+
+/// Where a built image goes besides the local store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// An OCI image layout: a directory, or a tar of one when `dest` ends in `.tar`.
+    Oci { dest: PathBuf },
+    /// A `docker save` style archive (`docker load`, `skopeo docker-archive:`).
+    Docker { dest: PathBuf },
+}
+
+impl FromStr for Output {
+    type Err = BuildError;
+
+    /// `type=oci,dest=DIR|FILE.tar`, `type=docker,dest=FILE.tar` (BuildKit's `--output` syntax).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |why: &str| BuildError::BadOutput {
+            value: s.to_string(),
+            why: why.to_string(),
+        };
+        let mut kind = None;
+        let mut dest = None;
+        for field in s.split(',') {
+            match field.split_once('=') {
+                Some(("type", v)) => kind = Some(v.to_string()),
+                Some(("dest", v)) => dest = Some(PathBuf::from(v)),
+                Some((k, _)) => return Err(bad(&format!("unknown key {k:?} (type, dest)"))),
+                None => return Err(bad(&format!("{field:?} is not key=value"))),
+            }
+        }
+        let dest = dest.ok_or_else(|| bad("missing dest=PATH"))?;
+        match kind.as_deref() {
+            Some("oci") => Ok(Output::Oci { dest }),
+            Some("docker") | Some("docker-archive") => Ok(Output::Docker { dest }),
+            Some(other) => Err(bad(&format!(
+                "unsupported type {other:?} (oci, docker)"
+            ))),
+            None => Err(bad("missing type=oci|docker")),
+        }
+    }
+}
+
+/// Everything a build needs, already validated by the caller (CLI or API).
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    pub context: PathBuf,
+    /// Dockerfile path; default `<context>/Dockerfile`.
+    pub dockerfile: Option<PathBuf>,
+    /// Inline Dockerfile text (takes precedence over `dockerfile`).
+    pub dockerfile_text: Option<String>,
+    pub tags: Vec<String>,
+    pub build_args: BTreeMap<String, String>,
+    pub target: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub outputs: Vec<Output>,
+    pub compression: Compression,
+    pub compression_level: Option<i32>,
+    pub source_date_epoch: Option<i64>,
+    pub threads: usize,
+}
+
+impl BuildRequest {
+    pub fn new(context: impl Into<PathBuf>) -> BuildRequest {
+        BuildRequest {
+            context: context.into(),
+            dockerfile: None,
+            dockerfile_text: None,
+            tags: Vec::new(),
+            build_args: BTreeMap::new(),
+            target: None,
+            labels: BTreeMap::new(),
+            outputs: Vec::new(),
+            compression: Compression::Gzip,
+            compression_level: None,
+            source_date_epoch: None,
+            threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+        }
+    }
+}
+
+/// What a finished build produced.
+#[derive(Debug, Clone)]
+pub struct BuildResult {
+    pub manifest: Descriptor,
+    pub config: Digest,
+    /// Tags as stored (`docker.io/library/app:latest`).
+    pub tags: Vec<String>,
+}
+
+/// Run a build on the embedded engine.
+pub fn run(
+    store: &Store,
+    req: &BuildRequest,
+    on_event: &mut dyn FnMut(&Event),
+    cancel: &AtomicBool,
+) -> Result<BuildResult, BuildError> {
+    let started = Instant::now();
+    let tags = req
+        .tags
+        .iter()
+        .map(|t| {
+            Reference::from_str(t)
+                .map(|r| r.store_name())
+                .map_err(|source| BuildError::BadTag {
+                    tag: t.clone(),
+                    source,
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let (file_name, text) = read_dockerfile(req)?;
+    let df = crate::dockerfile::parse(&text, &file_name)?;
+    let mut build_args = req.build_args.clone();
+    let sde = req.source_date_epoch.or_else(|| {
+        build_args
+            .get("SOURCE_DATE_EPOCH")
+            .and_then(|v| v.parse().ok())
+    });
+    if let Some(t) = sde {
+        build_args
+            .entry("SOURCE_DATE_EPOCH".to_string())
+            .or_insert_with(|| t.to_string());
+    }
+    let opts = plan::PlanOptions {
+        build_args,
+        target: req.target.clone(),
+        platform: plan::Platform::host(),
+        file_name: file_name.clone(),
+    };
+    let bases = base::StoreBases::new(store);
+    let plan = plan::plan(&df, &opts, &bases)?;
+    for w in &plan.warnings {
+        on_event(&Event::Warning {
+            message: w.to_string(),
+        });
+    }
+
+    let workspace_root = store.root().join("builds");
+    fs::create_dir_all(&workspace_root).map_err(|source| BuildError::Workspace {
+        path: workspace_root.clone(),
+        source,
+    })?;
+    let workspace = tempfile::Builder::new()
+        .prefix("build-")
+        .tempdir_in(&workspace_root)
+        .map_err(|source| BuildError::Workspace {
+            path: workspace_root.clone(),
+            source,
+        })?;
+    let context = crate::context::SourceRoot::context(&req.context, &dockerfile_base(&file_name))?;
+    let mut engine = stage::Engine {
+        store,
+        req,
+        plan: &plan,
+        bases: &bases,
+        context: &context,
+        workspace: workspace.path(),
+        file_name: &file_name,
+        sde,
+        created: image::rfc3339(sde.unwrap_or_else(now_unix)),
+        cancel,
+        states: BTreeMap::new(),
+        step_counter: 0,
+    };
+    let total: usize = plan
+        .order
+        .iter()
+        .map(|&i| plan.stages[i].steps.len())
+        .sum();
+    on_event(&Event::Planned {
+        stages: plan.order.len(),
+        steps: total,
+    });
+    for &index in &plan.order {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(BuildError::Cancelled);
+        }
+        engine.run_stage(index, total, on_event)?;
+    }
+    let mut final_state = engine
+        .states
+        .remove(&plan.target)
+        .ok_or_else(|| BuildError::Step {
+            file: file_name.clone(),
+            line: 0,
+            instruction: "FROM".into(),
+            message: "the target stage was not built".into(),
+            source: None,
+        })?;
+    for (k, v) in &req.labels {
+        final_state.config.config.labels.insert(k.clone(), v.clone());
+    }
+    let (config_bytes, config_desc) = final_state.config.to_blob()?;
+    store.put_bytes(&config_bytes, Some(&config_desc.digest))?;
+    let manifest = Manifest::new(config_desc.clone(), final_state.layers.clone());
+    let manifest_bytes = image::canonical_json(&manifest)?;
+    let digest = store.put_bytes(&manifest_bytes, None)?;
+    let manifest_desc = Descriptor::new(
+        image::MEDIA_OCI_MANIFEST,
+        digest,
+        manifest_bytes.len() as u64,
+    );
+    for t in &tags {
+        store.tag(t, &manifest_desc)?;
+        on_event(&Event::Exported {
+            kind: "store".into(),
+            dest: t.clone(),
+        });
+    }
+    export_outputs(store, req, &tags, &manifest_desc, on_event)?;
+    let size = config_desc.size
+        + manifest_desc.size
+        + final_state.layers.iter().map(|l| l.size).sum::<u64>();
+    on_event(&Event::Finished {
+        manifest: manifest_desc.digest.clone(),
+        config: config_desc.digest.clone(),
+        tags: tags.clone(),
+        size,
+        duration_ms: started.elapsed().as_millis() as u64,
+    });
+    Ok(BuildResult {
+        manifest: manifest_desc,
+        config: config_desc.digest,
+        tags,
+    })
+}
+
+fn export_outputs(
+    store: &Store,
+    req: &BuildRequest,
+    tags: &[String],
+    manifest: &Descriptor,
+    on_event: &mut dyn FnMut(&Event),
+) -> Result<(), BuildError> {
+    for out in &req.outputs {
+        match out {
+            Output::Oci { dest } => {
+                // BuildKit's OCI exporter names the image by its tag in the layout.
+                let names: Vec<(String, Descriptor)> = if tags.is_empty() {
+                    vec![("latest".to_string(), manifest.clone())]
+                } else {
+                    tags.iter()
+                        .map(|t| (oci_ref_name(t), manifest.clone()))
+                        .collect()
+                };
+                store::write_oci_layout(store, &names, dest)?;
+                on_event(&Event::Exported {
+                    kind: "oci".into(),
+                    dest: dest.display().to_string(),
+                });
+            }
+            Output::Docker { dest } => {
+                let names: Vec<(String, Descriptor)> = tags
+                    .iter()
+                    .map(|t| {
+                        let r: Reference = t.parse().expect("tags were validated");
+                        (r.familiar(), manifest.clone())
+                    })
+                    .collect();
+                let names = if names.is_empty() {
+                    vec![(String::new(), manifest.clone())]
+                } else {
+                    names
+                };
+                store::write_docker_archive(store, &names, dest)?;
+                on_event(&Event::Exported {
+                    kind: "docker".into(),
+                    dest: dest.display().to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The `org.opencontainers.image.ref.name` for a tag in an exported layout: the tag part, as
+/// BuildKit writes it, so `skopeo inspect oci:DIR:TAG` finds it.
+fn oci_ref_name(store_name: &str) -> String {
+    store_name
+        .parse::<Reference>()
+        .map(|r| r.tag_or_latest().to_string())
+        .unwrap_or_else(|_| store_name.to_string())
+}
+
+fn read_dockerfile(req: &BuildRequest) -> Result<(String, String), BuildError> {
+    if let Some(text) = &req.dockerfile_text {
+        return Ok(("Dockerfile".to_string(), text.clone()));
+    }
+    let path = req
+        .dockerfile
+        .clone()
+        .unwrap_or_else(|| req.context.join("Dockerfile"));
+    let text = fs::read_to_string(&path).map_err(|source| BuildError::ReadDockerfile {
+        path: path.clone(),
+        source,
+    })?;
+    Ok((path.display().to_string(), text))
+}
+
+fn dockerfile_base(file_name: &str) -> String {
+    Path::new(file_name)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "Dockerfile".to_string())
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outputs_parse_like_buildkit() {
+        assert_eq!(
+            "type=oci,dest=out".parse::<Output>().unwrap(),
+            Output::Oci {
+                dest: PathBuf::from("out")
+            }
+        );
+        assert_eq!(
+            "type=docker,dest=a.tar".parse::<Output>().unwrap(),
+            Output::Docker {
+                dest: PathBuf::from("a.tar")
+            }
+        );
+        let e = "type=local".parse::<Output>().unwrap_err().to_string();
+        assert!(e.contains("missing dest"), "{e}");
+        let e = "type=zip,dest=x".parse::<Output>().unwrap_err().to_string();
+        assert!(e.contains("\"zip\""), "{e}");
+    }
+}

@@ -1,0 +1,470 @@
+//! Running one stage: FROM (scratch, an earlier stage, or an image), then each step in order.
+//! COPY/ADD and WORKDIR produce layers; every other instruction only changes the config and history.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use super::base::StoreBases;
+use super::chmod::Chmod;
+use super::copy::{stage_copy, CopySpec};
+use super::fsutil;
+use super::{BuildError, BuildRequest, Event, LayerSummary};
+use crate::context::ignore::DockerIgnore;
+use crate::context::SourceRoot;
+use crate::image::{Descriptor, Healthcheck, ImageConfig};
+use crate::layer::{self, ApplyOptions, ChangeSet, LayerOptions};
+use crate::plan::{self, Base, Instruction, Plan, ShellOrExec, Step};
+use crate::store::Store;
+
+/// A built (or being built) stage: its image config, its layers, and its root filesystem.
+pub struct StageState {
+    pub config: ImageConfig,
+    pub layers: Vec<Descriptor>,
+    pub rootfs: PathBuf,
+}
+
+pub struct Engine<'a> {
+    pub store: &'a Store,
+    pub req: &'a BuildRequest,
+    pub plan: &'a Plan,
+    pub bases: &'a StoreBases<'a>,
+    pub context: &'a SourceRoot,
+    pub workspace: &'a Path,
+    pub file_name: &'a str,
+    pub sde: Option<i64>,
+    pub created: String,
+    pub cancel: &'a AtomicBool,
+    pub states: BTreeMap<usize, StageState>,
+    pub step_counter: usize,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Whether this process is root (in its user namespace): /proc/self belongs to the effective uid.
+/// Read from procfs because `unsafe` (libc::geteuid) is kept to the `exec` module.
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
+}
+
+impl Engine<'_> {
+    fn step_err(&self, step: &Step, message: impl Into<String>, source: Option<BoxError>) -> BuildError {
+        BuildError::Step {
+            file: self.file_name.to_string(),
+            line: step.span.line,
+            instruction: step.original.lines().next().unwrap_or("").to_string(),
+            message: message.into(),
+            source,
+        }
+    }
+
+    fn stage_label(&self, index: usize) -> String {
+        let s = &self.plan.stages[index];
+        match &s.name {
+            Some(n) => n.clone(),
+            None => format!("stage-{index}"),
+        }
+    }
+
+    pub fn run_stage(
+        &mut self,
+        index: usize,
+        total: usize,
+        on_event: &mut dyn FnMut(&Event),
+    ) -> Result<(), BuildError> {
+        let stage = &self.plan.stages[index];
+        let rootfs = self.workspace.join(format!("stage-{index}"));
+        let ws_err = |source| BuildError::Workspace {
+            path: rootfs.clone(),
+            source,
+        };
+        fs::create_dir_all(&rootfs).map_err(ws_err)?;
+        let label = self.stage_label(index);
+        let (config, layers, base_name) = match &stage.base {
+            Base::Scratch => (
+                ImageConfig::new(&crate::image::Platform::host()),
+                Vec::new(),
+                "scratch".to_string(),
+            ),
+            Base::Stage(parent) => {
+                let p = self.states.get(parent).ok_or_else(|| BuildError::Base {
+                    reference: self.stage_label(*parent),
+                    message: "stage was not built before its dependent".into(),
+                    source: None,
+                })?;
+                copy_tree(&p.rootfs, &rootfs).map_err(ws_err)?;
+                (p.config.clone(), p.layers.clone(), self.stage_label(*parent))
+            }
+            Base::Image(reference) => {
+                let img = self.bases.resolve(reference)?;
+                for l in &img.manifest.layers {
+                    self.apply_blob(&l.digest, &rootfs)
+                        .map_err(|e| BuildError::Base {
+                            reference: reference.clone(),
+                            message: format!("unpacking layer {}", l.digest),
+                            source: Some(e),
+                        })?;
+                }
+                (img.config.clone(), img.manifest.layers.clone(), reference.clone())
+            }
+        };
+        on_event(&Event::StageStarted {
+            stage: label.clone(),
+            base: base_name,
+        });
+        let mut state = StageState {
+            config,
+            layers,
+            rootfs,
+        };
+        let mut cmd_set_here = false;
+        for step in &stage.steps {
+            if self.cancel.load(Ordering::Relaxed) {
+                return Err(BuildError::Cancelled);
+            }
+            self.step_counter += 1;
+            let n = self.step_counter;
+            let started = Instant::now();
+            on_event(&Event::StepStarted {
+                step: n,
+                total,
+                stage: label.clone(),
+                line: step.span.line,
+                instruction: step.original.clone(),
+            });
+            let layer = self.run_step(step, &mut state, &mut cmd_set_here)?;
+            on_event(&Event::StepFinished {
+                step: n,
+                duration_ms: started.elapsed().as_millis() as u64,
+                layer,
+            });
+        }
+        self.states.insert(index, state);
+        Ok(())
+    }
+
+    fn apply_blob(&self, digest: &crate::digest::Digest, rootfs: &Path) -> Result<(), BoxError> {
+        let blob = self.store.open_blob(digest)?;
+        let opts = ApplyOptions {
+            allow_devices: is_root(),
+            preserve_owners: is_root(),
+        };
+        layer::apply_layer(std::io::BufReader::new(blob), rootfs, &opts)?;
+        Ok(())
+    }
+
+    fn history_text(step: &Step) -> String {
+        step.original.clone()
+    }
+
+    fn run_step(
+        &mut self,
+        step: &Step,
+        st: &mut StageState,
+        cmd_set_here: &mut bool,
+    ) -> Result<Option<LayerSummary>, BuildError> {
+        let created = self.created.clone();
+        let c = &mut st.config.config;
+        match &step.instruction {
+            Instruction::Env(pairs) => {
+                for (k, v) in pairs {
+                    c.env_set(k, v);
+                }
+            }
+            Instruction::Label(pairs) => {
+                for (k, v) in pairs {
+                    c.labels.insert(k.clone(), v.clone());
+                }
+            }
+            Instruction::Expose(ports) => {
+                for p in ports {
+                    let p = if p.contains('/') {
+                        p.to_lowercase()
+                    } else {
+                        format!("{p}/tcp")
+                    };
+                    c.exposed_ports.insert(p, Default::default());
+                }
+            }
+            Instruction::Volume(vols) => {
+                for v in vols {
+                    c.volumes.insert(v.clone(), Default::default());
+                }
+            }
+            Instruction::User(u) => c.user = Some(u.clone()),
+            Instruction::Cmd(cmd) => {
+                c.cmd = Some(argv(cmd, &c.shell));
+                *cmd_set_here = true;
+            }
+            Instruction::Entrypoint(ep) => {
+                c.entrypoint = Some(argv(ep, &c.shell));
+                // Docker: an ENTRYPOINT resets a CMD inherited from the base image.
+                if !*cmd_set_here {
+                    c.cmd = None;
+                }
+            }
+            Instruction::Shell(sh) => c.shell = sh.clone(),
+            Instruction::Healthcheck(hc) => {
+                c.healthcheck = Some(match hc {
+                    None => Healthcheck {
+                        test: vec!["NONE".into()],
+                        ..Default::default()
+                    },
+                    Some(h) => Healthcheck {
+                        test: h.test.clone(),
+                        interval: h.interval,
+                        timeout: h.timeout,
+                        start_period: h.start_period,
+                        start_interval: h.start_interval,
+                        retries: h.retries,
+                    },
+                });
+            }
+            Instruction::OnBuild(t) => c.on_build.push(t.clone()),
+            Instruction::StopSignal(s) => c.stop_signal = Some(s.clone()),
+            Instruction::Maintainer(m) => st.config.author = Some(m.clone()),
+            Instruction::Arg(_) => return Ok(None),
+            Instruction::Workdir(dir) => {
+                c.working_dir = Some(dir.clone());
+                return self.workdir(step, st, dir, &created);
+            }
+            Instruction::Run { .. } => {
+                return Err(self.step_err(
+                    step,
+                    "RUN is not supported yet: the sandbox that runs it is a separate issue (#4); build with COPY/ADD and metadata instructions only",
+                    None,
+                ))
+            }
+            Instruction::Copy(copy) => return self.copy(step, st, copy, false, &created),
+            Instruction::Add(copy) => return self.copy(step, st, copy, true, &created),
+        }
+        st.config
+            .push_empty(&Self::history_text(step), Some(&created));
+        Ok(None)
+    }
+
+    fn workdir(
+        &mut self,
+        step: &Step,
+        st: &mut StageState,
+        dir: &str,
+        created: &str,
+    ) -> Result<Option<LayerSummary>, BuildError> {
+        let exists = SourceRoot::rootfs(&st.rootfs)
+            .resolve_in_root(Path::new(dir))
+            .map(|p| p.is_dir())
+            .unwrap_or(false);
+        if exists {
+            st.config.push_empty(&Self::history_text(step), Some(created));
+            return Ok(None);
+        }
+        // BuildKit creates a missing WORKDIR as a layer of its own, owned by root.
+        let spec = CopySpec {
+            instruction: "WORKDIR",
+            sources: &[],
+            heredocs: Vec::new(),
+            dest: format!("{}/", dir.trim_end_matches('/')),
+            owner: (0, 0),
+            chmod: None,
+            excludes: None,
+            parents: false,
+            unpack_archives: false,
+            created_mtime: self.sde.unwrap_or(0),
+        };
+        self.commit_staged(step, st, &spec, None, created)
+    }
+
+    fn copy(
+        &mut self,
+        step: &Step,
+        st: &mut StageState,
+        copy: &plan::CopyArgs,
+        is_add: bool,
+        created: &str,
+    ) -> Result<Option<LayerSummary>, BuildError> {
+        let instruction = if is_add { "ADD" } else { "COPY" };
+        if let Some(src) = copy.sources.iter().find(|s| is_remote(s)) {
+            return Err(self.step_err(
+                step,
+                format!("{instruction} from a URL or git repository ({src}) needs network access, which the offline engine does not have"),
+                None,
+            ));
+        }
+        let owner = match &copy.chown {
+            Some(spec) => fsutil::resolve_chown(&st.rootfs, spec)
+                .map_err(|e| self.step_err(step, format!("--chown={spec}"), Some(Box::new(e))))?,
+            None => (0, 0),
+        };
+        let chmod = match &copy.chmod {
+            Some(v) => Some(
+                Chmod::parse(v).map_err(|e| self.step_err(step, "--chmod", Some(Box::new(e))))?,
+            ),
+            None => None,
+        };
+        let excludes = if copy.excludes.is_empty() {
+            None
+        } else {
+            Some(
+                DockerIgnore::parse(&copy.excludes.join("\n"))
+                    .map_err(|e| self.step_err(step, "--exclude", Some(Box::new(e))))?,
+            )
+        };
+        let workdir = st.config.config.working_dir.clone().unwrap_or_default();
+        let dest = if copy.dest.starts_with('/') {
+            copy.dest.clone()
+        } else {
+            let base = if workdir.is_empty() { "/" } else { &workdir };
+            let joined = format!("{}/{}", base.trim_end_matches('/'), copy.dest);
+            joined
+        };
+        let spec = CopySpec {
+            instruction,
+            sources: &copy.sources,
+            heredocs: copy
+                .heredocs
+                .iter()
+                .map(|h| (h.name.clone(), h.content.clone()))
+                .collect(),
+            dest,
+            owner,
+            chmod,
+            excludes,
+            parents: copy.parents,
+            unpack_archives: is_add,
+            created_mtime: self.sde.unwrap_or(0),
+        };
+        let from_root = match &copy.from {
+            None => None,
+            Some(plan::CopySource::Stage(i)) => Some(
+                self.states
+                    .get(i)
+                    .ok_or_else(|| self.step_err(step, "source stage was not built", None))?
+                    .rootfs
+                    .clone(),
+            ),
+            Some(plan::CopySource::Image(reference)) => {
+                let dir = self
+                    .workspace
+                    .join(format!("image-{}", crate::digest::Digest::of(reference.as_bytes()).hex()));
+                if !dir.exists() {
+                    let img = self.bases.resolve(reference)?;
+                    fs::create_dir_all(&dir).map_err(|source| BuildError::Workspace {
+                        path: dir.clone(),
+                        source,
+                    })?;
+                    for l in &img.manifest.layers {
+                        self.apply_blob(&l.digest, &dir).map_err(|e| BuildError::Base {
+                            reference: reference.clone(),
+                            message: format!("unpacking layer {}", l.digest),
+                            source: Some(e),
+                        })?;
+                    }
+                }
+                Some(dir)
+            }
+        };
+        self.commit_staged(step, st, &spec, from_root.as_deref(), created)
+    }
+
+    /// Stage what the step adds, make a layer of it, store it, and apply it to the stage's rootfs.
+    fn commit_staged(
+        &mut self,
+        step: &Step,
+        st: &mut StageState,
+        spec: &CopySpec<'_>,
+        from_root: Option<&Path>,
+        created: &str,
+    ) -> Result<Option<LayerSummary>, BuildError> {
+        let staging = tempfile::Builder::new()
+            .prefix("layer-")
+            .tempdir_in(self.workspace)
+            .map_err(|source| BuildError::Workspace {
+                path: self.workspace.to_path_buf(),
+                source,
+            })?;
+        let rootfs_source;
+        let from = match from_root {
+            Some(dir) => {
+                rootfs_source = SourceRoot::rootfs(dir);
+                &rootfs_source
+            }
+            None => self.context,
+        };
+        let staged = if spec.sources.is_empty() && spec.heredocs.is_empty() {
+            // WORKDIR: only the directory itself.
+            let dest = spec.dest.trim_matches('/').to_string();
+            super::copy::stage_dir_only(spec, &st.rootfs, staging.path(), &dest)
+                .map_err(|e| self.step_err(step, "creating the directory", Some(Box::new(e))))?
+        } else {
+            stage_copy(spec, from, &st.rootfs, staging.path())
+                .map_err(|e| self.step_err(step, e.to_string(), None))?
+        };
+        let mut changes = ChangeSet::from_dir(staging.path())
+            .map_err(|e| self.step_err(step, "reading the staged files", Some(Box::new(e))))?;
+        if !staged.owners_applied {
+            changes = changes.with_owner(spec.owner.0, spec.owner.1);
+        }
+        let opts = LayerOptions {
+            compression: self.req.compression,
+            level: self.req.compression_level,
+            threads: self.req.threads,
+            source_date_epoch: self.sde,
+        };
+        let ingest = self.store.ingest()?;
+        let (ingest, info) = layer::write_layer(&changes, &opts, ingest)
+            .map_err(|e| self.step_err(step, "writing the layer", Some(Box::new(e))))?;
+        let (digest, size) = ingest.commit(Some(&info.digest), Some(info.size))?;
+        let desc = Descriptor::new(info.media_type.clone(), digest.clone(), size);
+        self.apply_blob(&digest, &st.rootfs)
+            .map_err(|e| self.step_err(step, "applying the layer to the stage", Some(e)))?;
+        st.layers.push(desc);
+        st.config
+            .push_layer(info.diff_id.clone(), &Self::history_text(step), Some(created));
+        Ok(Some(LayerSummary {
+            digest,
+            diff_id: info.diff_id,
+            size,
+            uncompressed_size: info.uncompressed_size,
+        }))
+    }
+}
+
+fn is_remote(src: &str) -> bool {
+    src.starts_with("http://") || src.starts_with("https://") || src.starts_with("git@")
+}
+
+/// The argv a CMD/ENTRYPOINT stores: exec form as written, shell form wrapped in the SHELL.
+fn argv(cmd: &ShellOrExec, shell: &[String]) -> Vec<String> {
+    let default_shell = ["/bin/sh".to_string(), "-c".to_string()];
+    let shell = if shell.is_empty() { &default_shell[..] } else { shell };
+    cmd.argv(shell)
+}
+
+/// Copy a stage's root filesystem for a stage built FROM it.
+fn copy_tree(src: &Path, dst: &Path) -> std::io::Result<()> {
+    let root = is_root();
+    let mut dirs = Vec::new();
+    for entry in walkdir::WalkDir::new(src).min_depth(1).sort_by_file_name() {
+        let entry = entry.map_err(std::io::Error::other)?;
+        let rel = entry.path().strip_prefix(src).map_err(std::io::Error::other)?;
+        let target = dst.join(rel);
+        let meta = entry.path().symlink_metadata()?;
+        fsutil::copy_entry(entry.path(), &target, &meta)?;
+        if root {
+            use std::os::unix::fs::MetadataExt;
+            fsutil::try_lchown(&target, meta.uid(), meta.gid())?;
+        }
+        if meta.is_dir() {
+            dirs.push((target, meta));
+        }
+    }
+    for (d, meta) in dirs.iter().rev() {
+        let t = filetime::FileTime::from_last_modification_time(meta);
+        filetime::set_file_times(d, t, t)?;
+    }
+    Ok(())
+}

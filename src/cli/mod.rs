@@ -1,0 +1,345 @@
+//! The command line: flags are parsed (clap), then resolved into validated requests for the embedded
+//! engine, then the results rendered. `anyhow` lives here and only here; errors print with `{:#}` so
+//! every cause in the chain shows.
+//!
+//! Must not: build, parse Dockerfiles or touch the store's files itself — it calls the modules.
+
+mod progress;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::build::{self, BuildRequest, Output};
+use crate::layer::Compression;
+use crate::reference::Reference;
+use crate::store::{self, Store};
+use progress::{ProgressMode, Renderer};
+
+#[derive(Parser, Debug)]
+#[command(name = "kiln", version, about = "A native, rootless OCI image builder")]
+pub struct Cli {
+    /// State directory (default /var/lib/kiln as root, $XDG_DATA_HOME/kiln otherwise).
+    #[arg(long, global = true, env = "KILN_ROOT")]
+    root: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Build an image from a Dockerfile, on the embedded engine.
+    Build(BuildArgs),
+    /// Print the build plan of a Dockerfile: stages, dependencies, expanded steps.
+    Plan(PlanArgs),
+    /// List the images in the local store.
+    Images,
+    /// Write an image from the local store out as an OCI layout or a docker-archive.
+    Export {
+        /// Image reference or digest in the local store.
+        image: String,
+        /// type=oci,dest=DIR|FILE.tar or type=docker,dest=FILE.tar (repeatable).
+        #[arg(short, long = "output", required = true)]
+        outputs: Vec<String>,
+    },
+    /// Copy an image from an OCI layout (DIR[:TAG]) into the local store, verifying every blob.
+    Import {
+        /// The layout directory, optionally with the tag (ref name) to take.
+        layout: String,
+        /// Name to tag it with in the store (default: the layout's ref name).
+        #[arg(short = 't', long = "tag")]
+        tag: Option<String>,
+    },
+    /// Remove a tag from the local store (blobs go at the next `kiln prune`).
+    Rmi { image: String },
+    /// Delete blobs no tag reaches.
+    Prune,
+    /// Re-hash every blob and check every tag's closure; non-zero exit on damage.
+    Fsck,
+    /// Where kiln keeps its state and what it holds.
+    Info,
+}
+
+#[derive(Args, Debug)]
+struct DockerfileArgs {
+    /// Path to the Dockerfile (default CONTEXT/Dockerfile).
+    #[arg(short = 'f', long = "file")]
+    file: Option<PathBuf>,
+    /// Build-time variable KEY=VALUE (KEY alone takes the value from the environment).
+    #[arg(long = "build-arg")]
+    build_args: Vec<String>,
+    /// Build only up to this stage.
+    #[arg(long)]
+    target: Option<String>,
+    /// The build context directory.
+    context: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct BuildArgs {
+    #[command(flatten)]
+    df: DockerfileArgs,
+    /// Name and optionally a tag (name:tag); repeatable.
+    #[arg(short = 't', long = "tag")]
+    tags: Vec<String>,
+    /// Image label KEY=VALUE; repeatable.
+    #[arg(long = "label")]
+    labels: Vec<String>,
+    /// type=oci,dest=DIR|FILE.tar or type=docker,dest=FILE.tar; repeatable.
+    #[arg(short = 'o', long = "output")]
+    outputs: Vec<String>,
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    progress: ProgressMode,
+    /// Layer compression: gzip, zstd or uncompressed.
+    #[arg(long, default_value = "gzip")]
+    compression: String,
+    /// Compression level (gzip 1-9, default 6; zstd 1-19, default 3).
+    #[arg(long = "compression-level")]
+    compression_level: Option<i32>,
+    /// Clamp timestamps (layer mtimes, created) to this Unix time; also read from $SOURCE_DATE_EPOCH.
+    #[arg(long = "source-date-epoch", env = "SOURCE_DATE_EPOCH")]
+    source_date_epoch: Option<i64>,
+    /// Do not use the build cache (kiln has no step cache yet, so every build is a fresh build).
+    #[arg(long = "no-cache")]
+    no_cache: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum PlanFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args, Debug)]
+struct PlanArgs {
+    #[command(flatten)]
+    df: DockerfileArgs,
+    #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+    format: PlanFormat,
+    /// List the build-check warnings only; exit non-zero when a check is configured as an error.
+    #[arg(long)]
+    check: bool,
+}
+
+/// Entry point of the `kiln` binary. Returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}
+
+fn open_store(root: &Option<PathBuf>) -> Result<Store> {
+    let root = root.clone().unwrap_or_else(Store::default_root);
+    Store::open(&root).with_context(|| format!("opening the kiln store at {}", root.display()))
+}
+
+fn parse_kv(values: &[String], what: &str, from_env: bool) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for v in values {
+        match v.split_once('=') {
+            Some((k, val)) if !k.is_empty() => {
+                out.insert(k.to_string(), val.to_string());
+            }
+            None if from_env && !v.is_empty() => {
+                // docker build: `--build-arg KEY` takes KEY's value from the environment, if set.
+                if let Ok(val) = std::env::var(v) {
+                    out.insert(v.clone(), val);
+                }
+            }
+            _ => bail!("invalid {what} {v:?}: expected KEY=VALUE"),
+        }
+    }
+    Ok(out)
+}
+
+fn run(cli: Cli) -> Result<i32> {
+    match cli.command {
+        Command::Build(args) => cmd_build(&cli.root, args),
+        Command::Plan(args) => cmd_plan(&cli.root, args),
+        Command::Images => {
+            let store = open_store(&cli.root)?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{:<50} {:<20} {:>10}", "IMAGE", "DIGEST", "SIZE")?;
+            for (name, desc) in store.tags()? {
+                let size = store
+                    .image(&name)
+                    .map(|i| i.manifest.layers.iter().map(|l| l.size).sum::<u64>() + i.manifest.config.size)
+                    .unwrap_or(0);
+                writeln!(out, "{:<50} {:<20} {:>10}", name, desc.digest.short(), size)?;
+            }
+            Ok(0)
+        }
+        Command::Export { image, outputs } => {
+            let store = open_store(&cli.root)?;
+            let key = store_key(&image);
+            let img = store
+                .image(&key)
+                .with_context(|| format!("finding {image} in the local store"))?;
+            let tag = key.clone();
+            for o in outputs {
+                let out: Output = o.parse()?;
+                match out {
+                    Output::Oci { dest } => {
+                        let name = tag
+                            .parse::<Reference>()
+                            .map(|r| r.tag_or_latest().to_string())
+                            .unwrap_or_else(|_| "latest".into());
+                        store::write_oci_layout(&store, &[(name, img.manifest_desc.clone())], &dest)?;
+                        eprintln!("exported oci: {}", dest.display());
+                    }
+                    Output::Docker { dest } => {
+                        let name = tag.parse::<Reference>().map(|r| r.familiar()).unwrap_or_default();
+                        store::write_docker_archive(&store, &[(name, img.manifest_desc.clone())], &dest)?;
+                        eprintln!("exported docker: {}", dest.display());
+                    }
+                }
+            }
+            Ok(0)
+        }
+        Command::Import { layout, tag } => {
+            let store = open_store(&cli.root)?;
+            let (dir, ref_name) = match layout.rfind(':') {
+                Some(i) if !layout[i..].contains('/') => {
+                    (layout[..i].to_string(), Some(layout[i + 1..].to_string()))
+                }
+                _ => (layout.clone(), None),
+            };
+            let desc = store::import_oci_layout(&store, std::path::Path::new(&dir), ref_name.as_deref())
+                .with_context(|| format!("importing OCI layout {dir}"))?;
+            let name = tag.or(ref_name).unwrap_or_else(|| "latest".to_string());
+            let key = name
+                .parse::<Reference>()
+                .with_context(|| format!("invalid tag {name:?}"))?
+                .store_name();
+            store.tag(&key, &desc)?;
+            println!("{key} {}", desc.digest);
+            Ok(0)
+        }
+        Command::Rmi { image } => {
+            let store = open_store(&cli.root)?;
+            if !store.untag(&store_key(&image))? {
+                bail!("no image {image} in the local store");
+            }
+            println!("untagged {image}");
+            Ok(0)
+        }
+        Command::Prune => {
+            let store = open_store(&cli.root)?;
+            let report = store.gc()?;
+            println!("{report}");
+            Ok(0)
+        }
+        Command::Fsck => {
+            let store = open_store(&cli.root)?;
+            let report = store.fsck()?;
+            println!("{report}");
+            Ok(if report.is_clean() { 0 } else { 2 })
+        }
+        Command::Info => {
+            let root = cli.root.clone().unwrap_or_else(Store::default_root);
+            let store = open_store(&cli.root)?;
+            println!("version: {}", env!("CARGO_PKG_VERSION"));
+            println!("root: {}", root.display());
+            println!("images: {}", store.tags()?.len());
+            println!("sandbox: none (RUN is not supported yet)");
+            Ok(0)
+        }
+    }
+}
+
+/// A user's image name → the store's key: references are normalised (`app` →
+/// `docker.io/library/app:latest`), digests are kept.
+fn store_key(image: &str) -> String {
+    if image.starts_with("sha256:") {
+        return image.to_string();
+    }
+    image
+        .parse::<Reference>()
+        .map(|r| r.store_name())
+        .unwrap_or_else(|_| image.to_string())
+}
+
+fn cmd_build(root: &Option<PathBuf>, args: BuildArgs) -> Result<i32> {
+    let mut req = BuildRequest::new(&args.df.context);
+    req.dockerfile = args.df.file.clone();
+    req.tags = args.tags.clone();
+    for t in &req.tags {
+        t.parse::<Reference>()
+            .with_context(|| format!("invalid tag {t:?}"))?;
+    }
+    req.build_args = parse_kv(&args.df.build_args, "--build-arg", true)?;
+    req.labels = parse_kv(&args.labels, "--label", false)?;
+    req.target = args.df.target.clone();
+    req.outputs = args
+        .outputs
+        .iter()
+        .map(|o| o.parse::<Output>())
+        .collect::<Result<_, _>>()?;
+    req.compression = args
+        .compression
+        .parse::<Compression>()
+        .with_context(|| format!("invalid --compression {:?}", args.compression))?;
+    req.compression_level = args.compression_level;
+    req.source_date_epoch = args.source_date_epoch;
+    let _ = args.no_cache;
+
+    let store = open_store(root)?;
+    let cancel = Arc::new(AtomicBool::new(false));
+    let mut renderer = Renderer::new(args.progress);
+    let result = build::run(&store, &req, &mut |e| renderer.event(e), &cancel)?;
+    if args.progress != ProgressMode::Json {
+        println!("{}", result.manifest.digest);
+    }
+    Ok(0)
+}
+
+fn cmd_plan(root: &Option<PathBuf>, args: PlanArgs) -> Result<i32> {
+    let path = args
+        .df
+        .file
+        .clone()
+        .unwrap_or_else(|| args.df.context.join("Dockerfile"));
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading Dockerfile {}", path.display()))?;
+    let file_name = path.display().to_string();
+    let df = crate::dockerfile::parse(&text, &file_name)?;
+    let opts = crate::plan::PlanOptions {
+        build_args: parse_kv(&args.df.build_args, "--build-arg", true)?,
+        target: args.df.target.clone(),
+        platform: crate::plan::Platform::host(),
+        file_name,
+    };
+    // Base images found in the local store make ENV expansion exact; without a store the plan
+    // still prints, with base images' environments taken as empty.
+    let root_dir = root.clone().unwrap_or_else(Store::default_root);
+    let store = if root_dir.join("content").exists() {
+        Store::open(&root_dir).ok()
+    } else {
+        None
+    };
+    let plan = match &store {
+        Some(s) => crate::plan::plan(&df, &opts, &build::StoreBases::new(s))?,
+        None => crate::plan::plan(&df, &opts, &crate::plan::NoBaseImages)?,
+    };
+    if args.check {
+        for w in &plan.warnings {
+            println!("{w}");
+        }
+        return Ok(if plan.check_failed() { 1 } else { 0 });
+    }
+    match args.format {
+        PlanFormat::Text => print!("{}", plan.render_text()),
+        PlanFormat::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
+    }
+    Ok(0)
+}

@@ -1,0 +1,199 @@
+//! Native copy snapshots: each snapshot's `<id>/fs` is a full tree. `prepare` copies the parent
+//! (FICLONE reflinks when the filesystem supports them, else copy_file_range through std);
+//! `changes` compares the tree against the parent's.
+
+use super::{
+    diff, dir_usage, io_err, Change, Info, MetaStore, Mount, Mounts, SnapshotError, Snapshotter,
+    SnapshotterKind, State, Usage, WhiteoutFormat,
+};
+use std::collections::HashMap;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+pub struct NativeSnapshotter {
+    meta: MetaStore,
+}
+
+impl NativeSnapshotter {
+    pub fn new(dir: &Path) -> Result<Self, SnapshotError> {
+        Ok(NativeSnapshotter {
+            meta: MetaStore::new(dir)?,
+        })
+    }
+
+    fn fs_of(&self, info: &Info) -> PathBuf {
+        self.meta.dir.join(&info.id).join("fs")
+    }
+}
+
+/// Copies the tree `src` to the new directory `dst`, keeping owners, modes, times, xattrs,
+/// hard links, symlinks and device nodes.
+pub fn copy_tree(src: &Path, dst: &Path) -> Result<(), SnapshotError> {
+    let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    let mut dirs = Vec::new();
+    for e in walkdir::WalkDir::new(src) {
+        let e = e.map_err(|e| SnapshotError::Io {
+            action: "walking",
+            path: e.path().unwrap_or(src).to_path_buf(),
+            source: e.into(),
+        })?;
+        let rel = e.path().strip_prefix(src).unwrap_or(e.path());
+        let to = dst.join(rel);
+        let m = std::fs::symlink_metadata(e.path()).map_err(io_err("reading", e.path()))?;
+        let ft = m.file_type();
+        if ft.is_dir() {
+            if rel.as_os_str().is_empty() {
+                std::fs::create_dir_all(&to).map_err(io_err("creating", &to))?;
+            } else {
+                std::fs::create_dir(&to).map_err(io_err("creating", &to))?;
+            }
+            dirs.push((e.path().to_path_buf(), to, m));
+            continue;
+        }
+        if m.nlink() > 1 {
+            if let Some(first) = links.get(&(m.dev(), m.ino())) {
+                std::fs::hard_link(first, &to).map_err(io_err("hard-linking", &to))?;
+                continue;
+            }
+            links.insert((m.dev(), m.ino()), to.clone());
+        }
+        if ft.is_file() {
+            copy_file(e.path(), &to)?;
+        } else if ft.is_symlink() {
+            let target = std::fs::read_link(e.path()).map_err(io_err("reading link", e.path()))?;
+            std::os::unix::fs::symlink(&target, &to).map_err(io_err("creating symlink", &to))?;
+        } else if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() {
+            let kind = if ft.is_char_device() {
+                rustix::fs::FileType::CharacterDevice
+            } else if ft.is_block_device() {
+                rustix::fs::FileType::BlockDevice
+            } else {
+                rustix::fs::FileType::Fifo
+            };
+            rustix::fs::mknodat(
+                rustix::fs::CWD,
+                &to,
+                kind,
+                rustix::fs::Mode::from_raw_mode(m.mode() & 0o7777),
+                m.rdev(),
+            )
+            .map_err(|err| io_err("creating node", &to)(err.into()))?;
+        } else {
+            continue; // sockets are not part of a filesystem image
+        }
+        set_meta(e.path(), &to, &m)?;
+    }
+    // Directory times last: creating entries changes them.
+    for (from, to, m) in dirs.iter().rev() {
+        set_meta(from, to, m)?;
+    }
+    Ok(())
+}
+
+fn copy_file(from: &Path, to: &Path) -> Result<(), SnapshotError> {
+    let src = std::fs::File::open(from).map_err(io_err("opening", from))?;
+    let dst = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(to)
+        .map_err(io_err("creating", to))?;
+    if rustix::fs::ioctl_ficlone(&dst, &src).is_ok() {
+        return Ok(());
+    }
+    let (mut src, mut dst) = (src, dst);
+    std::io::copy(&mut src, &mut dst).map_err(io_err("copying", from))?;
+    Ok(())
+}
+
+/// Owner before mode (chown clears set-id bits), xattrs after chown (it drops
+/// `security.capability`), times last.
+fn set_meta(from: &Path, to: &Path, m: &std::fs::Metadata) -> Result<(), SnapshotError> {
+    std::os::unix::fs::lchown(to, Some(m.uid()), Some(m.gid())).map_err(io_err("chowning", to))?;
+    if !m.file_type().is_symlink() {
+        std::fs::set_permissions(to, std::fs::Permissions::from_mode(m.mode() & 0o7777))
+            .map_err(io_err("chmoding", to))?;
+    }
+    if let Ok(names) = xattr::list(from) {
+        for n in names {
+            if let Ok(Some(v)) = xattr::get(from, &n) {
+                xattr::set(to, &n, &v).map_err(io_err("setting xattr on", to))?;
+            }
+        }
+    }
+    let at = filetime::FileTime::from_last_access_time(m);
+    let mt = filetime::FileTime::from_last_modification_time(m);
+    filetime::set_symlink_file_times(to, at, mt).map_err(io_err("setting times of", to))
+}
+
+impl Snapshotter for NativeSnapshotter {
+    fn kind(&self) -> SnapshotterKind {
+        SnapshotterKind::Native
+    }
+
+    fn prepare(&self, key: &str, parent: Option<&str>) -> Result<Mounts, SnapshotError> {
+        let info = self.meta.create(key, State::Active, parent)?;
+        let fs = self.fs_of(&info);
+        let res = match parent {
+            Some(p) => {
+                let pfs = self.fs_of(&self.meta.get(p)?);
+                copy_tree(&pfs, &fs)
+            }
+            None => std::fs::create_dir(&fs).map_err(io_err("creating", &fs)),
+        };
+        if let Err(e) = res {
+            let _ = self.meta.remove(key);
+            return Err(e);
+        }
+        Ok(vec![Mount::Bind {
+            source: fs,
+            readonly: false,
+        }])
+    }
+
+    fn view(&self, key: &str, parent: Option<&str>) -> Result<Mounts, SnapshotError> {
+        let info = self.meta.create(key, State::View, parent)?;
+        let fs = self.fs_of(&info);
+        std::fs::create_dir(&fs).map_err(io_err("creating", &fs))?;
+        let source = match parent {
+            Some(p) => self.fs_of(&self.meta.get(p)?),
+            None => fs,
+        };
+        Ok(vec![Mount::Bind {
+            source,
+            readonly: true,
+        }])
+    }
+
+    fn commit(&self, name: &str, key: &str) -> Result<(), SnapshotError> {
+        self.meta.commit(name, key).map(|_| ())
+    }
+
+    fn remove(&self, key: &str) -> Result<(), SnapshotError> {
+        self.meta.remove(key).map(|_| ())
+    }
+
+    fn usage(&self, key: &str) -> Result<Usage, SnapshotError> {
+        dir_usage(&self.fs_of(&self.meta.get(key)?))
+    }
+
+    fn changes(&self, key: &str) -> Result<Vec<Change>, SnapshotError> {
+        let info = self.meta.get(key)?;
+        let parent = match &info.parent {
+            Some(p) => Some(self.fs_of(&self.meta.get(p)?)),
+            None => None,
+        };
+        diff::tree_changes(&self.fs_of(&info), parent.as_deref())
+    }
+
+    fn writable_dir(&self, key: &str) -> Result<PathBuf, SnapshotError> {
+        Ok(self.fs_of(&self.meta.get_kind(key, State::Active)?))
+    }
+
+    fn whiteout_format(&self) -> WhiteoutFormat {
+        WhiteoutFormat::Direct
+    }
+
+    fn list(&self) -> Result<Vec<Info>, SnapshotError> {
+        self.meta.list()
+    }
+}
