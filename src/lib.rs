@@ -15,9 +15,12 @@
 //! | module       | job                                                                      |
 //! |--------------|--------------------------------------------------------------------------|
 //! | `digest`     | typed `Digest`, streaming sha256 (aws-lc-rs)                             |
+//! | `reference`  | image references, normalised like Docker (`busybox` → docker.io/library) |
 //! | `dockerfile` | text → typed instructions with spans; directives, heredocs, expansion    |
 //! | `plan`       | instructions + build args + target → stages, DAG, steps                  |
 //! | `context`    | build context: `.dockerignore`, walking, path-escape guards              |
+//! | `snapshot`   | containerd-style snapshots: overlayfs, fuse-overlayfs, native copy       |
+//! | `exec`       | one process in a sandbox (namespaces, id maps, cgroups); the only unsafe |
 //! | `layer`      | tree → deterministic tar → parallel gzip/zstd → diff_id + digest; apply  |
 //! | `image`      | config (keeps Docker's fields), manifest, index, history; canonical JSON |
 //! | `store`      | OCI image layout: verified atomic ingest, tags, fsck, SQLite metadata    |
@@ -25,3 +28,14 @@
 //! | `cli`        | flags → validated commands → embedded engine → rendering                 |
 
 pub mod digest;
+pub mod reference;
+pub mod dockerfile;
+pub mod plan;
+pub mod context;
+pub mod snapshot;
+pub mod exec;
+pub mod layer;
+pub mod image;
+pub mod store;
+pub mod build;
+pub mod cli;

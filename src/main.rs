@@ -1,3 +1,14 @@
+//! The `kiln` binary. Before anything else — before any thread exists — a rootless kiln re-executes
+//! itself inside a user namespace (uid 0 → the caller, 1..65536 → its subuid range), and the hidden
+//! sandbox subcommand dispatches to the single-threaded helper that sets up a RUN step.
+
 fn main() {
+    if std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new(kiln::exec::HELPER_SUBCOMMAND)) {
+        std::process::exit(kiln::exec::sandbox_main());
+    }
+    if let Err(e) = kiln::exec::maybe_reexec_into_userns() {
+        eprintln!("error: entering a user namespace: {e}");
+        std::process::exit(1);
+    }
     std::process::exit(kiln::cli::main());
 }

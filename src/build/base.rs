@@ -59,7 +59,7 @@ impl<'a> StoreBases<'a> {
             };
             match self.store.image(&key) {
                 Ok(img) => img,
-                Err(store::StoreError::NotFound { .. }) => {
+                Err(store::StoreError::ImageNotFound(_)) => {
                     return Err(base_err(
                         format!(
                             "not found in the local store as {name} (import it with FROM oci-layout://PATH, or build it first; registry pulls need `kiln pull`)"

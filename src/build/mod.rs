@@ -217,7 +217,7 @@ pub fn run(
     let plan = plan::plan(&df, &opts, &bases)?;
     for w in &plan.warnings {
         on_event(&Event::Warning {
-            message: w.to_string(),
+            message: warning_text(&plan.file_name, w),
         });
     }
 
@@ -309,6 +309,15 @@ pub fn run(
         config: config_desc.digest,
         tags,
     })
+}
+
+/// `file:line: Rule: message`, the way BuildKit prints a build check.
+pub fn warning_text(file: &str, w: &plan::Warning) -> String {
+    if w.span.line == 0 {
+        format!("{file}: {}: {}", w.rule, w.message)
+    } else {
+        format!("{file}:{}: {}: {}", w.span.line, w.rule, w.message)
+    }
 }
 
 fn export_outputs(

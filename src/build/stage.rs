@@ -19,6 +19,19 @@ use crate::layer::{self, ApplyOptions, ChangeSet, LayerOptions};
 use crate::plan::{self, Base, Instruction, Plan, ShellOrExec, Step};
 use crate::store::Store;
 
+/// COPY and ADD seen through one shape (ADD has no `--from`/`--parents`; COPY never unpacks).
+struct CopyArgs<'a> {
+    from: Option<&'a plan::CopySource>,
+    sources: &'a [String],
+    heredocs: &'a [plan::Heredoc],
+    dest: &'a str,
+    chown: Option<&'a str>,
+    chmod: Option<&'a str>,
+    parents: bool,
+    excludes: &'a [String],
+    unpack: bool,
+}
+
 /// A built (or being built) stage: its image config, its layers, and its root filesystem.
 pub struct StageState {
     pub config: ImageConfig,
@@ -56,7 +69,7 @@ impl Engine<'_> {
         BuildError::Step {
             file: self.file_name.to_string(),
             line: step.span.line,
-            instruction: step.original.lines().next().unwrap_or("").to_string(),
+            instruction: step.source.lines().next().unwrap_or("").to_string(),
             message: message.into(),
             source,
         }
@@ -134,7 +147,7 @@ impl Engine<'_> {
                 total,
                 stage: label.clone(),
                 line: step.span.line,
-                instruction: step.original.clone(),
+                instruction: step.source.clone(),
             });
             let layer = self.run_step(step, &mut state, &mut cmd_set_here)?;
             on_event(&Event::StepFinished {
@@ -158,7 +171,7 @@ impl Engine<'_> {
     }
 
     fn history_text(step: &Step) -> String {
-        step.original.clone()
+        step.source.clone()
     }
 
     fn run_step(
@@ -214,14 +227,18 @@ impl Engine<'_> {
                         test: vec!["NONE".into()],
                         ..Default::default()
                     },
-                    Some(h) => Healthcheck {
-                        test: h.test.clone(),
-                        interval: h.interval,
-                        timeout: h.timeout,
-                        start_period: h.start_period,
-                        start_interval: h.start_interval,
-                        retries: h.retries,
-                    },
+                    Some(h) => {
+                        // Docker omits unset (zero) durations and retries from the config.
+                        let set = |v: i64| (v != 0).then_some(v);
+                        Healthcheck {
+                            test: h.test.clone(),
+                            interval: set(h.interval),
+                            timeout: set(h.timeout),
+                            start_period: set(h.start_period),
+                            start_interval: set(h.start_interval),
+                            retries: set(h.retries),
+                        }
+                    }
                 });
             }
             Instruction::OnBuild(t) => c.on_build.push(t.clone()),
@@ -239,8 +256,34 @@ impl Engine<'_> {
                     None,
                 ))
             }
-            Instruction::Copy(copy) => return self.copy(step, st, copy, false, &created),
-            Instruction::Add(copy) => return self.copy(step, st, copy, true, &created),
+            Instruction::Copy(copy) => {
+                let args = CopyArgs {
+                    from: copy.from.as_ref(),
+                    sources: &copy.sources,
+                    heredocs: &copy.heredocs,
+                    dest: &copy.dest,
+                    chown: copy.chown.as_deref(),
+                    chmod: copy.chmod.as_deref(),
+                    parents: copy.parents,
+                    excludes: &copy.excludes,
+                    unpack: false,
+                };
+                return self.copy(step, st, &args, &created);
+            }
+            Instruction::Add(add) => {
+                let args = CopyArgs {
+                    from: None,
+                    sources: &add.sources,
+                    heredocs: &add.heredocs,
+                    dest: &add.dest,
+                    chown: add.chown.as_deref(),
+                    chmod: add.chmod.as_deref(),
+                    parents: false,
+                    excludes: &add.excludes,
+                    unpack: add.unpack.unwrap_or(true),
+                };
+                return self.copy(step, st, &args, &created);
+            }
         }
         st.config
             .push_empty(&Self::history_text(step), Some(&created));
@@ -282,11 +325,14 @@ impl Engine<'_> {
         &mut self,
         step: &Step,
         st: &mut StageState,
-        copy: &plan::CopyArgs,
-        is_add: bool,
+        copy: &CopyArgs<'_>,
         created: &str,
     ) -> Result<Option<LayerSummary>, BuildError> {
-        let instruction = if is_add { "ADD" } else { "COPY" };
+        let instruction = if matches!(step.instruction, Instruction::Add(_)) {
+            "ADD"
+        } else {
+            "COPY"
+        };
         if let Some(src) = copy.sources.iter().find(|s| is_remote(s)) {
             return Err(self.step_err(
                 step,
@@ -294,12 +340,12 @@ impl Engine<'_> {
                 None,
             ));
         }
-        let owner = match &copy.chown {
+        let owner = match copy.chown {
             Some(spec) => fsutil::resolve_chown(&st.rootfs, spec)
                 .map_err(|e| self.step_err(step, format!("--chown={spec}"), Some(Box::new(e))))?,
             None => (0, 0),
         };
-        let chmod = match &copy.chmod {
+        let chmod = match copy.chmod {
             Some(v) => Some(
                 Chmod::parse(v).map_err(|e| self.step_err(step, "--chmod", Some(Box::new(e))))?,
             ),
@@ -313,17 +359,15 @@ impl Engine<'_> {
                     .map_err(|e| self.step_err(step, "--exclude", Some(Box::new(e))))?,
             )
         };
-        let workdir = st.config.config.working_dir.clone().unwrap_or_default();
         let dest = if copy.dest.starts_with('/') {
-            copy.dest.clone()
+            copy.dest.to_string()
         } else {
-            let base = if workdir.is_empty() { "/" } else { &workdir };
-            let joined = format!("{}/{}", base.trim_end_matches('/'), copy.dest);
-            joined
+            let base = if step.workdir.is_empty() { "/" } else { &step.workdir };
+            format!("{}/{}", base.trim_end_matches('/'), copy.dest)
         };
         let spec = CopySpec {
             instruction,
-            sources: &copy.sources,
+            sources: copy.sources,
             heredocs: copy
                 .heredocs
                 .iter()
@@ -334,10 +378,10 @@ impl Engine<'_> {
             chmod,
             excludes,
             parents: copy.parents,
-            unpack_archives: is_add,
+            unpack_archives: copy.unpack,
             created_mtime: self.sde.unwrap_or(0),
         };
-        let from_root = match &copy.from {
+        let from_root = match copy.from {
             None => None,
             Some(plan::CopySource::Stage(i)) => Some(
                 self.states

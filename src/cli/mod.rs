@@ -236,7 +236,12 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Prune => {
             let store = open_store(&cli.root)?;
             let report = store.gc()?;
-            println!("{report}");
+            println!(
+                "removed {} blob(s), freed {} bytes, kept {}",
+                report.removed.len(),
+                report.bytes_freed,
+                report.kept
+            );
             Ok(0)
         }
         Command::Fsck => {
@@ -333,9 +338,9 @@ fn cmd_plan(root: &Option<PathBuf>, args: PlanArgs) -> Result<i32> {
     };
     if args.check {
         for w in &plan.warnings {
-            println!("{w}");
+            println!("{}", build::warning_text(&plan.file_name, w));
         }
-        return Ok(if plan.check_failed() { 1 } else { 0 });
+        return Ok(if plan.warnings.is_empty() { 0 } else { 1 });
     }
     match args.format {
         PlanFormat::Text => print!("{}", plan.render_text()),

@@ -25,7 +25,10 @@ impl EnvList {
         }
     }
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
     /// Parses `K=V` strings (an image config's `Env`).
     pub fn from_kv_strings(env: &[String]) -> Self {
@@ -88,7 +91,13 @@ pub struct WordResult {
 
 impl Lex {
     pub fn new(escape: char) -> Self {
-        Lex { escape, raw_quotes: false, raw_escapes: false, skip_unset_env: false, skip_process_quotes: false }
+        Lex {
+            escape,
+            raw_quotes: false,
+            raw_escapes: false,
+            skip_unset_env: false,
+            skip_process_quotes: false,
+        }
     }
 
     /// Expands `word` as one word (quotes removed, whitespace kept).
@@ -111,13 +120,23 @@ impl Lex {
             missing: Vec::new(),
         };
         let raw = sw.raw_escapes;
-        let (result, words) =
-            sw.process_stop_on(None, raw).map_err(|e| ExpandError(format!("failed to process {word:?}: {}", e.0)))?;
-        Ok(WordResult { result, words, matched: sw.matched, missing: sw.missing })
+        let (result, words) = sw
+            .process_stop_on(None, raw)
+            .map_err(|e| ExpandError(format!("failed to process {word:?}: {}", e.0)))?;
+        Ok(WordResult {
+            result,
+            words,
+            matched: sw.matched,
+            missing: sw.missing,
+        })
     }
 
     /// Expands `word` and splits it into words the way a shell would.
-    pub fn process_words(&self, word: &str, env: &dyn EnvLookup) -> Result<Vec<String>, ExpandError> {
+    pub fn process_words(
+        &self,
+        word: &str,
+        env: &dyn EnvLookup,
+    ) -> Result<Vec<String>, ExpandError> {
         Ok(self.process(word, env)?.words)
     }
 }
@@ -188,7 +207,11 @@ impl ShellWord<'_> {
         c
     }
 
-    fn process_stop_on(&mut self, stop: Option<char>, raw_escapes: bool) -> Result<(String, Vec<String>), ExpandError> {
+    fn process_stop_on(
+        &mut self,
+        stop: Option<char>,
+        raw_escapes: bool,
+    ) -> Result<(String, Vec<String>), ExpandError> {
         let saved = self.raw_escapes;
         self.raw_escapes = raw_escapes;
         let r = self.stop_on_inner(stop);
@@ -238,7 +261,9 @@ impl ShellWord<'_> {
             result.push(ch);
         }
         if let Some(s) = stop {
-            return Err(err(format!("unexpected end of statement while looking for matching {s}")));
+            return Err(err(format!(
+                "unexpected end of statement while looking for matching {s}"
+            )));
         }
         Ok((result, words.finish()))
     }
@@ -251,7 +276,11 @@ impl ShellWord<'_> {
         }
         loop {
             match self.next() {
-                None => return Err(err("unexpected end of statement while looking for matching single-quote")),
+                None => {
+                    return Err(err(
+                        "unexpected end of statement while looking for matching single-quote",
+                    ))
+                }
                 Some('\'') => {
                     if self.raw_quotes {
                         result.push('\'');
@@ -271,7 +300,11 @@ impl ShellWord<'_> {
         }
         loop {
             match self.peek() {
-                None => return Err(err("unexpected end of statement while looking for matching double-quote")),
+                None => {
+                    return Err(err(
+                        "unexpected end of statement while looking for matching double-quote",
+                    ))
+                }
                 Some('"') => {
                     self.next();
                     if self.raw_quotes {
@@ -386,11 +419,19 @@ impl ShellWord<'_> {
                     '+' => Ok(if empty_as_unset { String::new() } else { word }),
                     '?' => {
                         if !set {
-                            let m = if word.is_empty() { "is not allowed to be unset".into() } else { word };
+                            let m = if word.is_empty() {
+                                "is not allowed to be unset".into()
+                            } else {
+                                word
+                            };
                             return Err(err(format!("{name}: {m}")));
                         }
                         if null_is_unset && value.is_empty() {
-                            let m = if word.is_empty() { "is not allowed to be empty".into() } else { word };
+                            let m = if word.is_empty() {
+                                "is not allowed to be empty".into()
+                            } else {
+                                word
+                            };
                             return Err(err(format!("{name}: {m}")));
                         }
                         Ok(value)
@@ -441,6 +482,7 @@ impl ShellWord<'_> {
                 let v: Vec<char> = value.unwrap_or_default().chars().collect();
                 Ok(replace(&toks, &v, &replacement, replace_all))
             }
+            None => Err(err("syntax error: missing '}'")),
             _ => Err(err(format!("unsupported modifier ({chs}) in substitution"))),
         }
     }
@@ -497,7 +539,9 @@ fn compile_pattern(p: &str) -> Result<Vec<Tok>, ExpandError> {
                     }
                     other => {
                         let c = other.map(|c| c.to_string()).unwrap_or_default();
-                        return Err(err(format!("invalid pattern ({p}) in substitution: invalid escape '\\{c}'")));
+                        return Err(err(format!(
+                            "invalid pattern ({p}) in substitution: invalid escape '\\{c}'"
+                        )));
                     }
                 }
             }
@@ -536,8 +580,11 @@ fn full_match(toks: &[Tok], s: &[char]) -> bool {
 }
 
 fn trim_prefix(toks: &[Tok], v: &[char], greedy: bool) -> String {
-    let ends: Box<dyn Iterator<Item = usize>> =
-        if greedy { Box::new((0..=v.len()).rev()) } else { Box::new(0..=v.len()) };
+    let ends: Box<dyn Iterator<Item = usize>> = if greedy {
+        Box::new((0..=v.len()).rev())
+    } else {
+        Box::new(0..=v.len())
+    };
     for end in ends {
         if full_match(toks, &v[..end]) {
             return v[end..].iter().collect();
@@ -547,8 +594,11 @@ fn trim_prefix(toks: &[Tok], v: &[char], greedy: bool) -> String {
 }
 
 fn trim_suffix(toks: &[Tok], v: &[char], greedy: bool) -> String {
-    let starts: Box<dyn Iterator<Item = usize>> =
-        if greedy { Box::new(0..=v.len()) } else { Box::new((0..=v.len()).rev()) };
+    let starts: Box<dyn Iterator<Item = usize>> = if greedy {
+        Box::new(0..=v.len())
+    } else {
+        Box::new((0..=v.len()).rev())
+    };
     for start in starts {
         if full_match(toks, &v[start..]) {
             return v[..start].iter().collect();
@@ -618,7 +668,10 @@ mod tests {
         assert_eq!(w("\\$A"), "$A");
         assert_eq!(w("$"), "$");
         assert_eq!(w("a\\ b"), "a b");
-        assert_eq!(Lex::new('\\').process_words("$S x\"y z\"", &env()).unwrap(), vec!["a", "b", "c", "xy z"]);
+        assert_eq!(
+            Lex::new('\\').process_words("$S x\"y z\"", &env()).unwrap(),
+            vec!["a", "b", "c", "xy z"]
+        );
     }
 
     #[test]
@@ -629,7 +682,8 @@ mod tests {
         assert!(e("${E:?}").ends_with("E: is not allowed to be empty"));
         assert!(e("${:x}").ends_with("syntax error: bad substitution"));
         assert!(e("${A").ends_with("syntax error: missing '}'"));
-        assert!(e("'abc").ends_with("unexpected end of statement while looking for matching single-quote"));
+        assert!(e("'abc")
+            .ends_with("unexpected end of statement while looking for matching single-quote"));
         assert!(e("${A:#x}").ends_with("unsupported modifier (:#) in substitution"));
     }
 

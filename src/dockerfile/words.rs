@@ -212,7 +212,8 @@ pub(crate) fn parse_words(rest: &str, escape: char) -> Vec<String> {
 }
 
 /// Why a JSON form was rejected outright (BuildKit does not fall back to shell form for this).
-pub(crate) const NOT_STRING_ARRAY: &str = "when using JSON array syntax, arrays must be comprised of strings only";
+pub(crate) const NOT_STRING_ARRAY: &str =
+    "when using JSON array syntax, arrays must be comprised of strings only";
 
 /// BuildKit's `parseJSON`: `Ok(Some(list))` for a JSON string array, `Ok(None)` when the text is
 /// not JSON (the caller falls back), `Err` for an array holding non-strings.
@@ -224,8 +225,14 @@ pub(crate) fn parse_json_array(rest: &str) -> Result<Option<Vec<String>>, &'stat
         Ok(v) => v,
         Err(_) => return Ok(None),
     };
-    let Some(items) = v.as_array() else { return Ok(None) };
-    items.iter().map(|i| i.as_str().map(str::to_string).ok_or(NOT_STRING_ARRAY)).collect::<Result<Vec<_>, _>>().map(Some)
+    let Some(items) = v.as_array() else {
+        return Ok(None);
+    };
+    items
+        .iter()
+        .map(|i| i.as_str().map(str::to_string).ok_or(NOT_STRING_ARRAY))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
 }
 
 /// A heredoc delimiter found on an instruction line (`<<EOF`, `<<-EOF`, `<<"EOF"`).
@@ -239,7 +246,9 @@ pub(crate) struct HeredocWord {
 /// BuildKit's `ParseHeredoc` on one word: `^(\d*)<<(-?)([^<]*)$`.
 pub(crate) fn parse_heredoc_word(src: &str) -> Result<Option<HeredocWord>, String> {
     let digits = src.chars().take_while(char::is_ascii_digit).count();
-    let Some(after) = src[digits..].strip_prefix("<<") else { return Ok(None) };
+    let Some(after) = src[digits..].strip_prefix("<<") else {
+        return Ok(None);
+    };
     let (chomp, rest) = match after.strip_prefix('-') {
         Some(r) => (true, r),
         None => (false, after),
@@ -256,11 +265,17 @@ pub(crate) fn parse_heredoc_word(src: &str) -> Result<Option<HeredocWord>, Strin
     lex.raw_quotes = true;
     let raw = lex.process_words(rest, &NoEnv).map_err(|e| e.0)?;
     if raw.len() != words.len() {
-        return Err(format!("internal lexing of heredoc produced inconsistent results: {rest}"));
+        return Err(format!(
+            "internal lexing of heredoc produced inconsistent results: {rest}"
+        ));
     }
     let quotes = |s: &str| s.matches(['\'', '"']).count();
     let expand = quotes(&words[0]) == quotes(&raw[0]);
-    Ok(Some(HeredocWord { name: words[0].clone(), expand, chomp }))
+    Ok(Some(HeredocWord {
+        name: words[0].clone(),
+        expand,
+        chomp,
+    }))
 }
 
 /// BuildKit's `heredocsFromLine`.
@@ -303,7 +318,10 @@ mod tests {
 
     #[test]
     fn words_keep_quotes() {
-        assert_eq!(parse_words("a=\"b c\" d='e f' g\\ h", '\\'), vec!["a=\"b c\"", "d='e f'", "g\\ h"]);
+        assert_eq!(
+            parse_words("a=\"b c\" d='e f' g\\ h", '\\'),
+            vec!["a=\"b c\"", "d='e f'", "g\\ h"]
+        );
     }
 
     #[test]
@@ -314,12 +332,18 @@ mod tests {
         assert!(h.expand);
         assert_eq!(parse_heredoc_word("<<").unwrap(), None);
         let hs = heredocs_from_line("RUN cat <<A > a && cat <<B > b").unwrap();
-        assert_eq!(hs.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(), vec!["A", "B"]);
+        assert_eq!(
+            hs.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(),
+            vec!["A", "B"]
+        );
     }
 
     #[test]
     fn json_detection() {
-        assert_eq!(parse_json_array("[\"a\", \"b\"]"), Ok(Some(vec!["a".into(), "b".into()])));
+        assert_eq!(
+            parse_json_array("[\"a\", \"b\"]"),
+            Ok(Some(vec!["a".into(), "b".into()]))
+        );
         assert_eq!(parse_json_array("[\"a\" \"b\"]"), Ok(None));
         assert_eq!(parse_json_array("[1]"), Err(NOT_STRING_ARRAY));
     }

@@ -1,0 +1,487 @@
+//! exec — run one process in a sandbox over given mounts.
+//!
+//! The multi-threaded kiln process never forks into namespaces itself: [`run`] spawns the kiln
+//! binary again (`SandboxConfig::helper`, default `/proc/self/exe`) with the hidden subcommand
+//! `__sandbox` ([`sandbox_main`]), hands it a JSON spec on stdin and reads the command's output
+//! (stdout and stderr merged) from the helper's stdout and the helper's JSON status lines from its
+//! stderr. The single-threaded helper unshares namespaces, forks the pid-1 process of the new pid
+//! namespace, mounts the rootfs, `/proc`, `/dev`, `/sys`, `resolv.conf`/`hosts` and the extra
+//! mounts, `pivot_root`s, and forks the command with Docker's default capabilities,
+//! `no_new_privs` and the requested user. Rootless kiln first re-execs itself into a user
+//! namespace ([`maybe_reexec_into_userns`]); the helper inherits it.
+//!
+//! Mount points missing from the rootfs are never written into an overlay upper directory: they
+//! live in a per-run skeleton directory added as the lowest overlay layer. On a plain directory
+//! rootfs (native snapshotter) they are created and removed again afterwards (parent times kept).
+//!
+//! The only module with `unsafe`, each block with a `// SAFETY:` comment.
+//! Must NOT: know build steps, Dockerfiles, digests or layers.
+
+mod cgroup;
+mod helper;
+mod mounts;
+mod probe;
+mod user;
+mod userns;
+
+pub use cgroup::CgroupStatus;
+pub use helper::sandbox_main;
+pub use probe::{probe, Probe};
+pub use userns::maybe_reexec_into_userns;
+
+use crate::snapshot::{Mounts, SnapshotterKind};
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+/// The hidden subcommand that main dispatches to [`sandbox_main`].
+pub const HELPER_SUBCOMMAND: &str = "__sandbox";
+/// Lines of output kept for error messages.
+const TAIL_LINES: usize = 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("starting the sandbox helper {helper}")]
+    SpawnHelper {
+        helper: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{action} {path}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("setting up the sandbox ({rung:?} rung): {message}")]
+    Setup { rung: Rung, message: String },
+    #[error("the sandbox helper ended without reporting a result")]
+    HelperVanished,
+    #[error("command exited with code {code}; last output:\n{}", tail.join("\n"))]
+    Failed { code: i32, tail: Vec<String> },
+    #[error("command killed by signal {signal}; last output:\n{}", tail.join("\n"))]
+    Signaled { signal: i32, tail: Vec<String> },
+    #[error("command killed: it hit the memory limit of {limit} bytes; last output:\n{}", tail.join("\n"))]
+    OutOfMemory { limit: u64, tail: Vec<String> },
+    #[error("command timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("command cancelled")]
+    Cancelled,
+    #[error("setting resource limits: {0}")]
+    Cgroup(String),
+    #[error("entering a user namespace: {0}")]
+    UserNamespace(String),
+    #[error("no sandbox rung works here: {}", .0.iter().map(|(r, w)| format!("{r:?}: {w}")).collect::<Vec<_>>().join("; "))]
+    NoRung(Vec<(Rung, String)>),
+}
+
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ExecError {
+    let path = path.to_path_buf();
+    move |source| ExecError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// The sandbox ladder, strongest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Rung {
+    /// user (rootless) + mount, pid, ipc, uts namespaces, fresh /proc.
+    Full,
+    /// As full, with the host's /proc bind-mounted.
+    NoProc,
+    /// One id mapped: chown to other ids fails inside the sandbox.
+    SingleUid,
+    /// Mount namespace only (already root, no user namespaces).
+    Chroot,
+}
+
+impl Rung {
+    pub const ALL: [Rung; 4] = [Rung::Full, Rung::NoProc, Rung::SingleUid, Rung::Chroot];
+}
+
+impl std::str::FromStr for Rung {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "full" => Ok(Rung::Full),
+            "no-proc" => Ok(Rung::NoProc),
+            "single-uid" => Ok(Rung::SingleUid),
+            "chroot" => Ok(Rung::Chroot),
+            o => Err(format!(
+                "unknown sandbox rung {o:?} (full, no-proc, single-uid, chroot)"
+            )),
+        }
+    }
+}
+
+/// Machine-level settings (from kiln.toml), not per step.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SandboxConfig {
+    /// The kiln binary to re-exec as the helper.
+    pub helper: PathBuf,
+    /// Force a rung instead of the strongest that works.
+    pub rung: Option<Rung>,
+    pub snapshotter: SnapshotterKind,
+    /// Per-run scratch directories (`<root>/exec`); must not be inside a snapshot.
+    pub state_dir: PathBuf,
+    /// Name of kiln's cgroup below each hierarchy.
+    pub cgroup_parent: String,
+}
+
+impl SandboxConfig {
+    pub fn new(state_dir: &Path) -> Self {
+        SandboxConfig {
+            helper: PathBuf::from("/proc/self/exe"),
+            rung: None,
+            snapshotter: SnapshotterKind::Auto,
+            state_dir: state_dir.to_path_buf(),
+            cgroup_parent: "kiln".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    #[default]
+    Host,
+    /// A fresh network namespace with only loopback.
+    None,
+}
+
+/// Mounts added on top of the rootfs; targets are absolute paths inside the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ExtraMount {
+    Bind {
+        source: PathBuf,
+        target: String,
+        readonly: bool,
+    },
+    Tmpfs {
+        target: String,
+        size: Option<u64>,
+    },
+    /// A persistent host directory, read-write.
+    Cache {
+        source: PathBuf,
+        target: String,
+    },
+    /// A file copied onto a private tmpfs and bound read-only at `target`.
+    Secret {
+        source: PathBuf,
+        target: String,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+}
+
+impl ExtraMount {
+    fn target(&self) -> &str {
+        match self {
+            ExtraMount::Bind { target, .. }
+            | ExtraMount::Tmpfs { target, .. }
+            | ExtraMount::Cache { target, .. }
+            | ExtraMount::Secret { target, .. } => target,
+        }
+    }
+    /// Whether the mount point is a file (else a directory).
+    fn is_file(&self) -> bool {
+        match self {
+            ExtraMount::Secret { .. } => true,
+            ExtraMount::Bind { source, .. } => !source.is_dir(),
+            _ => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Resources {
+    pub cpus: Option<f64>,
+    pub memory: Option<u64>,
+    pub pids: Option<u64>,
+}
+
+/// One command to run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SandboxSpec {
+    pub rootfs: Mounts,
+    pub argv: Vec<String>,
+    /// `KEY=value` entries; PATH gets Docker's default when absent.
+    pub env: Vec<String>,
+    /// Absolute; created (as root) when missing.
+    pub cwd: String,
+    /// "name", "uid", "name:group", "uid:gid"; resolved in the rootfs's /etc/passwd, /etc/group.
+    pub user: Option<String>,
+    pub hostname: String,
+    pub mounts: Vec<ExtraMount>,
+    pub network: Network,
+    pub timeout: Option<Duration>,
+    pub resources: Resources,
+    /// The rung to use (normally `probe(cfg).rung`).
+    pub rung: Rung,
+}
+
+impl SandboxSpec {
+    pub fn new(rootfs: Mounts, argv: Vec<String>, rung: Rung) -> Self {
+        SandboxSpec {
+            rootfs,
+            argv,
+            env: Vec::new(),
+            cwd: "/".into(),
+            user: None,
+            hostname: "kiln".into(),
+            mounts: Vec::new(),
+            network: Network::Host,
+            timeout: None,
+            resources: Resources::default(),
+            rung,
+        }
+    }
+}
+
+/// One line of the command's output (stdout and stderr merged, in order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputLine(pub String);
+
+/// What a successful run reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub rung: Rung,
+    pub cgroup: CgroupStatus,
+    pub duration: Duration,
+}
+
+/// Cancels a running command: the whole pid namespace is killed and its mounts go with it.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// What the helper receives on stdin.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct HelperSpec {
+    pub spec: SandboxSpec,
+    pub run_dir: PathBuf,
+    pub cgroup_procs: Vec<PathBuf>,
+    /// Set up everything but run nothing (used by `probe`).
+    pub probe_only: bool,
+}
+
+/// What the helper (and its pid 1) report on the helper's stderr, one JSON object per line.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Status {
+    Pid1(i32),
+    Error(String),
+    Warning(String),
+    Exit(i32),
+    Signal(i32),
+}
+
+enum Event {
+    Line(String),
+    Status(Status),
+    OutputClosed,
+}
+
+fn unique_name() -> String {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// Runs `spec` to completion, streaming its output lines to `on_output`.
+pub fn run(
+    cfg: &SandboxConfig,
+    spec: &SandboxSpec,
+    cancel: &Cancel,
+    on_output: &mut dyn FnMut(OutputLine),
+) -> Result<Outcome, ExecError> {
+    let name = unique_name();
+    let run_dir = cfg.state_dir.join(&name);
+    std::fs::create_dir_all(&run_dir).map_err(io_err("creating", &run_dir))?;
+    let cg = cgroup::Cgroup::create(&cfg.cgroup_parent, &name, &spec.resources);
+    let res = run_in(cfg, spec, cancel, on_output, &run_dir, &cg, false);
+    if let Ok(cg) = &cg {
+        cg.destroy();
+    }
+    let _ = std::fs::remove_dir_all(&run_dir);
+    res
+}
+
+pub(crate) fn run_in(
+    cfg: &SandboxConfig,
+    spec: &SandboxSpec,
+    cancel: &Cancel,
+    on_output: &mut dyn FnMut(OutputLine),
+    run_dir: &Path,
+    cg: &Result<cgroup::Cgroup, String>,
+    probe_only: bool,
+) -> Result<Outcome, ExecError> {
+    let start = Instant::now();
+    let wants_limits = spec.resources != Resources::default();
+    let (cgroup_procs, cg_status) = match cg {
+        Ok(c) => (c.procs_files(), c.status()),
+        Err(why) if wants_limits => return Err(ExecError::Cgroup(why.clone())),
+        Err(why) => (Vec::new(), CgroupStatus::Unavailable(why.clone())),
+    };
+    let hs = HelperSpec {
+        spec: spec.clone(),
+        run_dir: run_dir.to_path_buf(),
+        cgroup_procs,
+        probe_only,
+    };
+    let mut child = Command::new(&cfg.helper)
+        .arg(HELPER_SUBCOMMAND)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| ExecError::SpawnHelper {
+            helper: cfg.helper.clone(),
+            source,
+        })?;
+    let json = serde_json::to_vec(&hs).map_err(|e| ExecError::Setup {
+        rung: spec.rung,
+        message: format!("encoding the helper spec: {e}"),
+    })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // The helper reads to EOF before doing anything; a failed write shows up as its error.
+        let _ = stdin.write_all(&json);
+    }
+    let (tx, rx) = mpsc::channel();
+    if let Some(out) = child.stdout.take() {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).split(b'\n').map_while(Result::ok) {
+                let _ = tx.send(Event::Line(String::from_utf8_lossy(&line).into_owned()));
+            }
+            let _ = tx.send(Event::OutputClosed);
+        });
+    }
+    if let Some(err) = child.stderr.take() {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let st = serde_json::from_str(&line).unwrap_or(Status::Error(line));
+                let _ = tx.send(Event::Status(st));
+            }
+        });
+    }
+    drop(tx);
+    let mut tail: VecDeque<String> = VecDeque::new();
+    let (mut pid1, mut result, mut errors) = (None, None, Vec::new());
+    let mut stop: Option<ExecError> = None;
+    loop {
+        let ev = rx.recv_timeout(Duration::from_millis(50));
+        match ev {
+            Ok(Event::Line(l)) => {
+                if tail.len() == TAIL_LINES {
+                    tail.pop_front();
+                }
+                tail.push_back(l.clone());
+                on_output(OutputLine(l));
+            }
+            Ok(Event::Status(Status::Pid1(p))) => pid1 = Some(p),
+            Ok(Event::Status(Status::Warning(w))) => on_output(OutputLine(format!("kiln: {w}"))),
+            Ok(Event::Status(Status::Error(e))) => errors.push(e),
+            Ok(Event::Status(s)) => {
+                // pid 1's report comes first; the helper may add pid 1's own death after it.
+                if result.is_none() {
+                    result = Some(s)
+                }
+            }
+            Ok(Event::OutputClosed) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if stop.is_none() {
+            if cancel.is_cancelled() {
+                stop = Some(ExecError::Cancelled);
+            } else if spec.timeout.is_some_and(|t| start.elapsed() > t) {
+                stop = Some(ExecError::Timeout(spec.timeout.unwrap_or_default()));
+            }
+            if stop.is_some() {
+                kill_sandbox(pid1, &mut child, cg);
+            }
+        }
+    }
+    let _ = child.wait();
+    if let Ok(c) = cg {
+        c.kill_all();
+    }
+    if let Some(e) = stop {
+        return Err(e);
+    }
+    let tail: Vec<String> = tail.into();
+    match result {
+        Some(Status::Exit(0)) if errors.is_empty() => Ok(Outcome {
+            rung: spec.rung,
+            cgroup: cg_status,
+            duration: start.elapsed(),
+        }),
+        _ if !errors.is_empty() => Err(ExecError::Setup {
+            rung: spec.rung,
+            message: errors.join("; "),
+        }),
+        // A failure after the OOM killer fired in the step's cgroup is the memory limit's doing.
+        Some(Status::Exit(_) | Status::Signal(_)) if oom(cg, &spec.resources).is_some() => {
+            let limit = spec.resources.memory.unwrap_or_default();
+            Err(ExecError::OutOfMemory { limit, tail })
+        }
+        Some(Status::Exit(code)) => Err(ExecError::Failed { code, tail }),
+        Some(Status::Signal(signal)) => Err(ExecError::Signaled { signal, tail }),
+        _ => Err(ExecError::HelperVanished),
+    }
+}
+
+fn oom(cg: &Result<cgroup::Cgroup, String>, r: &Resources) -> Option<u64> {
+    match cg {
+        Ok(c) if r.memory.is_some() && c.oom_killed() => r.memory,
+        _ => None,
+    }
+}
+
+/// Killing pid 1 of the namespace kills every process in it; the mount namespace, held only by
+/// those processes, goes with them. Without a pid namespace, pid 1 leads a process group.
+fn kill_sandbox(
+    pid1: Option<i32>,
+    helper: &mut std::process::Child,
+    cg: &Result<cgroup::Cgroup, String>,
+) {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    if let Some(p) = pid1 {
+        let _ = kill(Pid::from_raw(-p), Signal::SIGKILL);
+        let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+    } else {
+        let _ = helper.kill();
+    }
+    if let Ok(c) = cg {
+        c.kill_all();
+    }
+}

@@ -83,7 +83,11 @@ pub(crate) fn overlay_changes(
     let walk = WalkDir::new(upper).min_depth(1).sort_by_file_name();
     for e in walk {
         let e = e.map_err(walk_err(upper))?;
-        let rel = e.path().strip_prefix(upper).unwrap_or(e.path()).to_path_buf();
+        let rel = e
+            .path()
+            .strip_prefix(upper)
+            .unwrap_or(e.path())
+            .to_path_buf();
         let m = e.metadata().map_err(walk_err(upper))?;
         let name = e.file_name().to_string_lossy();
         let parent = rel.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -171,21 +175,31 @@ fn differs(a: &Path, ma: &Metadata, b: &Path, mb: &Metadata) -> bool {
 /// The changes of full tree `new` against full tree `old` (a merge of two sorted walks).
 pub(crate) fn tree_changes(new: &Path, old: Option<&Path>) -> Result<Vec<Change>, SnapshotError> {
     let mut out = Vec::new();
-    let mut wn = WalkDir::new(new).min_depth(1).sort_by_file_name().into_iter();
+    let mut wn = WalkDir::new(new)
+        .min_depth(1)
+        .sort_by_file_name()
+        .into_iter();
     let empty = new.join(".kiln-nonexistent-parent");
     let old_root = old.unwrap_or(&empty);
     let mut wo = WalkDir::new(old_root)
         .min_depth(1)
         .sort_by_file_name()
         .into_iter();
-    let next = |w: &mut walkdir::IntoIter, root: &Path| -> Result<Option<walkdir::DirEntry>, SnapshotError> {
+    let next = |w: &mut walkdir::IntoIter,
+                root: &Path|
+     -> Result<Option<walkdir::DirEntry>, SnapshotError> {
         match w.next() {
             None => Ok(None),
             Some(Err(e)) if e.path() == Some(root) => Ok(None),
             Some(r) => r.map(Some).map_err(walk_err(root)),
         }
     };
-    let rel = |e: &walkdir::DirEntry, root: &Path| e.path().strip_prefix(root).unwrap_or(e.path()).to_path_buf();
+    let rel = |e: &walkdir::DirEntry, root: &Path| {
+        e.path()
+            .strip_prefix(root)
+            .unwrap_or(e.path())
+            .to_path_buf()
+    };
     let (mut en, mut eo) = (next(&mut wn, new)?, next(&mut wo, old_root)?);
     loop {
         let ord = match (&en, &eo) {

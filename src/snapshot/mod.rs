@@ -136,9 +136,9 @@ pub enum Change {
 impl Change {
     pub fn path(&self) -> &Path {
         match self {
-            Change::Added { path, .. } | Change::Modified { path, .. } | Change::Deleted { path } => {
-                path
-            }
+            Change::Added { path, .. }
+            | Change::Modified { path, .. }
+            | Change::Deleted { path } => path,
             Change::Opaque { dir } => dir,
         }
     }

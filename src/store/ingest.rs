@@ -66,10 +66,10 @@ impl Ingest {
         } = self;
         let size = hasher.len();
         let digest = hasher.finish();
-        let tmp = file.into_inner().map_err(|e| {
-            let path = e.get_ref().get_ref().path().to_path_buf();
-            io_err("flushing", &path)(e.into_error())
-        })?;
+        let tmp_path = file.get_ref().path().to_path_buf();
+        let tmp = file
+            .into_inner()
+            .map_err(|e| io_err("flushing", &tmp_path)(e.into_error()))?;
         if let Some(want) = expected_size {
             if want != size {
                 return Err(StoreError::SizeMismatch {

@@ -101,7 +101,9 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
-    #[error("metadata database {path} has schema version {found}, newer than this kiln ({supported})")]
+    #[error(
+        "metadata database {path} has schema version {found}, newer than this kiln ({supported})"
+    )]
     DbTooNew {
         path: PathBuf,
         found: i64,
@@ -214,10 +216,7 @@ impl Store {
     }
 
     pub fn blob_path(&self, d: &Digest) -> PathBuf {
-        self.content
-            .join("blobs")
-            .join(d.algorithm())
-            .join(d.hex())
+        self.content.join("blobs").join(d.algorithm()).join(d.hex())
     }
 
     pub fn has_blob(&self, d: &Digest) -> bool {
@@ -236,7 +235,10 @@ impl Store {
     pub fn read_blob(&self, d: &Digest, max: u64) -> Result<Vec<u8>, StoreError> {
         let f = self.open_blob(d)?;
         let p = self.blob_path(d);
-        let size = f.metadata().map_err(io_err("reading metadata of", &p))?.len();
+        let size = f
+            .metadata()
+            .map_err(io_err("reading metadata of", &p))?
+            .len();
         if size > max {
             return Err(StoreError::TooLarge {
                 digest: d.clone(),
@@ -291,7 +293,9 @@ impl Store {
         if self.has_blob(&d) {
             return Ok(d);
         }
-        Ok(self.ingest_reader(bytes, Some(&d), Some(bytes.len() as u64))?.0)
+        Ok(self
+            .ingest_reader(bytes, Some(&d), Some(bytes.len() as u64))?
+            .0)
     }
 
     /// Replace `path` with `bytes` atomically: temp file in our session dir, fsync, rename, fsync dir.
@@ -302,7 +306,9 @@ impl Store {
             .tempfile_in(&self.session)
             .map_err(io_err("creating temp file in", &self.session))?;
         t.write_all(bytes).map_err(io_err("writing", t.path()))?;
-        t.as_file().sync_all().map_err(io_err("syncing", t.path()))?;
+        t.as_file()
+            .sync_all()
+            .map_err(io_err("syncing", t.path()))?;
         set_mode(t.path(), 0o644)?;
         t.persist(path)
             .map_err(|e| io_err("renaming into place", path)(e.error))?;

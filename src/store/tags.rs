@@ -137,7 +137,11 @@ impl Store {
                 })
             }
         };
-        Ok(Descriptor::new(media_type, digest.clone(), bytes.len() as u64))
+        Ok(Descriptor::new(
+            media_type,
+            digest.clone(),
+            bytes.len() as u64,
+        ))
     }
 
     /// The image a tag or a `sha256:` digest names, for the host platform.

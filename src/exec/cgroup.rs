@@ -1,0 +1,198 @@
+//! Resource limits through cgroupfs (v2 `cpu.max`/`memory.max`/`pids.max`, or v1
+//! `cpu.cfs_quota_us`/`memory.limit_in_bytes`/`pids.max`), one cgroup per run, written directly.
+
+use super::Resources;
+use std::path::{Path, PathBuf};
+
+const ROOT: &str = "/sys/fs/cgroup";
+const CFS_PERIOD: u64 = 100_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum CgroupStatus {
+    V1 { base: PathBuf },
+    V2 { base: PathBuf },
+    Unavailable(String),
+}
+
+#[derive(Debug)]
+pub(crate) struct Cgroup {
+    v2: bool,
+    /// v2: one directory; v1: one per controller (cpu, memory, pids).
+    dirs: Vec<PathBuf>,
+}
+
+fn write(path: &Path, value: &str) -> Result<(), String> {
+    std::fs::write(path, value).map_err(|e| format!("writing {value:?} to {}: {e}", path.display()))
+}
+
+fn v2_base(parent: &str) -> Result<PathBuf, String> {
+    let own = std::fs::read_to_string("/proc/self/cgroup")
+        .map_err(|e| format!("/proc/self/cgroup: {e}"))?;
+    let rel = own
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .ok_or("no cgroup v2 entry in /proc/self/cgroup")?;
+    // A cgroup with processes cannot delegate controllers (no internal processes): use a sibling.
+    let mine = Path::new(ROOT).join(rel.trim_start_matches('/'));
+    let at = mine.parent().unwrap_or(Path::new(ROOT)).join(parent);
+    Ok(at)
+}
+
+impl Cgroup {
+    /// Creates the run's cgroup and writes the limits; Err is the reason none is usable.
+    pub(crate) fn create(parent: &str, name: &str, r: &Resources) -> Result<Cgroup, String> {
+        let v2 = Path::new(ROOT).join("cgroup.controllers").exists();
+        let cg = if v2 {
+            let base = v2_base(parent)?;
+            std::fs::create_dir_all(&base)
+                .map_err(|e| format!("creating {}: {e}", base.display()))?;
+            // Enabling may fail for controllers that are not delegated; limits then fail below.
+            let _ = write(&base.join("cgroup.subtree_control"), "+cpu +memory +pids");
+            let dir = base.join(name);
+            std::fs::create_dir(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+            Cgroup {
+                v2,
+                dirs: vec![dir],
+            }
+        } else {
+            let mut dirs = Vec::new();
+            for ctl in ["cpu", "memory", "pids"] {
+                let dir = Path::new(ROOT).join(ctl).join(parent).join(name);
+                if let Err(e) = std::fs::create_dir_all(&dir) {
+                    let cg = Cgroup { v2, dirs };
+                    cg.destroy();
+                    return Err(format!("creating {}: {e}", dir.display()));
+                }
+                dirs.push(dir);
+            }
+            Cgroup { v2, dirs }
+        };
+        if let Err(e) = cg.limit(r) {
+            cg.destroy();
+            return Err(e);
+        }
+        Ok(cg)
+    }
+
+    fn dir(&self, ctl: &str) -> &Path {
+        let i = match ctl {
+            "cpu" => 0,
+            "memory" => 1,
+            _ => 2,
+        };
+        if self.v2 {
+            &self.dirs[0]
+        } else {
+            &self.dirs[i]
+        }
+    }
+
+    fn limit(&self, r: &Resources) -> Result<(), String> {
+        if let Some(cpus) = r.cpus {
+            let quota = ((cpus * CFS_PERIOD as f64) as u64).max(1000);
+            if self.v2 {
+                write(
+                    &self.dir("cpu").join("cpu.max"),
+                    &format!("{quota} {CFS_PERIOD}"),
+                )?;
+            } else {
+                write(
+                    &self.dir("cpu").join("cpu.cfs_period_us"),
+                    &CFS_PERIOD.to_string(),
+                )?;
+                write(
+                    &self.dir("cpu").join("cpu.cfs_quota_us"),
+                    &quota.to_string(),
+                )?;
+            }
+        }
+        if let Some(mem) = r.memory {
+            let m = self.dir("memory");
+            if self.v2 {
+                write(&m.join("memory.max"), &mem.to_string())?;
+                let _ = write(&m.join("memory.swap.max"), "0");
+            } else {
+                write(&m.join("memory.limit_in_bytes"), &mem.to_string())?;
+                // Without swap accounting the file is absent; the RAM limit alone then applies.
+                let sw = m.join("memory.memsw.limit_in_bytes");
+                if sw.exists() {
+                    write(&sw, &mem.to_string())?;
+                }
+            }
+        }
+        if let Some(p) = r.pids {
+            write(&self.dir("pids").join("pids.max"), &p.to_string())?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn procs_files(&self) -> Vec<PathBuf> {
+        self.dirs.iter().map(|d| d.join("cgroup.procs")).collect()
+    }
+
+    pub(crate) fn status(&self) -> CgroupStatus {
+        let base = self.dirs[0]
+            .parent()
+            .unwrap_or(Path::new(ROOT))
+            .to_path_buf();
+        if self.v2 {
+            CgroupStatus::V2 { base }
+        } else {
+            CgroupStatus::V1 { base }
+        }
+    }
+
+    /// Whether the kernel's OOM killer fired in this cgroup.
+    pub(crate) fn oom_killed(&self) -> bool {
+        let (file, key) = if self.v2 {
+            ("memory.events", "oom_kill")
+        } else {
+            ("memory.oom_control", "oom_kill")
+        };
+        let text = std::fs::read_to_string(self.dir("memory").join(file)).unwrap_or_default();
+        text.lines().any(|l| {
+            let mut it = l.split_whitespace();
+            it.next() == Some(key) && it.next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0) > 0
+        })
+    }
+
+    pub(crate) fn kill_all(&self) {
+        for d in &self.dirs {
+            let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+
+    pub(crate) fn destroy(&self) {
+        for d in &self.dirs {
+            for _ in 0..50 {
+                self.kill_all();
+                if std::fs::remove_dir(d).is_ok() || !d.exists() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// Whether a cgroup can be created here, for `kiln info`.
+pub(crate) fn status(parent: &str) -> CgroupStatus {
+    match Cgroup::create(
+        parent,
+        &format!("probe-{}", std::process::id()),
+        &Resources::default(),
+    ) {
+        Ok(cg) => {
+            let s = cg.status();
+            cg.destroy();
+            s
+        }
+        Err(e) => CgroupStatus::Unavailable(e),
+    }
+}

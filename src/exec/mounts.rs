@@ -1,0 +1,316 @@
+//! The sandbox's mount table, built by pid 1 inside its own mount namespace: rootfs, /proc,
+//! minimal /dev, read-only /sys, resolv.conf/hosts, extra mounts, then `pivot_root`.
+
+use super::{ExtraMount, Rung};
+use crate::snapshot::Mount;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use std::path::{Path, PathBuf};
+
+type R<T> = Result<T, String>;
+
+fn m(
+    src: Option<&Path>,
+    dst: &Path,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> R<()> {
+    mount(src, dst, fstype, flags, data).map_err(|e| {
+        format!(
+            "mounting {} {} on {}: {e}",
+            fstype.unwrap_or("bind"),
+            src.map(|s| s.display().to_string()).unwrap_or_default(),
+            dst.display()
+        )
+    })
+}
+
+/// Inside a user namespace other than the initial one (rootless kiln, or the single-uid rung).
+pub(crate) fn in_user_namespace() -> bool {
+    let map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
+    let first: Vec<&str> = map.split_whitespace().take(3).collect();
+    first != ["0", "0", "4294967295"]
+}
+
+/// Remounts a bind mount read-only, keeping the flags the kernel locks in a user namespace.
+pub(crate) fn remount_ro(p: &Path) -> R<()> {
+    use nix::sys::statvfs::{statvfs, FsFlags};
+    let st = statvfs(p).map_err(|e| format!("statvfs {}: {e}", p.display()))?;
+    let f = st.flags();
+    let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+    for (a, b) in [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if f.contains(a) {
+            flags |= b;
+        }
+    }
+    m(None, p, None, flags, None)
+}
+
+fn bind(src: &Path, dst: &Path, readonly: bool) -> R<()> {
+    m(
+        Some(src),
+        dst,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )?;
+    if readonly {
+        remount_ro(dst)?;
+    }
+    Ok(())
+}
+
+fn join_lower(lower: &[PathBuf]) -> String {
+    lower
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Mounts the rootfs at `target`; `skel` is appended as the lowest overlay layer.
+pub(crate) fn mount_rootfs(rootfs: &[Mount], target: &Path, skel: &Path) -> R<()> {
+    for mnt in rootfs {
+        match mnt {
+            Mount::Overlay {
+                lower,
+                upper,
+                work,
+                userxattr,
+            } => {
+                let mut lower = lower.clone();
+                lower.push(skel.to_path_buf());
+                let mut opts = format!("lowerdir={}", join_lower(&lower));
+                if let (Some(u), Some(w)) = (upper, work) {
+                    opts += &format!(",upperdir={},workdir={}", u.display(), w.display());
+                }
+                // trusted.* xattrs cannot be written from a non-initial user namespace.
+                if *userxattr || in_user_namespace() {
+                    opts += ",userxattr";
+                }
+                let flags = if upper.is_none() {
+                    MsFlags::MS_RDONLY
+                } else {
+                    MsFlags::empty()
+                };
+                m(
+                    Some(Path::new("overlay")),
+                    target,
+                    Some("overlay"),
+                    flags,
+                    Some(&opts),
+                )?;
+            }
+            Mount::FuseOverlay { lower, upper, work } => {
+                let mut lower = lower.clone();
+                lower.push(skel.to_path_buf());
+                let mut opts = format!("lowerdir={}", join_lower(&lower));
+                if let (Some(u), Some(w)) = (upper, work) {
+                    opts += &format!(",upperdir={},workdir={}", u.display(), w.display());
+                }
+                let out = std::process::Command::new("fuse-overlayfs")
+                    .arg("-o")
+                    .arg(&opts)
+                    .arg(target)
+                    .output()
+                    .map_err(|e| format!("running fuse-overlayfs: {e}"))?;
+                if !out.status.success() {
+                    return Err(format!(
+                        "fuse-overlayfs failed: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ));
+                }
+            }
+            Mount::Bind { source, readonly } => bind(source, target, *readonly)?,
+        }
+    }
+    Ok(())
+}
+
+/// The mount points the sandbox needs: (path relative to the rootfs, is a file).
+pub(crate) fn mount_points(extra: &[ExtraMount]) -> Vec<(PathBuf, bool)> {
+    let mut v: Vec<(PathBuf, bool)> = vec![
+        ("proc".into(), false),
+        ("dev".into(), false),
+        ("sys".into(), false),
+    ];
+    for f in ["etc/resolv.conf", "etc/hosts"] {
+        if Path::new("/").join(f).exists() {
+            v.push((f.into(), true));
+        }
+    }
+    for e in extra {
+        v.push((e.target().trim_start_matches('/').into(), e.is_file()));
+    }
+    v
+}
+
+/// Creates `rel` (and missing parents) below `root`; returns what it created, parents first.
+pub(crate) fn create_point(root: &Path, rel: &Path, file: bool) -> R<Vec<PathBuf>> {
+    let mut made = Vec::new();
+    let mut cur = root.to_path_buf();
+    let n = rel.components().count();
+    for (i, c) in rel.components().enumerate() {
+        cur.push(c);
+        if std::fs::symlink_metadata(&cur).is_ok() {
+            continue;
+        }
+        let r = if file && i + 1 == n {
+            std::fs::File::create(&cur).map(|_| ())
+        } else {
+            std::fs::create_dir(&cur)
+        };
+        r.map_err(|e| format!("creating mount point {}: {e}", cur.display()))?;
+        made.push(cur.clone());
+    }
+    Ok(made)
+}
+
+const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+/// /proc, /dev, /sys, resolv.conf, hosts and the extra mounts, below the mounted `root`.
+pub(crate) fn setup(
+    root: &Path,
+    rung: Rung,
+    extra: &[ExtraMount],
+    secrets: &Path,
+) -> R<Vec<String>> {
+    let mut warnings = Vec::new();
+    let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let proc_ = root.join("proc");
+    let fresh = rung != Rung::NoProc;
+    let fresh_ok = fresh && m(Some(Path::new("proc")), &proc_, Some("proc"), nosuid, None).is_ok();
+    if !fresh_ok {
+        if rung == Rung::Full {
+            return Err(
+                "mounting a fresh /proc was refused (the no-proc rung binds the host's)".into(),
+            );
+        }
+        bind(Path::new("/proc"), &proc_, false)?;
+    }
+    let dev = root.join("dev");
+    m(
+        Some(Path::new("tmpfs")),
+        &dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+        Some("mode=755,size=65536k"),
+    )?;
+    for d in DEVICES {
+        let p = dev.join(d);
+        std::fs::File::create(&p).map_err(|e| format!("creating {}: {e}", p.display()))?;
+        bind(&Path::new("/dev").join(d), &p, false)?;
+    }
+    let pts = dev.join("pts");
+    let shm = dev.join("shm");
+    for d in [&pts, &shm] {
+        std::fs::create_dir(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
+    }
+    let pts_flags = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
+    if let Err(e) = m(
+        Some(Path::new("devpts")),
+        &pts,
+        Some("devpts"),
+        pts_flags,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    ) {
+        warnings.push(format!("no /dev/pts in the sandbox: {e}"));
+    }
+    m(
+        Some(Path::new("shm")),
+        &shm,
+        Some("tmpfs"),
+        nosuid,
+        Some("mode=1777,size=65536k"),
+    )?;
+    for (link, to) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        std::os::unix::fs::symlink(to, dev.join(link))
+            .map_err(|e| format!("creating /dev/{link}: {e}"))?;
+    }
+    bind(Path::new("/sys"), &root.join("sys"), true)?;
+    for f in ["etc/resolv.conf", "etc/hosts"] {
+        let host = Path::new("/").join(f);
+        if host.exists() {
+            bind(&host, &root.join(f), true)?;
+        }
+    }
+    for (i, e) in extra.iter().enumerate() {
+        let dst = root.join(e.target().trim_start_matches('/'));
+        match e {
+            ExtraMount::Bind {
+                source, readonly, ..
+            } => bind(source, &dst, *readonly)?,
+            ExtraMount::Cache { source, .. } => bind(source, &dst, false)?,
+            ExtraMount::Tmpfs { size, .. } => {
+                let opts = size.map(|s| format!("size={s}")).unwrap_or_default();
+                m(
+                    Some(Path::new("tmpfs")),
+                    &dst,
+                    Some("tmpfs"),
+                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                    Some(&opts),
+                )?;
+            }
+            ExtraMount::Secret {
+                source,
+                mode,
+                uid,
+                gid,
+                ..
+            } => {
+                let staged = secrets.join(i.to_string());
+                std::fs::copy(source, &staged)
+                    .map_err(|e| format!("staging secret {}: {e}", source.display()))?;
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(*mode))
+                    .map_err(|e| format!("chmod secret: {e}"))?;
+                std::os::unix::fs::chown(&staged, Some(*uid), Some(*gid))
+                    .map_err(|e| format!("chown secret: {e}"))?;
+                bind(&staged, &dst, true)?;
+            }
+        }
+    }
+    Ok(warnings)
+}
+
+/// A private tmpfs for secrets, outside the rootfs (and so outside every layer).
+pub(crate) fn secrets_tmpfs(dir: &Path) -> R<()> {
+    m(
+        Some(Path::new("tmpfs")),
+        dir,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=700,size=16m"),
+    )
+}
+
+/// `pivot_root(".", ".")` then detach the old root: no directory is created in the rootfs.
+pub(crate) fn pivot(root: &Path) -> R<()> {
+    nix::unistd::chdir(root).map_err(|e| format!("chdir {}: {e}", root.display()))?;
+    nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detaching the old root: {e}"))?;
+    nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))
+}
+
+pub(crate) fn make_private() -> R<()> {
+    m(
+        None,
+        Path::new("/"),
+        None,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None,
+    )
+}

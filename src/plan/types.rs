@@ -1,0 +1,294 @@
+//! The plan's data types: stages, steps and the fully expanded, typed [`Instruction`]s the build
+//! executes. Serialised as the JSON of `kiln plan --format json`.
+//!
+//! Must not: compute anything beyond trivial accessors (argv construction).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::platform::Platform;
+use crate::dockerfile::Span;
+
+/// Shell form (run through the stage's SHELL) or exec form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ShellOrExec {
+    Shell(String),
+    Exec(Vec<String>),
+}
+
+impl ShellOrExec {
+    /// The argv a runtime uses: `shell + [command]` for shell form, the list itself for exec form.
+    pub fn argv(&self, shell: &[String]) -> Vec<String> {
+        match self {
+            ShellOrExec::Shell(c) => shell
+                .iter()
+                .cloned()
+                .chain(std::iter::once(c.clone()))
+                .collect(),
+            ShellOrExec::Exec(v) => v.clone(),
+        }
+    }
+}
+
+/// A heredoc body (`<<-` tabs already stripped; for COPY/ADD already expanded when `expand`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Heredoc {
+    pub name: String,
+    pub content: String,
+    pub expand: bool,
+}
+
+/// Where `COPY --from` / `--mount from=` reads: a stage of this Dockerfile or an image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CopySource {
+    Stage(usize),
+    Image(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Copy {
+    pub from: Option<CopySource>,
+    pub sources: Vec<String>,
+    pub heredocs: Vec<Heredoc>,
+    /// Expanded; relative destinations are relative to the step's `workdir`.
+    pub dest: String,
+    pub chown: Option<String>,
+    pub chmod: Option<String>,
+    pub link: bool,
+    pub parents: bool,
+    pub excludes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Add {
+    pub sources: Vec<String>,
+    pub heredocs: Vec<Heredoc>,
+    pub dest: String,
+    pub chown: Option<String>,
+    pub chmod: Option<String>,
+    pub link: bool,
+    pub excludes: Vec<String>,
+    pub checksum: Option<String>,
+    pub keep_git_dir: bool,
+    pub unpack: Option<bool>,
+}
+
+/// `--mount=type=cache,sharing=…`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sharing {
+    Shared,
+    Private,
+    Locked,
+}
+
+/// A `RUN --mount`, typed per mount type, with BuildKit's defaults filled in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Mount {
+    Bind {
+        target: String,
+        /// Path inside `from` (default: its root).
+        source: Option<String>,
+        /// `None`: the build context.
+        from: Option<CopySource>,
+        readonly: bool,
+    },
+    Cache {
+        target: String,
+        id: String,
+        sharing: Sharing,
+        from: Option<CopySource>,
+        source: Option<String>,
+        readonly: bool,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    Tmpfs {
+        target: String,
+        size: Option<i64>,
+    },
+    Secret {
+        id: String,
+        /// `None` when only `env=` was asked for.
+        target: Option<String>,
+        env: Option<String>,
+        required: bool,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    Ssh {
+        id: String,
+        target: String,
+        required: bool,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    Default,
+    None,
+    Host,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Security {
+    Sandbox,
+    Insecure,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Run {
+    /// Left unexpanded: the shell expands it, with the step's `args` and `env` in its environment.
+    pub command: ShellOrExec,
+    pub heredocs: Vec<Heredoc>,
+    pub mounts: Vec<Mount>,
+    pub network: Network,
+    pub security: Security,
+}
+
+impl Run {
+    /// The argv BuildKit runs, heredocs included: a lone `RUN <<EOF` runs the body as the script
+    /// (or as a file when it starts with `#!`, which the build materialises); otherwise the bodies
+    /// are appended to the command for the shell to read.
+    pub fn argv(&self, shell: &[String]) -> Vec<String> {
+        match (&self.command, self.heredocs.as_slice()) {
+            (ShellOrExec::Shell(cmd), [only])
+                if cmd
+                    .trim_start_matches(|c: char| c.is_ascii_digit())
+                    .starts_with("<<")
+                    && cmd.split_whitespace().count() == 1 =>
+            {
+                ShellOrExec::Shell(only.content.clone()).argv(shell)
+            }
+            (ShellOrExec::Shell(cmd), docs) if !docs.is_empty() => {
+                let mut full = cmd.clone();
+                for d in docs {
+                    full.push('\n');
+                    full.push_str(&d.content);
+                    full.push_str(&d.name);
+                }
+                ShellOrExec::Shell(full).argv(shell)
+            }
+            (c, _) => c.argv(shell),
+        }
+    }
+}
+
+/// HEALTHCHECK options, durations in nanoseconds as in Docker's image config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Healthcheck {
+    pub test: Vec<String>,
+    pub interval: i64,
+    pub timeout: i64,
+    pub start_period: i64,
+    pub start_interval: i64,
+    pub retries: i64,
+}
+
+/// One instruction with every value a build uses (except RUN/CMD/ENTRYPOINT text).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Instruction {
+    Run(Run),
+    Cmd(ShellOrExec),
+    Entrypoint(ShellOrExec),
+    Shell(Vec<String>),
+    Env(Vec<(String, String)>),
+    Label(Vec<(String, String)>),
+    Maintainer(String),
+    /// Normalised `port/proto`, ranges expanded.
+    Expose(Vec<String>),
+    Add(Add),
+    Copy(Copy),
+    Volume(Vec<String>),
+    User(String),
+    /// Absolute, resolved against the previous WORKDIR.
+    Workdir(String),
+    Arg(Vec<(String, Option<String>)>),
+    #[serde(rename = "ONBUILD")]
+    OnBuild(String),
+    #[serde(rename = "STOPSIGNAL")]
+    StopSignal(String),
+    /// `None` for `HEALTHCHECK NONE`.
+    Healthcheck(Option<Healthcheck>),
+}
+
+/// One step of a stage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Step {
+    pub span: Span,
+    /// The instruction as written (continuations joined).
+    pub source: String,
+    pub instruction: Instruction,
+    /// True for a trigger inherited from the base's ONBUILD list.
+    pub on_build: bool,
+    /// Build args in scope (visible to RUN as environment, never persisted).
+    pub args: BTreeMap<String, String>,
+    /// The image env after this step (base env + ENVs so far).
+    pub env: Vec<(String, String)>,
+    /// The environment a RUN at this step sees, in BuildKit's order (image env and ARG values, later
+    /// definitions replacing earlier ones) plus proxy build args.
+    pub run_env: Vec<(String, String)>,
+    pub workdir: String,
+    pub user: String,
+    pub shell: Vec<String>,
+}
+
+/// What a stage starts from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Base {
+    Scratch,
+    Stage(usize),
+    Image(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Stage {
+    pub index: usize,
+    pub name: Option<String>,
+    pub span: Span,
+    /// The FROM line as written.
+    pub source: String,
+    pub base: Base,
+    pub platform: Platform,
+    pub steps: Vec<Step>,
+    /// Stages this one needs (base stage, COPY --from, RUN --mount from), ascending.
+    pub deps: Vec<usize>,
+}
+
+/// A build check finding (BuildKit rule name and message).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Warning {
+    pub rule: String,
+    pub message: String,
+    /// `0:0` when the finding has no place in the file.
+    pub span: Span,
+}
+
+/// The build plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    pub file_name: String,
+    pub syntax: Option<String>,
+    pub stages: Vec<Stage>,
+    /// Stages to build for the target, dependencies first; pruned stages are absent.
+    pub order: Vec<usize>,
+    pub target: usize,
+    pub target_platform: Platform,
+    pub build_platform: Platform,
+    /// `SOURCE_DATE_EPOCH` from the build args, when given.
+    pub source_date_epoch: Option<i64>,
+    pub warnings: Vec<Warning>,
+}

@@ -1,0 +1,273 @@
+//! fsck (re-hash every blob, check every tag's closure) and gc (mark from tags, sweep the rest).
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::fs;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{io_err, Store, StoreError, MAX_JSON_BLOB};
+use crate::digest::{hash_reader, Digest};
+use crate::image::{manifest_kind, Descriptor, Index, Manifest, ManifestKind};
+
+/// A blob whose bytes do not hash to its name (or that could not be read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damaged {
+    pub digest: Digest,
+    /// What the bytes hash to now; None when they could not be read.
+    pub actual: Option<Digest>,
+    pub path: PathBuf,
+    pub problem: String,
+}
+
+/// A blob a tag needs that is not in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Missing {
+    pub tag: String,
+    pub digest: Digest,
+    pub media_type: String,
+}
+
+/// What `fsck` found. Damage is named by digest; missing blobs by the tag that needs them.
+#[derive(Debug, Clone, Default)]
+pub struct FsckReport {
+    pub blobs_checked: usize,
+    pub bytes_checked: u64,
+    pub damaged: Vec<Damaged>,
+    pub missing: Vec<Missing>,
+    /// (tag, digest, why): a manifest/index/config present and intact that does not parse.
+    pub unreadable: Vec<(String, Digest, String)>,
+    /// Files under `blobs/sha256` that are not named by a digest.
+    pub stray: Vec<PathBuf>,
+}
+
+impl FsckReport {
+    pub fn is_clean(&self) -> bool {
+        self.damaged.is_empty()
+            && self.missing.is_empty()
+            && self.unreadable.is_empty()
+            && self.stray.is_empty()
+    }
+}
+
+impl fmt::Display for FsckReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "checked {} blobs ({} bytes)",
+            self.blobs_checked, self.bytes_checked
+        )?;
+        for d in &self.damaged {
+            match &d.actual {
+                Some(a) => writeln!(
+                    f,
+                    "damaged blob {} ({}): content hashes to {a}",
+                    d.digest,
+                    d.path.display()
+                )?,
+                None => writeln!(
+                    f,
+                    "damaged blob {} ({}): {}",
+                    d.digest,
+                    d.path.display(),
+                    d.problem
+                )?,
+            }
+        }
+        for m in &self.missing {
+            writeln!(
+                f,
+                "missing blob {} ({}) needed by tag {}",
+                m.digest, m.media_type, m.tag
+            )?;
+        }
+        for (tag, d, why) in &self.unreadable {
+            writeln!(f, "unreadable {d} needed by tag {tag}: {why}")?;
+        }
+        for p in &self.stray {
+            writeln!(f, "stray file {} (not named by a digest)", p.display())?;
+        }
+        if self.is_clean() {
+            writeln!(f, "no damage found")?;
+        }
+        Ok(())
+    }
+}
+
+/// What `gc` removed.
+#[derive(Debug, Clone, Default)]
+pub struct GcReport {
+    pub removed: Vec<Digest>,
+    pub bytes_freed: u64,
+    pub kept: usize,
+}
+
+/// The blobs reachable from one root descriptor.
+#[derive(Debug, Default)]
+pub(crate) struct Walk {
+    /// Present blobs, root first, each once.
+    pub present: Vec<Descriptor>,
+    pub missing: Vec<Descriptor>,
+    pub unreadable: Vec<(Descriptor, String)>,
+}
+
+impl Store {
+    /// Everything `root` references (manifest → config + layers, index → manifests), recursively.
+    pub(crate) fn walk(&self, root: &Descriptor) -> Walk {
+        let mut w = Walk::default();
+        let mut seen = BTreeSet::new();
+        let mut stack = vec![root.clone()];
+        while let Some(d) = stack.pop() {
+            if !seen.insert(d.digest.clone()) {
+                continue;
+            }
+            if !self.has_blob(&d.digest) {
+                w.missing.push(d);
+                continue;
+            }
+            let kind = manifest_kind(&d.media_type);
+            if let Some(kind) = kind {
+                let children = self.read_blob(&d.digest, MAX_JSON_BLOB).and_then(|b| {
+                    let r = match kind {
+                        ManifestKind::Manifest => Manifest::from_slice(&b).map(|m| {
+                            let mut c = vec![m.config];
+                            c.extend(m.layers);
+                            c
+                        }),
+                        ManifestKind::Index => Index::from_slice(&b).map(|i| i.manifests),
+                    };
+                    r.map_err(|source| StoreError::Image {
+                        what: "manifest",
+                        digest: d.digest.clone(),
+                        source,
+                    })
+                });
+                match children {
+                    // Reverse so that the pop order follows document order.
+                    Ok(c) => stack.extend(c.into_iter().rev()),
+                    Err(e) => {
+                        w.unreadable.push((d.clone(), error_chain(&e)));
+                    }
+                }
+            }
+            w.present.push(d);
+        }
+        w
+    }
+
+    /// Re-hash every blob and check that every tag's closure is present and readable.
+    pub fn fsck(&self) -> Result<FsckReport, StoreError> {
+        let mut report = FsckReport::default();
+        let dir = self.content.join("blobs").join("sha256");
+        let mut names: Vec<_> = fs::read_dir(&dir)
+            .map_err(io_err("listing", &dir))?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<_, _>>()
+            .map_err(io_err("listing", &dir))?;
+        names.sort();
+        for path in names {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            let Ok(digest) = format!("sha256:{name}").parse::<Digest>() else {
+                report.stray.push(path);
+                continue;
+            };
+            report.blobs_checked += 1;
+            match fs::File::open(&path).and_then(hash_reader) {
+                Ok((actual, size)) => {
+                    report.bytes_checked += size;
+                    if actual != digest {
+                        report.damaged.push(Damaged {
+                            digest,
+                            actual: Some(actual),
+                            path,
+                            problem: "content does not match its digest".into(),
+                        });
+                    }
+                }
+                Err(e) => report.damaged.push(Damaged {
+                    digest,
+                    actual: None,
+                    path,
+                    problem: e.to_string(),
+                }),
+            }
+        }
+        let damaged: BTreeSet<Digest> = report.damaged.iter().map(|d| d.digest.clone()).collect();
+        for (tag, desc) in self.tags()? {
+            let w = self.walk(&desc);
+            for m in w.missing {
+                report.missing.push(Missing {
+                    tag: tag.clone(),
+                    digest: m.digest,
+                    media_type: m.media_type,
+                });
+            }
+            for (d, why) in w.unreadable {
+                if !damaged.contains(&d.digest) {
+                    report.unreadable.push((tag.clone(), d.digest, why));
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Delete every blob not reachable from a tag.
+    ///
+    /// Blobs an in-flight build has ingested but not tagged yet are unreachable too: a daemon with
+    /// concurrent builds should use [`Store::gc_older_than`] with a grace period.
+    pub fn gc(&self) -> Result<GcReport, StoreError> {
+        self.gc_older_than(Duration::ZERO)
+    }
+
+    /// Like [`Store::gc`], but keeps unreachable blobs committed less than `grace` ago.
+    pub fn gc_older_than(&self, grace: Duration) -> Result<GcReport, StoreError> {
+        let _lock = self.lock_index()?;
+        let mut keep = BTreeSet::new();
+        for (_, desc) in self.tags()? {
+            keep.extend(self.walk(&desc).present.into_iter().map(|d| d.digest));
+        }
+        let mut report = GcReport::default();
+        let dir = self.content.join("blobs").join("sha256");
+        for entry in fs::read_dir(&dir).map_err(io_err("listing", &dir))? {
+            let entry = entry.map_err(io_err("listing", &dir))?;
+            let path = entry.path();
+            let name = entry.file_name();
+            let Some(digest) = name
+                .to_str()
+                .and_then(|n| format!("sha256:{n}").parse::<Digest>().ok())
+            else {
+                continue;
+            };
+            if keep.contains(&digest) {
+                report.kept += 1;
+                continue;
+            }
+            let meta = entry.metadata().map_err(io_err("inspecting", &path))?;
+            let young = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_none_or(|age| age < grace);
+            if !grace.is_zero() && young {
+                report.kept += 1;
+                continue;
+            }
+            fs::remove_file(&path).map_err(io_err("removing unreferenced blob", &path))?;
+            report.bytes_freed += meta.len();
+            report.removed.push(digest);
+        }
+        report.removed.sort();
+        Ok(report)
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
