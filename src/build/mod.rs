@@ -243,7 +243,7 @@ pub fn run(
         workspace: workspace.path(),
         file_name: &file_name,
         sde,
-        created: image::rfc3339(sde.unwrap_or_else(now_unix)),
+        created: engine_created(sde),
         cancel,
         states: BTreeMap::new(),
         step_counter: 0,
@@ -273,6 +273,7 @@ pub fn run(
             message: "the target stage was not built".into(),
             source: None,
         })?;
+    final_state.config.created = Some(engine_created(sde));
     for (k, v) in &req.labels {
         final_state.config.config.labels.insert(k.clone(), v.clone());
     }
@@ -397,6 +398,10 @@ fn dockerfile_base(file_name: &str) -> String {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "Dockerfile".to_string())
+}
+
+fn engine_created(sde: Option<i64>) -> String {
+    image::rfc3339(sde.unwrap_or_else(now_unix))
 }
 
 fn now_unix() -> i64 {

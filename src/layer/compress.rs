@@ -99,7 +99,7 @@ pub fn compress_stream<R: io::Read, W: Write>(
 }
 
 /// libzstd worker job size (see `Encoder::new`).
-const ZSTD_JOB_SIZE: u32 = 4 << 20;
+const ZSTD_JOB_SIZE: u32 = 0;
 
 /// A streaming encoder for one of the three compressions.
 pub(crate) enum Encoder<W: Write> {

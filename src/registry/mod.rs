@@ -1,1 +1,314 @@
-//! stub
+//! The OCI distribution client: pull images into the store, push images from it. Per-host transport
+//! (plain HTTP, TLS with extra CAs, client certificates, or unverified TLS) from the config file,
+//! `WWW-Authenticate` challenges (bearer tokens cached by scope, basic auth), credentials (per build,
+//! then the config, then `~/.docker/config.json` and `docker-credential-*` helpers), mirrors with
+//! fallback to the origin, retries with backoff, a per-registry concurrency limit.
+//!
+//! The public API is synchronous (the build engine and the daemon's build threads are plain
+//! threads); reqwest's blocking client runs the I/O.
+//!
+//! Must not: read plans or know how images are built, write anything to the store except verified
+//! blobs and the pulled tag, or let a credential reach a log, an error, progress or Debug output.
+
+mod auth;
+mod creds;
+mod http;
+mod pull;
+mod push;
+mod transport;
+
+pub use creds::{login_store, Credential, Credentials, DockerConfig, Purpose};
+pub use pull::pull;
+pub use push::push;
+pub use transport::conventional_ca_bundles;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use crate::config::{Config, Secret};
+use crate::digest::Digest;
+use crate::store::StoreError;
+
+/// Why a registry operation failed. Every variant names the registry host and the reference.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{reference}: cannot reach registry {host}: {detail}")]
+    Connect {
+        host: String,
+        reference: String,
+        detail: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{reference}: TLS with registry {host} failed: {detail} (trust its CA with `ca` or `tlsconfigdir` in [registry.\"{host}\"], or set insecure = true)")]
+    Tls {
+        host: String,
+        reference: String,
+        detail: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{reference}: setting up TLS for registry {host}: {detail}")]
+    TlsSetup {
+        host: String,
+        reference: String,
+        detail: String,
+    },
+    #[error("{reference}: registry {host} refused the credentials{user} ({detail})")]
+    Unauthorized {
+        host: String,
+        reference: String,
+        /// ` for user "name"`, or empty when anonymous.
+        user: String,
+        detail: String,
+    },
+    #[error("{reference}: {what} not found on registry {host}")]
+    NotFound {
+        host: String,
+        reference: String,
+        what: String,
+    },
+    #[error("{reference}: registry {host} answered {action} with HTTP {status}: {message}")]
+    Status {
+        host: String,
+        reference: String,
+        action: String,
+        status: u16,
+        message: String,
+    },
+    #[error("{reference}: registry {host} sent {what} with digest {actual}, expected {expected}; nothing was stored")]
+    DigestMismatch {
+        host: String,
+        reference: String,
+        what: String,
+        expected: Digest,
+        actual: Digest,
+    },
+    #[error("{reference}: registry {host} sent an invalid {what}: {detail}")]
+    BadResponse {
+        host: String,
+        reference: String,
+        what: String,
+        detail: String,
+    },
+    #[error("{reference}: registry {host} has no manifest for platform {platform} (available: {available})")]
+    NoPlatform {
+        host: String,
+        reference: String,
+        platform: String,
+        available: String,
+    },
+    #[error("{reference} ({host}): {action}")]
+    Store {
+        host: String,
+        reference: String,
+        action: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("credential helper docker-credential-{helper} for {host}: {detail}")]
+    Helper {
+        helper: String,
+        host: String,
+        detail: String,
+    },
+    #[error("{action} {path}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid registry credential {0:?}: expected [pull:|push:]HOST=USER:PASSWORD")]
+    BadCredentialSpec(String),
+}
+
+/// What a pull or push is doing, for progress display. Never carries credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    /// The reference resolved to this manifest (or index) digest, from this endpoint.
+    Resolved {
+        reference: String,
+        digest: Digest,
+        endpoint: String,
+    },
+    /// A mirror failed and the next endpoint is tried.
+    MirrorFailed { mirror: String, reason: String },
+    BlobStarted { digest: Digest, size: u64 },
+    BlobBytes { digest: Digest, done: u64, total: u64 },
+    BlobDone { digest: Digest, outcome: BlobOutcome },
+    /// A request failed transiently and is tried again after a pause.
+    Retrying {
+        host: String,
+        attempt: u32,
+        reason: String,
+    },
+    ManifestPushed { reference: String, digest: Digest },
+}
+
+/// How a blob got where it needed to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlobOutcome {
+    /// Pull: already in the local store, not fetched.
+    AlreadyLocal,
+    Downloaded,
+    /// Push: the registry already had it (HEAD).
+    AlreadyRemote,
+    /// Push: cross-repository mount from this repository.
+    Mounted { from: String },
+    Uploaded,
+}
+
+/// Retry policy for transient failures (5xx, 429, dropped connections).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 5,
+            base_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(5),
+        }
+    }
+}
+
+impl RetryPolicy {
+    pub(crate) fn delay(&self, attempt: u32) -> Duration {
+        let d = self.base_delay.saturating_mul(1 << attempt.min(16));
+        d.min(self.max_delay)
+    }
+}
+
+/// Default transfers in flight per registry when the config does not say.
+pub const DEFAULT_MAX_CONCURRENCY: usize = 4;
+
+/// A registry client for one build (or one CLI command): config, credentials, caches of tokens,
+/// connections and credential-helper answers. Cheap to share by reference between threads.
+pub struct RegistryClient {
+    pub(crate) cfg: Config,
+    pub(crate) creds: Credentials,
+    pub(crate) docker: DockerConfig,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) hosts: Mutex<HashMap<String, Arc<transport::HostTransport>>>,
+    pub(crate) auth: auth::AuthCache,
+    limits: Mutex<HashMap<String, Arc<Limit>>>,
+}
+
+impl std::fmt::Debug for RegistryClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryClient")
+            .field("config", &self.cfg.origin)
+            .field("creds", &self.creds)
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RegistryClient {
+    /// A client with `cfg`'s per-host settings and `creds` (most specific first). Docker's
+    /// config is read from `$DOCKER_CONFIG` or `~/.docker` when a registry asks for credentials.
+    pub fn new(cfg: &Config, creds: Credentials) -> Result<Self, RegistryError> {
+        Ok(RegistryClient {
+            cfg: cfg.clone(),
+            creds,
+            docker: DockerConfig::from_env(),
+            retry: RetryPolicy::default(),
+            hosts: Mutex::new(HashMap::new()),
+            auth: auth::AuthCache::default(),
+            limits: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Use this Docker config directory instead of `$DOCKER_CONFIG` / `~/.docker`.
+    pub fn with_docker_config(mut self, docker: DockerConfig) -> Self {
+        self.docker = docker;
+        self
+    }
+
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Check that `host` accepts the credentials this client resolves for it (`kiln login`).
+    pub fn check_login(&self, host: &str) -> Result<(), RegistryError> {
+        let host = crate::reference::normalize_domain(host);
+        let ctx = http::Ctx::new(host, host);
+        http::login_check(self, &ctx)
+    }
+
+    /// At most `max-concurrency` transfers to one registry at a time, across every operation
+    /// sharing this client.
+    pub(crate) fn acquire(&self, host: &str) -> LimitGuard {
+        let limit = {
+            let mut map = self.limits.lock().unwrap_or_else(|e| e.into_inner());
+            map.entry(host.to_string())
+                .or_insert_with(|| {
+                    let n = self
+                        .cfg
+                        .registry(host)
+                        .max_concurrency
+                        .unwrap_or(DEFAULT_MAX_CONCURRENCY);
+                    Arc::new(Limit {
+                        free: Mutex::new(n),
+                        cv: Condvar::new(),
+                    })
+                })
+                .clone()
+        };
+        let mut free = limit.free.lock().unwrap_or_else(|e| e.into_inner());
+        while *free == 0 {
+            free = limit.cv.wait(free).unwrap_or_else(|e| e.into_inner());
+        }
+        *free -= 1;
+        drop(free);
+        LimitGuard { limit }
+    }
+
+    pub(crate) fn max_concurrency(&self, host: &str) -> usize {
+        self.cfg
+            .registry(host)
+            .max_concurrency
+            .unwrap_or(DEFAULT_MAX_CONCURRENCY)
+    }
+}
+
+pub(crate) struct Limit {
+    free: Mutex<usize>,
+    cv: Condvar,
+}
+
+pub(crate) struct LimitGuard {
+    limit: Arc<Limit>,
+}
+
+impl Drop for LimitGuard {
+    fn drop(&mut self) {
+        let mut free = self.limit.free.lock().unwrap_or_else(|e| e.into_inner());
+        *free += 1;
+        self.limit.cv.notify_one();
+    }
+}
+
+/// Username + secret resolved for one host (never Debug-printed in clear).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Auth {
+    pub username: String,
+    pub password: Secret,
+    /// An OAuth2 refresh token (`identitytoken`), used instead of the password for bearer tokens.
+    pub identity_token: Option<Secret>,
+}
+
+#[cfg(test)]
+mod tests;

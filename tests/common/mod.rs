@@ -133,7 +133,7 @@ pub fn layer_entries(path: &Path) -> BTreeMap<String, Entry> {
     let mut out = BTreeMap::new();
     for e in ar.entries().unwrap() {
         let mut e = e.unwrap();
-        let path = e.path().unwrap().to_string_lossy().into_owned();
+        let path = e.path().unwrap().to_string_lossy().trim_end_matches('/').to_string();
         let h = e.header().clone();
         let kind = match h.entry_type() {
             tar::EntryType::Regular => 'f',
