@@ -7,7 +7,7 @@
 //! the inputs in the page cache. Ratios: throughput kiln / peer (> 1 is faster), size kiln / peer.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -55,14 +55,26 @@ fn shell(cmd: &str) -> u64 {
 
 fn kiln_compress(corpus: &Path, c: Compression, level: i32) -> u64 {
     let input = BufReader::with_capacity(1 << 20, File::open(corpus).unwrap());
-    compress_stream(input, Count(0), c, Some(level), 2).unwrap().0
+    compress_stream(input, Count(0), c, Some(level), 2)
+        .unwrap()
+        .0
 }
 
 fn report(what: &str, bytes: u64, (tk, sk): (f64, u64), peer: &str, (tp, sp): (f64, u64)) {
     let mb = |t: f64| bytes as f64 / t / 1e6;
     println!("{what}");
-    println!("  kiln          {:8.2} s {:8.1} MB/s  {:>11} bytes", tk, mb(tk), sk);
-    println!("  {peer:<13} {:8.2} s {:8.1} MB/s  {:>11} bytes", tp, mb(tp), sp);
+    println!(
+        "  kiln          {:8.2} s {:8.1} MB/s  {:>11} bytes",
+        tk,
+        mb(tk),
+        sk
+    );
+    println!(
+        "  {peer:<13} {:8.2} s {:8.1} MB/s  {:>11} bytes",
+        tp,
+        mb(tp),
+        sp
+    );
     println!(
         "  ratio         throughput kiln/peer = {:.2}×   size kiln/peer = {:.4}",
         tp / tk,
@@ -86,7 +98,10 @@ fn main() {
     let _ = Command::new("sh")
         .args([
             "-c",
-            &format!("tar -cf - {src} 2>/dev/null | head -c {CAP} > {}", corpus.display()),
+            &format!(
+                "tar -cf - {src} 2>/dev/null | head -c {CAP} > {}",
+                corpus.display()
+            ),
         ])
         .status();
     let bytes = std::fs::metadata(&corpus).unwrap().len();
@@ -137,7 +152,5 @@ fn main() {
         "tar|pigz|sha",
         (pl.0, peer_size),
     );
-    let _ = digest_line;
-    let mut sink = Vec::new();
-    let _ = File::open(&blob).map(|f| f.take(0).read_to_end(&mut sink));
+    println!("  peer digest line: {}", digest_line.trim());
 }

@@ -27,15 +27,15 @@
 //! | `build`      | the one place that wires the pipeline                                    |
 //! | `cli`        | flags → validated commands → embedded engine → rendering                 |
 
-pub mod digest;
-pub mod reference;
-pub mod dockerfile;
-pub mod plan;
-pub mod context;
-pub mod snapshot;
-pub mod exec;
-pub mod layer;
-pub mod image;
-pub mod store;
 pub mod build;
 pub mod cli;
+pub mod context;
+pub mod digest;
+pub mod dockerfile;
+pub mod exec;
+pub mod image;
+pub mod layer;
+pub mod plan;
+pub mod reference;
+pub mod snapshot;
+pub mod store;

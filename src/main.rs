@@ -3,7 +3,9 @@
 //! sandbox subcommand dispatches to the single-threaded helper that sets up a RUN step.
 
 fn main() {
-    if std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new(kiln::exec::HELPER_SUBCOMMAND)) {
+    if std::env::args_os().nth(1).as_deref()
+        == Some(std::ffi::OsStr::new(kiln::exec::HELPER_SUBCOMMAND))
+    {
         std::process::exit(kiln::exec::sandbox_main());
     }
     if let Err(e) = kiln::exec::maybe_reexec_into_userns() {

@@ -20,7 +20,11 @@ impl RawTar {
             h.as_old_mut().linkname[..l.len()].copy_from_slice(l.as_bytes());
         }
         h.set_entry_type(kind);
-        h.set_mode(if kind == EntryType::Directory { 0o755 } else { 0o644 });
+        h.set_mode(if kind == EntryType::Directory {
+            0o755
+        } else {
+            0o644
+        });
         h.set_size(data.len() as u64);
         h.set_uid(0);
         h.set_gid(0);
@@ -64,7 +68,11 @@ fn sandbox() -> Sandbox {
     fs::create_dir(&dest).unwrap();
     fs::create_dir(&outside).unwrap();
     fs::write(outside.join("secret"), "original").unwrap();
-    Sandbox { _tmp: tmp, dest, outside }
+    Sandbox {
+        _tmp: tmp,
+        dest,
+        outside,
+    }
 }
 
 /// Everything under `outside` is exactly what `sandbox()` put there.
@@ -74,7 +82,10 @@ fn assert_outside_untouched(s: &Sandbox) {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     assert_eq!(names, ["secret"], "something was written outside dest");
-    assert_eq!(fs::read_to_string(s.outside.join("secret")).unwrap(), "original");
+    assert_eq!(
+        fs::read_to_string(s.outside.join("secret")).unwrap(),
+        "original"
+    );
     assert!(!s.dest.parent().unwrap().join("evil").exists());
 }
 
@@ -82,7 +93,10 @@ fn refused(s: &Sandbox, tarball: &[u8], entry: &str) -> String {
     let err = apply_layer(tarball, &s.dest, &ApplyOptions::default())
         .expect_err("malicious layer was accepted");
     let msg = err.to_string();
-    assert!(msg.contains(&format!("{entry:?}")), "error does not name {entry:?}: {msg}");
+    assert!(
+        msg.contains(&format!("{entry:?}")),
+        "error does not name {entry:?}: {msg}"
+    );
     assert!(
         matches!(err, LayerError::Escape { .. }),
         "expected an escape refusal, got {err:?}"
@@ -94,8 +108,16 @@ fn refused(s: &Sandbox, tarball: &[u8], entry: &str) -> String {
 #[test]
 fn dotdot_components_are_refused() {
     let s = sandbox();
-    refused(&s, &RawTar::default().file("../evil", "x").done(), "../evil");
-    refused(&s, &RawTar::default().file("a/../../outside/secret", "x").done(), "a/../../outside/secret");
+    refused(
+        &s,
+        &RawTar::default().file("../evil", "x").done(),
+        "../evil",
+    );
+    refused(
+        &s,
+        &RawTar::default().file("a/../../outside/secret", "x").done(),
+        "a/../../outside/secret",
+    );
 }
 
 #[test]
@@ -121,16 +143,32 @@ fn writing_through_a_symlink_planted_by_an_earlier_entry_is_refused() {
 fn writing_through_a_symlink_already_in_dest_is_refused() {
     let s = sandbox();
     symlink(&s.outside, s.dest.join("pre")).unwrap();
-    refused(&s, &RawTar::default().file("pre/evil", "pwned").done(), "pre/evil");
+    refused(
+        &s,
+        &RawTar::default().file("pre/evil", "pwned").done(),
+        "pre/evil",
+    );
     // Whiteouts and opaque markers through it are refused too (they would delete outside).
-    refused(&s, &RawTar::default().file("pre/.wh.secret", "").done(), "pre/.wh.secret");
-    refused(&s, &RawTar::default().file("pre/.wh..wh..opq", "").done(), "pre/.wh..wh..opq");
+    refused(
+        &s,
+        &RawTar::default().file("pre/.wh.secret", "").done(),
+        "pre/.wh.secret",
+    );
+    refused(
+        &s,
+        &RawTar::default().file("pre/.wh..wh..opq", "").done(),
+        "pre/.wh..wh..opq",
+    );
 }
 
 #[test]
 fn hardlinks_out_of_dest_are_refused() {
     let s = sandbox();
-    refused(&s, &RawTar::default().hardlink("h", "../outside/secret").done(), "h");
+    refused(
+        &s,
+        &RawTar::default().hardlink("h", "../outside/secret").done(),
+        "h",
+    );
     let s = sandbox();
     let tarball = RawTar::default()
         .symlink("link", s.outside.to_str().unwrap())
@@ -160,16 +198,26 @@ fn absolute_paths_land_inside_dest() {
 fn a_symlink_replaced_by_a_file_is_not_written_through() {
     let s = sandbox();
     symlink(s.outside.join("secret"), s.dest.join("f")).unwrap();
-    apply_layer(&RawTar::default().file("f", "mine").done()[..], &s.dest, &ApplyOptions::default()).unwrap();
+    apply_layer(
+        &RawTar::default().file("f", "mine").done()[..],
+        &s.dest,
+        &ApplyOptions::default(),
+    )
+    .unwrap();
     assert_eq!(fs::read_to_string(s.dest.join("f")).unwrap(), "mine");
-    assert!(!fs::symlink_metadata(s.dest.join("f")).unwrap().file_type().is_symlink());
+    assert!(!fs::symlink_metadata(s.dest.join("f"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
     assert_outside_untouched(&s);
 }
 
 #[test]
 fn devices_are_skipped_unless_allowed() {
     let s = sandbox();
-    let tarball = RawTar::default().entry("dev/null", EntryType::Char, None, b"").done();
+    let tarball = RawTar::default()
+        .entry("dev/null", EntryType::Char, None, b"")
+        .done();
     let stats = apply_layer(&tarball[..], &s.dest, &ApplyOptions::default()).unwrap();
     assert_eq!(stats.skipped_devices, ["dev/null"]);
     assert!(!s.dest.join("dev/null").exists());
@@ -180,7 +228,14 @@ fn tree(root: &Path) -> Vec<String> {
         .min_depth(1)
         .sort_by_file_name()
         .into_iter()
-        .map(|e| e.unwrap().path().strip_prefix(root).unwrap().display().to_string())
+        .map(|e| {
+            e.unwrap()
+                .path()
+                .strip_prefix(root)
+                .unwrap()
+                .display()
+                .to_string()
+        })
         .collect();
     v.sort();
     v
@@ -209,7 +264,10 @@ fn whiteouts_delete_and_opaque_dirs_keep_only_this_layer() {
         .done();
     let stats = apply_layer(&upper[..], &s.dest, &ApplyOptions::default()).unwrap();
     assert_eq!((stats.whiteouts, stats.opaques), (1, 1));
-    assert_eq!(tree(&s.dest), ["app", "app/-early", "app/new", "etc", "etc/keep"]);
+    assert_eq!(
+        tree(&s.dest),
+        ["app", "app/-early", "app/new", "etc", "etc/keep"]
+    );
     assert_outside_untouched(&s);
 }
 

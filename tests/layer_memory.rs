@@ -59,7 +59,10 @@ fn rss_child() {
     let (_, info) = write_layer(&cs, &opts, std::io::sink()).unwrap();
     let after = vm_hwm_kib();
     assert!(info.uncompressed_size > 300 * MIB);
-    println!("RSS_RESULT before_kib={before} after_kib={after} size={}", info.size);
+    println!(
+        "RSS_RESULT before_kib={before} after_kib={after} size={}",
+        info.size
+    );
 }
 
 #[test]
@@ -72,7 +75,11 @@ fn peak_rss_increase_stays_under_64_mib() {
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "child failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "child failed: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let line = stdout
             .lines()
             .find_map(|l| l.split("RSS_RESULT ").nth(1))
@@ -85,7 +92,13 @@ fn peak_rss_increase_stays_under_64_mib() {
                 .unwrap()
         };
         let grew_kib = field("after_kib=").saturating_sub(field("before_kib="));
-        eprintln!("{which}: peak RSS grew by {} KiB while writing a 300 MiB layer", grew_kib);
-        assert!(grew_kib < 64 * 1024, "{which}: peak RSS grew by {grew_kib} KiB");
+        eprintln!(
+            "{which}: peak RSS grew by {} KiB while writing a 300 MiB layer",
+            grew_kib
+        );
+        assert!(
+            grew_kib < 64 * 1024,
+            "{which}: peak RSS grew by {grew_kib} KiB"
+        );
     }
 }

@@ -23,9 +23,11 @@ fn opts(c: Compression, threads: usize) -> LayerOptions {
     }
 }
 
+type Step = Box<dyn Fn(&Path)>;
+
 /// Build the same tree in two different orders, with different (later than epoch) mtimes.
 fn make_tree(root: &Path, reverse: bool) {
-    let mut steps: Vec<Box<dyn Fn(&Path)>> = vec![
+    let mut steps: Vec<Step> = vec![
         Box::new(|r| {
             fs::create_dir_all(r.join("etc")).unwrap();
             fs::write(r.join("etc/hosts"), "127.0.0.1 localhost\n").unwrap();
@@ -50,11 +52,21 @@ fn make_tree(root: &Path, reverse: bool) {
     // Links need their targets.
     fs::hard_link(root.join("bin/tool"), root.join("bin/tool-again")).unwrap();
     symlink("../etc/hosts", root.join("bin/hosts-link")).unwrap();
-    symlink(format!("/{LONG}/{LONG}/file-with-a-long-path.txt"), root.join("long-link")).unwrap();
+    symlink(
+        format!("/{LONG}/{LONG}/file-with-a-long-path.txt"),
+        root.join("long-link"),
+    )
+    .unwrap();
     let fifo = root.join("fifo");
-    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
     if xattr::set(root.join("etc/hosts"), "user.kiln.test", b"v1").is_err() {
-        eprintln!("NOTE: filesystem refuses user xattrs; xattr coverage comes from the unit tests only");
+        eprintln!(
+            "NOTE: filesystem refuses user xattrs; xattr coverage comes from the unit tests only"
+        );
     }
 }
 
@@ -78,9 +90,15 @@ fn same_tree_twice_and_in_another_order_gives_identical_bytes() {
     let (ga, gia) = build(Compression::Gzip, false, 1);
     let (gb, gib) = build(Compression::Gzip, true, 4);
     assert_eq!(ga, gb, "gzip bytes differ between 1 and 4 threads");
-    assert_eq!(gia.diff_id, ia.diff_id, "diff_id must not depend on compression");
+    assert_eq!(
+        gia.diff_id, ia.diff_id,
+        "diff_id must not depend on compression"
+    );
     assert_eq!(gia.digest, Digest::of(&ga));
-    assert_eq!(gib.media_type, "application/vnd.oci.image.layer.v1.tar+gzip");
+    assert_eq!(
+        gib.media_type,
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+    );
 }
 
 fn run(cmd: &str, args: &[&str], input: &[u8]) -> Vec<u8> {
@@ -115,15 +133,38 @@ fn gnu_tar_sees_sorted_entries_links_and_clamped_mtimes() {
     let mut sorted = names.clone();
     sorted.sort_by_key(|n| n.replace('/', "\0"));
     assert_eq!(names, sorted, "entries not sorted:\n{listing}");
-    assert!(listing.contains("bin/tool-again link to bin/tool"), "{listing}");
-    assert!(listing.contains("bin/hosts-link -> ../etc/hosts"), "{listing}");
-    assert!(listing.contains(&format!("{LONG}/{LONG}/file-with-a-long-path.txt")), "{listing}");
-    assert!(listing.contains(&format!("long-link -> /{LONG}/{LONG}/")), "{listing}");
-    assert!(listing.contains("-rwsr-xr-x"), "setuid bit kept:\n{listing}");
-    assert!(listing.lines().any(|l| l.starts_with('p') && l.ends_with(" fifo")), "{listing}");
+    assert!(
+        listing.contains("bin/tool-again link to bin/tool"),
+        "{listing}"
+    );
+    assert!(
+        listing.contains("bin/hosts-link -> ../etc/hosts"),
+        "{listing}"
+    );
+    assert!(
+        listing.contains(&format!("{LONG}/{LONG}/file-with-a-long-path.txt")),
+        "{listing}"
+    );
+    assert!(
+        listing.contains(&format!("long-link -> /{LONG}/{LONG}/")),
+        "{listing}"
+    );
+    assert!(
+        listing.contains("-rwsr-xr-x"),
+        "setuid bit kept:\n{listing}"
+    );
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with('p') && l.ends_with(" fifo")),
+        "{listing}"
+    );
     // 1_700_000_000 = 2023-11-14 22:13:20 UTC; every entry was created later, so all are clamped.
     for line in listing.lines() {
-        assert!(line.contains("2023-11-14 22:13:20"), "mtime not clamped: {line}");
+        assert!(
+            line.contains("2023-11-14 22:13:20"),
+            "mtime not clamped: {line}"
+        );
     }
 }
 
@@ -146,14 +187,25 @@ fn whiteouts_opaques_and_owner_override() {
     });
     cs.push(Change::Opaque { dir: "app".into() });
     let cs = cs.with_owner(1234, 5678);
-    let (tarball, info) = write_layer(&cs, &opts(Compression::Uncompressed, 1), Vec::new()).unwrap();
-    let listing = String::from_utf8(run("tar", &["-tv", "--numeric-owner", "-f", "-"], &tarball)).unwrap();
+    let (tarball, info) =
+        write_layer(&cs, &opts(Compression::Uncompressed, 1), Vec::new()).unwrap();
+    let listing =
+        String::from_utf8(run("tar", &["-tv", "--numeric-owner", "-f", "-"], &tarball)).unwrap();
     let lines: Vec<&str> = listing.lines().collect();
     assert_eq!(lines.len(), 4, "{listing}");
-    assert!(lines[0].contains("1234/5678") && lines[0].ends_with(" app/"), "{listing}");
+    assert!(
+        lines[0].contains("1234/5678") && lines[0].ends_with(" app/"),
+        "{listing}"
+    );
     assert!(lines[1].ends_with(" app/.wh..wh..opq"), "{listing}");
-    assert!(lines[2].contains("1234/5678") && lines[2].ends_with(" app/new"), "{listing}");
-    assert!(lines[3].contains("0/0") && lines[3].ends_with(" etc/.wh.old.conf"), "{listing}");
+    assert!(
+        lines[2].contains("1234/5678") && lines[2].ends_with(" app/new"),
+        "{listing}"
+    );
+    assert!(
+        lines[3].contains("0/0") && lines[3].ends_with(" etc/.wh.old.conf"),
+        "{listing}"
+    );
     assert_eq!(info.uncompressed_size, tarball.len() as u64);
 }
 

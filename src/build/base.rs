@@ -30,13 +30,14 @@ impl<'a> StoreBases<'a> {
         if let Some(img) = self.resolved.borrow().get(reference) {
             return Ok(img.clone());
         }
-        let base_err = |message: String, source: Option<Box<dyn std::error::Error + Send + Sync>>| {
-            BuildError::Base {
-                reference: reference.to_string(),
-                message,
-                source,
-            }
-        };
+        let base_err =
+            |message: String, source: Option<Box<dyn std::error::Error + Send + Sync>>| {
+                BuildError::Base {
+                    reference: reference.to_string(),
+                    message,
+                    source,
+                }
+            };
         let image = if let Some(rest) = reference.strip_prefix("oci-layout://") {
             // PATH[:tag] — a ':' after the last '/' separates the tag, like BuildKit's oci-layout source.
             let (path, tag) = match rest.rfind(':') {

@@ -113,7 +113,10 @@ mod tests {
         assert_eq!(Chmod::parse("go-w").unwrap().apply(0o666, false), 0o644);
         assert_eq!(Chmod::parse("a+X").unwrap().apply(0o644, false), 0o644);
         assert_eq!(Chmod::parse("a+X").unwrap().apply(0o644, true), 0o755);
-        assert_eq!(Chmod::parse("u=rw,go=r").unwrap().apply(0o777, false), 0o644);
+        assert_eq!(
+            Chmod::parse("u=rw,go=r").unwrap().apply(0o777, false),
+            0o644
+        );
         assert_eq!(Chmod::parse("+x").unwrap().apply(0o600, false), 0o711);
     }
 

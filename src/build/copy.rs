@@ -217,7 +217,10 @@ impl Stager<'_> {
         for c in rel.components() {
             cur.push(c);
             let staged = self.staging.join(&cur);
-            if fs::symlink_metadata(&staged).map(|m| m.is_dir()).unwrap_or(false) {
+            if fs::symlink_metadata(&staged)
+                .map(|m| m.is_dir())
+                .unwrap_or(false)
+            {
                 continue;
             }
             fs::create_dir(&staged).map_err(|e| self.io(&staged, e))?;
@@ -309,7 +312,10 @@ impl Stager<'_> {
                 continue;
             }
             let meta = entry.metadata().map_err(|e| {
-                self.io(entry.path(), e.into_io_error().unwrap_or(io::Error::other("walk")))
+                self.io(
+                    entry.path(),
+                    e.into_io_error().unwrap_or(io::Error::other("walk")),
+                )
             })?;
             let rel = target.join(&within);
             if let Some(parent) = rel.parent() {

@@ -9,9 +9,14 @@ use crate::digest::Digest;
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     /// The plan is ready: how many stages and steps will run.
-    Planned { stages: usize, steps: usize },
+    Planned {
+        stages: usize,
+        steps: usize,
+    },
     /// A build check or plan warning (`file:line: message`).
-    Warning { message: String },
+    Warning {
+        message: String,
+    },
     /// A stage starts from its base.
     StageStarted {
         stage: String,
@@ -25,9 +30,21 @@ pub enum Event {
         line: usize,
         instruction: String,
     },
+    /// The sandbox RUN steps get (announced at the first RUN).
+    Sandbox {
+        rung: String,
+        snapshotter: String,
+        warnings: Vec<String>,
+    },
     /// Bytes of a layer written so far (compressed).
-    StepProgress { step: usize, bytes: u64 },
-    Log { step: usize, line: String },
+    StepProgress {
+        step: usize,
+        bytes: u64,
+    },
+    Log {
+        step: usize,
+        line: String,
+    },
     StepFinished {
         step: usize,
         duration_ms: u64,
@@ -35,7 +52,10 @@ pub enum Event {
         layer: Option<LayerSummary>,
     },
     /// An output was written (`oci`, `docker`) or a tag set (`store`).
-    Exported { kind: String, dest: String },
+    Exported {
+        kind: String,
+        dest: String,
+    },
     Finished {
         manifest: Digest,
         config: Digest,

@@ -137,7 +137,9 @@ mod tests {
         assert_eq!(resolve_chown(d.path(), "10:20").unwrap(), (10, 20));
         let e = resolve_chown(d.path(), "ghost").unwrap_err().to_string();
         assert!(e.contains("ghost"), "{e}");
-        let e = resolve_chown(d.path(), "app:nogroup").unwrap_err().to_string();
+        let e = resolve_chown(d.path(), "app:nogroup")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("nogroup"), "{e}");
     }
 }

@@ -13,15 +13,16 @@ mod chmod;
 mod copy;
 mod event;
 mod fsutil;
+mod run;
 mod stage;
 
 pub use event::{Event, LayerSummary};
+pub use run::SecretSource;
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use crate::digest::Digest;
@@ -116,9 +117,7 @@ impl FromStr for Output {
         match kind.as_deref() {
             Some("oci") => Ok(Output::Oci { dest }),
             Some("docker") | Some("docker-archive") => Ok(Output::Docker { dest }),
-            Some(other) => Err(bad(&format!(
-                "unsupported type {other:?} (oci, docker)"
-            ))),
+            Some(other) => Err(bad(&format!("unsupported type {other:?} (oci, docker)"))),
             None => Err(bad("missing type=oci|docker")),
         }
     }
@@ -141,6 +140,21 @@ pub struct BuildRequest {
     pub compression_level: Option<i32>,
     pub source_date_epoch: Option<i64>,
     pub threads: usize,
+    /// `--secret` sources, read only by the RUN steps that mount them.
+    pub secrets: Vec<SecretSource>,
+    pub sandbox: SandboxOptions,
+}
+
+/// How RUN steps are sandboxed (from kiln.toml and per-build flags).
+#[derive(Debug, Clone, Default)]
+pub struct SandboxOptions {
+    /// Force a rung instead of the strongest that works.
+    pub rung: Option<crate::exec::Rung>,
+    pub snapshotter: crate::snapshot::SnapshotterKind,
+    /// The kiln binary to re-exec as the sandbox helper (default /proc/self/exe).
+    pub helper: Option<PathBuf>,
+    pub resources: crate::exec::Resources,
+    pub step_timeout: Option<std::time::Duration>,
 }
 
 impl BuildRequest {
@@ -160,6 +174,8 @@ impl BuildRequest {
             threads: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2),
+            secrets: Vec::new(),
+            sandbox: SandboxOptions::default(),
         }
     }
 }
@@ -178,7 +194,7 @@ pub fn run(
     store: &Store,
     req: &BuildRequest,
     on_event: &mut dyn FnMut(&Event),
-    cancel: &AtomicBool,
+    cancel: &crate::exec::Cancel,
 ) -> Result<BuildResult, BuildError> {
     let started = Instant::now();
     let tags = req
@@ -245,20 +261,18 @@ pub fn run(
         sde,
         created: engine_created(sde),
         cancel,
+        sandbox: None,
         states: BTreeMap::new(),
         step_counter: 0,
+        sandbox_announced: false,
     };
-    let total: usize = plan
-        .order
-        .iter()
-        .map(|&i| plan.stages[i].steps.len())
-        .sum();
+    let total: usize = plan.order.iter().map(|&i| plan.stages[i].steps.len()).sum();
     on_event(&Event::Planned {
         stages: plan.order.len(),
         steps: total,
     });
     for &index in &plan.order {
-        if cancel.load(Ordering::Relaxed) {
+        if cancel.is_cancelled() {
             return Err(BuildError::Cancelled);
         }
         engine.run_stage(index, total, on_event)?;
@@ -275,7 +289,11 @@ pub fn run(
         })?;
     final_state.config.created = Some(engine_created(sde));
     for (k, v) in &req.labels {
-        final_state.config.config.labels.insert(k.clone(), v.clone());
+        final_state
+            .config
+            .config
+            .labels
+            .insert(k.clone(), v.clone());
     }
     let (config_bytes, config_desc) = final_state.config.to_blob()?;
     store.put_bytes(&config_bytes, Some(&config_desc.digest))?;

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use super::base::StoreBases;
@@ -14,6 +13,7 @@ use super::fsutil;
 use super::{BuildError, BuildRequest, Event, LayerSummary};
 use crate::context::ignore::DockerIgnore;
 use crate::context::SourceRoot;
+use crate::exec::{self, Cancel, Probe, SandboxConfig};
 use crate::image::{Descriptor, Healthcheck, ImageConfig};
 use crate::layer::{self, ApplyOptions, ChangeSet, LayerOptions};
 use crate::plan::{self, Base, Instruction, Plan, ShellOrExec, Step};
@@ -49,9 +49,11 @@ pub struct Engine<'a> {
     pub file_name: &'a str,
     pub sde: Option<i64>,
     pub created: String,
-    pub cancel: &'a AtomicBool,
+    pub cancel: &'a Cancel,
+    pub sandbox: Option<(SandboxConfig, Probe)>,
     pub states: BTreeMap<usize, StageState>,
     pub step_counter: usize,
+    pub sandbox_announced: bool,
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -65,7 +67,12 @@ fn is_root() -> bool {
 }
 
 impl Engine<'_> {
-    fn step_err(&self, step: &Step, message: impl Into<String>, source: Option<BoxError>) -> BuildError {
+    fn step_err(
+        &self,
+        step: &Step,
+        message: impl Into<String>,
+        source: Option<BoxError>,
+    ) -> BuildError {
         BuildError::Step {
             file: self.file_name.to_string(),
             line: step.span.line,
@@ -109,8 +116,16 @@ impl Engine<'_> {
                     message: "stage was not built before its dependent".into(),
                     source: None,
                 })?;
-                copy_tree(&p.rootfs, &rootfs).map_err(ws_err)?;
-                (p.config.clone(), p.layers.clone(), self.stage_label(*parent))
+                crate::snapshot::copy_tree(&p.rootfs, &rootfs).map_err(|e| BuildError::Base {
+                    reference: self.stage_label(*parent),
+                    message: "copying the stage's filesystem".into(),
+                    source: Some(Box::new(e)),
+                })?;
+                (
+                    p.config.clone(),
+                    p.layers.clone(),
+                    self.stage_label(*parent),
+                )
             }
             Base::Image(reference) => {
                 let img = self.bases.resolve(reference)?;
@@ -122,7 +137,11 @@ impl Engine<'_> {
                             source: Some(e),
                         })?;
                 }
-                (img.config.clone(), img.manifest.layers.clone(), reference.clone())
+                (
+                    img.config.clone(),
+                    img.manifest.layers.clone(),
+                    reference.clone(),
+                )
             }
         };
         on_event(&Event::StageStarted {
@@ -136,7 +155,7 @@ impl Engine<'_> {
         };
         let mut cmd_set_here = false;
         for step in &stage.steps {
-            if self.cancel.load(Ordering::Relaxed) {
+            if self.cancel.is_cancelled() {
                 return Err(BuildError::Cancelled);
             }
             self.step_counter += 1;
@@ -149,7 +168,7 @@ impl Engine<'_> {
                 line: step.span.line,
                 instruction: step.source.clone(),
             });
-            let layer = self.run_step(step, &mut state, &mut cmd_set_here)?;
+            let layer = self.run_step(step, &mut state, &mut cmd_set_here, n, on_event)?;
             on_event(&Event::StepFinished {
                 step: n,
                 duration_ms: started.elapsed().as_millis() as u64,
@@ -179,6 +198,8 @@ impl Engine<'_> {
         step: &Step,
         st: &mut StageState,
         cmd_set_here: &mut bool,
+        n: usize,
+        on_event: &mut dyn FnMut(&Event),
     ) -> Result<Option<LayerSummary>, BuildError> {
         let created = self.created.clone();
         let c = &mut st.config.config;
@@ -249,13 +270,7 @@ impl Engine<'_> {
                 c.working_dir = Some(dir.clone());
                 return self.workdir(step, st, dir, &created);
             }
-            Instruction::Run { .. } => {
-                return Err(self.step_err(
-                    step,
-                    "RUN is not supported yet: the sandbox that runs it is a separate issue (#4); build with COPY/ADD and metadata instructions only",
-                    None,
-                ))
-            }
+            Instruction::Run(run) => return self.run(step, st, run, n, on_event, &created),
             Instruction::Copy(copy) => {
                 let args = CopyArgs {
                     from: copy.from.as_ref(),
@@ -302,7 +317,8 @@ impl Engine<'_> {
             .map(|p| p.is_dir())
             .unwrap_or(false);
         if exists {
-            st.config.push_empty(&Self::history_text(step), Some(created));
+            st.config
+                .push_empty(&Self::history_text(step), Some(created));
             return Ok(None);
         }
         // BuildKit creates a missing WORKDIR as a layer of its own, owned by root.
@@ -362,7 +378,11 @@ impl Engine<'_> {
         let dest = if copy.dest.starts_with('/') {
             copy.dest.to_string()
         } else {
-            let base = if step.workdir.is_empty() { "/" } else { &step.workdir };
+            let base = if step.workdir.is_empty() {
+                "/"
+            } else {
+                &step.workdir
+            };
             format!("{}/{}", base.trim_end_matches('/'), copy.dest)
         };
         let spec = CopySpec {
@@ -391,9 +411,10 @@ impl Engine<'_> {
                     .clone(),
             ),
             Some(plan::CopySource::Image(reference)) => {
-                let dir = self
-                    .workspace
-                    .join(format!("image-{}", crate::digest::Digest::of(reference.as_bytes()).hex()));
+                let dir = self.workspace.join(format!(
+                    "image-{}",
+                    crate::digest::Digest::of(reference.as_bytes()).hex()
+                ));
                 if !dir.exists() {
                     let img = self.bases.resolve(reference)?;
                     fs::create_dir_all(&dir).map_err(|source| BuildError::Workspace {
@@ -401,17 +422,136 @@ impl Engine<'_> {
                         source,
                     })?;
                     for l in &img.manifest.layers {
-                        self.apply_blob(&l.digest, &dir).map_err(|e| BuildError::Base {
-                            reference: reference.clone(),
-                            message: format!("unpacking layer {}", l.digest),
-                            source: Some(e),
-                        })?;
+                        self.apply_blob(&l.digest, &dir)
+                            .map_err(|e| BuildError::Base {
+                                reference: reference.clone(),
+                                message: format!("unpacking layer {}", l.digest),
+                                source: Some(e),
+                            })?;
                     }
                 }
                 Some(dir)
             }
         };
         self.commit_staged(step, st, &spec, from_root.as_deref(), created)
+    }
+
+    /// The sandbox, probed at the first RUN (a build without RUN never needs one).
+    fn sandbox(&mut self, step: &Step) -> Result<(SandboxConfig, Probe, exec::Rung), BuildError> {
+        if self.sandbox.is_none() {
+            let mut cfg = SandboxConfig::new(&self.store.root().join("exec"));
+            cfg.rung = self.req.sandbox.rung;
+            cfg.snapshotter = self.req.sandbox.snapshotter;
+            if let Some(h) = &self.req.sandbox.helper {
+                cfg.helper = h.clone();
+            }
+            let probe = exec::probe(&cfg);
+            self.sandbox = Some((cfg, probe));
+        }
+        let (cfg, probe) = self.sandbox.clone().expect("set above");
+        let rung = probe.rung.ok_or_else(|| {
+            self.step_err(
+                step,
+                "no sandbox can run RUN steps here",
+                Some(Box::new(exec::ExecError::NoRung(probe.reasons.clone()))),
+            )
+        })?;
+        Ok((cfg, probe, rung))
+    }
+
+    fn run(
+        &mut self,
+        step: &Step,
+        st: &mut StageState,
+        run: &plan::Run,
+        n: usize,
+        on_event: &mut dyn FnMut(&Event),
+        created: &str,
+    ) -> Result<Option<LayerSummary>, BuildError> {
+        let (cfg, probe, rung) = self.sandbox(step)?;
+        if n == 1 || !self.sandbox_announced {
+            self.sandbox_announced = true;
+            on_event(&Event::Sandbox {
+                rung: format!("{rung:?}").to_lowercase(),
+                snapshotter: format!("{:?}", probe.snapshotter).to_lowercase(),
+                warnings: probe.warnings.clone(),
+            });
+        }
+        let scratch = tempfile::Builder::new()
+            .prefix("run-")
+            .tempdir_in(self.workspace)
+            .map_err(|source| BuildError::Workspace {
+                path: self.workspace.to_path_buf(),
+                source,
+            })?;
+        let stage_roots: BTreeMap<usize, PathBuf> = self
+            .states
+            .iter()
+            .map(|(i, s)| (*i, s.rootfs.clone()))
+            .collect();
+        let cache_root = self.store.root().join("cache");
+        let ctx = super::run::RunContext {
+            sandbox: &cfg,
+            probe: &probe,
+            rung,
+            rootfs: &st.rootfs,
+            scratch: scratch.path(),
+            context_dir: self.context.root(),
+            stage_roots: &stage_roots,
+            cache_root: &cache_root,
+            secrets: &self.req.secrets,
+            resources: self.req.sandbox.resources,
+            timeout: self.req.sandbox.step_timeout,
+            cancel: self.cancel,
+        };
+        let changes = super::run::run_step(&ctx, step, run, &mut |line| {
+            on_event(&Event::Log { step: n, line })
+        })
+        .map_err(|e| match e {
+            super::run::RunError::Exec(exec::ExecError::Cancelled) => BuildError::Cancelled,
+            e => self.step_err(step, "RUN failed", Some(Box::new(e))),
+        })?;
+        if changes.is_empty() {
+            st.config
+                .push_empty(&Self::history_text(step), Some(created));
+            return Ok(None);
+        }
+        self.commit_changes(step, st, changes, created).map(Some)
+    }
+
+    /// Write a change set as a layer, store it, apply it to the stage's rootfs, record history.
+    fn commit_changes(
+        &mut self,
+        step: &Step,
+        st: &mut StageState,
+        changes: ChangeSet,
+        created: &str,
+    ) -> Result<LayerSummary, BuildError> {
+        let opts = LayerOptions {
+            compression: self.req.compression,
+            level: self.req.compression_level,
+            threads: self.req.threads,
+            source_date_epoch: self.sde,
+        };
+        let ingest = self.store.ingest()?;
+        let (ingest, info) = layer::write_layer(&changes, &opts, ingest)
+            .map_err(|e| self.step_err(step, "writing the layer", Some(Box::new(e))))?;
+        let (digest, size) = ingest.commit(Some(&info.digest), Some(info.size))?;
+        let desc = Descriptor::new(info.media_type.clone(), digest.clone(), size);
+        self.apply_blob(&digest, &st.rootfs)
+            .map_err(|e| self.step_err(step, "applying the layer to the stage", Some(e)))?;
+        st.layers.push(desc);
+        st.config.push_layer(
+            info.diff_id.clone(),
+            &Self::history_text(step),
+            Some(created),
+        );
+        Ok(LayerSummary {
+            digest,
+            diff_id: info.diff_id,
+            size,
+            uncompressed_size: info.uncompressed_size,
+        })
     }
 
     /// Stage what the step adds, make a layer of it, store it, and apply it to the stage's rootfs.
@@ -452,28 +592,7 @@ impl Engine<'_> {
         if !staged.owners_applied {
             changes = changes.with_owner(spec.owner.0, spec.owner.1);
         }
-        let opts = LayerOptions {
-            compression: self.req.compression,
-            level: self.req.compression_level,
-            threads: self.req.threads,
-            source_date_epoch: self.sde,
-        };
-        let ingest = self.store.ingest()?;
-        let (ingest, info) = layer::write_layer(&changes, &opts, ingest)
-            .map_err(|e| self.step_err(step, "writing the layer", Some(Box::new(e))))?;
-        let (digest, size) = ingest.commit(Some(&info.digest), Some(info.size))?;
-        let desc = Descriptor::new(info.media_type.clone(), digest.clone(), size);
-        self.apply_blob(&digest, &st.rootfs)
-            .map_err(|e| self.step_err(step, "applying the layer to the stage", Some(e)))?;
-        st.layers.push(desc);
-        st.config
-            .push_layer(info.diff_id.clone(), &Self::history_text(step), Some(created));
-        Ok(Some(LayerSummary {
-            digest,
-            diff_id: info.diff_id,
-            size,
-            uncompressed_size: info.uncompressed_size,
-        }))
+        self.commit_changes(step, st, changes, created).map(Some)
     }
 }
 
@@ -484,31 +603,10 @@ fn is_remote(src: &str) -> bool {
 /// The argv a CMD/ENTRYPOINT stores: exec form as written, shell form wrapped in the SHELL.
 fn argv(cmd: &ShellOrExec, shell: &[String]) -> Vec<String> {
     let default_shell = ["/bin/sh".to_string(), "-c".to_string()];
-    let shell = if shell.is_empty() { &default_shell[..] } else { shell };
+    let shell = if shell.is_empty() {
+        &default_shell[..]
+    } else {
+        shell
+    };
     cmd.argv(shell)
-}
-
-/// Copy a stage's root filesystem for a stage built FROM it.
-fn copy_tree(src: &Path, dst: &Path) -> std::io::Result<()> {
-    let root = is_root();
-    let mut dirs = Vec::new();
-    for entry in walkdir::WalkDir::new(src).min_depth(1).sort_by_file_name() {
-        let entry = entry.map_err(std::io::Error::other)?;
-        let rel = entry.path().strip_prefix(src).map_err(std::io::Error::other)?;
-        let target = dst.join(rel);
-        let meta = entry.path().symlink_metadata()?;
-        fsutil::copy_entry(entry.path(), &target, &meta)?;
-        if root {
-            use std::os::unix::fs::MetadataExt;
-            fsutil::try_lchown(&target, meta.uid(), meta.gid())?;
-        }
-        if meta.is_dir() {
-            dirs.push((target, meta));
-        }
-    }
-    for (d, meta) in dirs.iter().rev() {
-        let t = filetime::FileTime::from_last_modification_time(meta);
-        filetime::set_file_times(d, t, t)?;
-    }
-    Ok(())
 }

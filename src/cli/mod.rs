@@ -9,13 +9,12 @@ mod progress;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::build::{self, BuildRequest, Output};
+use crate::exec::{self, Cancel};
 use crate::layer::Compression;
 use crate::reference::Reference;
 use crate::store::{self, Store};
@@ -104,6 +103,24 @@ struct BuildArgs {
     /// Clamp timestamps (layer mtimes, created) to this Unix time; also read from $SOURCE_DATE_EPOCH.
     #[arg(long = "source-date-epoch", env = "SOURCE_DATE_EPOCH")]
     source_date_epoch: Option<i64>,
+    /// A secret for RUN --mount=type=secret: id=ID,src=PATH or id=ID,env=VAR (repeatable).
+    #[arg(long = "secret")]
+    secrets: Vec<String>,
+    /// Force a sandbox rung for RUN: full, no-proc, single-uid, chroot (default: the strongest that works).
+    #[arg(long = "sandbox")]
+    sandbox: Option<String>,
+    /// Snapshotter for RUN steps: auto, overlayfs, fuse-overlayfs, native.
+    #[arg(long = "snapshotter", default_value = "auto")]
+    snapshotter: String,
+    /// Memory limit for each RUN step, in bytes or with a k/m/g suffix.
+    #[arg(long = "memory")]
+    memory: Option<String>,
+    /// CPU limit for each RUN step (e.g. 1.5).
+    #[arg(long = "cpus")]
+    cpus: Option<f64>,
+    /// Kill a RUN step that runs longer than this many seconds.
+    #[arg(long = "step-timeout")]
+    step_timeout: Option<u64>,
     /// Do not use the build cache (kiln has no step cache yet, so every build is a fresh build).
     #[arg(long = "no-cache")]
     no_cache: bool,
@@ -173,7 +190,10 @@ fn run(cli: Cli) -> Result<i32> {
             for (name, desc) in store.tags()? {
                 let size = store
                     .image(&name)
-                    .map(|i| i.manifest.layers.iter().map(|l| l.size).sum::<u64>() + i.manifest.config.size)
+                    .map(|i| {
+                        i.manifest.layers.iter().map(|l| l.size).sum::<u64>()
+                            + i.manifest.config.size
+                    })
                     .unwrap_or(0);
                 writeln!(out, "{:<50} {:<20} {:>10}", name, desc.digest.short(), size)?;
             }
@@ -194,12 +214,23 @@ fn run(cli: Cli) -> Result<i32> {
                             .parse::<Reference>()
                             .map(|r| r.tag_or_latest().to_string())
                             .unwrap_or_else(|_| "latest".into());
-                        store::write_oci_layout(&store, &[(name, img.manifest_desc.clone())], &dest)?;
+                        store::write_oci_layout(
+                            &store,
+                            &[(name, img.manifest_desc.clone())],
+                            &dest,
+                        )?;
                         eprintln!("exported oci: {}", dest.display());
                     }
                     Output::Docker { dest } => {
-                        let name = tag.parse::<Reference>().map(|r| r.familiar()).unwrap_or_default();
-                        store::write_docker_archive(&store, &[(name, img.manifest_desc.clone())], &dest)?;
+                        let name = tag
+                            .parse::<Reference>()
+                            .map(|r| r.familiar())
+                            .unwrap_or_default();
+                        store::write_docker_archive(
+                            &store,
+                            &[(name, img.manifest_desc.clone())],
+                            &dest,
+                        )?;
                         eprintln!("exported docker: {}", dest.display());
                     }
                 }
@@ -214,8 +245,9 @@ fn run(cli: Cli) -> Result<i32> {
                 }
                 _ => (layout.clone(), None),
             };
-            let desc = store::import_oci_layout(&store, std::path::Path::new(&dir), ref_name.as_deref())
-                .with_context(|| format!("importing OCI layout {dir}"))?;
+            let desc =
+                store::import_oci_layout(&store, std::path::Path::new(&dir), ref_name.as_deref())
+                    .with_context(|| format!("importing OCI layout {dir}"))?;
             let name = tag.or(ref_name).unwrap_or_else(|| "latest".to_string());
             let key = name
                 .parse::<Reference>()
@@ -256,7 +288,32 @@ fn run(cli: Cli) -> Result<i32> {
             println!("version: {}", env!("CARGO_PKG_VERSION"));
             println!("root: {}", root.display());
             println!("images: {}", store.tags()?.len());
-            println!("sandbox: none (RUN is not supported yet)");
+            let cfg = exec::SandboxConfig::new(&root.join("exec"));
+            let probe = exec::probe(&cfg);
+            match probe.rung {
+                Some(r) => println!("sandbox: {}", format!("{r:?}").to_lowercase()),
+                None => println!("sandbox: none works here"),
+            }
+            for (rung, why) in &probe.reasons {
+                println!(
+                    "  {} unavailable: {why}",
+                    format!("{rung:?}").to_lowercase()
+                );
+            }
+            println!(
+                "snapshotter: {}",
+                format!("{:?}", probe.snapshotter).to_lowercase()
+            );
+            for (kind, why) in &probe.snapshotter_reasons {
+                println!(
+                    "  {} unavailable: {why}",
+                    format!("{kind:?}").to_lowercase()
+                );
+            }
+            println!("cgroups: {:?}", probe.cgroup);
+            for w in &probe.warnings {
+                println!("warning: {w}");
+            }
             Ok(0)
         }
     }
@@ -297,15 +354,52 @@ fn cmd_build(root: &Option<PathBuf>, args: BuildArgs) -> Result<i32> {
     req.compression_level = args.compression_level;
     req.source_date_epoch = args.source_date_epoch;
     let _ = args.no_cache;
+    req.secrets = args
+        .secrets
+        .iter()
+        .map(|s| s.parse::<build::SecretSource>().map_err(anyhow::Error::msg))
+        .collect::<Result<_>>()?;
+    req.sandbox.rung = match &args.sandbox {
+        Some(r) => Some(r.parse().map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    req.sandbox.snapshotter = args.snapshotter.parse().map_err(anyhow::Error::msg)?;
+    req.sandbox.resources.memory = match &args.memory {
+        Some(m) => Some(parse_bytes(m).with_context(|| format!("invalid --memory {m:?}"))?),
+        None => None,
+    };
+    req.sandbox.resources.cpus = args.cpus;
+    req.sandbox.step_timeout = args.step_timeout.map(std::time::Duration::from_secs);
 
     let store = open_store(root)?;
-    let cancel = Arc::new(AtomicBool::new(false));
+    let cancel = Cancel::new();
+    {
+        // Ctrl-C cancels the build: the running step's pid namespace is killed, its mounts and
+        // scratch snapshot removed, and kiln exits non-zero.
+        let cancel = cancel.clone();
+        let _ = ctrlc::set_handler(move || cancel.cancel());
+    }
     let mut renderer = Renderer::new(args.progress);
     let result = build::run(&store, &req, &mut |e| renderer.event(e), &cancel)?;
     if args.progress != ProgressMode::Json {
         println!("{}", result.manifest.digest);
     }
     Ok(0)
+}
+
+/// `512m`, `2g`, `1048576` → bytes.
+fn parse_bytes(s: &str) -> Result<u64> {
+    let s = s.trim().to_ascii_lowercase();
+    let (num, mult) = match s.trim_end_matches('b').chars().last() {
+        Some('k') => (&s[..s.trim_end_matches('b').len() - 1], 1u64 << 10),
+        Some('m') => (&s[..s.trim_end_matches('b').len() - 1], 1 << 20),
+        Some('g') => (&s[..s.trim_end_matches('b').len() - 1], 1 << 30),
+        _ => (s.trim_end_matches('b'), 1),
+    };
+    let n: f64 = num
+        .parse()
+        .with_context(|| format!("{num:?} is not a number"))?;
+    Ok((n * mult as f64) as u64)
 }
 
 fn cmd_plan(root: &Option<PathBuf>, args: PlanArgs) -> Result<i32> {

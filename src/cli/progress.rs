@@ -67,9 +67,7 @@ impl Renderer {
                 self.line(&format!("planned {stages} stage(s), {steps} step(s)"))
             }
             Event::Warning { message } => self.line(&format!("WARNING: {message}")),
-            Event::StageStarted { stage, base } => {
-                self.line(&format!("[{stage}] FROM {base}"))
-            }
+            Event::StageStarted { stage, base } => self.line(&format!("[{stage}] FROM {base}")),
             Event::StepStarted {
                 step,
                 total,
@@ -90,6 +88,16 @@ impl Renderer {
                     self.bar = Some(bar);
                 } else {
                     self.line(&text);
+                }
+            }
+            Event::Sandbox {
+                rung,
+                snapshotter,
+                warnings,
+            } => {
+                self.line(&format!("sandbox: {rung} rung, {snapshotter} snapshots"));
+                for w in warnings {
+                    self.line(&format!("WARNING: {w}"));
                 }
             }
             Event::StepProgress { bytes, .. } => {

@@ -332,7 +332,10 @@ mod tests {
         let d = tree();
         let ctx = SourceRoot::context(d.path(), "Dockerfile").unwrap();
         let e = ctx.resolve("secret.key").unwrap_err().to_string();
-        assert!(e.contains("secret.key") && e.contains(".dockerignore"), "{e}");
+        assert!(
+            e.contains("secret.key") && e.contains(".dockerignore"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -200,7 +200,11 @@ fn components(raw: &[u8]) -> Result<Vec<&[u8]>, &'static str> {
     Ok(out)
 }
 
-fn extract_err(entry: &str, action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> LayerError {
+fn extract_err(
+    entry: &str,
+    action: &'static str,
+    path: &Path,
+) -> impl FnOnce(io::Error) -> LayerError {
     let entry = entry.to_string();
     let path = path.to_path_buf();
     move |source| LayerError::Extract {
@@ -254,7 +258,9 @@ impl Extractor<'_> {
             for ext in exts.flatten() {
                 if let Ok(key) = ext.key() {
                     if let Some(x) = key.strip_prefix("SCHILY.xattr.") {
-                        attrs.xattrs.push((x.to_string(), ext.value_bytes().to_vec()));
+                        attrs
+                            .xattrs
+                            .push((x.to_string(), ext.value_bytes().to_vec()));
                     }
                 }
             }
@@ -265,7 +271,11 @@ impl Extractor<'_> {
                     Ok(md) if md.is_dir() => {}
                     _ => {
                         self.clear(&name, &target)?;
-                        fs::create_dir(&target).map_err(extract_err(&name, "creating directory", &target))?;
+                        fs::create_dir(&target).map_err(extract_err(
+                            &name,
+                            "creating directory",
+                            &target,
+                        ))?;
                     }
                 }
                 self.stats.dirs += 1;
@@ -331,7 +341,12 @@ impl Extractor<'_> {
 
     /// Walk `comps` under `dest` without following symlinks. Missing directories are created when
     /// `create` (and recorded as this layer's), otherwise `None` is returned.
-    fn walk(&mut self, name: &str, comps: &[&[u8]], create: bool) -> Result<Option<PathBuf>, LayerError> {
+    fn walk(
+        &mut self,
+        name: &str,
+        comps: &[&[u8]],
+        create: bool,
+    ) -> Result<Option<PathBuf>, LayerError> {
         let mut p = self.dest.to_path_buf();
         for (i, c) in comps.iter().enumerate() {
             p.push(OsStr::from_bytes(c));
@@ -351,7 +366,11 @@ impl Extractor<'_> {
                     })
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
-                    fs::create_dir(&p).map_err(extract_err(name, "creating parent directory", &p))?;
+                    fs::create_dir(&p).map_err(extract_err(
+                        name,
+                        "creating parent directory",
+                        &p,
+                    ))?;
                     self.unpacked.insert(comps[..=i].join(&b'/'));
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -361,11 +380,17 @@ impl Extractor<'_> {
         Ok(Some(p))
     }
 
-    fn parents(&mut self, name: &str, comps: &[&[u8]], create: bool) -> Result<PathBuf, LayerError> {
-        self.walk(name, comps, create)?.ok_or_else(|| LayerError::BadEntry {
-            entry: name.to_string(),
-            reason: "a parent directory is missing".into(),
-        })
+    fn parents(
+        &mut self,
+        name: &str,
+        comps: &[&[u8]],
+        create: bool,
+    ) -> Result<PathBuf, LayerError> {
+        self.walk(name, comps, create)?
+            .ok_or_else(|| LayerError::BadEntry {
+                entry: name.to_string(),
+                reason: "a parent directory is missing".into(),
+            })
     }
 
     /// Remove whatever is at `target` (never following a symlink there).
@@ -379,7 +404,13 @@ impl Extractor<'_> {
         .map_err(extract_err(name, "removing", target))
     }
 
-    fn whiteout(&mut self, name: &str, parents: &[&[u8]], base: &[u8], hidden: &[u8]) -> Result<(), LayerError> {
+    fn whiteout(
+        &mut self,
+        name: &str,
+        parents: &[&[u8]],
+        base: &[u8],
+        hidden: &[u8],
+    ) -> Result<(), LayerError> {
         // Nothing to hide when the directory does not exist; a symlinked parent is still refused.
         let Some(dir) = self.walk(name, parents, false)? else {
             return Ok(());
@@ -417,7 +448,10 @@ impl Extractor<'_> {
         };
         let missing = || LayerError::BadEntry {
             entry: name.to_string(),
-            reason: format!("hardlink target {:?} does not exist", String::from_utf8_lossy(link)),
+            reason: format!(
+                "hardlink target {:?} does not exist",
+                String::from_utf8_lossy(link)
+            ),
         };
         let dir = self.walk(name, parents, false)?.ok_or_else(missing)?;
         let source = dir.join(OsStr::from_bytes(base));
@@ -440,7 +474,12 @@ impl Extractor<'_> {
         fs::hard_link(&source, target).map_err(extract_err(name, "creating hardlink", target))
     }
 
-    fn write_file<R: Read>(&mut self, name: &str, target: &Path, e: &mut R) -> Result<(), LayerError> {
+    fn write_file<R: Read>(
+        &mut self,
+        name: &str,
+        target: &Path,
+        e: &mut R,
+    ) -> Result<(), LayerError> {
         let mut f = File::options()
             .write(true)
             .create_new(true)
@@ -461,7 +500,14 @@ impl Extractor<'_> {
         Ok(())
     }
 
-    fn mknod(&self, name: &str, target: &Path, ft: rustix::fs::FileType, mode: u32, dev: u64) -> Result<(), LayerError> {
+    fn mknod(
+        &self,
+        name: &str,
+        target: &Path,
+        ft: rustix::fs::FileType,
+        mode: u32,
+        dev: u64,
+    ) -> Result<(), LayerError> {
         let mode = rustix::fs::Mode::from_raw_mode(mode & 0o777);
         rustix::fs::mknodat(rustix::fs::CWD, target, ft, mode, dev)
             .map_err(|e| extract_err(name, "creating special file", target)(e.into()))
@@ -469,16 +515,28 @@ impl Extractor<'_> {
 
     /// Owner, then mode (chown clears setuid bits), then xattrs (chown clears security.capability),
     /// then mtime.
-    fn attrs(&mut self, name: &str, path: &Path, a: &Attrs, symlink: bool) -> Result<(), LayerError> {
+    fn attrs(
+        &mut self,
+        name: &str,
+        path: &Path,
+        a: &Attrs,
+        symlink: bool,
+    ) -> Result<(), LayerError> {
         if self.opts.preserve_owners {
             let (uid, gid) = (a.uid as u32, a.gid as u32);
-            std::os::unix::fs::lchown(path, Some(uid), Some(gid))
-                .map_err(extract_err(name, "changing owner of", path))?;
+            std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(extract_err(
+                name,
+                "changing owner of",
+                path,
+            ))?;
         }
         if !symlink {
             use std::os::unix::fs::PermissionsExt;
-            fs::set_permissions(path, fs::Permissions::from_mode(a.mode))
-                .map_err(extract_err(name, "changing mode of", path))?;
+            fs::set_permissions(path, fs::Permissions::from_mode(a.mode)).map_err(extract_err(
+                name,
+                "changing mode of",
+                path,
+            ))?;
         }
         for (k, v) in &a.xattrs {
             if xattr::set(path, k, v).is_err() {
@@ -486,7 +544,11 @@ impl Extractor<'_> {
             }
         }
         let t = FileTime::from_unix_time(a.mtime, 0);
-        filetime::set_symlink_file_times(path, t, t).map_err(extract_err(name, "setting mtime of", path))
+        filetime::set_symlink_file_times(path, t, t).map_err(extract_err(
+            name,
+            "setting mtime of",
+            path,
+        ))
     }
 
     /// Directory metadata, deepest first, once every child exists.

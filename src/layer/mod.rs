@@ -32,7 +32,10 @@ pub enum LayerError {
     #[error("unknown compression {0:?} (expected gzip, zstd or uncompressed)")]
     UnknownCompression(String),
     #[error("compression level {level} is out of range for {compression}")]
-    BadLevel { compression: Compression, level: i32 },
+    BadLevel {
+        compression: Compression,
+        level: i32,
+    },
     #[error("invalid layer path {path:?}: {reason}")]
     InvalidPath { path: String, reason: &'static str },
     #[error("walking {path}")]
@@ -317,6 +320,10 @@ mod tests {
         bad.push(Change::Whiteout {
             path: "a/../../etc".into(),
         });
-        assert!(bad.sorted().unwrap_err().to_string().contains("a/../../etc"));
+        assert!(bad
+            .sorted()
+            .unwrap_err()
+            .to_string()
+            .contains("a/../../etc"));
     }
 }

@@ -52,7 +52,8 @@ pub fn write_layer<W: Write + Send>(
                     hasher: Hasher::new(),
                 };
                 let mut w = write_tar(changes, sde, w)?;
-                w.send_current().map_err(|source| LayerError::WriteTar { source })?;
+                w.send_current()
+                    .map_err(|source| LayerError::WriteTar { source })?;
                 let len = w.hasher.len();
                 Ok::<_, LayerError>((w.hasher.finish(), len))
             });

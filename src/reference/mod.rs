@@ -17,7 +17,10 @@ pub enum ReferenceError {
     #[error("parsing image reference {0:?}: it is empty")]
     Empty(String),
     #[error("parsing image reference {reference:?}: invalid repository path component {component:?} (lowercase letters, digits and separators . _ __ - only)")]
-    BadComponent { reference: String, component: String },
+    BadComponent {
+        reference: String,
+        component: String,
+    },
     #[error("parsing image reference {reference:?}: invalid tag {tag:?}")]
     BadTag { reference: String, tag: String },
     #[error("parsing image reference {reference:?}: invalid digest")]
@@ -128,8 +131,7 @@ fn valid_tag(t: &str) -> bool {
     !b.is_empty()
         && b.len() <= 128
         && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b
-            .iter()
+        && b.iter()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
@@ -225,10 +227,16 @@ mod tests {
 
     #[test]
     fn short_names_normalise_like_docker() {
-        assert_eq!(r("busybox").store_name(), "docker.io/library/busybox:latest");
+        assert_eq!(
+            r("busybox").store_name(),
+            "docker.io/library/busybox:latest"
+        );
         assert_eq!(r("user/app:1.0").store_name(), "docker.io/user/app:1.0");
         assert_eq!(r("index.docker.io/library/busybox").domain, "docker.io");
-        assert_eq!(r("registry-1.docker.io/x/y:2").repository(), "docker.io/x/y");
+        assert_eq!(
+            r("registry-1.docker.io/x/y:2").repository(),
+            "docker.io/x/y"
+        );
         assert_eq!(r("busybox").familiar(), "busybox:latest");
     }
 

@@ -86,6 +86,14 @@ pub enum RegistryError {
         expected: Digest,
         actual: Digest,
     },
+    #[error("{reference}: registry {host} sent {actual} bytes for {digest}, expected {expected}; nothing was stored")]
+    SizeMismatch {
+        host: String,
+        reference: String,
+        digest: Digest,
+        expected: u64,
+        actual: u64,
+    },
     #[error("{reference}: registry {host} sent an invalid {what}: {detail}")]
     BadResponse {
         host: String,
@@ -282,6 +290,94 @@ impl RegistryClient {
             .max_concurrency
             .unwrap_or(DEFAULT_MAX_CONCURRENCY)
     }
+}
+
+/// Run `work` over `items` on up to `workers` threads, forwarding their progress to
+/// `on_progress` on this thread; the first error stops the others taking new items.
+pub(crate) fn run_parallel<T: Sync>(
+    items: &[T],
+    workers: usize,
+    on_progress: &mut dyn FnMut(Progress),
+    work: &(dyn Fn(&T, &dyn Fn(Progress)) -> Result<(), RegistryError> + Sync),
+) -> Result<(), RegistryError> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let (tx, rx) = std::sync::mpsc::channel::<Progress>();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers.clamp(1, items.len().max(1)))
+            .map(|_| {
+                let tx = tx.clone();
+                let (next, failed) = (&next, &failed);
+                s.spawn(move || -> Result<(), RegistryError> {
+                    let note = |p: Progress| {
+                        let _ = tx.send(p);
+                    };
+                    loop {
+                        if failed.load(Ordering::Relaxed) {
+                            return Ok(());
+                        }
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(item) = items.get(i) else {
+                            return Ok(());
+                        };
+                        if let Err(e) = work(item, &note) {
+                            failed.store(true, Ordering::Relaxed);
+                            return Err(e);
+                        }
+                    }
+                })
+            })
+            .collect();
+        drop(tx);
+        for p in rx {
+            on_progress(p);
+        }
+        let mut first = None;
+        for h in handles {
+            match h.join() {
+                Ok(Err(e)) if first.is_none() => first = Some(e),
+                Ok(_) => {}
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        first.map_or(Ok(()), Err)
+    })
+}
+
+/// Which repositories of which registries a blob was pulled from, so a push to the same registry
+/// can mount it instead of uploading: `<root>/registry-sources`, one `digest domain/path` a line,
+/// appended (a small append is atomic), read back deduplicated.
+pub(crate) fn record_sources(store: &crate::store::Store, repo: &str, digests: &[Digest]) {
+    use std::io::Write;
+    let mut text = String::new();
+    for d in digests {
+        text.push_str(&format!("{d} {repo}\n"));
+    }
+    let path = store.root().join("registry-sources");
+    // Best effort: losing a hint costs an upload, never correctness.
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = f.write_all(text.as_bytes());
+    }
+}
+
+/// The repositories (`domain/path`) `digest` was pulled from, most recent first.
+pub(crate) fn sources_of(store: &crate::store::Store, digest: &Digest) -> Vec<String> {
+    let text = std::fs::read_to_string(store.root().join("registry-sources")).unwrap_or_default();
+    let d = digest.to_string();
+    let mut out: Vec<String> = Vec::new();
+    for line in text.lines().rev() {
+        if let Some((ld, repo)) = line.split_once(' ') {
+            if ld == d && !out.iter().any(|r| r == repo) {
+                out.push(repo.to_string());
+            }
+        }
+    }
+    out
 }
 
 pub(crate) struct Limit {

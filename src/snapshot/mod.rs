@@ -18,9 +18,11 @@
 
 mod diff;
 mod native;
+mod over;
 mod overlay;
 
-pub use native::NativeSnapshotter;
+pub use native::{copy_tree, NativeSnapshotter};
+pub use over::ActiveOver;
 pub use overlay::OverlaySnapshotter;
 
 use serde::{Deserialize, Serialize};

@@ -82,7 +82,12 @@ pub fn store_with_busybox() -> tempfile::TempDir {
     let layout = busybox_layout();
     kiln_ok(
         root.path(),
-        &["import", &format!("{}:latest", layout.display()), "--tag", "busybox:latest"],
+        &[
+            "import",
+            &format!("{}:latest", layout.display()),
+            "--tag",
+            "busybox:latest",
+        ],
     );
     root
 }
@@ -94,12 +99,17 @@ pub fn require_tool(tool: &str) {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
-    assert!(found, "{tool} is not installed: run scripts/test.sh, which installs it");
+    assert!(
+        found,
+        "{tool} is not installed: run scripts/test.sh, which installs it"
+    );
 }
 
 pub fn read_json(path: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display())))
-        .unwrap()
+    serde_json::from_slice(
+        &std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display())),
+    )
+    .unwrap()
 }
 
 pub fn blob_path(layout: &Path, digest: &str) -> PathBuf {
@@ -133,7 +143,12 @@ pub fn layer_entries(path: &Path) -> BTreeMap<String, Entry> {
     let mut out = BTreeMap::new();
     for e in ar.entries().unwrap() {
         let mut e = e.unwrap();
-        let path = e.path().unwrap().to_string_lossy().trim_end_matches('/').to_string();
+        let path = e
+            .path()
+            .unwrap()
+            .to_string_lossy()
+            .trim_end_matches('/')
+            .to_string();
         let h = e.header().clone();
         let kind = match h.entry_type() {
             tar::EntryType::Regular => 'f',
@@ -159,7 +174,10 @@ pub fn layer_entries(path: &Path) -> BTreeMap<String, Entry> {
                 uid: h.uid().unwrap(),
                 gid: h.gid().unwrap(),
                 size: h.size().unwrap(),
-                link: e.link_name().unwrap().map(|l| l.to_string_lossy().into_owned()),
+                link: e
+                    .link_name()
+                    .unwrap()
+                    .map(|l| l.to_string_lossy().into_owned()),
                 content,
             },
         );
@@ -186,7 +204,10 @@ pub fn layout_image(layout: &Path, ref_name: &str) -> LayoutImage {
         .clone();
     let digest = desc["digest"].as_str().unwrap().to_string();
     let manifest = read_json(&blob_path(layout, &digest));
-    let config = read_json(&blob_path(layout, manifest["config"]["digest"].as_str().unwrap()));
+    let config = read_json(&blob_path(
+        layout,
+        manifest["config"]["digest"].as_str().unwrap(),
+    ));
     let layers = manifest["layers"]
         .as_array()
         .unwrap()

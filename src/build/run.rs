@@ -1,0 +1,352 @@
+//! RUN steps: a writable layer over the stage's root filesystem, the command in the sandbox with its
+//! `--mount`s, and the change set turned into a layer. Secrets and cache mounts live outside the
+//! snapshot, so they can never reach the layer; build args reach the environment but not the config.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::exec::{self, ExtraMount, SandboxSpec};
+use crate::layer::{self, ChangeSet};
+use crate::plan::{self, Mount, Step};
+use crate::snapshot::{self, ActiveOver};
+
+/// `--secret id=ID,src=PATH` or `--secret id=ID,env=VAR` (BuildKit's syntax). The value is read at
+/// the step that mounts it and never stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretSource {
+    pub id: String,
+    pub src: Option<PathBuf>,
+    pub env: Option<String>,
+}
+
+impl std::fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Only where the secret comes from — the value is never held here.
+        write!(f, "SecretSource({}", self.id)?;
+        if let Some(p) = &self.src {
+            write!(f, ", src={}", p.display())?;
+        }
+        if let Some(e) = &self.env {
+            write!(f, ", env={e}")?;
+        }
+        write!(f, ")")
+    }
+}
+
+impl std::str::FromStr for SecretSource {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut id = None;
+        let mut src = None;
+        let mut env = None;
+        for field in s.split(',') {
+            match field.split_once('=') {
+                Some(("id", v)) => id = Some(v.to_string()),
+                Some(("src", v)) | Some(("source", v)) => src = Some(PathBuf::from(v)),
+                Some(("env", v)) => env = Some(v.to_string()),
+                Some(("type", "file")) | Some(("type", "env")) => {}
+                _ => {
+                    return Err(format!(
+                        "invalid --secret {s:?}: expected id=ID,src=PATH or id=ID,env=VAR"
+                    ))
+                }
+            }
+        }
+        let id = id.ok_or_else(|| format!("invalid --secret {s:?}: missing id=ID"))?;
+        if src.is_none() && env.is_none() {
+            // BuildKit: a bare id reads the environment variable of the same name.
+            env = Some(id.clone());
+        }
+        Ok(SecretSource { id, src, env })
+    }
+}
+
+/// What a RUN step needs from the engine besides the step itself.
+pub struct RunContext<'a> {
+    pub sandbox: &'a exec::SandboxConfig,
+    pub probe: &'a exec::Probe,
+    pub rung: exec::Rung,
+    pub rootfs: &'a Path,
+    pub scratch: &'a Path,
+    pub context_dir: &'a Path,
+    pub stage_roots: &'a BTreeMap<usize, PathBuf>,
+    pub cache_root: &'a Path,
+    pub secrets: &'a [SecretSource],
+    pub resources: exec::Resources,
+    pub timeout: Option<std::time::Duration>,
+    pub cancel: &'a exec::Cancel,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Exec(#[from] exec::ExecError),
+    #[error(transparent)]
+    Snapshot(#[from] snapshot::SnapshotError),
+    #[error("reading the step's changes")]
+    Layer(#[from] layer::LayerError),
+    #[error("--mount {0}")]
+    Mount(String),
+    #[error("secret {id:?}: {why}")]
+    Secret { id: String, why: String },
+    #[error("{action} {path}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RunError {
+    let path = path.to_path_buf();
+    move |source| RunError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// Run the step; returns the change set (pointing into `scratch`) for the layer writer.
+pub fn run_step(
+    ctx: &RunContext<'_>,
+    step: &Step,
+    run: &plan::Run,
+    on_line: &mut dyn FnMut(String),
+) -> Result<ChangeSet, RunError> {
+    let active = ActiveOver::prepare(
+        ctx.probe.snapshotter,
+        ctx.probe.userxattr,
+        ctx.rootfs,
+        &ctx.scratch.join("snapshot"),
+    )?;
+    let shell = if step.shell.is_empty() {
+        vec!["/bin/sh".to_string(), "-c".to_string()]
+    } else {
+        step.shell.clone()
+    };
+    let mut spec = SandboxSpec::new(active.mounts(), run.argv(&shell), ctx.rung);
+    spec.env = step
+        .run_env
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    spec.cwd = if step.workdir.is_empty() {
+        "/".into()
+    } else {
+        step.workdir.clone()
+    };
+    spec.user = (!step.user.is_empty()).then(|| step.user.clone());
+    spec.network = match run.network {
+        plan::Network::None => exec::Network::None,
+        plan::Network::Default | plan::Network::Host => exec::Network::Host,
+    };
+    spec.resources = ctx.resources;
+    spec.timeout = ctx.timeout;
+    for (i, m) in run.mounts.iter().enumerate() {
+        add_mount(ctx, &mut spec, m, i)?;
+    }
+    let result = exec::run(ctx.sandbox, &spec, ctx.cancel, &mut |l| on_line(l.0));
+    // Secret files copied for env= secrets are removed whatever happened.
+    let _ = fs::remove_dir_all(ctx.scratch.join("secrets"));
+    result?;
+    let mut set = ChangeSet::new();
+    for c in active.changes()? {
+        set.push(match c {
+            snapshot::Change::Added { path, on_disk }
+            | snapshot::Change::Modified { path, on_disk } => layer::Change::Add {
+                path: path.to_string_lossy().into_owned(),
+                source: on_disk,
+            },
+            snapshot::Change::Deleted { path } => layer::Change::Whiteout {
+                path: path.to_string_lossy().into_owned(),
+            },
+            snapshot::Change::Opaque { dir } => layer::Change::Opaque {
+                dir: dir.to_string_lossy().into_owned(),
+            },
+        });
+    }
+    Ok(set)
+}
+
+fn source_root(ctx: &RunContext<'_>, from: &Option<plan::CopySource>) -> Result<PathBuf, RunError> {
+    match from {
+        None => Ok(ctx.context_dir.to_path_buf()),
+        Some(plan::CopySource::Stage(i)) => ctx
+            .stage_roots
+            .get(i)
+            .cloned()
+            .ok_or_else(|| RunError::Mount(format!("from=stage {i}: the stage was not built"))),
+        Some(plan::CopySource::Image(r)) => Err(RunError::Mount(format!(
+            "from={r}: mounting an image that is not a stage of this Dockerfile is not supported yet"
+        ))),
+    }
+}
+
+/// `source=` inside a mount's root, never escaping it.
+fn inside(root: &Path, source: &Option<String>) -> Result<PathBuf, RunError> {
+    let rel = source.as_deref().unwrap_or("");
+    let sr = crate::context::SourceRoot::rootfs(root);
+    let p = sr
+        .resolve_in_root(Path::new(rel))
+        .map_err(|e| RunError::Mount(e.to_string()))?;
+    if !p.exists() {
+        return Err(RunError::Mount(format!("source {rel:?} does not exist")));
+    }
+    Ok(p)
+}
+
+fn add_mount(
+    ctx: &RunContext<'_>,
+    spec: &mut SandboxSpec,
+    m: &Mount,
+    i: usize,
+) -> Result<(), RunError> {
+    match m {
+        Mount::Bind {
+            target,
+            source,
+            from,
+            readonly,
+        } => {
+            let src = inside(&source_root(ctx, from)?, source)?;
+            let src = if *readonly {
+                src
+            } else {
+                // BuildKit discards writes to a rw bind mount: give the step a copy.
+                let copy = ctx.scratch.join(format!("bind-{i}"));
+                if src.is_dir() {
+                    snapshot::copy_tree(&src, &copy)?;
+                } else {
+                    fs::copy(&src, &copy).map_err(io("copying", &src))?;
+                }
+                copy
+            };
+            spec.mounts.push(ExtraMount::Bind {
+                source: src,
+                target: target.clone(),
+                readonly: *readonly,
+            });
+        }
+        Mount::Cache {
+            target,
+            id,
+            mode,
+            uid,
+            gid,
+            readonly,
+            ..
+        } => {
+            // One directory per cache id, kept across builds, never part of a layer.
+            let dir = ctx
+                .cache_root
+                .join(crate::digest::Digest::of(id.as_bytes()).hex());
+            if !dir.exists() {
+                fs::create_dir_all(&dir).map_err(io("creating cache", &dir))?;
+                fs::set_permissions(&dir, fs::Permissions::from_mode(*mode))
+                    .map_err(io("setting the mode of", &dir))?;
+                let _ = std::os::unix::fs::chown(&dir, Some(*uid), Some(*gid));
+            }
+            if *readonly {
+                spec.mounts.push(ExtraMount::Bind {
+                    source: dir,
+                    target: target.clone(),
+                    readonly: true,
+                });
+            } else {
+                spec.mounts.push(ExtraMount::Cache {
+                    source: dir,
+                    target: target.clone(),
+                });
+            }
+        }
+        Mount::Tmpfs { target, size } => spec.mounts.push(ExtraMount::Tmpfs {
+            target: target.clone(),
+            size: size.map(|s| s.max(0) as u64),
+        }),
+        Mount::Secret {
+            id,
+            target,
+            env,
+            required,
+            mode,
+            uid,
+            gid,
+        } => {
+            let Some(src) = ctx.secrets.iter().find(|s| &s.id == id) else {
+                if *required {
+                    return Err(RunError::Secret {
+                        id: id.clone(),
+                        why: "required but not given (--secret id=ID,src=PATH)".into(),
+                    });
+                }
+                return Ok(());
+            };
+            let value_file = match (&src.src, &src.env) {
+                (Some(p), _) => p.clone(),
+                (None, Some(var)) => {
+                    let value = std::env::var(var).map_err(|_| RunError::Secret {
+                        id: id.clone(),
+                        why: format!("environment variable {var} is not set"),
+                    })?;
+                    let dir = ctx.scratch.join("secrets");
+                    fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
+                    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+                        .map_err(io("securing", &dir))?;
+                    let f = dir.join(format!("{i}"));
+                    fs::write(&f, value).map_err(io("writing secret", &f))?;
+                    f
+                }
+                (None, None) => unreachable!("SecretSource always has src or env"),
+            };
+            if let Some(var) = env {
+                let value = fs::read_to_string(&value_file).map_err(|e| RunError::Secret {
+                    id: id.clone(),
+                    why: format!("reading {}: {e}", value_file.display()),
+                })?;
+                spec.env
+                    .push(format!("{var}={}", value.trim_end_matches('\n')));
+            }
+            let target = match (target, env) {
+                (Some(t), _) => Some(t.clone()),
+                (None, None) => Some(format!("/run/secrets/{id}")),
+                (None, Some(_)) => None,
+            };
+            if let Some(target) = target {
+                spec.mounts.push(ExtraMount::Secret {
+                    source: value_file,
+                    target,
+                    mode: *mode,
+                    uid: *uid,
+                    gid: *gid,
+                });
+            }
+        }
+        Mount::Ssh { id, required, .. } => {
+            if *required {
+                return Err(RunError::Mount(format!(
+                    "type=ssh (id {id}): SSH agent forwarding is not supported yet"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_flags_parse_like_buildkit_and_debug_shows_no_value() {
+        let s: SecretSource = "id=tok,src=/run/tok".parse().unwrap();
+        assert_eq!(s.src.as_deref(), Some(Path::new("/run/tok")));
+        let s: SecretSource = "id=API_KEY".parse().unwrap();
+        assert_eq!(s.env.as_deref(), Some("API_KEY"));
+        assert!("src=/x".parse::<SecretSource>().is_err());
+        assert_eq!(format!("{s:?}"), "SecretSource(API_KEY, env=API_KEY)");
+    }
+}
