@@ -472,8 +472,8 @@ impl Engine<'_> {
         if n == 1 || !self.sandbox_announced {
             self.sandbox_announced = true;
             on_event(&Event::Sandbox {
-                rung: format!("{rung:?}").to_lowercase(),
-                snapshotter: format!("{:?}", probe.snapshotter).to_lowercase(),
+                rung: rung.to_string(),
+                snapshotter: probe.snapshotter.to_string(),
                 warnings: probe.warnings.clone(),
             });
         }

@@ -291,7 +291,7 @@ fn run(cli: Cli) -> Result<i32> {
             let cfg = exec::SandboxConfig::new(&root.join("exec"));
             let probe = exec::probe(&cfg);
             match probe.rung {
-                Some(r) => println!("sandbox: {}", format!("{r:?}").to_lowercase()),
+                Some(r) => println!("sandbox: {r}"),
                 None => println!("sandbox: none works here"),
             }
             for (rung, why) in &probe.reasons {

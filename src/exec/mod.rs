@@ -108,6 +108,24 @@ impl Rung {
     pub const ALL: [Rung; 4] = [Rung::Full, Rung::NoProc, Rung::SingleUid, Rung::Chroot];
 }
 
+impl Rung {
+    /// The name used in config files, flags and reports (`no-proc`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Rung::Full => "full",
+            Rung::NoProc => "no-proc",
+            Rung::SingleUid => "single-uid",
+            Rung::Chroot => "chroot",
+        }
+    }
+}
+
+impl std::fmt::Display for Rung {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl std::str::FromStr for Rung {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

@@ -82,6 +82,17 @@ pub enum SnapshotterKind {
     Native,
 }
 
+impl std::fmt::Display for SnapshotterKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SnapshotterKind::Auto => "auto",
+            SnapshotterKind::Overlayfs => "overlayfs",
+            SnapshotterKind::FuseOverlayfs => "fuse-overlayfs",
+            SnapshotterKind::Native => "native",
+        })
+    }
+}
+
 impl std::str::FromStr for SnapshotterKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

@@ -1,0 +1,294 @@
+//! RUN steps end to end (issue 4) through the real CLI: the layers hold exactly what the commands
+//! changed (owners, whiteouts, opaque directories), secrets and caches never reach them, sandboxes
+//! isolate, limits and cancellation work — as root and, for real, as the rootless user `kilntest`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn build_to_layout(root: &Path, ctx: &Path, extra: &[&str]) -> (LayoutImage, String) {
+    let oci = ctx.join("out-oci");
+    let dest = format!("type=oci,dest={}", oci.display());
+    let mut args = vec!["build", "--progress", "plain", "-t", "t:1", "-o", &dest];
+    args.extend_from_slice(extra);
+    args.push(ctx.to_str().unwrap());
+    let out = kiln(root, &args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "kiln build failed:\n{stderr}");
+    (layout_image(&oci, "1"), stderr)
+}
+
+/// The merged file tree of an image's layers (OCI whiteouts applied), as path → (kind, mode, uid, gid).
+fn merged_tree(img: &LayoutImage) -> BTreeMap<String, (char, u32, u64, u64)> {
+    let mut tree: BTreeMap<String, (char, u32, u64, u64)> = BTreeMap::new();
+    for l in &img.layers {
+        let entries = layer_entries(l);
+        for (path, e) in &entries {
+            let (dir, name) = match path.rsplit_once('/') {
+                Some((d, n)) => (format!("{d}/"), n),
+                None => (String::new(), path.as_str()),
+            };
+            if name == ".wh..wh..opq" {
+                tree.retain(|p, _| !p.starts_with(&dir) || p.len() == dir.len());
+                continue;
+            }
+            if let Some(hidden) = name.strip_prefix(".wh.") {
+                let gone = format!("{dir}{hidden}");
+                tree.retain(|p, _| p != &gone && !p.starts_with(&format!("{gone}/")));
+                continue;
+            }
+        }
+        for (path, e) in entries {
+            if !path.rsplit('/').next().unwrap_or("").starts_with(".wh.") {
+                tree.insert(path, (e.kind, e.mode, e.uid, e.gid));
+            }
+        }
+    }
+    tree
+}
+
+const MULTI_STEP: &str = r#"FROM busybox
+RUN echo 'app:x:1000:1000::/home/app:/bin/sh' >> /etc/passwd \
+ && echo 'app:x:1000:' >> /etc/group \
+ && mkdir -p /home/app /srv/data && touch /srv/data/owned \
+ && chown -R app:app /home/app && chown 1234:5678 /srv/data/owned \
+ && chmod 4750 /srv/data/owned
+RUN rm /bin/vi && rm -rf /home && mkdir /home && echo new > /home/fresh
+USER app
+RUN id -un > /tmp/whoami && ln -s /srv/data /tmp/link
+"#;
+
+#[test]
+fn multi_step_run_builds_the_expected_tree_as_root() {
+    let root = store_with_busybox();
+    let ctx = context(&[("Dockerfile", MULTI_STEP)]);
+    let (img, stderr) = build_to_layout(root.path(), ctx.path(), &[]);
+    assert!(stderr.contains("sandbox: full rung"), "{stderr}");
+    // Layer 2: passwd changes and the chowns; layer 3: a whiteout and an opaque /home.
+    let l2 = layer_entries(&img.layers[1]);
+    assert_eq!(l2["srv/data/owned"].uid, 1234);
+    assert_eq!(l2["srv/data/owned"].gid, 5678);
+    assert_eq!(l2["srv/data/owned"].mode, 0o4750);
+    assert_eq!((l2["home/app"].uid, l2["home/app"].gid), (1000, 1000));
+    let l3 = layer_entries(&img.layers[2]);
+    assert!(l3.contains_key("bin/.wh.vi"), "rm of a base file is a whiteout: {:?}", l3.keys());
+    assert!(
+        l3.contains_key("home/.wh..wh..opq"),
+        "a replaced directory is opaque: {:?}",
+        l3.keys()
+    );
+    let tree = merged_tree(&img);
+    let expect: &[(&str, (char, u32, u64, u64))] = &[
+        ("srv/data/owned", ('f', 0o4750, 1234, 5678)),
+        ("home/fresh", ('f', 0o644, 0, 0)),
+        ("tmp/whoami", ('f', 0o644, 1000, 1000)),
+        ("tmp/link", ('l', 0o777, 1000, 1000)),
+    ];
+    for (p, want) in expect {
+        assert_eq!(tree.get(*p), Some(want), "{p}");
+    }
+    assert!(!tree.contains_key("bin/vi") && !tree.contains_key("home/app"));
+    assert!(tree.contains_key("bin/busybox"));
+    let whoami = layer_entries(img.layers.last().unwrap());
+    assert_eq!(whoami["tmp/whoami"].content.as_deref(), Some(&b"app\n"[..]));
+    // Mount points the sandbox made never reach a layer.
+    for l in &img.layers[1..] {
+        let e = layer_entries(l);
+        assert!(!e.contains_key("proc") && !e.contains_key("etc/resolv.conf") && !e.contains_key("dev/null"), "{:?}", e.keys());
+    }
+}
+
+#[test]
+fn secrets_and_cache_mounts_never_reach_layers_or_history() {
+    let root = store_with_busybox();
+    let ctx = context(&[(
+        "Dockerfile",
+        "FROM busybox\n\
+         RUN --mount=type=secret,id=tok wc -c < /run/secrets/tok > /toklen\n\
+         RUN --mount=type=secret,id=tok,env=TOKEN test \"${#TOKEN}\" = 14 && echo ok > /envok\n\
+         RUN --mount=type=cache,target=/var/cache/x echo run >> /var/cache/x/log && wc -l < /var/cache/x/log > /runs\n",
+    )]);
+    let secret = ctx.path().join("..").join(format!("secret-{}", std::process::id()));
+    fs::write(&secret, "hunter2-secret").unwrap();
+    let sflag = format!("id=tok,src={}", secret.display());
+    let (img, stderr) = build_to_layout(root.path(), ctx.path(), &["--secret", &sflag]);
+    assert!(!stderr.contains("hunter2"), "secret in the progress output");
+    for l in &img.layers {
+        let raw = fs::read(l).unwrap();
+        let entries = layer_entries(l);
+        assert!(!entries.keys().any(|k| k.starts_with("run/secrets") || k.starts_with("var/cache/x")), "{:?}", entries.keys());
+        for e in entries.values() {
+            if let Some(c) = &e.content {
+                assert!(!String::from_utf8_lossy(c).contains("hunter2"));
+            }
+        }
+        assert!(!String::from_utf8_lossy(&raw).contains("hunter2"));
+    }
+    assert!(!img.config.to_string().contains("hunter2"), "secret in config/history");
+    let tree: BTreeMap<_, _> = img.layers.iter().flat_map(|l| layer_entries(l)).collect();
+    assert_eq!(tree["toklen"].content.as_deref(), Some(&b"14\n"[..]));
+    assert_eq!(tree["envok"].content.as_deref(), Some(&b"ok\n"[..]));
+    assert_eq!(tree["runs"].content.as_deref(), Some(&b"1\n"[..]));
+    // The cache persists across builds; the layer does not carry it.
+    let (img2, _) = build_to_layout(root.path(), ctx.path(), &["--secret", &sflag]);
+    let tree2: BTreeMap<_, _> = img2.layers.iter().flat_map(|l| layer_entries(l)).collect();
+    assert_eq!(tree2["runs"].content.as_deref(), Some(&b"2\n"[..]));
+    let _ = fs::remove_file(secret);
+}
+
+#[test]
+fn network_none_has_only_loopback_and_failures_name_the_step() {
+    let root = store_with_busybox();
+    let ctx = context(&[(
+        "Dockerfile",
+        "FROM busybox\nRUN --network=none ip -o link | cut -d: -f2 | tr -d ' ' > /links && ip route > /routes\n",
+    )]);
+    let (img, _) = build_to_layout(root.path(), ctx.path(), &[]);
+    let l = layer_entries(img.layers.last().unwrap());
+    assert_eq!(l["links"].content.as_deref(), Some(&b"lo\n"[..]));
+    assert_eq!(l["routes"].content.as_deref(), Some(&b""[..]));
+
+    fs::write(ctx.path().join("Dockerfile"), "FROM busybox\n\nRUN echo about to fail; exit 7\n").unwrap();
+    let e = kiln_err(root.path(), &["build", ctx.path().to_str().unwrap()]);
+    assert!(e.contains("Dockerfile:3") && e.contains("code 7") && e.contains("about to fail"), "{e}");
+}
+
+#[test]
+fn a_memory_limit_kills_a_hog_with_a_clear_error() {
+    let root = store_with_busybox();
+    let ctx = context(&[("Dockerfile", "FROM busybox\nRUN dd if=/dev/zero of=/dev/null bs=300M count=1\n")]);
+    let e = kiln_err(root.path(), &["build", "--memory", "64m", ctx.path().to_str().unwrap()]);
+    assert!(e.contains("memory limit"), "{e}");
+}
+
+#[test]
+fn every_rung_forced_runs_a_step() {
+    let root = store_with_busybox();
+    let ctx = context(&[("Dockerfile", "FROM busybox\nRUN echo hi > /hi && cat /proc/1/cmdline > /pid1 || true\n")]);
+    for rung in ["full", "no-proc", "single-uid", "chroot"] {
+        let (img, stderr) = build_to_layout(root.path(), ctx.path(), &["--sandbox", rung]);
+        assert!(stderr.contains(&format!("sandbox: {rung} rung")), "{rung}: {stderr}");
+        let l = layer_entries(img.layers.last().unwrap());
+        assert_eq!(l["hi"].content.as_deref(), Some(&b"hi\n"[..]), "{rung}");
+    }
+}
+
+fn sleeping_pids() -> Vec<u32> {
+    let mut pids = Vec::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() {
+            if let Ok(cmd) = fs::read(e.path().join("cmdline")) {
+                if String::from_utf8_lossy(&cmd).replace('\0', " ").trim() == "sleep 1000" {
+                    pids.push(pid);
+                }
+            }
+        }
+    }
+    pids
+}
+
+#[test]
+fn ctrl_c_cancels_a_run_and_leaves_no_process_or_mount() {
+    let root = store_with_busybox();
+    let ctx = context(&[("Dockerfile", "FROM busybox\nRUN sleep 1000\n")]);
+    let mut child = Command::new(kiln_bin())
+        .arg("--root")
+        .arg(root.path())
+        .args(["build", "--progress", "plain"])
+        .arg(ctx.path())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while sleeping_pids().is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(30), "sleep never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!status.success());
+    assert!(err.contains("cancelled"), "{err}");
+    assert!(sleeping_pids().is_empty(), "a sleep outlived its cancelled step");
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mountinfo.contains(root.path().to_str().unwrap()), "a mount outlived its step");
+    let builds = root.path().join("builds");
+    let left: Vec<_> = fs::read_dir(&builds).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    assert!(left.is_empty(), "build workspace left behind: {left:?}");
+}
+
+/// The kiln binary copied where the rootless user can run it, whatever the checkout's permissions.
+fn rootless_kiln(dir: &Path) -> PathBuf {
+    let bin = dir.join("kiln");
+    fs::copy(kiln_bin(), &bin).unwrap();
+    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
+fn ensure_kilntest() {
+    let ok = Command::new("id").arg("kilntest").output().unwrap().status.success();
+    if !ok {
+        assert!(Command::new("useradd").args(["-m", "kilntest"]).status().unwrap().success());
+    }
+    let subuid = fs::read_to_string("/etc/subuid").unwrap_or_default();
+    if !subuid.lines().any(|l| l.starts_with("kilntest:")) {
+        let st = Command::new("usermod")
+            .args(["--add-subuids", "200000-265535", "--add-subgids", "200000-265535", "kilntest"])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+}
+
+#[test]
+fn rootless_build_as_kilntest_keeps_owners_on_the_full_rung() {
+    assert!(nix::unistd::geteuid().is_root(), "LOUD: this test must start as root to become kilntest");
+    ensure_kilntest();
+    let dir = tempfile::Builder::new().prefix("kiln-rootless-").tempdir_in("/tmp").unwrap();
+    let bin = rootless_kiln(dir.path());
+    let layout = busybox_layout();
+    let ctx = dir.path().join("ctx");
+    fs::create_dir(&ctx).unwrap();
+    fs::write(ctx.join("Dockerfile"), MULTI_STEP).unwrap();
+    fs::write(ctx.join("note"), "copied").unwrap();
+    fs::write(ctx.join("Dockerfile"), format!("{MULTI_STEP}COPY --chown=1000:1000 note /home/note\n")).unwrap();
+    let layout_copy = dir.path().join("busybox");
+    assert!(Command::new("cp").arg("-a").arg(&layout).arg(&layout_copy).status().unwrap().success());
+    assert!(Command::new("chown").args(["-R", "kilntest:kilntest"]).arg(dir.path()).status().unwrap().success());
+    let as_user = |args: &[&str]| {
+        let out = Command::new("runuser")
+            .args(["-u", "kilntest", "--"])
+            .arg(&bin)
+            .arg("--root")
+            .arg(dir.path().join("state"))
+            .args(args)
+            .current_dir(dir.path())
+            .env("HOME", dir.path())
+            .env_remove("XDG_RUNTIME_DIR")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "kiln {args:?} as kilntest:\n{text}");
+        text
+    };
+    as_user(&["import", &format!("{}:latest", layout_copy.display()), "--tag", "busybox"]);
+    let oci = dir.path().join("out");
+    let stderr = as_user(&["build", "--progress", "plain", "-t", "t:1", "-o", &format!("type=oci,dest={}", oci.display()), ctx.to_str().unwrap()]);
+    assert!(stderr.contains("sandbox: full rung"), "{stderr}");
+    let img = layout_image(&oci, "1");
+    let tree = merged_tree(&img);
+    assert_eq!(tree.get("srv/data/owned"), Some(&('f', 0o4750, 1234, 5678)));
+    assert_eq!(tree.get("tmp/whoami").map(|t| (t.2, t.3)), Some((1000, 1000)));
+    assert_eq!(tree.get("home/note").map(|t| (t.2, t.3)), Some((1000, 1000)));
+    let l3 = layer_entries(&img.layers[2]);
+    assert!(l3.contains_key("bin/.wh.vi") && l3.contains_key("home/.wh..wh..opq"), "{:?}", l3.keys());
+}
