@@ -25,12 +25,15 @@ fn build_to_layout(root: &Path, ctx: &Path, extra: &[&str]) -> (LayoutImage, Str
     (layout_image(&oci, "1"), stderr)
 }
 
-/// The merged file tree of an image's layers (OCI whiteouts applied), as path → (kind, mode, uid, gid).
-fn merged_tree(img: &LayoutImage) -> BTreeMap<String, (char, u32, u64, u64)> {
-    let mut tree: BTreeMap<String, (char, u32, u64, u64)> = BTreeMap::new();
+/// kind, mode, uid, gid of one path.
+type Meta = (char, u32, u64, u64);
+
+/// The merged file tree of an image's layers (OCI whiteouts applied).
+fn merged_tree(img: &LayoutImage) -> BTreeMap<String, Meta> {
+    let mut tree: BTreeMap<String, Meta> = BTreeMap::new();
     for l in &img.layers {
         let entries = layer_entries(l);
-        for (path, e) in &entries {
+        for path in entries.keys() {
             let (dir, name) = match path.rsplit_once('/') {
                 Some((d, n)) => (format!("{d}/"), n),
                 None => (String::new(), path.as_str()),
@@ -85,7 +88,7 @@ fn multi_step_run_builds_the_expected_tree_as_root() {
         l3.keys()
     );
     let tree = merged_tree(&img);
-    let expect: &[(&str, (char, u32, u64, u64))] = &[
+    let expect: &[(&str, Meta)] = &[
         ("srv/data/owned", ('f', 0o4750, 1234, 5678)),
         ("home/fresh", ('f', 0o644, 0, 0)),
         ("tmp/whoami", ('f', 0o644, 1000, 1000)),

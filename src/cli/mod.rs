@@ -33,7 +33,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Build an image from a Dockerfile, on the embedded engine.
-    Build(BuildArgs),
+    Build(Box<BuildArgs>),
     /// Print the build plan of a Dockerfile: stages, dependencies, expanded steps.
     Plan(PlanArgs),
     /// List the images in the local store.
@@ -181,7 +181,7 @@ fn parse_kv(values: &[String], what: &str, from_env: bool) -> Result<BTreeMap<St
 
 fn run(cli: Cli) -> Result<i32> {
     match cli.command {
-        Command::Build(args) => cmd_build(&cli.root, args),
+        Command::Build(args) => cmd_build(&cli.root, *args),
         Command::Plan(args) => cmd_plan(&cli.root, args),
         Command::Images => {
             let store = open_store(&cli.root)?;
