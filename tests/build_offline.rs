@@ -368,12 +368,30 @@ fn target_prunes_unneeded_stages() {
     )
     .unwrap();
     // The failing stage is not needed for --target files, so it is never built.
-    let out = kiln(root.path(), &["build", "--progress", "plain", "--target", "files", "-t", "files:1", ctx.path().to_str().unwrap()]);
+    let out = kiln(
+        root.path(),
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "--target",
+            "files",
+            "-t",
+            "files:1",
+            ctx.path().to_str().unwrap(),
+        ],
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(!err.contains("never-built"), "{err}");
-    let e = kiln_err(root.path(), &["build", "--target", "broken", ctx.path().to_str().unwrap()]);
-    assert!(e.contains("Dockerfile:2") && e.contains("code 3") && e.contains("never-built"), "{e}");
+    let e = kiln_err(
+        root.path(),
+        &["build", "--target", "broken", ctx.path().to_str().unwrap()],
+    );
+    assert!(
+        e.contains("Dockerfile:2") && e.contains("code 3") && e.contains("never-built"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -81,7 +81,11 @@ fn multi_step_run_builds_the_expected_tree_as_root() {
     assert_eq!(l2["srv/data/owned"].mode, 0o4750);
     assert_eq!((l2["home/app"].uid, l2["home/app"].gid), (1000, 1000));
     let l3 = layer_entries(&img.layers[2]);
-    assert!(l3.contains_key("bin/.wh.vi"), "rm of a base file is a whiteout: {:?}", l3.keys());
+    assert!(
+        l3.contains_key("bin/.wh.vi"),
+        "rm of a base file is a whiteout: {:?}",
+        l3.keys()
+    );
     assert!(
         l3.contains_key("home/.wh..wh..opq"),
         "a replaced directory is opaque: {:?}",
@@ -104,7 +108,13 @@ fn multi_step_run_builds_the_expected_tree_as_root() {
     // Mount points the sandbox made never reach a layer.
     for l in &img.layers[1..] {
         let e = layer_entries(l);
-        assert!(!e.contains_key("proc") && !e.contains_key("etc/resolv.conf") && !e.contains_key("dev/null"), "{:?}", e.keys());
+        assert!(
+            !e.contains_key("proc")
+                && !e.contains_key("etc/resolv.conf")
+                && !e.contains_key("dev/null"),
+            "{:?}",
+            e.keys()
+        );
     }
 }
 
@@ -118,7 +128,10 @@ fn secrets_and_cache_mounts_never_reach_layers_or_history() {
          RUN --mount=type=secret,id=tok,env=TOKEN test \"${#TOKEN}\" = 14 && echo ok > /envok\n\
          RUN --mount=type=cache,target=/var/cache/x echo run >> /var/cache/x/log && wc -l < /var/cache/x/log > /runs\n",
     )]);
-    let secret = ctx.path().join("..").join(format!("secret-{}", std::process::id()));
+    let secret = ctx
+        .path()
+        .join("..")
+        .join(format!("secret-{}", std::process::id()));
     fs::write(&secret, "hunter2-secret").unwrap();
     let sflag = format!("id=tok,src={}", secret.display());
     let (img, stderr) = build_to_layout(root.path(), ctx.path(), &["--secret", &sflag]);
@@ -126,7 +139,13 @@ fn secrets_and_cache_mounts_never_reach_layers_or_history() {
     for l in &img.layers {
         let raw = fs::read(l).unwrap();
         let entries = layer_entries(l);
-        assert!(!entries.keys().any(|k| k.starts_with("run/secrets") || k.starts_with("var/cache/x")), "{:?}", entries.keys());
+        assert!(
+            !entries
+                .keys()
+                .any(|k| k.starts_with("run/secrets") || k.starts_with("var/cache/x")),
+            "{:?}",
+            entries.keys()
+        );
         for e in entries.values() {
             if let Some(c) = &e.content {
                 assert!(!String::from_utf8_lossy(c).contains("hunter2"));
@@ -134,7 +153,10 @@ fn secrets_and_cache_mounts_never_reach_layers_or_history() {
         }
         assert!(!String::from_utf8_lossy(&raw).contains("hunter2"));
     }
-    assert!(!img.config.to_string().contains("hunter2"), "secret in config/history");
+    assert!(
+        !img.config.to_string().contains("hunter2"),
+        "secret in config/history"
+    );
     let tree: BTreeMap<_, _> = img.layers.iter().flat_map(|l| layer_entries(l)).collect();
     assert_eq!(tree["toklen"].content.as_deref(), Some(&b"14\n"[..]));
     assert_eq!(tree["envok"].content.as_deref(), Some(&b"ok\n"[..]));
@@ -158,26 +180,45 @@ fn network_none_has_only_loopback_and_failures_name_the_step() {
     assert_eq!(l["links"].content.as_deref(), Some(&b"lo\n"[..]));
     assert_eq!(l["routes"].content.as_deref(), Some(&b""[..]));
 
-    fs::write(ctx.path().join("Dockerfile"), "FROM busybox\n\nRUN echo about to fail; exit 7\n").unwrap();
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox\n\nRUN echo about to fail; exit 7\n",
+    )
+    .unwrap();
     let e = kiln_err(root.path(), &["build", ctx.path().to_str().unwrap()]);
-    assert!(e.contains("Dockerfile:3") && e.contains("code 7") && e.contains("about to fail"), "{e}");
+    assert!(
+        e.contains("Dockerfile:3") && e.contains("code 7") && e.contains("about to fail"),
+        "{e}"
+    );
 }
 
 #[test]
 fn a_memory_limit_kills_a_hog_with_a_clear_error() {
     let root = store_with_busybox();
-    let ctx = context(&[("Dockerfile", "FROM busybox\nRUN dd if=/dev/zero of=/dev/null bs=300M count=1\n")]);
-    let e = kiln_err(root.path(), &["build", "--memory", "64m", ctx.path().to_str().unwrap()]);
+    let ctx = context(&[(
+        "Dockerfile",
+        "FROM busybox\nRUN dd if=/dev/zero of=/dev/null bs=300M count=1\n",
+    )]);
+    let e = kiln_err(
+        root.path(),
+        &["build", "--memory", "64m", ctx.path().to_str().unwrap()],
+    );
     assert!(e.contains("memory limit"), "{e}");
 }
 
 #[test]
 fn every_rung_forced_runs_a_step() {
     let root = store_with_busybox();
-    let ctx = context(&[("Dockerfile", "FROM busybox\nRUN echo hi > /hi && cat /proc/1/cmdline > /pid1 || true\n")]);
+    let ctx = context(&[(
+        "Dockerfile",
+        "FROM busybox\nRUN echo hi > /hi && cat /proc/1/cmdline > /pid1 || true\n",
+    )]);
     for rung in ["full", "no-proc", "single-uid", "chroot"] {
         let (img, stderr) = build_to_layout(root.path(), ctx.path(), &["--sandbox", rung]);
-        assert!(stderr.contains(&format!("sandbox: {rung} rung")), "{rung}: {stderr}");
+        assert!(
+            stderr.contains(&format!("sandbox: {rung} rung")),
+            "{rung}: {stderr}"
+        );
         let l = layer_entries(img.layers.last().unwrap());
         assert_eq!(l["hi"].content.as_deref(), Some(&b"hi\n"[..]), "{rung}");
     }
@@ -212,20 +253,35 @@ fn ctrl_c_cancels_a_run_and_leaves_no_process_or_mount() {
         .unwrap();
     let start = Instant::now();
     while sleeping_pids().is_empty() {
-        assert!(start.elapsed() < Duration::from_secs(30), "sleep never started");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "sleep never started"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
     let status = child.wait().unwrap();
     let mut err = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
     assert!(!status.success());
     assert!(err.contains("cancelled"), "{err}");
-    assert!(sleeping_pids().is_empty(), "a sleep outlived its cancelled step");
+    assert!(
+        sleeping_pids().is_empty(),
+        "a sleep outlived its cancelled step"
+    );
     let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(!mountinfo.contains(root.path().to_str().unwrap()), "a mount outlived its step");
+    assert!(
+        !mountinfo.contains(root.path().to_str().unwrap()),
+        "a mount outlived its step"
+    );
     let builds = root.path().join("builds");
-    let left: Vec<_> = fs::read_dir(&builds).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    let left: Vec<_> = fs::read_dir(&builds)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
     assert!(left.is_empty(), "build workspace left behind: {left:?}");
 }
 
@@ -238,14 +294,29 @@ fn rootless_kiln(dir: &Path) -> PathBuf {
 }
 
 fn ensure_kilntest() {
-    let ok = Command::new("id").arg("kilntest").output().unwrap().status.success();
+    let ok = Command::new("id")
+        .arg("kilntest")
+        .output()
+        .unwrap()
+        .status
+        .success();
     if !ok {
-        assert!(Command::new("useradd").args(["-m", "kilntest"]).status().unwrap().success());
+        assert!(Command::new("useradd")
+            .args(["-m", "kilntest"])
+            .status()
+            .unwrap()
+            .success());
     }
     let subuid = fs::read_to_string("/etc/subuid").unwrap_or_default();
     if !subuid.lines().any(|l| l.starts_with("kilntest:")) {
         let st = Command::new("usermod")
-            .args(["--add-subuids", "200000-265535", "--add-subgids", "200000-265535", "kilntest"])
+            .args([
+                "--add-subuids",
+                "200000-265535",
+                "--add-subgids",
+                "200000-265535",
+                "kilntest",
+            ])
             .status()
             .unwrap();
         assert!(st.success());
@@ -254,19 +325,40 @@ fn ensure_kilntest() {
 
 #[test]
 fn rootless_build_as_kilntest_keeps_owners_on_the_full_rung() {
-    assert!(nix::unistd::geteuid().is_root(), "LOUD: this test must start as root to become kilntest");
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "LOUD: this test must start as root to become kilntest"
+    );
     ensure_kilntest();
-    let dir = tempfile::Builder::new().prefix("kiln-rootless-").tempdir_in("/tmp").unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("kiln-rootless-")
+        .tempdir_in("/tmp")
+        .unwrap();
     let bin = rootless_kiln(dir.path());
     let layout = busybox_layout();
     let ctx = dir.path().join("ctx");
     fs::create_dir(&ctx).unwrap();
     fs::write(ctx.join("Dockerfile"), MULTI_STEP).unwrap();
     fs::write(ctx.join("note"), "copied").unwrap();
-    fs::write(ctx.join("Dockerfile"), format!("{MULTI_STEP}COPY --chown=1000:1000 note /home/note\n")).unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!("{MULTI_STEP}COPY --chown=1000:1000 note /home/note\n"),
+    )
+    .unwrap();
     let layout_copy = dir.path().join("busybox");
-    assert!(Command::new("cp").arg("-a").arg(&layout).arg(&layout_copy).status().unwrap().success());
-    assert!(Command::new("chown").args(["-R", "kilntest:kilntest"]).arg(dir.path()).status().unwrap().success());
+    assert!(Command::new("cp")
+        .arg("-a")
+        .arg(&layout)
+        .arg(&layout_copy)
+        .status()
+        .unwrap()
+        .success());
+    assert!(Command::new("chown")
+        .args(["-R", "kilntest:kilntest"])
+        .arg(dir.path())
+        .status()
+        .unwrap()
+        .success());
     let as_user = |args: &[&str]| {
         let out = Command::new("runuser")
             .args(["-u", "kilntest", "--"])
@@ -283,15 +375,39 @@ fn rootless_build_as_kilntest_keeps_owners_on_the_full_rung() {
         assert!(out.status.success(), "kiln {args:?} as kilntest:\n{text}");
         text
     };
-    as_user(&["import", &format!("{}:latest", layout_copy.display()), "--tag", "busybox"]);
+    as_user(&[
+        "import",
+        &format!("{}:latest", layout_copy.display()),
+        "--tag",
+        "busybox",
+    ]);
     let oci = dir.path().join("out");
-    let stderr = as_user(&["build", "--progress", "plain", "-t", "t:1", "-o", &format!("type=oci,dest={}", oci.display()), ctx.to_str().unwrap()]);
+    let stderr = as_user(&[
+        "build",
+        "--progress",
+        "plain",
+        "-t",
+        "t:1",
+        "-o",
+        &format!("type=oci,dest={}", oci.display()),
+        ctx.to_str().unwrap(),
+    ]);
     assert!(stderr.contains("sandbox: full rung"), "{stderr}");
     let img = layout_image(&oci, "1");
     let tree = merged_tree(&img);
     assert_eq!(tree.get("srv/data/owned"), Some(&('f', 0o4750, 1234, 5678)));
-    assert_eq!(tree.get("tmp/whoami").map(|t| (t.2, t.3)), Some((1000, 1000)));
-    assert_eq!(tree.get("home/note").map(|t| (t.2, t.3)), Some((1000, 1000)));
+    assert_eq!(
+        tree.get("tmp/whoami").map(|t| (t.2, t.3)),
+        Some((1000, 1000))
+    );
+    assert_eq!(
+        tree.get("home/note").map(|t| (t.2, t.3)),
+        Some((1000, 1000))
+    );
     let l3 = layer_entries(&img.layers[2]);
-    assert!(l3.contains_key("bin/.wh.vi") && l3.contains_key("home/.wh..wh..opq"), "{:?}", l3.keys());
+    assert!(
+        l3.contains_key("bin/.wh.vi") && l3.contains_key("home/.wh..wh..opq"),
+        "{:?}",
+        l3.keys()
+    );
 }

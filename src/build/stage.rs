@@ -189,8 +189,32 @@ impl Engine<'_> {
         Ok(())
     }
 
+    /// The history's `created_by`: the instruction with the values the build used, like BuildKit
+    /// writes it, but never build-arg values (they often carry tokens; BuildKit's `|N K=V` prefix
+    /// would put them in the image).
     fn history_text(step: &Step) -> String {
-        step.source.clone()
+        let pairs = |kw: &str, p: &[(String, String)]| {
+            let items: Vec<String> = p.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            format!("{kw} {}", items.join(" "))
+        };
+        let json = |v: &[String]| serde_json::to_string(v).unwrap_or_default();
+        match &step.instruction {
+            Instruction::Env(p) => pairs("ENV", p),
+            Instruction::Label(p) => pairs("LABEL", p),
+            Instruction::Workdir(d) => format!("WORKDIR {d}"),
+            Instruction::User(u) => format!("USER {u}"),
+            Instruction::Expose(p) => format!("EXPOSE {}", p.join(" ")),
+            Instruction::Volume(v) => format!("VOLUME {}", json(v)),
+            Instruction::StopSignal(s) => format!("STOPSIGNAL {s}"),
+            Instruction::Shell(s) => format!("SHELL {}", json(s)),
+            Instruction::Cmd(c) => format!("CMD {}", json(&c.argv(&step.shell))),
+            Instruction::Entrypoint(c) => format!("ENTRYPOINT {}", json(&c.argv(&step.shell))),
+            Instruction::Run(r) => format!("RUN {} # kiln", r.argv(&step.shell).join(" ")),
+            _ => {
+                let first = step.source.lines().next().unwrap_or("");
+                first.split_whitespace().collect::<Vec<_>>().join(" ")
+            }
+        }
     }
 
     fn run_step(
