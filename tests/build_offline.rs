@@ -237,26 +237,8 @@ fn copy_semantics_match_docker() {
          COPY --exclude=**/*.txt dir /excl/\n",
     )
     .unwrap();
-    let out = tempfile::tempdir().unwrap();
-    let oci = out.path().join("oci");
-    kiln_ok(
-        root.path(),
-        &[
-            "build",
-            "--progress",
-            "plain",
-            "-t",
-            "c:1",
-            "-o",
-            &format!("type=oci,dest={}", oci.display()),
-            ctx.path().to_str().unwrap(),
-        ],
-    );
-    let img = layout_image(&oci, "1");
-    let mut all = std::collections::BTreeMap::new();
-    for l in &img.layers {
-        all.extend(layer_entries(l));
-    }
+    let (img, _) = build_to_layout(root.path(), ctx.path(), &[]);
+    let all = all_entries(&img);
     let has = |p: &str| all.contains_key(p);
     assert!(all["file-renamed"].kind == 'f');
     assert!(has("multi/a.txt") && has("multi/b.txt"));
@@ -331,24 +313,8 @@ fn add_unpacks_local_archives_of_every_compression() {
     }
     df.push_str("COPY a.tar.gz /copied/\n");
     fs::write(ctx.path().join("Dockerfile"), df).unwrap();
-    let out = tempfile::tempdir().unwrap();
-    let oci = out.path().join("oci");
-    kiln_ok(
-        root.path(),
-        &[
-            "build",
-            "-t",
-            "add:1",
-            "-o",
-            &format!("type=oci,dest={}", oci.display()),
-            ctx.path().to_str().unwrap(),
-        ],
-    );
-    let img = layout_image(&oci, "1");
-    let mut all = std::collections::BTreeMap::new();
-    for l in &img.layers {
-        all.extend(layer_entries(l));
-    }
+    let (img, _) = build_to_layout(root.path(), ctx.path(), &[]);
+    let all = all_entries(&img);
     for ext in ["gz", "bz2", "xz", "zst", "plain"] {
         let e = all
             .get(&format!("{ext}/pkg/data.txt"))
@@ -403,20 +369,7 @@ fn chown_by_name_comes_from_the_image_and_unknown_names_fail() {
         "FROM busybox\nCOPY --chown=daemon:wheel f /f\n",
     )
     .unwrap();
-    let out = tempfile::tempdir().unwrap();
-    let oci = out.path().join("oci");
-    kiln_ok(
-        root.path(),
-        &[
-            "build",
-            "-t",
-            "o:1",
-            "-o",
-            &format!("type=oci,dest={}", oci.display()),
-            ctx.path().to_str().unwrap(),
-        ],
-    );
-    let img = layout_image(&oci, "1");
+    let (img, _) = build_to_layout(root.path(), ctx.path(), &[]);
     let last = layer_entries(img.layers.last().unwrap());
     assert_eq!((last["f"].uid, last["f"].gid), (1, 10));
     fs::write(

@@ -13,18 +13,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn build_to_layout(root: &Path, ctx: &Path, extra: &[&str]) -> (LayoutImage, String) {
-    let oci = ctx.join("out-oci");
-    let dest = format!("type=oci,dest={}", oci.display());
-    let mut args = vec!["build", "--progress", "plain", "-t", "t:1", "-o", &dest];
-    args.extend_from_slice(extra);
-    args.push(ctx.to_str().unwrap());
-    let out = kiln(root, &args);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "kiln build failed:\n{stderr}");
-    (layout_image(&oci, "1"), stderr)
-}
-
 /// kind, mode, uid, gid of one path.
 type Meta = (char, u32, u64, u64);
 
@@ -157,13 +145,13 @@ fn secrets_and_cache_mounts_never_reach_layers_or_history() {
         !img.config.to_string().contains("hunter2"),
         "secret in config/history"
     );
-    let tree: BTreeMap<_, _> = img.layers.iter().flat_map(|l| layer_entries(l)).collect();
+    let tree = all_entries(&img);
     assert_eq!(tree["toklen"].content.as_deref(), Some(&b"14\n"[..]));
     assert_eq!(tree["envok"].content.as_deref(), Some(&b"ok\n"[..]));
     assert_eq!(tree["runs"].content.as_deref(), Some(&b"1\n"[..]));
     // The cache persists across builds; the layer does not carry it.
     let (img2, _) = build_to_layout(root.path(), ctx.path(), &["--secret", &sflag]);
-    let tree2: BTreeMap<_, _> = img2.layers.iter().flat_map(|l| layer_entries(l)).collect();
+    let tree2 = all_entries(&img2);
     assert_eq!(tree2["runs"].content.as_deref(), Some(&b"2\n"[..]));
     let _ = fs::remove_file(secret);
 }
@@ -291,36 +279,6 @@ fn rootless_kiln(dir: &Path) -> PathBuf {
     fs::copy(kiln_bin(), &bin).unwrap();
     fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
     bin
-}
-
-fn ensure_kilntest() {
-    let ok = Command::new("id")
-        .arg("kilntest")
-        .output()
-        .unwrap()
-        .status
-        .success();
-    if !ok {
-        assert!(Command::new("useradd")
-            .args(["-m", "kilntest"])
-            .status()
-            .unwrap()
-            .success());
-    }
-    let subuid = fs::read_to_string("/etc/subuid").unwrap_or_default();
-    if !subuid.lines().any(|l| l.starts_with("kilntest:")) {
-        let st = Command::new("usermod")
-            .args([
-                "--add-subuids",
-                "200000-265535",
-                "--add-subgids",
-                "200000-265535",
-                "kilntest",
-            ])
-            .status()
-            .unwrap();
-        assert!(st.success());
-    }
 }
 
 #[test]

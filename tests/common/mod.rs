@@ -232,3 +232,55 @@ pub fn context(files: &[(&str, &str)]) -> tempfile::TempDir {
     }
     d
 }
+
+/// Build `ctx` (tagged `t:1`) into an OCI layout inside the context; returns the image and stderr.
+pub fn build_to_layout(root: &Path, ctx: &Path, extra: &[&str]) -> (LayoutImage, String) {
+    let oci = ctx.join("out-oci");
+    let dest = format!("type=oci,dest={}", oci.display());
+    let mut args = vec!["build", "--progress", "plain", "-t", "t:1", "-o", &dest];
+    args.extend_from_slice(extra);
+    args.push(ctx.to_str().unwrap());
+    let out = kiln(root, &args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "kiln build failed:\n{stderr}");
+    (layout_image(&oci, "1"), stderr)
+}
+
+/// Every entry of every layer, later layers replacing earlier ones (whiteouts kept as entries).
+pub fn all_entries(img: &LayoutImage) -> BTreeMap<String, Entry> {
+    img.layers.iter().flat_map(|l| layer_entries(l)).collect()
+}
+
+/// The non-root test user with subordinate id ranges (scripts/test.sh creates it too).
+pub fn ensure_kilntest() {
+    let ok = Command::new("id")
+        .arg("kilntest")
+        .output()
+        .unwrap()
+        .status
+        .success();
+    if !ok {
+        assert!(
+            Command::new("useradd")
+                .args(["-m", "kilntest"])
+                .status()
+                .unwrap()
+                .success(),
+            "useradd kilntest"
+        );
+    }
+    let subuid = std::fs::read_to_string("/etc/subuid").unwrap_or_default();
+    if !subuid.lines().any(|l| l.starts_with("kilntest:")) {
+        let st = Command::new("usermod")
+            .args([
+                "--add-subuids",
+                "200000-265535",
+                "--add-subgids",
+                "200000-265535",
+                "kilntest",
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success(), "usermod --add-subuids kilntest");
+    }
+}
