@@ -1,6 +1,8 @@
 //! The sandbox for real: a busybox rootfs in overlay/native snapshots, commands run by the kiln
 //! helper binary, as root and (re-executed through runuser) as the non-root user `kilntest`.
 
+mod common;
+
 use kiln::exec::{self, Cancel, ExecError, ExtraMount, Network, Rung, SandboxConfig, SandboxSpec};
 use kiln::snapshot::{self, Change, Snapshotter, SnapshotterKind};
 use std::os::unix::fs::MetadataExt;
@@ -396,36 +398,6 @@ fn each_rung_forced_works_as_root() {
     }
 }
 
-fn ensure_kilntest() {
-    let ok = std::process::Command::new("id")
-        .arg("kilntest")
-        .output()
-        .unwrap()
-        .status
-        .success();
-    if !ok {
-        let st = std::process::Command::new("useradd")
-            .args(["-m", "kilntest"])
-            .status()
-            .unwrap();
-        assert!(st.success(), "useradd kilntest");
-    }
-    let subuid = std::fs::read_to_string("/etc/subuid").unwrap_or_default();
-    if !subuid.lines().any(|l| l.starts_with("kilntest:")) {
-        let st = std::process::Command::new("usermod")
-            .args([
-                "--add-subuids",
-                "100000-165535",
-                "--add-subgids",
-                "100000-165535",
-                "kilntest",
-            ])
-            .status()
-            .unwrap();
-        assert!(st.success(), "usermod --add-subuids");
-    }
-}
-
 /// Re-runs `rootless_inner` of this test binary as `kilntest`.
 #[test]
 fn rootless_multi_id_as_kilntest() {
@@ -433,7 +405,7 @@ fn rootless_multi_id_as_kilntest() {
         nix::unistd::geteuid().is_root(),
         "LOUD: this test must start as root to become kilntest"
     );
-    ensure_kilntest();
+    common::ensure_kilntest();
     let me = std::env::current_exe().unwrap();
     let out = std::process::Command::new("runuser")
         .args(["-u", "kilntest", "--", "env", "KILN_TEST_ROOTLESS=1"])
