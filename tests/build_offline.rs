@@ -452,3 +452,29 @@ fn fsck_names_a_damaged_blob_and_exits_nonzero() {
         "fsck must name the blob: {text}"
     );
 }
+
+#[test]
+fn from_oci_layout_needs_no_import_and_missing_bases_are_named() {
+    let root = tempfile::tempdir().unwrap();
+    let layout = busybox_layout();
+    let ctx = common::context(&[("f", "x")]);
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM oci-layout://{}:latest\nCOPY f /f\n", layout.display()),
+    )
+    .unwrap();
+    let (img, _) = build_to_layout(root.path(), ctx.path(), &[]);
+    assert_eq!(img.layers.len(), 2);
+    assert!(layer_entries(&img.layers[0]).contains_key("bin/busybox"));
+
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM example.com/team/missing:1.0\nCOPY f /f\n",
+    )
+    .unwrap();
+    let e = kiln_err(root.path(), &["build", ctx.path().to_str().unwrap()]);
+    assert!(
+        e.contains("example.com/team/missing:1.0") && e.contains("not found"),
+        "{e}"
+    );
+}

@@ -77,13 +77,14 @@ pub(crate) fn join_clean(base: &str, p: &str) -> String {
     format!("/{}", parts.join("/"))
 }
 
-fn parse_bool(key: &str, v: &str) -> Result<bool, ValueError> {
+fn parse_bool(key: &str, v: &str, spec: &str) -> Result<bool, ValueError> {
     crate::dockerfile::checks::parse_go_bool(v)
-        .ok_or_else(|| (format!("invalid value for {key}"), v.to_string()))
+        .ok_or_else(|| (format!("invalid value for {key}: {v}"), spec.to_string()))
 }
 
-fn parse_u32(key: &str, v: &str, radix: u32) -> Result<u32, ValueError> {
-    u32::from_str_radix(v, radix).map_err(|_| (format!("invalid value for {key}"), v.to_string()))
+fn parse_u32(key: &str, v: &str, radix: u32, spec: &str) -> Result<u32, ValueError> {
+    u32::from_str_radix(v, radix)
+        .map_err(|_| (format!("invalid value {v} for {key}"), spec.to_string()))
 }
 
 #[derive(Default)]
@@ -130,14 +131,14 @@ pub(crate) fn parse_mount(
                 "required" if m.typ == "secret" || m.typ == "ssh" => m.required = true,
                 "required" => {
                     return Err((
-                        format!("unexpected key '{key}' for mount type"),
-                        m.typ.clone(),
+                        format!("unexpected key '{key}' for mount type '{}'", m.typ),
+                        spec.to_string(),
                     ))
                 }
                 _ => {
                     return Err((
-                        "invalid field must be a key=value pair".into(),
-                        field.clone(),
+                        format!("invalid field '{field}' must be a key=value pair"),
+                        spec.to_string(),
                     ))
                 }
             }
@@ -149,7 +150,7 @@ pub(crate) fn parse_mount(
                     return Err((
                         "'from' doesn't support variable expansion, define alias stage instead"
                             .into(),
-                        value,
+                        spec.to_string(),
                     ));
                 }
             }
@@ -158,52 +159,62 @@ pub(crate) fn parse_mount(
         match key.as_str() {
             "type" => {
                 let t = value.to_ascii_lowercase();
-                if !matches!(t.as_str(), "bind" | "cache" | "tmpfs" | "secret" | "ssh") {
-                    return Err(("unsupported mount type".into(), value));
+                const TYPES: [&str; 5] = ["bind", "cache", "tmpfs", "secret", "ssh"];
+                if !TYPES.contains(&t.as_str()) {
+                    let mut what = format!("unsupported mount type {value:?}");
+                    if let Some(s) = crate::dockerfile::checks::suggest(&value, TYPES, true) {
+                        what.push_str(&format!(" (did you mean {s}?)"));
+                    }
+                    return Err((what, spec.to_string()));
                 }
                 m.typ = t;
             }
             "from" => m.from = Some(value),
             "source" | "src" => m.source = Some(value),
             "target" | "dst" | "destination" => m.target = Some(value),
-            "readonly" | "ro" => m.readonly = Some(parse_bool(&key, &value)?),
-            "readwrite" | "rw" => m.readonly = Some(!parse_bool(&key, &value)?),
+            "readonly" | "ro" => m.readonly = Some(parse_bool(&key, &value, spec)?),
+            "readwrite" | "rw" => m.readonly = Some(!parse_bool(&key, &value, spec)?),
             "required" if m.typ == "secret" || m.typ == "ssh" => {
-                m.required = parse_bool(&key, &value)?
+                m.required = parse_bool(&key, &value, spec)?
             }
             "size" if m.typ == "tmpfs" => {
-                m.size =
-                    Some(ram_in_bytes(&value).ok_or((format!("invalid value for {key}"), value))?)
+                m.size = Some(ram_in_bytes(&value).ok_or_else(|| {
+                    (
+                        format!("invalid value for {key}: {value}"),
+                        spec.to_string(),
+                    )
+                })?)
             }
             "required" | "size" => {
                 return Err((
-                    format!("unexpected key '{key}' for mount type"),
-                    m.typ.clone(),
+                    format!("unexpected key '{key}' for mount type '{}'", m.typ),
+                    spec.to_string(),
                 ))
             }
             "id" => m.id = Some(value),
             "sharing" => {
-                if m.typ != "cache" {
-                    return Err((
-                        "invalid cache sharing set for mount type".into(),
-                        m.typ.clone(),
-                    ));
-                }
+                // Checked against the mount type once all fields are read, as BuildKit's
+                // `validateMount` does (`sharing=locked,type=cache` is valid).
                 m.sharing = Some(match value.to_ascii_lowercase().as_str() {
                     "shared" => Sharing::Shared,
                     "private" => Sharing::Private,
                     "locked" => Sharing::Locked,
-                    _ => return Err(("unsupported sharing value".into(), value)),
+                    _ => {
+                        return Err((
+                            format!("unsupported sharing value {value:?}"),
+                            spec.to_string(),
+                        ))
+                    }
                 });
             }
-            "mode" => m.mode = Some(parse_u32("mode", &value, 8)?),
-            "uid" => m.uid = Some(parse_u32("uid", &value, 10)?),
-            "gid" => m.gid = Some(parse_u32("gid", &value, 10)?),
+            "mode" => m.mode = Some(parse_u32("mode", &value, 8, spec)?),
+            "uid" => m.uid = Some(parse_u32("uid", &value, 10, spec)?),
+            "gid" => m.gid = Some(parse_u32("gid", &value, 10, spec)?),
             "env" => m.env = Some(value),
             _ => {
                 return Err((
-                    format!("unexpected key '{key}' in mount option"),
-                    field.clone(),
+                    format!("unexpected key '{key}' in '{field}'"),
+                    spec.to_string(),
                 ))
             }
         }
@@ -216,9 +227,32 @@ pub(crate) fn parse_mount(
             ("gid", m.gid.is_some()),
         ] {
             if set {
-                return Err((format!("{name} not allowed for mount type"), m.typ.clone()));
+                return Err((
+                    format!("{name} not allowed for {:?} type mounts", m.typ),
+                    spec.to_string(),
+                ));
             }
         }
+    }
+    if m.typ == "secret" {
+        if m.from.is_some() {
+            return Err((
+                "secret mount should not have a from".into(),
+                spec.to_string(),
+            ));
+        }
+        if m.sharing.is_some() {
+            return Err((
+                "secret mount should not define sharing".into(),
+                spec.to_string(),
+            ));
+        }
+    }
+    if m.sharing.is_some() && m.typ != "cache" {
+        return Err((
+            format!("invalid cache sharing set for {} mount", m.typ),
+            spec.to_string(),
+        ));
     }
     let readonly = m
         .readonly
@@ -227,7 +261,7 @@ pub(crate) fn parse_mount(
         let raw = t.clone().unwrap_or_default();
         let target = join_clean(workdir, &raw);
         if target == "/" {
-            return Err(("invalid mount target".into(), format!("{target:?}")));
+            return Err((format!("invalid mount target {target:?}"), spec.to_string()));
         }
         Ok(target)
     };
@@ -261,12 +295,6 @@ pub(crate) fn parse_mount(
             size: m.size,
         },
         "secret" => {
-            if m.from.is_some() {
-                return Err((
-                    "secret mount should not have a from".into(),
-                    spec.to_string(),
-                ));
-            }
             if m.source.is_some() && m.id.is_some() {
                 return Err(("both source and id can't be set".into(), spec.to_string()));
             }
@@ -415,6 +443,15 @@ pub(crate) fn valid_chmod(s: &str) -> bool {
 
 /// `reference.ParseNormalizedNamed` validity (the text is distribution's error).
 pub(crate) fn check_reference(r: &str) -> Result<(), String> {
+    // kiln's local source: an OCI image layout on disk (`oci-layout://PATH[:tag]`), resolved by the
+    // build, like BuildKit's oci-layout named contexts.
+    if let Some(path) = r.strip_prefix("oci-layout://") {
+        return if path.is_empty() {
+            Err("invalid reference format: oci-layout:// needs a path".into())
+        } else {
+            Ok(())
+        };
+    }
     if r.is_empty() {
         return Err("invalid reference format".into());
     }
@@ -473,11 +510,18 @@ pub(crate) fn check_reference(r: &str) -> Result<(), String> {
             return Err("invalid reference format".into());
         }
     }
+    // distribution/reference reports the normalised remote name (`library/` added for Docker Hub
+    // official images).
+    let remote = if comps.len() == 1 && !name.contains('/') {
+        format!("library/{}", comps[0])
+    } else {
+        comps.join("/")
+    };
     for c in &comps {
         if c.chars().any(|ch| ch.is_ascii_uppercase()) {
-            return Err(
-                "invalid reference format: repository name (library/…) must be lowercase".into(),
-            );
+            return Err(format!(
+                "invalid reference format: repository name ({remote}) must be lowercase"
+            ));
         }
         let ok = !c.is_empty()
             && c.starts_with(|ch: char| ch.is_ascii_lowercase() || ch.is_ascii_digit())
