@@ -434,7 +434,7 @@ fn cmd_plan(root: &Option<PathBuf>, args: PlanArgs) -> Result<i32> {
         for w in &plan.warnings {
             println!("{}", build::warning_text(&plan.file_name, w));
         }
-        return Ok(if plan.warnings.is_empty() { 0 } else { 1 });
+        return Ok(if plan.check_failed() { 1 } else { 0 });
     }
     match args.format {
         PlanFormat::Text => print!("{}", plan.render_text()),

@@ -47,13 +47,15 @@ pub(crate) fn parse(args: &[String], spec: &[(&'static str, Kind)]) -> Result<Fl
             None => (body, None),
         };
         let Some(&(key, kind)) = spec.iter().find(|(n, _)| *n == name) else {
-            let mut what = "unknown flag".to_string();
+            // BuildKit: `unknown flag: <name>` + suggest.WrapError's ` (did you mean <s>?)`; the
+            // caller appends the instruction as the offending text.
+            let mut what = format!("unknown flag: {name}");
             if let Some(s) =
                 crate::dockerfile::checks::suggest(name, spec.iter().map(|(n, _)| *n), true)
             {
-                what = format!("unknown flag (did you mean {s}?)");
+                what.push_str(&format!(" (did you mean {s}?)"));
             }
-            return Err((what, name.to_string()));
+            return Err((what, String::new()));
         };
         if used.contains(&key) && kind != Kind::Strings {
             return Err(("duplicate flag specified".into(), name.to_string()));

@@ -152,7 +152,14 @@ impl Ctx<'_> {
         args: &[String],
         spec: &[(&'static str, Kind)],
     ) -> Result<flags::Flags, ParseError> {
-        flags::parse(args, spec).map_err(|(what, text)| self.err(what, text))
+        flags::parse(args, spec).map_err(|(what, text)| {
+            let text = if text.is_empty() {
+                self.original.to_string()
+            } else {
+                text
+            };
+            self.err(what, text)
+        })
     }
 }
 
@@ -268,8 +275,8 @@ pub(crate) fn parse_line(
                     let n = args[2].to_ascii_lowercase();
                     if !valid_stage_name(&n) {
                         return Err(c.err(
-                            "invalid name for build stage, name can't start with a number or contain symbols",
-                            args[2].clone(),
+                            format!("invalid name for build stage: {:?}, name can't start with a number or contain symbols", args[2]),
+                            c.original,
                         ));
                     }
                     (Some(n), Some(args[2].clone()), Some(args[1].clone()))
@@ -417,11 +424,11 @@ pub(crate) fn parse_line(
         }
         "healthcheck" => parse_healthcheck(&rest, &flag_args, &c)?,
         _ => {
-            let mut what = "unknown instruction".to_string();
+            let mut what = format!("unknown instruction: {keyword}");
             if let Some(s) = super::checks::suggest(&keyword, KEYWORDS.iter().copied(), false) {
-                what = format!("unknown instruction (did you mean {s}?)");
+                what.push_str(&format!(" (did you mean {s}?)"));
             }
-            return Err(c.err(what, keyword));
+            return Err(c.err(what, c.original));
         }
     };
     Ok(Instruction {
@@ -565,8 +572,8 @@ fn parse_healthcheck(rest: &str, flag_args: &[String], c: &Ctx) -> Result<Comman
     )?;
     if typ != "CMD" {
         return Err(c.err(
-            "Unknown type in HEALTHCHECK (try CMD)",
-            rest[..sep].to_string(),
+            format!("Unknown type {:?} in HEALTHCHECK (try CMD)", &rest[..sep]),
+            c.original,
         ));
     }
     if args.is_empty() {

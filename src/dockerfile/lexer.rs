@@ -76,7 +76,7 @@ impl DirectiveParser {
                     return Err(ParseError::new(
                         file,
                         span,
-                        "invalid escape token, it does not match ` or \\".to_string(),
+                        format!("invalid escape token '{value}' does not match ` or \\"),
                         value,
                     ))
                 }
@@ -271,7 +271,7 @@ mod tests {
             .map(|e| e.to_string());
         assert_eq!(
             e.as_deref(),
-            Some("D:1:1: invalid escape token, it does not match ` or \\: x")
+            Some("D:1:1: invalid escape token 'x' does not match ` or \\: x")
         );
     }
 

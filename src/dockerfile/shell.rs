@@ -80,7 +80,8 @@ pub struct Lex {
 }
 
 /// One expansion: the single-word result, the split words, and which variables were found or
-/// missing (`missing` only lists plain `$V`/`${V}` references, in order of first use).
+/// missing (every lookup of an unset variable counts, `${V:-x}` included, as BuildKit's `getEnv`
+/// records it; in order of first use).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WordResult {
     pub result: String,
@@ -336,14 +337,14 @@ impl ShellWord<'_> {
         }
     }
 
-    fn get_env(&mut self, name: &str, track_missing: bool) -> Option<String> {
+    fn get_env(&mut self, name: &str) -> Option<String> {
         match self.env.lookup(name) {
             Some(v) => {
                 self.matched.insert(name.to_string());
                 Some(v)
             }
             None => {
-                if track_missing && !self.missing.iter().any(|m| m == name) {
+                if !self.missing.iter().any(|m| m == name) {
                     self.missing.push(name.to_string());
                 }
                 None
@@ -358,7 +359,7 @@ impl ShellWord<'_> {
             if name.is_empty() {
                 return Ok("$".into());
             }
-            let v = self.get_env(&name, true);
+            let v = self.get_env(&name);
             if v.is_none() && self.skip_unset_env {
                 return Ok(format!("${name}"));
             }
@@ -376,7 +377,7 @@ impl ShellWord<'_> {
         let mut null_is_unset = false;
         match ch {
             Some('}') => {
-                let v = self.get_env(&name, true);
+                let v = self.get_env(&name);
                 if v.is_none() && self.skip_unset_env {
                     return Ok(format!("${{{name}}}"));
                 }
@@ -407,7 +408,7 @@ impl ShellWord<'_> {
                         return Err(e);
                     }
                 };
-                let value = self.get_env(&name, false);
+                let value = self.get_env(&name);
                 if self.skip_unset_env && value.is_none() {
                     return Ok(format!("${{{name}{chs}{word}}}"));
                 }
@@ -474,7 +475,7 @@ impl ShellWord<'_> {
                         return Err(e);
                     }
                 };
-                let value = self.get_env(&name, false);
+                let value = self.get_env(&name);
                 if self.skip_unset_env && value.is_none() {
                     return Ok(format!("${{{name}/{pattern}/{replacement}}}"));
                 }

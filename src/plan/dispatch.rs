@@ -66,7 +66,18 @@ impl Ctx<'_> {
         span: Span,
         original: &str,
     ) -> Result<String, PlanError> {
-        let r = Lex::new(self.escape)
+        self.expand_with(&Lex::new(self.escape), st, word, span, original)
+    }
+
+    fn expand_with(
+        &mut self,
+        lex: &Lex,
+        st: &StageState,
+        word: &str,
+        span: Span,
+        original: &str,
+    ) -> Result<String, PlanError> {
+        let r = lex
             .process(word, &st.env)
             .map_err(|e| at(self.file, span, e.0, original))?;
         for var in r.missing {
@@ -321,12 +332,14 @@ pub(crate) fn dispatch(
                 None | Some("default") => Network::Default,
                 Some("none") => Network::None,
                 Some("host") => Network::Host,
-                Some(n) => return Err(at(file, span, "unsupported network mode", n)),
+                Some(n) => return Err(at(file, span, format!("invalid network mode {n:?}"), orig)),
             };
             let security = match security.as_deref() {
                 None | Some("sandbox") => Security::Sandbox,
                 Some("insecure") => Security::Insecure,
-                Some(s) => return Err(at(file, span, "security is not valid", s)),
+                Some(s) => {
+                    return Err(at(file, span, format!("security {s:?} is not valid"), orig))
+                }
             };
             let mut out = Vec::new();
             let mut ssh = 0;
@@ -379,8 +392,8 @@ pub(crate) fn dispatch(
                     return Err(at(
                         file,
                         span,
-                        "invalid chmod parameter, it should be octal string and between 0 and 07777 or symbolic notation",
-                        m.clone(),
+                        format!("invalid chmod parameter: '{m}'. it should be octal string and between 0 and 07777"),
+                        orig,
                     ));
                 }
             }
@@ -391,10 +404,12 @@ pub(crate) fn dispatch(
             let mut heredocs = Vec::new();
             for h in &a.heredocs {
                 let content = if h.expand {
-                    let mut lex = Lex::new(ctx.escape);
+                    // BuildKit's `ExpandRaw`: a fresh `NewLex('\\')` (the file's escape directive
+                    // does not apply) with quote processing off; unset names still count for
+                    // UndefinedVar.
+                    let mut lex = Lex::new('\\');
                     lex.skip_process_quotes = true;
-                    lex.process_word(&h.content, &st.env)
-                        .map_err(|e| at(file, span, e.0, orig))?
+                    ctx.expand_with(&lex, st, &h.content, span, orig)?
                 } else {
                     h.content.clone()
                 };
@@ -430,10 +445,9 @@ pub(crate) fn dispatch(
                 let from = match &a.from {
                     None => None,
                     Some(f) => {
-                        let f = Lex::new(ctx.escape)
-                            .process_word(f, ctx.meta_env)
-                            .map_err(|e| at(file, span, e.0, orig))?;
-                        Some((ctx.resolve)(&f).map_err(|(w, t)| at(file, span, w, t))?)
+                        super::check_from_unexpanded(&Lex::new(ctx.escape), f)
+                            .map_err(|w| at(file, span, w, f.clone()))?;
+                        Some((ctx.resolve)(f).map_err(|(w, _)| at(file, span, w, orig))?)
                     }
                 };
                 Instruction::Copy(Copy {

@@ -248,7 +248,7 @@ pub fn plan(d: &Dockerfile, opts: &PlanOptions, bases: &dyn BaseImages) -> Resul
         if name.is_empty() {
             return Err(at(
                 span,
-                "base name should not be blank".into(),
+                format!("base name ({}) should not be blank", st.base),
                 st.base.clone(),
             ));
         }
@@ -331,9 +331,9 @@ pub fn plan(d: &Dockerfile, opts: &PlanOptions, bases: &dyn BaseImages) -> Resul
                 None => {
                     let names: Vec<&str> =
                         d.stages.iter().filter_map(|s| s.name.as_deref()).collect();
-                    let mut what = "target stage could not be found".to_string();
+                    let mut what = format!("target stage {t:?} could not be found");
                     if let Some(s) = checks::suggest(t, names, true) {
-                        what = format!("target stage could not be found (did you mean {s}?)");
+                        what.push_str(&format!(" (did you mean {s}?)"));
                     }
                     return Err(PlanError::File {
                         file: file.to_string(),
@@ -358,12 +358,16 @@ pub fn plan(d: &Dockerfile, opts: &PlanOptions, bases: &dyn BaseImages) -> Resul
         }
         if let Ok(idx) = f.parse::<i64>() {
             if idx < 0 || idx as usize >= n_stages {
-                return Err(("invalid stage index".into(), f.to_string()));
+                return Err((format!("invalid stage index {idx}"), f.to_string()));
             }
             return Ok(CopySource::Stage(idx as usize));
         }
-        values::check_reference(f)
-            .map_err(|e| (format!("invalid --from reference: {e}"), f.to_string()))?;
+        values::check_reference(f).map_err(|e| {
+            (
+                format!("failed to parse stage name {f:?}: {e}"),
+                f.to_string(),
+            )
+        })?;
         Ok(CopySource::Image(f.to_string()))
     };
     let mut triggers: Vec<Vec<df::Instruction>> = Vec::new();
@@ -402,9 +406,8 @@ pub fn plan(d: &Dockerfile, opts: &PlanOptions, bases: &dyn BaseImages) -> Resul
                 _ => Vec::new(),
             };
             for f in froms {
-                if matches!(ins.command, Command::Run { .. })
-                    && f.find('$').is_some_and(|i| i + 1 != f.len())
-                {
+                let is_run = matches!(ins.command, Command::Run { .. });
+                if is_run && f.find('$').is_some_and(|i| i + 1 != f.len()) {
                     return Err(at(
                         ins.span,
                         "'from' doesn't support variable expansion, define alias stage instead"
@@ -412,10 +415,14 @@ pub fn plan(d: &Dockerfile, opts: &PlanOptions, bases: &dyn BaseImages) -> Resul
                         f,
                     ));
                 }
-                let f = lex
-                    .process_word(&f, &meta_env)
-                    .map_err(|e| at(ins.span, e.0, ins.original.clone()))?;
-                if let CopySource::Stage(j) = resolve(&f).map_err(|(w, t)| at(ins.span, w, t))? {
+                // BuildKit's `toCommand` expands `COPY --from` against an empty environment and
+                // refuses any value that changes: neither global nor stage ARGs reach `--from`.
+                if !is_run {
+                    check_from_unexpanded(&lex, &f).map_err(|w| at(ins.span, w, f.clone()))?;
+                }
+                if let CopySource::Stage(j) =
+                    resolve(&f).map_err(|(w, _)| at(ins.span, w, ins.original.clone()))?
+                {
                     list.push((j, ins.span));
                 }
             }
@@ -564,6 +571,17 @@ pub fn plan(d: &Dockerfile, opts: &PlanOptions, bases: &dyn BaseImages) -> Resul
         source_date_epoch,
         warnings,
     })
+}
+
+/// `COPY --from` takes no variables: BuildKit processes the value with no environment and fails
+/// when that changes it (`$X`, `${X}`, escapes, quotes).
+pub(crate) fn check_from_unexpanded(lex: &Lex, from: &str) -> Result<(), String> {
+    const WHAT: &str = "variable expansion is not supported for --from, define a new stage with FROM using ARG from global scope as a workaround";
+    match lex.process_word(from, &EnvList::default()) {
+        Ok(r) if r == from => Ok(()),
+        Ok(_) => Err(WHAT.into()),
+        Err(e) => Err(e.0),
+    }
 }
 
 /// The raw `from=` of a `--mount` value, if any.

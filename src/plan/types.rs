@@ -292,3 +292,11 @@ pub struct Plan {
     pub source_date_epoch: Option<i64>,
     pub warnings: Vec<Warning>,
 }
+
+impl Plan {
+    /// What `docker build --check` (buildx `--call=check`) exits 1 on: any build-check finding.
+    /// `# check=error=true` is stricter still: it already makes [`super::plan`] fail.
+    pub fn check_failed(&self) -> bool {
+        !self.warnings.is_empty()
+    }
+}
