@@ -25,11 +25,15 @@
 //! | `image`      | config (keeps Docker's fields), manifest, index, history; canonical JSON |
 //! | `store`      | OCI image layout: verified atomic ingest, tags, fsck, SQLite metadata    |
 //! | `build`      | the one place that wires the pipeline                                    |
+//! | `api`        | the daemon's wire types: requests, records, events, error kinds          |
+//! | `daemon`     | Unix-socket JSON API, build queue, event logs, records, systemd          |
 //! | `cli`        | flags → validated commands → embedded engine → rendering                 |
 
+pub mod api;
 pub mod build;
 pub mod cli;
 pub mod context;
+pub mod daemon;
 pub mod digest;
 pub mod dockerfile;
 pub mod exec;

@@ -4,7 +4,9 @@
 //!
 //! Must not: build, parse Dockerfiles or touch the store's files itself — it calls the modules.
 
+mod client;
 mod progress;
+mod remote;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -26,14 +28,30 @@ pub struct Cli {
     /// State directory (default /var/lib/kiln as root, $XDG_DATA_HOME/kiln otherwise).
     #[arg(long, global = true, env = "KILN_ROOT")]
     root: Option<PathBuf>,
+    /// The daemon to use (unix:///path/to/kiln.sock); default: the default socket when it answers,
+    /// else the embedded engine.
+    #[arg(long, global = true, env = "KILN_HOST")]
+    host: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Build an image from a Dockerfile, on the embedded engine.
+    /// Build an image from a Dockerfile (on the daemon when one answers, else embedded).
     Build(Box<BuildArgs>),
+    /// Serve the JSON API on a Unix socket.
+    Daemon(remote::DaemonArgs),
+    /// Build records on the daemon.
+    Builds {
+        #[command(subcommand)]
+        cmd: remote::BuildsCmd,
+    },
+    /// The daemon's registry settings.
+    Config {
+        #[command(subcommand)]
+        cmd: remote::ConfigCmd,
+    },
     /// Print the build plan of a Dockerfile: stages, dependencies, expanded steps.
     Plan(PlanArgs),
     /// List the images in the local store.
@@ -181,7 +199,13 @@ fn parse_kv(values: &[String], what: &str, from_env: bool) -> Result<BTreeMap<St
 
 fn run(cli: Cli) -> Result<i32> {
     match cli.command {
-        Command::Build(args) => cmd_build(&cli.root, *args),
+        Command::Build(args) => match client::Client::select(&cli.host)? {
+            Some(c) => client::remote_build(&c, &args),
+            None => cmd_build(&cli.root, *args),
+        },
+        Command::Daemon(args) => remote::daemon(&cli.root, args),
+        Command::Builds { cmd } => remote::builds(&cli.host, cmd),
+        Command::Config { cmd } => remote::config(&cli.host, cmd),
         Command::Plan(args) => cmd_plan(&cli.root, args),
         Command::Images => {
             let store = open_store(&cli.root)?;

@@ -9,7 +9,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::StoreError;
 
 /// Current schema version; migrations below bring older databases up to it.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// One build, as the daemon and `kiln builds` list them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +92,22 @@ impl Metadata {
                  COMMIT;",
             )
             .map_err(db("migrating to schema 1"))?;
+        }
+        if found < 2 {
+            // Schema 2: what the daemon shows of a build besides its status.
+            conn.execute_batch(
+                "BEGIN IMMEDIATE;
+                 ALTER TABLE builds ADD COLUMN dockerfile TEXT;
+                 ALTER TABLE builds ADD COLUMN peer_uid INTEGER;
+                 ALTER TABLE builds ADD COLUMN peer_gid INTEGER;
+                 ALTER TABLE builds ADD COLUMN peer_pid INTEGER;
+                 ALTER TABLE builds ADD COLUMN steps_json TEXT;
+                 ALTER TABLE builds ADD COLUMN result_json TEXT;
+                 CREATE INDEX IF NOT EXISTS builds_status ON builds (status);
+                 UPDATE schema_version SET version = 2;
+                 COMMIT;",
+            )
+            .map_err(db("migrating to schema 2"))?;
         }
         Ok(Metadata {
             path: path.to_path_buf(),
@@ -192,6 +208,120 @@ impl Metadata {
             .map_err(self.err("listing build records"))?;
         rows.collect::<Result<Vec<_>, _>>()
             .map_err(self.err("listing build records"))
+    }
+}
+
+/// A build's details beyond [`BuildRecord`] (schema 2): who asked, the Dockerfile used, steps and
+/// result as JSON (the daemon owns their shape).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildDetails {
+    pub dockerfile: Option<String>,
+    pub peer_uid: Option<u32>,
+    pub peer_gid: Option<u32>,
+    pub peer_pid: Option<i32>,
+    pub steps_json: Option<String>,
+    pub result_json: Option<String>,
+}
+
+impl Metadata {
+    /// Set the non-`None` fields of `d` on build `id`. False when no such build.
+    pub fn update_build_details(&self, id: &str, d: &BuildDetails) -> Result<bool, StoreError> {
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE builds SET
+                   dockerfile = COALESCE(?2, dockerfile),
+                   peer_uid = COALESCE(?3, peer_uid),
+                   peer_gid = COALESCE(?4, peer_gid),
+                   peer_pid = COALESCE(?5, peer_pid),
+                   steps_json = COALESCE(?6, steps_json),
+                   result_json = COALESCE(?7, result_json)
+                 WHERE id = ?1",
+                params![
+                    id,
+                    d.dockerfile,
+                    d.peer_uid,
+                    d.peer_gid,
+                    d.peer_pid,
+                    d.steps_json,
+                    d.result_json
+                ],
+            )
+            .map_err(self.err("updating build details"))?;
+        Ok(n > 0)
+    }
+
+    pub fn get_build_details(&self, id: &str) -> Result<Option<BuildDetails>, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT dockerfile, peer_uid, peer_gid, peer_pid, steps_json, result_json
+                 FROM builds WHERE id = ?1",
+                [id],
+                |r| {
+                    Ok(BuildDetails {
+                        dockerfile: r.get(0)?,
+                        peer_uid: r.get(1)?,
+                        peer_gid: r.get(2)?,
+                        peer_pid: r.get(3)?,
+                        steps_json: r.get(4)?,
+                        result_json: r.get(5)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(self.err("reading build details"))
+    }
+
+    /// The most recent builds with `status` first, at most `limit`.
+    pub fn list_builds_with_status(
+        &self,
+        status: &str,
+        limit: usize,
+    ) -> Result<Vec<BuildRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT id, status, spec_json, result_digest, started, finished, error
+                 FROM builds WHERE status = ?1 ORDER BY started DESC, id DESC LIMIT ?2",
+            )
+            .map_err(self.err("listing build records"))?;
+        let rows = stmt
+            .query_map(params![status, limit as i64], row_to_build)
+            .map_err(self.err("listing build records"))?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(self.err("listing build records"))
+    }
+
+    /// Mark every build still `queued` or `running` as `failed` with `reason` (a daemon that
+    /// starts owns no build yet, so these were interrupted). Returns their ids.
+    pub fn fail_unfinished_builds(
+        &self,
+        reason: &str,
+        finished: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction()
+            .map_err(self.err("failing interrupted builds"))?;
+        let ids = {
+            let mut stmt = tx
+                .prepare("SELECT id FROM builds WHERE status IN ('queued', 'running')")
+                .map_err(self.err("failing interrupted builds"))?;
+            let rows = stmt
+                .query_map([], |r| r.get::<_, String>(0))
+                .map_err(self.err("failing interrupted builds"))?;
+            rows.collect::<Result<Vec<_>, _>>()
+                .map_err(self.err("failing interrupted builds"))?
+        };
+        tx.execute(
+            "UPDATE builds SET status = 'failed', finished = ?1, error = ?2
+             WHERE status IN ('queued', 'running')",
+            params![finished, reason],
+        )
+        .map_err(self.err("failing interrupted builds"))?;
+        tx.commit()
+            .map_err(self.err("failing interrupted builds"))?;
+        Ok(ids)
     }
 }
 

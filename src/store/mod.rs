@@ -18,7 +18,7 @@ mod tags;
 pub use check::{Damaged, FsckReport, GcReport, Missing};
 pub use export::{import_oci_layout, write_docker_archive, write_oci_layout};
 pub use ingest::Ingest;
-pub use meta::{BuildRecord, Metadata};
+pub use meta::{BuildDetails, BuildRecord, Metadata};
 pub use tags::StoredImage;
 
 use std::fs::{self, File};

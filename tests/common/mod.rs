@@ -284,3 +284,192 @@ pub fn ensure_kilntest() {
         assert!(st.success(), "usermod --add-subuids kilntest");
     }
 }
+
+/// A live `kiln daemon` on a temp socket, with its own store (busybox imported) and context root.
+/// Dropping it sends SIGTERM and waits.
+pub struct Daemon {
+    base: tempfile::TempDir,
+    child: Option<std::process::Child>,
+    extra: Vec<String>,
+}
+
+impl Daemon {
+    pub fn start(extra: &[&str]) -> Daemon {
+        let base = tempfile::tempdir().unwrap();
+        // Others (the kilntest user) must reach the socket to be refused by the peer check.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::create_dir_all(base.path().join("build")).unwrap();
+        let layout = busybox_layout();
+        kiln_ok(
+            &base.path().join("root"),
+            &[
+                "import",
+                &format!("{}:latest", layout.display()),
+                "--tag",
+                "busybox:latest",
+            ],
+        );
+        let mut d = Daemon {
+            base,
+            child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        d.spawn();
+        d
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(self.base.path().join("daemon.log")).unwrap();
+        let child = Command::new(kiln_bin())
+            .arg("--root")
+            .arg(self.root())
+            .arg("daemon")
+            .arg("--socket")
+            .arg(self.socket())
+            .arg("--context-root")
+            .arg(self.build_root())
+            .args(&self.extra)
+            .env_remove("KILN_HOST")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("LISTEN_FDS")
+            .stderr(log)
+            .spawn()
+            .expect("starting kiln daemon");
+        self.child = Some(child);
+        let t = std::time::Instant::now();
+        loop {
+            if std::os::unix::net::UnixStream::connect(self.socket()).is_ok() {
+                return;
+            }
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(20),
+                "the daemon did not come up: {}",
+                std::fs::read_to_string(self.base.path().join("daemon.log")).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.base.path().join("root")
+    }
+    pub fn socket(&self) -> PathBuf {
+        self.base.path().join("kiln.sock")
+    }
+    pub fn build_root(&self) -> PathBuf {
+        self.base.path().join("build")
+    }
+
+    /// Write a context directory under the build root.
+    pub fn context(&self, name: &str, files: &[(&str, &str)]) -> PathBuf {
+        let dir = self.build_root().join(name);
+        for (p, c) in files {
+            let path = dir.join(p);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, c).unwrap();
+        }
+        dir
+    }
+
+    /// One request with curl; returns (status, body).
+    pub fn raw(&self, method: &str, path: &str, ctype: Option<&str>, body: &str) -> (u16, String) {
+        use std::io::Write as _;
+        let mut cmd = Command::new("curl");
+        cmd.args([
+            "-s",
+            "-N",
+            "-w",
+            "\n%{http_code}",
+            "-X",
+            method,
+            "--unix-socket",
+        ])
+        .arg(self.socket());
+        if let Some(ct) = ctype {
+            cmd.args(["-H", &format!("Content-Type: {ct}"), "--data-binary", "@-"]);
+        }
+        cmd.arg(format!("http://kiln{path}"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped());
+        let mut child = cmd.spawn().expect("running curl");
+        let mut stdin = child.stdin.take().unwrap();
+        let _ = stdin.write_all(body.as_bytes());
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+
+    pub fn raw_json(
+        &self,
+        method: &str,
+        path: &str,
+        ctype: Option<&str>,
+        body: &str,
+    ) -> (u16, serde_json::Value) {
+        let (s, b) = self.raw(method, path, ctype, body);
+        let v = serde_json::from_str(&b).unwrap_or(serde_json::Value::String(b));
+        (s, v)
+    }
+
+    pub fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        self.raw_json("GET", path, None, "")
+    }
+
+    pub fn post_json(&self, path: &str, body: &str) -> (u16, serde_json::Value) {
+        self.raw_json("POST", path, Some("application/json"), body)
+    }
+
+    /// All events of a build, following it to its end.
+    pub fn events(&self, id: &str) -> Vec<serde_json::Value> {
+        self.events_from(id, 0)
+    }
+
+    pub fn events_from(&self, id: &str, offset: usize) -> Vec<serde_json::Value> {
+        let (s, body) = self.raw(
+            "GET",
+            &format!("/v1/builds/{id}/events?offset={offset}"),
+            None,
+            "",
+        );
+        assert_eq!(s, 200, "{body}");
+        body.lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    pub fn log_text(&self, id: &str) -> String {
+        self.raw("GET", &format!("/v1/builds/{id}/logs"), None, "")
+            .1
+    }
+
+    /// Crash the daemon (no graceful shutdown).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stop (SIGTERM) if running, then start again on the same store and socket.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg(c.id().to_string()).status();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,266 @@
+//! `kiln daemon`, `kiln builds ls|show|logs|cancel|rebuild` and `kiln config show|set`: flags →
+//! daemon settings or API calls → printed results.
+//!
+//! Must not: serve or build itself — `crate::daemon` serves, the client talks to it.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Args, Subcommand};
+
+use crate::api::{self, BuildInfo, ConfigView};
+use crate::daemon::DaemonSettings;
+use crate::store::Store;
+
+use super::client::{self, Client};
+use super::progress::ProgressMode;
+
+#[derive(Args, Debug)]
+pub struct DaemonArgs {
+    /// Socket path (default /run/kiln/kiln.sock, rootless $XDG_RUNTIME_DIR/kiln/kiln.sock).
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Configuration file; `PUT /v1/config` persists the registry settings there.
+    #[arg(long, env = "KILN_CONFIG")]
+    config: Option<PathBuf>,
+    /// Socket permission bits, octal.
+    #[arg(long = "socket-mode", default_value = "0660")]
+    socket_mode: String,
+    /// Group owning the socket (name or gid); its members may use the daemon.
+    #[arg(long = "socket-group")]
+    socket_group: Option<String>,
+    /// A uid allowed besides root and the daemon's own (repeatable).
+    #[arg(long = "allowed-uid")]
+    allowed_uids: Vec<u32>,
+    /// A gid allowed (repeatable).
+    #[arg(long = "allowed-gid")]
+    allowed_gids: Vec<u32>,
+    /// A directory contexts, secrets and outputs may be under (repeatable; default /build).
+    #[arg(long = "context-root")]
+    context_roots: Vec<PathBuf>,
+    /// Builds running at once; more wait in the queue.
+    #[arg(long = "max-concurrent-builds", default_value_t = 4)]
+    max_concurrent_builds: usize,
+    /// Default share of the machine per build, in percent.
+    #[arg(long)]
+    capacity: Option<u8>,
+    /// On SIGTERM let running builds finish instead of cancelling them.
+    #[arg(long = "finish-on-shutdown")]
+    finish_on_shutdown: bool,
+}
+
+pub fn daemon(root: &Option<PathBuf>, a: DaemonArgs) -> Result<i32> {
+    let mut s = DaemonSettings::new(root.clone().unwrap_or_else(Store::default_root));
+    if let Some(p) = a.socket {
+        s.socket = p;
+    }
+    s.socket_mode = u32::from_str_radix(a.socket_mode.trim_start_matches("0o"), 8)
+        .with_context(|| format!("invalid --socket-mode {:?}", a.socket_mode))?;
+    s.socket_group = a.socket_group;
+    s.allowed_uids = a.allowed_uids;
+    s.allowed_gids = a.allowed_gids;
+    if !a.context_roots.is_empty() {
+        s.context_roots = a.context_roots;
+    }
+    s.max_concurrent_builds = a.max_concurrent_builds.max(1);
+    s.capacity = a.capacity;
+    s.cancel_on_shutdown = !a.finish_on_shutdown;
+    s.config_path = a.config;
+    eprintln!("kiln daemon: serving on {}", s.socket.display());
+    crate::daemon::serve_forever(s)?;
+    Ok(0)
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BuildsCmd {
+    /// List build records, newest first.
+    Ls {
+        /// Only builds with this status (queued, running, succeeded, failed, cancelled).
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One build record as JSON.
+    Show { id: String },
+    /// A build's log (follows a running build).
+    Logs {
+        id: String,
+        /// The raw NDJSON events instead of text.
+        #[arg(long)]
+        events: bool,
+    },
+    /// Cancel a queued or running build.
+    Cancel { id: String },
+    /// Build again from a record, with optional changes (JSON object); credentials are not kept.
+    Rebuild {
+        id: String,
+        /// Changes to the spec, e.g. '{"no_cache": true}'.
+        #[arg(long)]
+        changes: Option<String>,
+        /// Return at once instead of following the build.
+        #[arg(long)]
+        detach: bool,
+    },
+}
+
+fn need(host: &Option<String>) -> Result<Client> {
+    match Client::select(host)? {
+        Some(c) => Ok(c),
+        None => bail!(
+            "no kiln daemon answers on {} (start `kiln daemon`, or give --host unix:///path)",
+            crate::daemon::default_socket().display()
+        ),
+    }
+}
+
+pub fn builds(host: &Option<String>, cmd: BuildsCmd) -> Result<i32> {
+    let c = need(host)?;
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        BuildsCmd::Ls { status, json } => {
+            let path = match &status {
+                Some(s) => format!("/v1/builds?status={s}"),
+                None => "/v1/builds".to_string(),
+            };
+            let list: Vec<BuildInfo> = c.request("GET", &path, None, &[])?.json()?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
+                return Ok(0);
+            }
+            writeln!(out, "{:<18} {:<10} {:<12} TAGS", "ID", "STATUS", "CREATED")?;
+            for b in list {
+                let tags = b.spec["tags"]
+                    .as_array()
+                    .map(|t| {
+                        t.iter()
+                            .filter_map(|v| v.as_str())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
+                    .unwrap_or_default();
+                writeln!(
+                    out,
+                    "{:<18} {:<10} {:<12} {tags}",
+                    b.id,
+                    b.status.as_str(),
+                    b.created
+                )?;
+            }
+        }
+        BuildsCmd::Show { id } => {
+            let b: BuildInfo = c
+                .request("GET", &format!("/v1/builds/{id}"), None, &[])?
+                .json()?;
+            writeln!(out, "{}", serde_json::to_string_pretty(&b)?)?;
+        }
+        BuildsCmd::Logs { id, events } => {
+            let which = if events { "events" } else { "logs" };
+            let r = c.request("GET", &format!("/v1/builds/{id}/{which}"), None, &[])?;
+            if r.status != 200 {
+                let _: serde_json::Value = r.json()?;
+                return Ok(1);
+            }
+            for line in r.body.lines() {
+                writeln!(out, "{}", line?)?;
+            }
+        }
+        BuildsCmd::Cancel { id } => {
+            let _: serde_json::Value = c
+                .request("POST", &format!("/v1/builds/{id}/cancel"), None, &[])?
+                .json()?;
+            writeln!(out, "cancelling {id}")?;
+        }
+        BuildsCmd::Rebuild {
+            id,
+            changes,
+            detach,
+        } => {
+            let body = changes.unwrap_or_default();
+            let a: api::Accepted = c
+                .request(
+                    "POST",
+                    &format!("/v1/builds/{id}/rebuild"),
+                    Some("application/json"),
+                    body.as_bytes(),
+                )?
+                .json()?;
+            if detach {
+                writeln!(out, "{}", a.id)?;
+                return Ok(0);
+            }
+            drop(out);
+            eprintln!("build {} on the daemon", a.id);
+            return client::follow(&c, &a.id, ProgressMode::Auto);
+        }
+    }
+    Ok(0)
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCmd {
+    /// Print the daemon's registry settings (secrets redacted).
+    Show {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change them at run time (persisted by the daemon).
+    Set {
+        /// Comma-separated hosts to treat as insecure (replaces the list).
+        #[arg(long = "insecure-registries")]
+        insecure_registries: Option<String>,
+        /// A whole kiln.toml / buildkitd.toml to use.
+        #[arg(long = "file")]
+        file: Option<PathBuf>,
+    },
+}
+
+pub fn config(host: &Option<String>, cmd: ConfigCmd) -> Result<i32> {
+    let c = need(host)?;
+    let view: ConfigView = match cmd {
+        ConfigCmd::Show { json } => {
+            let v: ConfigView = c.request("GET", "/v1/config", None, &[])?.json()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(0);
+            }
+            v
+        }
+        ConfigCmd::Set {
+            insecure_registries,
+            file,
+        } => {
+            let update = api::ConfigUpdate {
+                insecure_registries: insecure_registries
+                    .map(|s| api::HostList(s.split(',').map(|h| h.trim().to_string()).collect())),
+                config_content: match file {
+                    Some(f) => Some(
+                        std::fs::read_to_string(&f)
+                            .with_context(|| format!("reading {}", f.display()))?,
+                    ),
+                    None => None,
+                },
+            };
+            if update.insecure_registries.is_none() && update.config_content.is_none() {
+                bail!("give --insecure-registries and/or --file");
+            }
+            c.request(
+                "PUT",
+                "/v1/config",
+                Some("application/json"),
+                &serde_json::to_vec(&update)?,
+            )?
+            .json()?
+        }
+    };
+    println!(
+        "insecure registries: {}",
+        view.insecure_registries.join(", ")
+    );
+    print!("{}", view.config);
+    for w in view.warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(0)
+}

@@ -1,0 +1,113 @@
+//! The OpenAPI 3.1 description served at `/v1/openapi.json`. `ROUTES` is the one list of routes;
+//! the daemon test calls every one of them and checks the router answers (not 404/405), so the
+//! document cannot drift from the router.
+//!
+//! Must not: describe a route the router does not serve.
+
+use serde_json::{json, Map, Value};
+
+/// (method, path, summary, success status)
+pub const ROUTES: &[(&str, &str, &str, u16)] = &[
+    ("get", "/v1/info", "Version, rootless, sandbox rung, snapshotter, storage use", 200),
+    ("get", "/v1/openapi.json", "This document", 200),
+    ("post", "/v1/builds", "Start a build (JSON BuildSpec, or an application/x-tar context with the spec in the X-Kiln-Build header)", 202),
+    ("get", "/v1/builds", "Build records, newest first (?status=, ?limit=)", 200),
+    ("get", "/v1/builds/{id}", "One build record: spec (secrets redacted), status, steps, result, Dockerfile", 200),
+    ("get", "/v1/builds/{id}/events", "NDJSON event stream, replayed from the start or ?offset=N events, followed until the build ends", 200),
+    ("get", "/v1/builds/{id}/logs", "The build's log as plain text (?offset=N events)", 200),
+    ("post", "/v1/builds/{id}/cancel", "Cancel a queued or running build", 202),
+    ("post", "/v1/builds/{id}/rebuild", "Start a new build from a record's spec with optional changes (credentials must be given again)", 202),
+    ("get", "/v1/config", "Registry settings, secrets redacted", 200),
+    ("put", "/v1/config", "Update registry settings: {insecure_registries} and/or {config_content} (TOML)", 200),
+    ("get", "/v1/images", "Images in the store", 200),
+    ("get", "/v1/images/{name}", "One image: digest and manifest", 200),
+    ("delete", "/v1/images/{name}", "Untag an image", 200),
+    ("post", "/v1/prune", "Delete blobs no tag reaches", 200),
+    ("get", "/metrics", "Prometheus text metrics", 200),
+];
+
+fn error_schema() -> Value {
+    json!({
+        "type": "object",
+        "required": ["error"],
+        "properties": {"error": {"type": "object", "required": ["kind", "message"],
+            "properties": {"kind": {"type": "string"}, "message": {"type": "string"}}}}
+    })
+}
+
+fn build_spec_schema() -> Value {
+    let s = |d: &str| json!({"type": "string", "description": d});
+    json!({
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+            "context": s("Context directory: absolute or relative to the first allowed root (default /build)"),
+            "dockerfile": s("Dockerfile path relative to the context (default Dockerfile)"),
+            "dockerfile_text": s("Inline Dockerfile"),
+            "tags": {"type": "array", "items": {"type": "string"}},
+            "name": s("Image name; with tag, adds name:tag to tags"),
+            "tag": s("Tag for name"),
+            "build_args": {"type": "object", "additionalProperties": {"type": "string"}},
+            "target": s("Stage to build"),
+            "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+            "no_cache": {"type": "boolean"},
+            "push": {"type": "boolean", "description": "alias push_image"},
+            "outputs": {"type": "array", "items": {"type": "string"}, "description": "type=oci|docker,dest=PATH under an allowed root"},
+            "compression": {"enum": ["gzip", "zstd", "uncompressed"]},
+            "compression_level": {"type": "integer"},
+            "source_date_epoch": {"type": "integer"},
+            "registry_credentials": {"type": "array", "items": {"type": "array", "items": {"type": "string"}, "minItems": 3, "maxItems": 3}, "description": "[host, user, password]; never stored"},
+            "insecure_registry": {"type": "boolean"},
+            "insecure_registries": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+            "resources": {"type": "object", "additionalProperties": false, "properties": {
+                "cpus": {"type": "number"},
+                "memory": {"oneOf": [{"type": "integer"}, {"type": "string"}]},
+                "capacity": {"type": "integer", "minimum": 1, "maximum": 100}}},
+            "network": {"enum": ["default", "host", "none"]},
+            "secrets": {"type": "array", "items": {"type": "object", "required": ["id"], "additionalProperties": false,
+                "properties": {"id": {"type": "string"}, "value": {"type": "string"}, "src": {"type": "string"}}}},
+            "sandbox": {"enum": ["full", "no-proc", "single-uid", "chroot"]},
+            "snapshotter": {"enum": ["auto", "overlayfs", "fuse-overlayfs", "native"]},
+            "step_timeout": {"type": "integer"}
+        }
+    })
+}
+
+/// The whole document.
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for (method, path, summary, ok) in ROUTES {
+        let mut op = json!({
+            "summary": summary,
+            "responses": {
+                ok.to_string(): {"description": "success"},
+                "4XX": {"description": "bad request, forbidden, not found, conflict",
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+            }
+        });
+        let params: Vec<Value> = ["id", "name"]
+            .iter()
+            .filter(|p| path.contains(&format!("{{{p}}}")))
+            .map(|p| json!({"name": p, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        if !params.is_empty() {
+            op["parameters"] = Value::Array(params);
+        }
+        if *method == "post" && *path == "/v1/builds" {
+            op["requestBody"] = json!({"content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/BuildSpec"}},
+                "application/x-tar": {"schema": {"type": "string", "format": "binary"}}}});
+        }
+        let entry = paths
+            .entry(path.to_string())
+            .or_insert_with(|| Value::Object(Map::new()));
+        entry[*method] = op;
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "kiln daemon API", "version": env!("CARGO_PKG_VERSION")},
+        "servers": [{"url": "http://kiln", "description": "over the Unix socket (curl --unix-socket)"}],
+        "paths": paths,
+        "components": {"schemas": {"Error": error_schema(), "BuildSpec": build_spec_schema()}}
+    })
+}
