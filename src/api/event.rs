@@ -11,67 +11,11 @@ use crate::digest::Digest;
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     /// The build was accepted and waits for a slot.
-    Queued {
-        id: String,
-        position: usize,
-    },
+    Queued { id: String, position: usize },
     /// A slot was free; the build runs.
-    Started {
-        id: String,
-    },
-    Planned {
-        stages: usize,
-        steps: usize,
-    },
-    Warning {
-        message: String,
-    },
-    StageStarted {
-        stage: String,
-        base: String,
-    },
-    StepStarted {
-        step: usize,
-        total: usize,
-        stage: String,
-        line: usize,
-        instruction: String,
-    },
-    Sandbox {
-        rung: String,
-        snapshotter: String,
-        warnings: Vec<String>,
-    },
-    StepProgress {
-        step: usize,
-        bytes: u64,
-    },
-    Log {
-        step: usize,
-        line: String,
-    },
-    StepFinished {
-        step: usize,
-        duration_ms: u64,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        layer: Option<LayerSummary>,
-    },
-    Exported {
-        kind: String,
-        dest: String,
-    },
+    Started { id: String },
     /// Bytes of a blob pushed so far.
-    PushProgress {
-        reference: String,
-        bytes: u64,
-    },
-    Finished {
-        manifest: Digest,
-        config: Digest,
-        tags: Vec<String>,
-        size: u64,
-        duration_ms: u64,
-    },
+    PushProgress { reference: String, bytes: u64 },
     /// The build failed; `step`/`line` name where when known. Always the last event of a failed build.
     Error {
         kind: String,
@@ -82,13 +26,12 @@ pub enum Event {
         line: Option<usize>,
     },
     /// The build was cancelled. Always the last event of a cancelled build.
-    Cancelled {
-        reason: String,
-    },
+    Cancelled { reason: String },
     /// The build and everything after it (push) succeeded. Always the last event of a good build.
-    Succeeded {
-        manifest: Digest,
-    },
+    Succeeded { manifest: Digest },
+    /// An event of the engine, in exactly the shape `kiln build --progress json` prints.
+    #[serde(untagged)]
+    Build(build::Event),
 }
 
 impl Event {
@@ -102,153 +45,20 @@ impl Event {
 
     /// The engine's event, for the shared progress renderer (None for the daemon's own events).
     pub fn to_build_event(&self) -> Option<build::Event> {
-        Some(match self.clone() {
-            Event::Planned { stages, steps } => build::Event::Planned { stages, steps },
-            Event::Warning { message } => build::Event::Warning { message },
-            Event::StageStarted { stage, base } => build::Event::StageStarted { stage, base },
-            Event::StepStarted {
-                step,
-                total,
-                stage,
-                line,
-                instruction,
-            } => build::Event::StepStarted {
-                step,
-                total,
-                stage,
-                line,
-                instruction,
-            },
-            Event::Sandbox {
-                rung,
-                snapshotter,
-                warnings,
-            } => build::Event::Sandbox {
-                rung,
-                snapshotter,
-                warnings,
-            },
-            Event::StepProgress { step, bytes } => build::Event::StepProgress { step, bytes },
-            Event::Log { step, line } => build::Event::Log { step, line },
-            Event::StepFinished {
-                step,
-                duration_ms,
-                layer,
-            } => build::Event::StepFinished {
-                step,
-                duration_ms,
-                layer: layer.map(Into::into),
-            },
-            Event::Exported { kind, dest } => build::Event::Exported { kind, dest },
-            Event::Finished {
-                manifest,
-                config,
-                tags,
-                size,
-                duration_ms,
-            } => build::Event::Finished {
-                manifest,
-                config,
-                tags,
-                size,
-                duration_ms,
-            },
-            Event::Queued { .. }
-            | Event::Started { .. }
-            | Event::PushProgress { .. }
-            | Event::Error { .. }
-            | Event::Cancelled { .. }
-            | Event::Succeeded { .. } => return None,
-        })
+        match self {
+            Event::Build(e) => Some(e.clone()),
+            _ => None,
+        }
     }
 }
 
 impl From<&build::Event> for Event {
     fn from(e: &build::Event) -> Event {
-        match e.clone() {
-            build::Event::Planned { stages, steps } => Event::Planned { stages, steps },
-            build::Event::Warning { message } => Event::Warning { message },
-            build::Event::StageStarted { stage, base } => Event::StageStarted { stage, base },
-            build::Event::StepStarted {
-                step,
-                total,
-                stage,
-                line,
-                instruction,
-            } => Event::StepStarted {
-                step,
-                total,
-                stage,
-                line,
-                instruction,
-            },
-            build::Event::Sandbox {
-                rung,
-                snapshotter,
-                warnings,
-            } => Event::Sandbox {
-                rung,
-                snapshotter,
-                warnings,
-            },
-            build::Event::StepProgress { step, bytes } => Event::StepProgress { step, bytes },
-            build::Event::Log { step, line } => Event::Log { step, line },
-            build::Event::StepFinished {
-                step,
-                duration_ms,
-                layer,
-            } => Event::StepFinished {
-                step,
-                duration_ms,
-                layer: layer.map(Into::into),
-            },
-            build::Event::Exported { kind, dest } => Event::Exported { kind, dest },
-            build::Event::Finished {
-                manifest,
-                config,
-                tags,
-                size,
-                duration_ms,
-            } => Event::Finished {
-                manifest,
-                config,
-                tags,
-                size,
-                duration_ms,
-            },
-        }
+        Event::Build(e.clone())
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LayerSummary {
-    pub digest: Digest,
-    pub diff_id: Digest,
-    pub size: u64,
-    pub uncompressed_size: u64,
-}
-
-impl From<build::LayerSummary> for LayerSummary {
-    fn from(l: build::LayerSummary) -> Self {
-        LayerSummary {
-            digest: l.digest,
-            diff_id: l.diff_id,
-            size: l.size,
-            uncompressed_size: l.uncompressed_size,
-        }
-    }
-}
-
-impl From<LayerSummary> for build::LayerSummary {
-    fn from(l: LayerSummary) -> Self {
-        build::LayerSummary {
-            digest: l.digest,
-            diff_id: l.diff_id,
-            size: l.size,
-            uncompressed_size: l.uncompressed_size,
-        }
-    }
-}
+pub use build::LayerSummary;
 
 #[cfg(test)]
 mod tests {

@@ -1,11 +1,11 @@
 //! What a build reports while it runs: one-way, in order, serialisable as NDJSON for `--progress json`
 //! and (later) the daemon's event stream.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     /// The plan is ready: how many stages and steps will run.
@@ -48,7 +48,7 @@ pub enum Event {
     StepFinished {
         step: usize,
         duration_ms: u64,
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         layer: Option<LayerSummary>,
     },
     /// An output was written (`oci`, `docker`) or a tag set (`store`).
@@ -65,10 +65,96 @@ pub enum Event {
     },
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct LayerSummary {
     pub digest: Digest,
     pub diff_id: Digest,
     pub size: u64,
     pub uncompressed_size: u64,
+}
+
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+impl Event {
+    /// The event as one line of a plain build log (`--progress plain`, the daemon's `/logs`);
+    /// None for events a log does not show (byte counters).
+    pub fn plain_line(&self) -> Option<String> {
+        Some(match self {
+            Event::Planned { stages, steps } => {
+                format!("planned {stages} stage(s), {steps} step(s)")
+            }
+            Event::Warning { message } => format!("WARNING: {message}"),
+            Event::StageStarted { stage, base } => format!("[{stage}] FROM {base}"),
+            Event::StepStarted {
+                step,
+                total,
+                stage,
+                instruction,
+                ..
+            } => format!(
+                "[{stage} {step}/{total}] {}",
+                instruction.lines().next().unwrap_or("")
+            ),
+            Event::Sandbox {
+                rung,
+                snapshotter,
+                warnings,
+            } => {
+                let mut text = format!("sandbox: {rung} rung, {snapshotter} snapshots");
+                for w in warnings {
+                    text.push_str(&format!("\nWARNING: {w}"));
+                }
+                text
+            }
+            Event::StepProgress { .. } => return None,
+            Event::Log { line, .. } => format!("  {line}"),
+            Event::StepFinished {
+                step,
+                duration_ms,
+                layer,
+            } => {
+                let secs = *duration_ms as f64 / 1000.0;
+                let what = match layer {
+                    Some(l) => format!(
+                        "layer {} {} ({} uncompressed)",
+                        l.digest.short(),
+                        human(l.size),
+                        human(l.uncompressed_size)
+                    ),
+                    None => "config".to_string(),
+                };
+                format!("  #{step} done in {secs:.2}s: {what}")
+            }
+            Event::Exported { kind, dest } => format!("exported {kind}: {dest}"),
+            Event::Finished {
+                manifest,
+                tags,
+                size,
+                duration_ms,
+                ..
+            } => format!(
+                "built {manifest} ({}) in {:.2}s{}",
+                human(*size),
+                *duration_ms as f64 / 1000.0,
+                if tags.is_empty() {
+                    String::new()
+                } else {
+                    format!(", tagged {}", tags.join(", "))
+                }
+            ),
+        })
+    }
 }

@@ -216,32 +216,11 @@ pub(crate) fn plain_line(line: &[u8]) -> Option<String> {
     Some(match e {
         Event::Queued { position, .. } => format!("queued (position {position})"),
         Event::Started { id } => format!("build {id} started"),
-        Event::Planned { stages, steps } => format!("planned {stages} stage(s), {steps} step(s)"),
-        Event::Warning { message } => format!("WARNING: {message}"),
-        Event::StageStarted { stage, base } => format!("[{stage}] FROM {base}"),
-        Event::StepStarted {
-            step,
-            total,
-            stage,
-            instruction,
-            ..
-        } => format!(
-            "[{stage} {step}/{total}] {}",
-            instruction.lines().next().unwrap_or("")
-        ),
-        Event::Sandbox {
-            rung, snapshotter, ..
-        } => format!("sandbox: {rung} rung, {snapshotter} snapshots"),
-        Event::StepProgress { .. } | Event::PushProgress { .. } => return None,
-        Event::Log { line, .. } => format!("  {line}"),
-        Event::StepFinished {
-            step, duration_ms, ..
-        } => format!("  #{step} done in {:.2}s", duration_ms as f64 / 1000.0),
-        Event::Exported { kind, dest } => format!("exported {kind}: {dest}"),
-        Event::Finished { manifest, .. } => format!("built {manifest}"),
+        Event::PushProgress { .. } => return None,
         Event::Error { kind, message, .. } => format!("ERROR ({kind}): {message}"),
         Event::Cancelled { reason } => format!("CANCELLED: {reason}"),
         Event::Succeeded { manifest } => format!("succeeded: {manifest}"),
+        Event::Build(b) => return b.plain_line(),
     })
 }
 
