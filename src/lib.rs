@@ -16,6 +16,7 @@
 //! |--------------|--------------------------------------------------------------------------|
 //! | `digest`     | typed `Digest`, streaming sha256 (aws-lc-rs)                             |
 //! | `reference`  | image references, normalised like Docker (`busybox` → docker.io/library) |
+//! | `config`     | kiln.toml (buildkitd.toml's registry/worker sections + kiln's own)       |
 //! | `dockerfile` | text → typed instructions with spans; directives, heredocs, expansion    |
 //! | `plan`       | instructions + build args + target → stages, DAG, steps                  |
 //! | `context`    | build context: `.dockerignore`, walking, path-escape guards              |
@@ -24,6 +25,7 @@
 //! | `layer`      | tree → deterministic tar → parallel gzip/zstd → diff_id + digest; apply  |
 //! | `image`      | config (keeps Docker's fields), manifest, index, history; canonical JSON |
 //! | `store`      | OCI image layout: verified atomic ingest, tags, fsck, SQLite metadata    |
+//! | `registry`   | distribution client: pull, push, auth, per-host TLS/HTTP, mirrors        |
 //! | `build`      | the one place that wires the pipeline                                    |
 //! | `api`        | the daemon's wire types: requests, records, events, error kinds          |
 //! | `daemon`     | Unix-socket JSON API, build queue, event logs, records, systemd          |
@@ -32,6 +34,7 @@
 pub mod api;
 pub mod build;
 pub mod cli;
+pub mod config;
 pub mod context;
 pub mod daemon;
 pub mod digest;
@@ -41,5 +44,6 @@ pub mod image;
 pub mod layer;
 pub mod plan;
 pub mod reference;
+pub mod registry;
 pub mod snapshot;
 pub mod store;

@@ -467,14 +467,23 @@ fn from_oci_layout_needs_no_import_and_missing_bases_are_named() {
     assert_eq!(img.layers.len(), 2);
     assert!(layer_entries(&img.layers[0]).contains_key("bin/busybox"));
 
+    // Nothing listens on port 1 of loopback: the pull fails fast, naming registry and image.
     fs::write(
         ctx.path().join("Dockerfile"),
-        "FROM example.com/team/missing:1.0\nCOPY f /f\n",
+        "FROM 127.0.0.1:1/team/missing:1.0\nCOPY f /f\n",
     )
     .unwrap();
+    let e = kiln_err(
+        root.path(),
+        &["build", "--no-pull", ctx.path().to_str().unwrap()],
+    );
+    assert!(
+        e.contains("127.0.0.1:1/team/missing:1.0") && e.contains("not found"),
+        "{e}"
+    );
     let e = kiln_err(root.path(), &["build", ctx.path().to_str().unwrap()]);
     assert!(
-        e.contains("example.com/team/missing:1.0") && e.contains("not found"),
+        e.contains("127.0.0.1:1/team/missing:1.0") && e.contains("pulling"),
         "{e}"
     );
 }

@@ -3,6 +3,8 @@
 //! OpenAPI document, the CLI client and the Python client.
 
 mod common;
+#[path = "support/registry.rs"]
+mod registry_support;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -107,27 +109,68 @@ fn round_trip_build_events_record_and_store() {
 }
 
 #[test]
-fn push_is_validated_and_reported_as_unavailable_until_wired() {
+fn push_goes_to_a_real_registry_and_credentials_stay_secret() {
+    registry_support::require_tools();
+    let reg = registry_support::Registry::start(registry_support::Options {
+        htpasswd: true,
+        ..Default::default()
+    });
     let d = Daemon::start(&[]);
-    d.context("app", &[("Dockerfile", "FROM busybox:latest\n")]);
+    d.context(
+        "app",
+        &[("Dockerfile", "FROM busybox:latest\nRUN echo pushed > /p\n")],
+    );
     let (status, v) = d.post_json("/v1/builds", r#"{"context":"app","push_image":true}"#);
-    assert_eq!(status, 400, "{v}");
+    assert_eq!(status, 400, "push without a tag is refused: {v}");
     assert!(
         v["error"]["message"].as_str().unwrap().contains("tag"),
         "{v}"
     );
+
+    // Wrong password: the build fails with push_failed naming the registry, never the password.
+    let tag = format!("{}/team/app:1", reg.addr);
     let (_, events) = build_ok(
         &d,
-        json!({"context": "app", "tags": ["localhost:5000/a:1"], "push": true,
-               "registry_credentials": [["localhost:5000", "u", "pw-never-shown"]],
-               "insecure_registry": true}),
+        json!({"context": "app", "tags": [tag], "push": true, "insecure_registry": true,
+               "registry_credentials": [[reg.addr, registry_support::USER, "pw-wrong-never-shown"]]}),
     );
     let last = events.last().unwrap();
     assert_eq!(last["type"], "error", "{last}");
-    assert_eq!(last["kind"], "push_unavailable", "{last}");
+    assert_eq!(last["kind"], "push_failed", "{last}");
+    assert!(
+        last["message"].as_str().unwrap().contains(&reg.addr),
+        "{last}"
+    );
     assert!(!serde_json::to_string(&events)
         .unwrap()
-        .contains("pw-never-shown"));
+        .contains("pw-wrong-never-shown"));
+
+    let (id, events) = build_ok(
+        &d,
+        json!({"context": "app", "name": format!("{}/team/app", reg.addr), "tag": "1",
+               "push_image": true, "insecure_registry": true,
+               "registry_credentials": [[reg.addr, registry_support::USER, registry_support::PASSWORD]]}),
+    );
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "succeeded", "{events:?}");
+    assert!(events
+        .iter()
+        .any(|e| e["type"] == "exported" && e["kind"] == "registry"));
+    let (ok, out, err) = registry_support::skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--creds",
+        &format!("{}:{}", registry_support::USER, registry_support::PASSWORD),
+        &format!("docker://{tag}"),
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["Digest"], last["manifest"], "{v}");
+    let (_, rec) = d.get(&format!("/v1/builds/{id}"));
+    assert!(
+        !rec.to_string().contains(registry_support::PASSWORD),
+        "{rec}"
+    );
 }
 
 #[test]
@@ -394,8 +437,11 @@ fn config_updates_at_run_time_and_persists() {
     );
     assert_eq!(s, 400, "{v}");
     assert!(
-        v["error"]["message"].as_str().unwrap().contains("line 1"),
-        "{v}"
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(":1: unknown key nope"),
+        "an unknown key is refused, naming its line: {v}"
     );
     d.restart();
     let (_, v) = d.get("/v1/config");

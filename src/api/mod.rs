@@ -358,7 +358,7 @@ pub mod kind {
     pub const BUILD_FAILED: &str = "build_failed";
     pub const CANCELLED: &str = "cancelled";
     pub const INTERRUPTED: &str = "interrupted";
-    pub const PUSH_UNAVAILABLE: &str = "push_unavailable";
+    pub const PUSH_FAILED: &str = "push_failed";
     pub const INTERNAL: &str = "internal";
 }
 

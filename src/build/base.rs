@@ -15,6 +15,11 @@ use super::BuildError;
 pub struct StoreBases<'a> {
     store: &'a store::Store,
     resolved: RefCell<BTreeMap<String, StoredImage>>,
+    /// Where to pull bases missing from the store (None: the store only).
+    registry: Option<&'a super::RegistryAccess>,
+    client: RefCell<Option<crate::registry::RegistryClient>>,
+    /// Images pulled while resolving, reported as events once the plan is made.
+    pulled: RefCell<Vec<(String, String)>>,
 }
 
 impl<'a> StoreBases<'a> {
@@ -22,7 +27,57 @@ impl<'a> StoreBases<'a> {
         StoreBases {
             store,
             resolved: RefCell::new(BTreeMap::new()),
+            registry: None,
+            client: RefCell::new(None),
+            pulled: RefCell::new(Vec::new()),
         }
+    }
+
+    pub fn with_registry(mut self, registry: Option<&'a super::RegistryAccess>) -> Self {
+        self.registry = registry;
+        self
+    }
+
+    /// Tell what was pulled (during planning there is no event sink yet).
+    pub fn report(&self, on_event: &mut dyn FnMut(&super::Event)) {
+        for (reference, digest) in self.pulled.borrow_mut().drain(..) {
+            on_event(&super::Event::Exported {
+                kind: "pulled".into(),
+                dest: format!("{reference}@{digest}"),
+            });
+        }
+    }
+
+    /// Pull `r` into the store (tagged under its store name).
+    fn pull(&self, r: &Reference) -> Result<(), BuildError> {
+        let Some(access) = self.registry else {
+            return Err(BuildError::Base {
+                reference: r.to_string(),
+                message: "not found in the local store, and pulling is off".into(),
+                source: None,
+            });
+        };
+        if self.client.borrow().is_none() {
+            *self.client.borrow_mut() = Some(access.client()?);
+        }
+        let client = self.client.borrow();
+        let client = client.as_ref().expect("set above");
+        let desc = crate::registry::pull(
+            client,
+            self.store,
+            r,
+            &crate::image::Platform::host(),
+            &mut |_| {},
+        )
+        .map_err(|e| BuildError::Base {
+            reference: r.to_string(),
+            message: "pulling it".into(),
+            source: Some(Box::new(e)),
+        })?;
+        self.pulled
+            .borrow_mut()
+            .push((r.store_name(), desc.digest.to_string()));
+        Ok(())
     }
 
     /// The image a FROM or `--from` names, imported from an OCI layout when it is one.
@@ -60,10 +115,16 @@ impl<'a> StoreBases<'a> {
             };
             match self.store.image(&key) {
                 Ok(img) => img,
+                Err(store::StoreError::ImageNotFound(_)) if self.registry.is_some() => {
+                    self.pull(&r)?;
+                    self.store
+                        .image(&key)
+                        .map_err(|e| base_err("reading the pulled image".into(), Some(Box::new(e))))?
+                }
                 Err(store::StoreError::ImageNotFound(_)) => {
                     return Err(base_err(
                         format!(
-                            "not found in the local store as {name} (import it with FROM oci-layout://PATH, or build it first; registry pulls need `kiln pull`)"
+                            "not found in the local store as {name} (pull it with `kiln pull`, import it with FROM oci-layout://PATH, or build it first)"
                         ),
                         None,
                     ))

@@ -81,6 +81,14 @@ pub enum BuildError {
     Store(#[from] store::StoreError),
     #[error(transparent)]
     Image(#[from] image::ImageError),
+    #[error("pushing {reference}")]
+    Push {
+        reference: String,
+        #[source]
+        source: crate::registry::RegistryError,
+    },
+    #[error("setting up the registry client")]
+    Registry(#[source] crate::registry::RegistryError),
     #[error("build cancelled")]
     Cancelled,
 }
@@ -143,6 +151,32 @@ pub struct BuildRequest {
     /// `--secret` sources, read only by the RUN steps that mount them.
     pub secrets: Vec<SecretSource>,
     pub sandbox: SandboxOptions,
+    /// Pull a base image that is not in the local store from its registry.
+    pub pull: bool,
+    /// Push every tag to its registry once the image is built.
+    pub push: bool,
+    pub registry: RegistryAccess,
+}
+
+/// Registry settings and this build's credentials, for pulling bases and pushing results. Held in
+/// memory for one build only; `Credentials`' Debug redacts.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryAccess {
+    pub config: crate::config::Config,
+    pub credentials: crate::registry::Credentials,
+    /// Extra insecure hosts for this build (`--insecure-registry`).
+    pub insecure: Vec<String>,
+}
+
+impl RegistryAccess {
+    pub fn client(&self) -> Result<crate::registry::RegistryClient, BuildError> {
+        let mut cfg = self.config.clone();
+        if !self.insecure.is_empty() {
+            cfg.merge_insecure_registries(&self.insecure.join(","));
+        }
+        crate::registry::RegistryClient::new(&cfg, self.credentials.clone())
+            .map_err(BuildError::Registry)
+    }
 }
 
 /// How RUN steps are sandboxed (from kiln.toml and per-build flags).
@@ -176,6 +210,9 @@ impl BuildRequest {
                 .unwrap_or(2),
             secrets: Vec::new(),
             sandbox: SandboxOptions::default(),
+            pull: true,
+            push: false,
+            registry: RegistryAccess::default(),
         }
     }
 }
@@ -229,8 +266,9 @@ pub fn run(
         platform: plan::Platform::host(),
         file_name: file_name.clone(),
     };
-    let bases = base::StoreBases::new(store);
+    let bases = base::StoreBases::new(store).with_registry(req.pull.then_some(&req.registry));
     let plan = plan::plan(&df, &opts, &bases)?;
+    bases.report(on_event);
     for w in &plan.warnings {
         on_event(&Event::Warning {
             message: warning_text(&plan.file_name, w),
@@ -313,6 +351,9 @@ pub fn run(
         });
     }
     export_outputs(store, req, &tags, &manifest_desc, on_event)?;
+    if req.push {
+        push_tags(req, store, &tags, &manifest_desc, on_event)?;
+    }
     let size = config_desc.size
         + manifest_desc.size
         + final_state.layers.iter().map(|l| l.size).sum::<u64>();
@@ -383,6 +424,43 @@ fn export_outputs(
                 });
             }
         }
+    }
+    Ok(())
+}
+
+/// Push the built manifest to every tag's registry: blobs first, the manifest last.
+fn push_tags(
+    req: &BuildRequest,
+    store: &Store,
+    tags: &[String],
+    manifest: &Descriptor,
+    on_event: &mut dyn FnMut(&Event),
+) -> Result<(), BuildError> {
+    if tags.is_empty() {
+        return Err(BuildError::BadOutput {
+            value: "--push".into(),
+            why: "pushing needs at least one tag (-t registry.example.com/team/app:1.0)".into(),
+        });
+    }
+    let client = req.registry.client()?;
+    for t in tags {
+        let r: Reference = t.parse().map_err(|source| BuildError::BadTag {
+            tag: t.clone(),
+            source,
+        })?;
+        let mut desc = manifest.clone();
+        desc.annotations.clear();
+        let pushed =
+            crate::registry::push(&client, store, &desc, &r, &mut |_| {}).map_err(|source| {
+                BuildError::Push {
+                    reference: t.clone(),
+                    source,
+                }
+            })?;
+        on_event(&Event::Exported {
+            kind: "registry".into(),
+            dest: format!("{t}@{}", pushed.digest),
+        });
     }
     Ok(())
 }

@@ -232,6 +232,24 @@ fn spec_from_args(args: &BuildArgs) -> Result<BuildSpec> {
     };
     spec.resources.cpus = args.cpus;
     spec.resources.memory = args.memory.clone().map(api::Memory::Text);
+    spec.push = args.push;
+    spec.insecure_registries = api::HostList(args.registry.insecure.clone());
+    for c in &args.registry.credentials {
+        // [pull:|push:]HOST=USER:PASSWORD → ([pull:|push:]HOST, USER, PASSWORD) on the wire.
+        let bad = || {
+            anyhow::anyhow!(
+                "invalid --registry-credential for {}: expected [pull:|push:]HOST=USER:PASSWORD",
+                c.split('=').next().unwrap_or("")
+            )
+        };
+        let (host, userpass) = c.split_once('=').ok_or_else(bad)?;
+        let (user, password) = userpass.split_once(':').ok_or_else(bad)?;
+        spec.registry_credentials.push(api::Credential {
+            host: host.to_string(),
+            user: user.to_string(),
+            password: password.to_string(),
+        });
+    }
     if let Some(f) = &args.df.file {
         let abs =
             std::fs::canonicalize(f).with_context(|| format!("Dockerfile {}", f.display()))?;

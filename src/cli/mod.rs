@@ -6,6 +6,7 @@
 
 mod client;
 mod progress;
+mod registry;
 mod remote;
 
 use std::collections::BTreeMap;
@@ -16,6 +17,7 @@ use anyhow::{bail, Context as _, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::build::{self, BuildRequest, Output};
+use crate::config::Config;
 use crate::exec::{self, Cancel};
 use crate::layer::Compression;
 use crate::reference::Reference;
@@ -32,6 +34,9 @@ pub struct Cli {
     /// else the embedded engine.
     #[arg(long, global = true, env = "KILN_HOST")]
     host: Option<String>,
+    /// Config file (default /etc/kiln/kiln.toml as root, ~/.config/kiln/kiln.toml otherwise).
+    #[arg(long, global = true, env = "KILN_CONFIG")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -40,6 +45,12 @@ pub struct Cli {
 enum Command {
     /// Build an image from a Dockerfile (on the daemon when one answers, else embedded).
     Build(Box<BuildArgs>),
+    /// Pull an image from a registry into the local store.
+    Pull(registry::PullArgs),
+    /// Push an image from the local store to a registry.
+    Push(registry::PushArgs),
+    /// Store registry credentials in ~/.docker/config.json, as docker login does.
+    Login(registry::LoginArgs),
     /// Serve the JSON API on a Unix socket.
     Daemon(remote::DaemonArgs),
     /// Build records on the daemon.
@@ -139,6 +150,14 @@ struct BuildArgs {
     /// Kill a RUN step that runs longer than this many seconds.
     #[arg(long = "step-timeout")]
     step_timeout: Option<u64>,
+    /// Push every tag to its registry after the build.
+    #[arg(long)]
+    push: bool,
+    /// Never pull: base images must be in the local store.
+    #[arg(long = "no-pull")]
+    no_pull: bool,
+    #[command(flatten)]
+    registry: registry::RegistryFlags,
     /// Do not use the build cache (kiln has no step cache yet, so every build is a fresh build).
     #[arg(long = "no-cache")]
     no_cache: bool,
@@ -201,9 +220,16 @@ fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Build(args) => match client::Client::select(&cli.host)? {
             Some(c) => client::remote_build(&c, &args),
-            None => cmd_build(&cli.root, *args),
+            None => cmd_build(&cli.root, &load_config(&cli.config)?, *args),
         },
-        Command::Daemon(args) => remote::daemon(&cli.root, args),
+        Command::Pull(args) => {
+            registry::cmd_pull(&open_store(&cli.root)?, &load_config(&cli.config)?, args)
+        }
+        Command::Push(args) => {
+            registry::cmd_push(&open_store(&cli.root)?, &load_config(&cli.config)?, args)
+        }
+        Command::Login(args) => registry::cmd_login(&load_config(&cli.config)?, args),
+        Command::Daemon(args) => remote::daemon(&cli.root, &cli.config, args),
         Command::Builds { cmd } => remote::builds(&cli.host, cmd),
         Command::Config { cmd } => remote::config(&cli.host, cmd),
         Command::Plan(args) => cmd_plan(&cli.root, args),
@@ -335,6 +361,9 @@ fn run(cli: Cli) -> Result<i32> {
                 );
             }
             println!("cgroups: {:?}", probe.cgroup);
+            for ca in crate::registry::conventional_ca_bundles() {
+                println!("trusted CA bundle: {}", ca.display());
+            }
             for w in &probe.warnings {
                 println!("warning: {w}");
             }
@@ -355,8 +384,37 @@ fn store_key(image: &str) -> String {
         .unwrap_or_else(|_| image.to_string())
 }
 
-fn cmd_build(root: &Option<PathBuf>, args: BuildArgs) -> Result<i32> {
+/// The config file, with its unknown-key warnings printed (never silently ignored).
+fn load_config(path: &Option<PathBuf>) -> Result<Config> {
+    let path = path.clone().unwrap_or_else(Config::default_path);
+    let cfg = Config::load_or_default(&path)
+        .with_context(|| format!("loading config {}", path.display()))?;
+    for w in &cfg.warnings {
+        eprintln!("WARNING: {w}");
+    }
+    Ok(cfg)
+}
+
+fn cmd_build(root: &Option<PathBuf>, cfg: &Config, args: BuildArgs) -> Result<i32> {
     let mut req = BuildRequest::new(&args.df.context);
+    // kiln.toml's [build] and [worker.oci] give the defaults; flags win.
+    if let Some(c) = &cfg.build.compression {
+        if args.compression == "gzip" {
+            req.compression = c
+                .parse()
+                .with_context(|| format!("invalid [build] compression {c:?}"))?;
+        }
+    }
+    if let Some(n) = cfg.worker.max_parallelism {
+        req.threads = n.max(1);
+    }
+    req.push = args.push;
+    req.pull = !args.no_pull;
+    req.registry = build::RegistryAccess {
+        config: cfg.clone(),
+        credentials: registry::credentials_from_flags(&args.registry)?,
+        insecure: args.registry.insecure.clone(),
+    };
     req.dockerfile = args.df.file.clone();
     req.tags = args.tags.clone();
     for t in &req.tags {
@@ -371,12 +429,14 @@ fn cmd_build(root: &Option<PathBuf>, args: BuildArgs) -> Result<i32> {
         .iter()
         .map(|o| o.parse::<Output>())
         .collect::<Result<_, _>>()?;
-    req.compression = args
-        .compression
-        .parse::<Compression>()
-        .with_context(|| format!("invalid --compression {:?}", args.compression))?;
-    req.compression_level = args.compression_level;
-    req.source_date_epoch = args.source_date_epoch;
+    if args.compression != "gzip" || cfg.build.compression.is_none() {
+        req.compression = args
+            .compression
+            .parse::<Compression>()
+            .with_context(|| format!("invalid --compression {:?}", args.compression))?;
+    }
+    req.compression_level = args.compression_level.or(cfg.build.compression_level);
+    req.source_date_epoch = args.source_date_epoch.or(cfg.build.source_date_epoch);
     let _ = args.no_cache;
     req.secrets = args
         .secrets
@@ -387,7 +447,11 @@ fn cmd_build(root: &Option<PathBuf>, args: BuildArgs) -> Result<i32> {
         Some(r) => Some(r.parse().map_err(anyhow::Error::msg)?),
         None => None,
     };
-    req.sandbox.snapshotter = args.snapshotter.parse().map_err(anyhow::Error::msg)?;
+    let snapshotter = match (&cfg.worker.snapshotter, args.snapshotter.as_str()) {
+        (Some(from_config), "auto") => from_config.as_str(),
+        (_, flag) => flag,
+    };
+    req.sandbox.snapshotter = snapshotter.parse().map_err(anyhow::Error::msg)?;
     req.sandbox.resources.memory = match &args.memory {
         Some(m) => Some(parse_bytes(m).with_context(|| format!("invalid --memory {m:?}"))?),
         None => None,

@@ -21,9 +21,6 @@ pub struct DaemonArgs {
     /// Socket path (default /run/kiln/kiln.sock, rootless $XDG_RUNTIME_DIR/kiln/kiln.sock).
     #[arg(long)]
     socket: Option<PathBuf>,
-    /// Configuration file; `PUT /v1/config` persists the registry settings there.
-    #[arg(long, env = "KILN_CONFIG")]
-    config: Option<PathBuf>,
     /// Socket permission bits, octal.
     #[arg(long = "socket-mode", default_value = "0660")]
     socket_mode: String,
@@ -50,23 +47,46 @@ pub struct DaemonArgs {
     finish_on_shutdown: bool,
 }
 
-pub fn daemon(root: &Option<PathBuf>, a: DaemonArgs) -> Result<i32> {
+/// `kiln daemon`: kiln.toml's `[daemon]` and `[worker.oci]` first, flags over them. The config file
+/// (`--config`, else the default path when it exists, else `<root>/daemon/config.toml`) is where
+/// `PUT /v1/config` persists registry settings.
+pub fn daemon(root: &Option<PathBuf>, config: &Option<PathBuf>, a: DaemonArgs) -> Result<i32> {
     let mut s = DaemonSettings::new(root.clone().unwrap_or_else(Store::default_root));
-    if let Some(p) = a.socket {
-        s.socket = p;
+    let path = config
+        .clone()
+        .or_else(|| Some(crate::config::Config::default_path()).filter(|p| p.exists()));
+    let cfg = match &path {
+        Some(p) => crate::config::Config::load_or_default(p)
+            .with_context(|| format!("loading config {}", p.display()))?,
+        None => crate::config::Config::default(),
+    };
+    for w in &cfg.warnings {
+        eprintln!("WARNING: {w}");
     }
-    s.socket_mode = u32::from_str_radix(a.socket_mode.trim_start_matches("0o"), 8)
-        .with_context(|| format!("invalid --socket-mode {:?}", a.socket_mode))?;
-    s.socket_group = a.socket_group;
-    s.allowed_uids = a.allowed_uids;
-    s.allowed_gids = a.allowed_gids;
+    let d = &cfg.daemon;
+    s.socket = a.socket.or(d.socket.clone()).unwrap_or(s.socket);
+    s.socket_mode = match (d.socket_mode, a.socket_mode.as_str()) {
+        (Some(m), "0660") => m,
+        (_, flag) => u32::from_str_radix(flag.trim_start_matches("0o"), 8)
+            .with_context(|| format!("invalid --socket-mode {flag:?}"))?,
+    };
+    s.socket_group = a.socket_group.or(d.socket_group.clone());
+    s.allowed_uids = [a.allowed_uids, d.allowed_uids.clone()].concat();
+    s.allowed_gids = [a.allowed_gids, d.allowed_gids.clone()].concat();
     if !a.context_roots.is_empty() {
         s.context_roots = a.context_roots;
+    } else if !d.context_roots.is_empty() {
+        s.context_roots = d.context_roots.clone();
     }
-    s.max_concurrent_builds = a.max_concurrent_builds.max(1);
-    s.capacity = a.capacity;
+    s.max_concurrent_builds = match (d.max_concurrent_builds, a.max_concurrent_builds) {
+        (Some(n), 4) => n,
+        (_, flag) => flag,
+    }
+    .max(1);
+    s.capacity = a.capacity.or(d.capacity);
+    s.max_parallelism = cfg.worker.max_parallelism;
     s.cancel_on_shutdown = !a.finish_on_shutdown;
-    s.config_path = a.config;
+    s.config_path = path;
     eprintln!("kiln daemon: serving on {}", s.socket.display());
     crate::daemon::serve_forever(s)?;
     Ok(0)

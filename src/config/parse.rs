@@ -49,18 +49,34 @@ const BUILDKIT_IGNORED: &[&str] = &[
 
 struct Walker<'a> {
     origin: &'a str,
+    text: &'a str,
     warnings: Vec<String>,
 }
 
 impl Walker<'_> {
+    /// `origin:line` of the first line that defines `key` (as `key =`, `"key" =` or a table header).
+    fn place(&self, key: &str) -> String {
+        let quoted = format!("\"{key}\"");
+        let line = self.text.lines().position(|l| {
+            let t = l.trim_start().trim_start_matches('[').trim_start();
+            [key, quoted.as_str()].iter().any(|k| {
+                t.strip_prefix(k)
+                    .is_some_and(|rest| rest.trim_start().starts_with(['=', ']', '.']))
+            }) || t.contains(&format!(".{key}]"))
+                || t.contains(&format!(".{quoted}]"))
+        });
+        match line {
+            Some(i) => format!("{}:{}", self.origin, i + 1),
+            None => self.origin.to_string(),
+        }
+    }
+
     fn unknown(&mut self, key: &str) {
+        let place = self.place(key);
         let msg = if BUILDKIT_IGNORED.contains(&key) {
-            format!(
-                "{}: buildkit setting {key} is not used by kiln (ignored)",
-                self.origin
-            )
+            format!("{place}: buildkit setting {key} is not used by kiln (ignored)")
         } else {
-            format!("{}: unknown key {key} (ignored)", self.origin)
+            format!("{place}: unknown key {key} (ignored)")
         };
         self.warnings.push(msg);
     }
@@ -74,11 +90,13 @@ impl Walker<'_> {
     }
 
     fn table<'v>(&self, key: &str, v: &'v Value) -> Result<&'v Table, ConfigError> {
-        v.as_table().ok_or_else(|| self.bad(key, "expected a table"))
+        v.as_table()
+            .ok_or_else(|| self.bad(key, "expected a table"))
     }
 
     fn bool(&self, key: &str, v: &Value) -> Result<bool, ConfigError> {
-        v.as_bool().ok_or_else(|| self.bad(key, "expected true or false"))
+        v.as_bool()
+            .ok_or_else(|| self.bad(key, "expected true or false"))
     }
 
     fn string(&self, key: &str, v: &Value) -> Result<String, ConfigError> {
@@ -97,7 +115,11 @@ impl Walker<'_> {
     }
 
     fn paths(&self, key: &str, v: &Value) -> Result<Vec<PathBuf>, ConfigError> {
-        Ok(self.strings(key, v)?.into_iter().map(PathBuf::from).collect())
+        Ok(self
+            .strings(key, v)?
+            .into_iter()
+            .map(PathBuf::from)
+            .collect())
     }
 
     fn uint(&self, key: &str, v: &Value) -> Result<u64, ConfigError> {
@@ -170,10 +192,7 @@ pub(super) fn parse_size(s: &str) -> Option<u64> {
 
 pub(super) fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
     let doc: Table = text.parse().map_err(|e: toml::de::Error| {
-        let (line, column) = e
-            .span()
-            .map(|s| line_col(text, s.start))
-            .unwrap_or((0, 0));
+        let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
         ConfigError::Syntax {
             origin: origin.to_string(),
             line,
@@ -183,6 +202,7 @@ pub(super) fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
     })?;
     let mut w = Walker {
         origin,
+        text,
         warnings: Vec::new(),
     };
     let mut cfg = Config {
@@ -336,7 +356,11 @@ fn worker(w: &mut Walker, t: &Table) -> Result<WorkerConfig, ConfigError> {
             "max-parallelism" => wc.max_parallelism = Some(w.uint(&key, v)? as usize),
             "snapshotter" => {
                 let s = w.string(&key, v)?;
-                let s = if s == "overlay" { "overlayfs".into() } else { s };
+                let s = if s == "overlay" {
+                    "overlayfs".into()
+                } else {
+                    s
+                };
                 if !["auto", "overlayfs", "fuse-overlayfs", "native"].contains(&s.as_str()) {
                     return Err(w.bad(
                         &key,

@@ -59,14 +59,23 @@ fn buildkit_file_parses_with_every_section() {
     let c = Config::from_toml_str(BUILDKIT_STYLE, "/etc/kiln/kiln.toml").unwrap();
     let r = c.registry("registry.example.com");
     assert!(r.insecure && !r.http);
-    assert_eq!(r.ca, vec![PathBuf::from("/usr/local/share/ca-certificates/corp.crt")]);
+    assert_eq!(
+        r.ca,
+        vec![PathBuf::from("/usr/local/share/ca-certificates/corp.crt")]
+    );
     assert_eq!(r.keypairs.len(), 2);
-    assert_eq!(r.keypairs[0].key, PathBuf::from("/etc/ssl/private/client-key.pem"));
+    assert_eq!(
+        r.keypairs[0].key,
+        PathBuf::from("/etc/ssl/private/client-key.pem")
+    );
     assert_eq!(r.keypairs[1].cert, PathBuf::from("/etc/ssl/certs/c2.pem"));
     assert_eq!(r.tlsconfigdir.len(), 1);
     // Docker Hub's three names are one registry.
     for h in ["docker.io", "index.docker.io", "registry-1.docker.io"] {
-        assert_eq!(c.registry(h).mirrors, vec!["mirror.example.com", "other.example/prefix"]);
+        assert_eq!(
+            c.registry(h).mirrors,
+            vec!["mirror.example.com", "other.example/prefix"]
+        );
     }
     let local = c.registry("127.0.0.1:5000");
     assert!(local.http);
@@ -74,7 +83,10 @@ fn buildkit_file_parses_with_every_section() {
     assert_eq!(local.chunk_size, Some(4 << 20));
     assert_eq!(local.max_concurrency, Some(2));
     assert_eq!(c.worker.max_parallelism, Some(8));
-    assert_eq!(c.worker.gckeepstorage, Some(DiskSpace::Bytes(20_000_000_000)));
+    assert_eq!(
+        c.worker.gckeepstorage,
+        Some(DiskSpace::Bytes(20_000_000_000))
+    );
     assert_eq!(c.worker.reserved_space, Some(DiskSpace::Percent(10)));
     assert_eq!(c.worker.max_used_space, Some(DiskSpace::Bytes(1_000_000)));
     assert_eq!(c.daemon.socket_mode, Some(0o660));
@@ -112,7 +124,9 @@ fn unknown_keys_warn_naming_key_and_file() {
 #[test]
 fn invalid_toml_names_the_line() {
     let text = "[registry.\"a\"]\nhttp = true\ninsecure = = 1\n";
-    let e = Config::from_toml_str(text, "my.toml").unwrap_err().to_string();
+    let e = Config::from_toml_str(text, "my.toml")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("my.toml") && e.contains("line 3"), "{e}");
 }
 
@@ -121,7 +135,10 @@ fn wrong_types_name_the_key() {
     let e = Config::from_toml_str("[registry.\"h\"]\nhttp = \"yes\"\n", "f.toml")
         .unwrap_err()
         .to_string();
-    assert!(e.contains("registry.\"h\".http") && e.contains("f.toml"), "{e}");
+    assert!(
+        e.contains("registry.\"h\".http") && e.contains("f.toml"),
+        "{e}"
+    );
     let e = Config::from_toml_str("[worker.oci]\nsnapshotter = \"zfs\"\n", "f.toml")
         .unwrap_err()
         .to_string();

@@ -296,7 +296,7 @@ fn execute(state: &Shared, job: &Job, prepared: Prepared) -> Finish {
                 state.metrics.step(*duration_ms);
                 if let Some(s) = steps.get_mut(step) {
                     s.duration_ms = Some(*duration_ms);
-                    s.layer = layer.clone().map(Into::into);
+                    s.layer = layer.clone();
                 }
             }
             _ => {}
@@ -322,16 +322,6 @@ fn execute(state: &Shared, job: &Job, prepared: Prepared) -> Finish {
                 size: totals.0,
                 duration_ms: totals.1,
             };
-            if prepared.push {
-                if let Err(e) = push_result(&state.store, &r, &prepared, &job.log) {
-                    return Finish::Failed {
-                        kind: e.kind,
-                        message: e.message,
-                        step: None,
-                        line: None,
-                    };
-                }
-            }
             Finish::Succeeded(out)
         }
         Err(_) if job.cancel.is_cancelled() => Finish::Cancelled,
@@ -342,40 +332,17 @@ fn execute(state: &Shared, job: &Job, prepared: Prepared) -> Finish {
                 _ => None,
             };
             Finish::Failed {
-                kind: kind::BUILD_FAILED,
+                kind: if matches!(e, BuildError::Push { .. } | BuildError::Registry(_)) {
+                    kind::PUSH_FAILED
+                } else {
+                    kind::BUILD_FAILED
+                },
                 message: error_chain(&e),
                 step: line.and(last_step),
                 line,
             }
         }
     }
-}
-
-/// Why a push did not happen.
-#[derive(Debug)]
-pub(crate) struct PushFailure {
-    pub kind: &'static str,
-    pub message: String,
-}
-
-/// Push every tag of a finished build to its registry with the build's credentials and insecure
-/// hosts. Not wired yet: the registry client lands separately, so this reports
-/// `push_unavailable` (the image is built and tagged in the store).
-pub(crate) fn push_result(
-    _store: &crate::store::Store,
-    result: &build::BuildResult,
-    prepared: &Prepared,
-    _log: &EventLog,
-) -> Result<(), PushFailure> {
-    let _ = (&prepared.credentials, &prepared.insecure_hosts);
-    Err(PushFailure {
-        kind: kind::PUSH_UNAVAILABLE,
-        message: format!(
-            "pushing is not available in this kiln yet (no registry client in the daemon); {} was built and tagged in the store as {}",
-            result.manifest.digest,
-            result.tags.join(", ")
-        ),
-    })
 }
 
 /// At start-up: builds a previous daemon left `queued` or `running` were interrupted.

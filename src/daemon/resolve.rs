@@ -10,7 +10,7 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
-use crate::api::{self, kind, BuildSpec, Credential, Memory};
+use crate::api::{self, kind, BuildSpec, Memory};
 use crate::build::{BuildRequest, Output, SecretSource};
 use crate::layer::Compression;
 use crate::reference::Reference;
@@ -25,9 +25,6 @@ const MAX_DOCKERFILE: u64 = 1 << 20;
 pub(super) struct Prepared {
     pub req: BuildRequest,
     pub dockerfile_text: Option<String>,
-    pub push: bool,
-    pub credentials: Vec<Credential>,
-    pub insecure_hosts: Vec<String>,
     /// Strings scrubbed from every event (passwords, inline secret values).
     pub sensitive: Vec<String>,
     pub _secret_dir: Option<tempfile::TempDir>,
@@ -141,6 +138,7 @@ fn bad(msg: String) -> ApiError {
 
 /// Validate `spec` and build the engine's request. `context_dir` is an unpacked tar body, if any.
 pub(super) fn prepare(
+    config: &crate::config::Config,
     settings: &DaemonSettings,
     roots: &[PathBuf],
     spec: &BuildSpec,
@@ -318,12 +316,27 @@ pub(super) fn prepare(
         });
     }
     sensitive.retain(|s| s.len() >= 3);
+    let mut credentials = crate::registry::Credentials::new();
+    for c in &spec.registry_credentials {
+        // `push:host` / `pull:host` give separate credentials for the same registry.
+        let (purpose, host) = if let Some(h) = c.host.strip_prefix("push:") {
+            (crate::registry::Purpose::Push, h)
+        } else if let Some(h) = c.host.strip_prefix("pull:") {
+            (crate::registry::Purpose::Pull, h)
+        } else {
+            (crate::registry::Purpose::Any, c.host.as_str())
+        };
+        credentials.add_for(purpose, host.trim(), &c.user, &c.password);
+    }
+    req.push = spec.push;
+    req.registry = crate::build::RegistryAccess {
+        config: config.clone(),
+        credentials,
+        insecure: insecure_hosts,
+    };
     Ok(Prepared {
         req,
         dockerfile_text,
-        push: spec.push,
-        credentials: spec.registry_credentials.clone(),
-        insecure_hosts,
         sensitive,
         _secret_dir: secret_dir,
         _context_dir: context_dir,

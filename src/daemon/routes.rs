@@ -218,8 +218,14 @@ async fn start(
 ) -> Result<Response, ApiError> {
     let st = state.clone();
     let spec2 = spec.clone();
+    let config = state
+        .config
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .config();
     let prepared = tokio::task::spawn_blocking(move || {
         resolve::prepare(
+            &config,
             &st.settings,
             &st.roots,
             &spec2,

@@ -31,6 +31,8 @@ struct HostAuth {
 #[derive(Default)]
 pub(crate) struct AuthCache {
     hosts: Mutex<HashMap<String, HostAuth>>,
+    /// Held while asking a token service, so parallel transfers needing the same scopes ask once.
+    fetching: Mutex<()>,
 }
 
 impl AuthCache {
@@ -157,8 +159,17 @@ pub(crate) fn authorization(
             if let Some(t) = client.auth.token(host, &key) {
                 return Ok(Some(format!("Bearer {}", t.expose())));
             }
+            let _one = client
+                .auth
+                .fetching
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some(t) = client.auth.token(host, &key) {
+                return Ok(Some(format!("Bearer {}", t.expose())));
+            }
             let auth = client.resolve_auth(host, path, purpose)?;
-            let (tok, ttl) = fetch_token(client, ctx, host, &realm, service.as_deref(), scopes, &auth)?;
+            let (tok, ttl) =
+                fetch_token(client, ctx, host, &realm, service.as_deref(), scopes, &auth)?;
             let header = format!("Bearer {}", tok.expose());
             client.auth.put_token(host, &key, tok, ttl);
             Ok(Some(header))
@@ -257,10 +268,16 @@ pub(crate) fn fetch_token(
         #[serde(default)]
         expires_in: Option<u64>,
     }
-    let body = resp.bytes().map_err(|e| super::http::transport_error(ctx, &realm_host, e))?;
+    let body = resp
+        .bytes()
+        .map_err(|e| super::http::transport_error(ctx, &realm_host, e))?;
     let a: TokenAnswer =
         serde_json::from_slice(&body).map_err(|e| bad(format!("not token JSON: {e}")))?;
-    let tok = if a.token.is_empty() { a.access_token } else { a.token };
+    let tok = if a.token.is_empty() {
+        a.access_token
+    } else {
+        a.token
+    };
     if tok.is_empty() {
         return Err(bad("no token in the answer".into()));
     }
@@ -285,7 +302,10 @@ mod tests {
                 service: Some("reg".into())
             })
         );
-        assert_eq!(parse_challenge(r#"Basic realm="Registry Realm""#), Some(Challenge::Basic));
+        assert_eq!(
+            parse_challenge(r#"Basic realm="Registry Realm""#),
+            Some(Challenge::Basic)
+        );
         assert_eq!(parse_challenge("Negotiate"), None);
         assert_eq!(
             scope_key(&["b".into(), "a".into(), "b".into()]),

@@ -294,7 +294,12 @@ fn server_url(host: &str) -> String {
     }
 }
 
-fn run_helper(helper: &str, host: &str, verb: &str, input: &[u8]) -> Result<(bool, String, String), RegistryError> {
+fn run_helper(
+    helper: &str,
+    host: &str,
+    verb: &str,
+    input: &[u8],
+) -> Result<(bool, String, String), RegistryError> {
     let prog = format!("docker-credential-{helper}");
     let err = |detail: String| RegistryError::Helper {
         helper: helper.to_string(),
@@ -336,7 +341,13 @@ fn helper_get(helper: &str, host: &str) -> Result<Option<Auth>, RegistryError> {
             // Helper output may echo secrets on some failures: print only the first line, cut short.
             detail: format!(
                 "get failed: {}",
-                stderr.lines().next().unwrap_or("").chars().take(120).collect::<String>()
+                stderr
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .chars()
+                    .take(120)
+                    .collect::<String>()
             ),
         });
     }
@@ -409,7 +420,8 @@ pub fn login_store(
     }
     if let Some(map) = auths.as_object_mut() {
         map.retain(|k, _| key_host(k) != host);
-        let enc = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+        let enc =
+            base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
         map.insert(server_url(host), serde_json::json!({ "auth": enc }));
     }
     let bytes = serde_json::to_vec_pretty(&cfg).map_err(|e| RegistryError::Io {

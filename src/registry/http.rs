@@ -51,14 +51,14 @@ pub(crate) fn transport_error(ctx: &Ctx, host: &str, e: reqwest::Error) -> Regis
             host: host.to_string(),
             reference: ctx.reference.clone(),
             detail,
-            source: e,
+            cause: e,
         }
     } else {
         RegistryError::Connect {
             host: host.to_string(),
             reference: ctx.reference.clone(),
             detail,
-            source: e,
+            cause: e,
         }
     }
 }
@@ -85,7 +85,12 @@ pub(crate) fn status_error(ctx: &Ctx, host: &str, action: &str, resp: Response) 
             .map(|e| format!("{} {}", e.code, e.message).trim().to_string())
             .collect::<Vec<_>>()
             .join("; "),
-        _ => body.chars().take(200).collect::<String>().trim().to_string(),
+        _ => body
+            .chars()
+            .take(200)
+            .collect::<String>()
+            .trim()
+            .to_string(),
     };
     RegistryError::Status {
         host: host.to_string(),
@@ -133,7 +138,11 @@ impl RegistryClient {
     }
 
     fn ping(&self, ctx: &Ctx, host: &str, t: &HostTransport) -> Result<(), RegistryError> {
-        let schemes: &[&'static str] = if t.insecure { &["https", "http"] } else { &["https"] };
+        let schemes: &[&'static str] = if t.insecure {
+            &["https", "http"]
+        } else {
+            &["https"]
+        };
         let mut last = None;
         for scheme in schemes {
             let mut attempt = 0;
@@ -217,6 +226,7 @@ impl RegistryClient {
             for (k, v) in &req.headers {
                 rb = rb.header(*k, v);
             }
+            let sent_basic = authz.as_deref().is_some_and(|a| a.starts_with("Basic "));
             if let Some(a) = authz {
                 rb = rb.header("Authorization", a);
             }
@@ -243,10 +253,9 @@ impl RegistryClient {
                     if st == 401 && !reauthed {
                         if let Some(ch) = www_authenticate(&resp) {
                             self.auth.forget_token(req.host, &req.scopes);
-                            let had = self.auth.challenge(req.host);
                             self.auth.set_challenge(req.host, ch.clone());
                             // A basic challenge answered with credentials already is final.
-                            if !(ch == Challenge::Basic && had == Some(Challenge::Basic)) {
+                            if !(ch == Challenge::Basic && sent_basic) {
                                 reauthed = true;
                                 continue;
                             }
@@ -315,31 +324,24 @@ pub(crate) fn login_check(client: &RegistryClient, ctx: &Ctx) -> Result<(), Regi
             detail: "no credentials given".into(),
         });
     }
-    match client.auth.challenge(host) {
-        None => Ok(()),
-        Some(Challenge::Bearer { realm, service }) => {
-            auth::fetch_token(client, ctx, host, &realm, service.as_deref(), &[], &auth)?;
-            Ok(())
-        }
-        Some(Challenge::Basic) => {
-            let url = format!("{}/v2/", client.base(ctx, host)?);
-            let req = Req {
-                method: Method::GET,
-                url,
-                host,
-                path: "",
-                scopes: Vec::new(),
-                purpose: Purpose::Any,
-                headers: Vec::new(),
-                body: None,
-                retry: true,
-            };
-            let resp = client.send(ctx, &req, &|_| {})?;
-            if resp.status().is_success() {
-                Ok(())
-            } else {
-                Err(client.refused(ctx, host, "", Purpose::Any, "GET /v2/", resp))
-            }
-        }
+    // GET /v2/ answers 401 with the challenge; `send` answers it with the credentials (a token
+    // service refusing them fails there), so a success here means the registry accepted them.
+    let url = format!("{}/v2/", client.base(ctx, host)?);
+    let req = Req {
+        method: Method::GET,
+        url,
+        host,
+        path: "",
+        scopes: Vec::new(),
+        purpose: Purpose::Any,
+        headers: Vec::new(),
+        body: None,
+        retry: true,
+    };
+    let resp = client.send(ctx, &req, &|_| {})?;
+    if resp.status().is_success() {
+        Ok(())
+    } else {
+        Err(client.refused(ctx, host, "", Purpose::Any, "GET /v2/", resp))
     }
 }

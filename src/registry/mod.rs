@@ -39,16 +39,18 @@ pub enum RegistryError {
         host: String,
         reference: String,
         detail: String,
-        #[source]
-        source: reqwest::Error,
+        /// The transport error; `detail` already spells out its chain, so it is not reported as
+        /// `source` (that would print the chain twice).
+        cause: reqwest::Error,
     },
     #[error("{reference}: TLS with registry {host} failed: {detail} (trust its CA with `ca` or `tlsconfigdir` in [registry.\"{host}\"], or set insecure = true)")]
     Tls {
         host: String,
         reference: String,
         detail: String,
-        #[source]
-        source: reqwest::Error,
+        /// The transport error; `detail` already spells out its chain, so it is not reported as
+        /// `source` (that would print the chain twice).
+        cause: reqwest::Error,
     },
     #[error("{reference}: setting up TLS for registry {host}: {detail}")]
     TlsSetup {
@@ -114,7 +116,7 @@ pub enum RegistryError {
         reference: String,
         action: String,
         #[source]
-        source: StoreError,
+        source: Box<StoreError>,
     },
     #[error("credential helper docker-credential-{helper} for {host}: {detail}")]
     Helper {
@@ -143,17 +145,33 @@ pub enum Progress {
         endpoint: String,
     },
     /// A mirror failed and the next endpoint is tried.
-    MirrorFailed { mirror: String, reason: String },
-    BlobStarted { digest: Digest, size: u64 },
-    BlobBytes { digest: Digest, done: u64, total: u64 },
-    BlobDone { digest: Digest, outcome: BlobOutcome },
+    MirrorFailed {
+        mirror: String,
+        reason: String,
+    },
+    BlobStarted {
+        digest: Digest,
+        size: u64,
+    },
+    BlobBytes {
+        digest: Digest,
+        done: u64,
+        total: u64,
+    },
+    BlobDone {
+        digest: Digest,
+        outcome: BlobOutcome,
+    },
     /// A request failed transiently and is tried again after a pause.
     Retrying {
         host: String,
         attempt: u32,
         reason: String,
     },
-    ManifestPushed { reference: String, digest: Digest },
+    ManifestPushed {
+        reference: String,
+        digest: Digest,
+    },
 }
 
 /// How a blob got where it needed to be.
@@ -165,7 +183,9 @@ pub enum BlobOutcome {
     /// Push: the registry already had it (HEAD).
     AlreadyRemote,
     /// Push: cross-repository mount from this repository.
-    Mounted { from: String },
+    Mounted {
+        from: String,
+    },
     Uploaded,
 }
 
@@ -256,6 +276,14 @@ impl RegistryClient {
         http::login_check(self, &ctx)
     }
 
+    /// The CA files trusted for `host` besides the system roots (conventional bundles, the
+    /// config's `ca`, `tlsconfigdir` and per-host certs.d files), for `kiln info`.
+    pub fn trusted_ca_files(&self, host: &str) -> Result<Vec<PathBuf>, RegistryError> {
+        let host = crate::reference::normalize_domain(host);
+        let ctx = http::Ctx::new(host, host);
+        Ok(self.transport_raw(&ctx, host)?.ca_files.clone())
+    }
+
     /// At most `max-concurrency` transfers to one registry at a time, across every operation
     /// sharing this client.
     pub(crate) fn acquire(&self, host: &str) -> LimitGuard {
@@ -292,13 +320,17 @@ impl RegistryClient {
     }
 }
 
+/// A unit of parallel work: one item, with a way to report progress.
+pub(crate) type Work<'a, T> =
+    dyn Fn(&T, &dyn Fn(Progress)) -> Result<(), RegistryError> + Sync + 'a;
+
 /// Run `work` over `items` on up to `workers` threads, forwarding their progress to
 /// `on_progress` on this thread; the first error stops the others taking new items.
 pub(crate) fn run_parallel<T: Sync>(
     items: &[T],
     workers: usize,
     on_progress: &mut dyn FnMut(Progress),
-    work: &(dyn Fn(&T, &dyn Fn(Progress)) -> Result<(), RegistryError> + Sync),
+    work: &Work<'_, T>,
 ) -> Result<(), RegistryError> {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     let next = AtomicUsize::new(0);
@@ -367,13 +399,18 @@ pub(crate) fn record_sources(store: &crate::store::Store, repo: &str, digests: &
 
 /// The repositories (`domain/path`) `digest` was pulled from, most recent first.
 pub(crate) fn sources_of(store: &crate::store::Store, digest: &Digest) -> Vec<String> {
-    let text = std::fs::read_to_string(store.root().join("registry-sources")).unwrap_or_default();
+    use std::io::BufRead;
+    let Ok(f) = std::fs::File::open(store.root().join("registry-sources")) else {
+        return Vec::new();
+    };
     let d = digest.to_string();
     let mut out: Vec<String> = Vec::new();
-    for line in text.lines().rev() {
+    // Streamed line by line: the file only grows, memory must not.
+    for line in std::io::BufReader::new(f).lines().map_while(Result::ok) {
         if let Some((ld, repo)) = line.split_once(' ') {
-            if ld == d && !out.iter().any(|r| r == repo) {
-                out.push(repo.to_string());
+            if ld == d {
+                out.retain(|r| r != repo);
+                out.insert(0, repo.to_string());
             }
         }
     }

@@ -114,14 +114,20 @@ pub(crate) fn build(cfg: &Config, host: &str) -> Result<HostTransport, String> {
             .filter(|d| !d.is_dir())
             .map(|d| d.display().to_string())
             .collect();
-        return Err(format!("tlsconfigdir {} is not a directory", missing.join(", ")));
+        return Err(format!(
+            "tlsconfigdir {} is not a directory",
+            missing.join(", ")
+        ));
     }
     ca_files.extend(rc.ca.iter().cloned());
     for f in &ca_files {
         let certs = read_certs(f)?;
         let (added, _) = roots.add_parsable_certificates(certs);
         if added == 0 && rc.ca.contains(f) {
-            return Err(format!("CA file {} holds no usable certificate", f.display()));
+            return Err(format!(
+                "CA file {} holds no usable certificate",
+                f.display()
+            ));
         }
     }
 
@@ -139,7 +145,10 @@ pub(crate) fn build(cfg: &Config, host: &str) -> Result<HostTransport, String> {
         Some(kp) => {
             let chain = read_certs(&kp.cert)?;
             if chain.is_empty() {
-                return Err(format!("client certificate {} holds no certificate", kp.cert.display()));
+                return Err(format!(
+                    "client certificate {} holds no certificate",
+                    kp.cert.display()
+                ));
             }
             let key = PrivateKeyDer::from_pem_file(&kp.key)
                 .map_err(|e| format!("reading client key {}: {e}", kp.key.display()))?;
@@ -234,7 +243,8 @@ pub(crate) fn is_tls_error(e: &reqwest::Error) -> bool {
             return true;
         }
         let msg = s.to_string();
-        if msg.contains("certificate") || msg.contains("InvalidContentType") || msg.contains("tls") {
+        if msg.contains("certificate") || msg.contains("InvalidContentType") || msg.contains("tls")
+        {
             return true;
         }
         src = s.source();

@@ -1,0 +1,531 @@
+//! Push: every blob confirmed on the registry first (HEAD, cross-repository mount, or upload —
+//! monolithic or chunked, each falling back to the other when refused, whole sessions retried on
+//! transient failures), child manifests of an index next, the tagged manifest last. A push that
+//! fails before the end leaves no manifest naming missing blobs.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+
+use reqwest::blocking::{Body, Response};
+use reqwest::Method;
+
+use super::http::{Ctx, Req};
+use super::{
+    run_parallel, sources_of, BlobOutcome, Progress, Purpose, RegistryClient, RegistryError,
+};
+use crate::config::UploadMode;
+use crate::digest::Digest;
+use crate::image::{manifest_kind, Descriptor, Index, Manifest, ManifestKind};
+use crate::reference::{Reference, DEFAULT_DOMAIN};
+use crate::store::{Store, StoreError, MAX_JSON_BLOB};
+
+const DEFAULT_CHUNK: u64 = 16 << 20;
+
+struct Target<'a> {
+    ctx: Ctx,
+    /// Where requests go (Docker Hub's API host for docker.io).
+    host: String,
+    path: &'a str,
+    domain: &'a str,
+}
+
+impl Target<'_> {
+    fn scopes(&self) -> Vec<String> {
+        vec![format!("repository:{}:pull,push", self.path)]
+    }
+
+    fn req<'b>(&'b self, method: Method, url: String) -> Req<'b> {
+        Req {
+            method,
+            url,
+            host: &self.host,
+            path: self.path,
+            scopes: self.scopes(),
+            purpose: Purpose::Push,
+            headers: Vec::new(),
+            body: None,
+            retry: true,
+        }
+    }
+
+    fn store_err(&self, action: String, source: StoreError) -> RegistryError {
+        RegistryError::Store {
+            host: self.ctx.host.clone(),
+            reference: self.ctx.reference.clone(),
+            action,
+            source: Box::new(source),
+        }
+    }
+}
+
+/// Push the image `manifest` (a manifest or an index in the store) to `dest`; returns the
+/// descriptor the registry now serves under `dest`'s tag (or digest).
+pub fn push(
+    client: &RegistryClient,
+    store: &Store,
+    manifest: &Descriptor,
+    dest: &Reference,
+    on_progress: &mut dyn FnMut(Progress),
+) -> Result<Descriptor, RegistryError> {
+    let host = if dest.domain == DEFAULT_DOMAIN {
+        "registry-1.docker.io".to_string()
+    } else {
+        dest.domain.clone()
+    };
+    let t = Target {
+        ctx: Ctx::new(&dest.domain, &dest.to_string()),
+        host,
+        path: &dest.path,
+        domain: &dest.domain,
+    };
+    if let Some(d) = &dest.digest {
+        if d != &manifest.digest {
+            return Err(RegistryError::BadResponse {
+                host: dest.domain.clone(),
+                reference: t.ctx.reference.clone(),
+                what: "destination".into(),
+                detail: format!("pinned to {d} but the image is {}", manifest.digest),
+            });
+        }
+    }
+    let bytes = store
+        .read_blob(&manifest.digest, MAX_JSON_BLOB)
+        .map_err(|e| t.store_err(format!("reading manifest {}", manifest.digest), e))?;
+    match manifest_kind(&manifest.media_type) {
+        Some(ManifestKind::Index) => {
+            let index = Index::from_slice(&bytes).map_err(|e| bad_local(&t, "image index", e))?;
+            for child in &index.manifests {
+                let cb = store
+                    .read_blob(&child.digest, MAX_JSON_BLOB)
+                    .map_err(|e| t.store_err(format!("reading manifest {}", child.digest), e))?;
+                push_image(
+                    client,
+                    store,
+                    &t,
+                    &cb,
+                    child,
+                    &child.digest.to_string(),
+                    on_progress,
+                )?;
+            }
+        }
+        Some(ManifestKind::Manifest) => {}
+        None => {
+            return Err(RegistryError::BadResponse {
+                host: dest.domain.clone(),
+                reference: t.ctx.reference.clone(),
+                what: "local image".into(),
+                detail: format!("{} is not a manifest or index", manifest.media_type),
+            })
+        }
+    }
+    let object = match &dest.tag {
+        Some(tag) => tag.clone(),
+        None if dest.digest.is_some() => manifest.digest.to_string(),
+        None => "latest".to_string(),
+    };
+    if manifest_kind(&manifest.media_type) == Some(ManifestKind::Index) {
+        put_manifest(client, &t, &bytes, manifest, &object, on_progress)?;
+    } else {
+        push_image(client, store, &t, &bytes, manifest, &object, on_progress)?;
+    }
+    let mut out = Descriptor::new(
+        manifest.media_type.clone(),
+        manifest.digest.clone(),
+        manifest.size,
+    );
+    out.platform = manifest.platform.clone();
+    Ok(out)
+}
+
+fn bad_local(t: &Target, what: &str, e: crate::image::ImageError) -> RegistryError {
+    RegistryError::BadResponse {
+        host: t.ctx.host.clone(),
+        reference: t.ctx.reference.clone(),
+        what: format!("local {what}"),
+        detail: super::transport::chain(&e),
+    }
+}
+
+/// Blobs of one manifest, then the manifest under `object`.
+fn push_image(
+    client: &RegistryClient,
+    store: &Store,
+    t: &Target,
+    bytes: &[u8],
+    desc: &Descriptor,
+    object: &str,
+    on_progress: &mut dyn FnMut(Progress),
+) -> Result<(), RegistryError> {
+    let m = Manifest::from_slice(bytes).map_err(|e| bad_local(t, "image manifest", e))?;
+    let mut blobs: Vec<Descriptor> = Vec::new();
+    for b in std::iter::once(&m.config).chain(&m.layers) {
+        if !blobs.iter().any(|x| x.digest == b.digest) {
+            if !store.has_blob(&b.digest) {
+                return Err(t.store_err(
+                    format!("pushing blob {}", b.digest),
+                    StoreError::BlobNotFound(b.digest.clone()),
+                ));
+            }
+            blobs.push(b.clone());
+        }
+    }
+    let work = |b: &Descriptor, note: &dyn Fn(Progress)| -> Result<(), RegistryError> {
+        let _slot = client.acquire(t.domain);
+        push_blob(client, store, t, b, note)
+    };
+    run_parallel(&blobs, client.max_concurrency(t.domain), on_progress, &work)?;
+    put_manifest(client, t, bytes, desc, object, on_progress)
+}
+
+fn put_manifest(
+    client: &RegistryClient,
+    t: &Target,
+    bytes: &[u8],
+    desc: &Descriptor,
+    object: &str,
+    on_progress: &mut dyn FnMut(Progress),
+) -> Result<(), RegistryError> {
+    let url = format!(
+        "{}/v2/{}/manifests/{object}",
+        client.base(&t.ctx, &t.host)?,
+        t.path
+    );
+    let owned = bytes.to_vec();
+    let body = move || Ok(Body::from(owned.clone()));
+    let mut req = t.req(Method::PUT, url);
+    req.headers.push(("Content-Type", desc.media_type.clone()));
+    req.body = Some(&body);
+    let progress = std::cell::RefCell::new(&mut *on_progress);
+    let resp = client.send(&t.ctx, &req, &|p| (progress.borrow_mut())(p))?;
+    if !resp.status().is_success() {
+        return Err(client.refused(&t.ctx, &t.host, t.path, Purpose::Push, "PUT manifest", resp));
+    }
+    check_digest(t, &resp, &desc.digest, "manifest")?;
+    on_progress(Progress::ManifestPushed {
+        reference: format!("{}/{}:{object}", t.domain, t.path),
+        digest: desc.digest.clone(),
+    });
+    Ok(())
+}
+
+fn check_digest(
+    t: &Target,
+    resp: &Response,
+    want: &Digest,
+    what: &str,
+) -> Result<(), RegistryError> {
+    let got = resp
+        .headers()
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<Digest>().ok());
+    match got {
+        Some(g) if &g != want => Err(RegistryError::DigestMismatch {
+            host: t.host.clone(),
+            reference: t.ctx.reference.clone(),
+            what: format!("{what} confirmation"),
+            expected: want.clone(),
+            actual: g,
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn transient(e: &RegistryError) -> bool {
+    match e {
+        RegistryError::Connect { .. } => true,
+        RegistryError::Status { status, .. } => *status >= 500 || *status == 429,
+        RegistryError::BadResponse { .. } => true,
+        _ => false,
+    }
+}
+
+fn push_blob(
+    client: &RegistryClient,
+    store: &Store,
+    t: &Target,
+    b: &Descriptor,
+    note: &dyn Fn(Progress),
+) -> Result<(), RegistryError> {
+    let base = format!("{}/v2/{}", client.base(&t.ctx, &t.host)?, t.path);
+    let mut attempt = 0;
+    loop {
+        match push_blob_once(client, store, t, b, &base, note) {
+            Ok(outcome) => {
+                note(Progress::BlobDone {
+                    digest: b.digest.clone(),
+                    outcome,
+                });
+                return Ok(());
+            }
+            Err(e) if transient(&e) && attempt + 1 < client.retry.attempts => {
+                note(Progress::Retrying {
+                    host: t.host.clone(),
+                    attempt: attempt + 1,
+                    reason: format!("upload of {}: {e}", b.digest),
+                });
+                std::thread::sleep(client.retry.delay(attempt));
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn push_blob_once(
+    client: &RegistryClient,
+    store: &Store,
+    t: &Target,
+    b: &Descriptor,
+    base: &str,
+    note: &dyn Fn(Progress),
+) -> Result<BlobOutcome, RegistryError> {
+    let resp = client.send(
+        &t.ctx,
+        &t.req(Method::HEAD, format!("{base}/blobs/{}", b.digest)),
+        note,
+    )?;
+    if resp.status().is_success() {
+        return Ok(BlobOutcome::AlreadyRemote);
+    }
+    if resp.status().as_u16() != 404 {
+        return Err(client.refused(&t.ctx, &t.host, t.path, Purpose::Push, "HEAD blob", resp));
+    }
+    // A blob pulled from another repository of this registry can be mounted, not uploaded.
+    let prefix = format!("{}/", t.domain);
+    let from = sources_of(store, &b.digest)
+        .into_iter()
+        .filter_map(|r| r.strip_prefix(&prefix).map(str::to_string))
+        .find(|p| p != t.path);
+    let mut location = None;
+    if let Some(src) = &from {
+        let mut req = t.req(
+            Method::POST,
+            format!("{base}/blobs/uploads/?mount={}&from={src}", b.digest),
+        );
+        req.scopes.push(format!("repository:{src}:pull"));
+        req.headers.push(("Content-Length", "0".into()));
+        let resp = client.send(&t.ctx, &req, note)?;
+        match resp.status().as_u16() {
+            201 => {
+                check_digest(t, &resp, &b.digest, "mounted blob")?;
+                return Ok(BlobOutcome::Mounted { from: src.clone() });
+            }
+            // 202: the registry would not mount but opened an upload session instead.
+            202 => location = Some(location_of(t, &resp, base)?),
+            _ => {}
+        }
+    }
+    note(Progress::BlobStarted {
+        digest: b.digest.clone(),
+        size: b.size,
+    });
+    let mode = client.cfg.registry(t.domain).upload;
+    let chunk = client
+        .cfg
+        .registry(t.domain)
+        .chunk_size
+        .unwrap_or(DEFAULT_CHUNK);
+    let first = upload(
+        client,
+        store,
+        t,
+        b,
+        base,
+        location.take(),
+        mode,
+        chunk,
+        note,
+    );
+    match first {
+        Err(Upload::Refused(_)) => {
+            let other = match mode {
+                UploadMode::Monolithic => UploadMode::Chunked,
+                UploadMode::Chunked => UploadMode::Monolithic,
+            };
+            upload(client, store, t, b, base, None, other, chunk, note).map_err(Upload::into_error)
+        }
+        r => r.map_err(Upload::into_error),
+    }?;
+    note(Progress::BlobBytes {
+        digest: b.digest.clone(),
+        done: b.size,
+        total: b.size,
+    });
+    Ok(BlobOutcome::Uploaded)
+}
+
+enum Upload {
+    /// The registry refused this upload mode (the other may work).
+    Refused(RegistryError),
+    Failed(RegistryError),
+}
+
+impl Upload {
+    fn into_error(self) -> RegistryError {
+        match self {
+            Upload::Refused(e) | Upload::Failed(e) => e,
+        }
+    }
+}
+
+impl From<RegistryError> for Upload {
+    fn from(e: RegistryError) -> Self {
+        Upload::Failed(e)
+    }
+}
+
+fn location_of(t: &Target, resp: &Response, base: &str) -> Result<String, RegistryError> {
+    let loc = resp
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| RegistryError::BadResponse {
+            host: t.host.clone(),
+            reference: t.ctx.reference.clone(),
+            what: "upload session".into(),
+            detail: "no Location header".into(),
+        })?;
+    if loc.starts_with("http://") || loc.starts_with("https://") {
+        return Ok(loc.to_string());
+    }
+    // Relative to the registry's root (`/v2/...`).
+    let root = base.split("/v2/").next().unwrap_or(base);
+    Ok(format!(
+        "{root}{}{loc}",
+        if loc.starts_with('/') { "" } else { "/" }
+    ))
+}
+
+fn with_query(url: &str, q: &str) -> String {
+    format!("{url}{}{q}", if url.contains('?') { '&' } else { '?' })
+}
+
+fn refused_mode(e: &RegistryError) -> bool {
+    matches!(e, RegistryError::Status { status, .. } if matches!(status, 400 | 405 | 411 | 413 | 416 | 501))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn upload(
+    client: &RegistryClient,
+    store: &Store,
+    t: &Target,
+    b: &Descriptor,
+    base: &str,
+    session: Option<String>,
+    mode: UploadMode,
+    chunk: u64,
+    note: &dyn Fn(Progress),
+) -> Result<(), Upload> {
+    let mut location = match session {
+        Some(l) => l,
+        None => {
+            let mut req = t.req(Method::POST, format!("{base}/blobs/uploads/"));
+            req.headers.push(("Content-Length", "0".into()));
+            let resp = client.send(&t.ctx, &req, note)?;
+            if resp.status().as_u16() != 202 {
+                return Err(client
+                    .refused(
+                        &t.ctx,
+                        &t.host,
+                        t.path,
+                        Purpose::Push,
+                        "POST blob upload",
+                        resp,
+                    )
+                    .into());
+            }
+            location_of(t, &resp, base)?
+        }
+    };
+    let path = store.blob_path(&b.digest);
+    let open = |offset: u64, len: u64| -> Result<Body, RegistryError> {
+        let mut f = File::open(&path).map_err(|source| RegistryError::Io {
+            action: "opening blob",
+            path: path.clone(),
+            source,
+        })?;
+        f.seek(SeekFrom::Start(offset))
+            .map_err(|source| RegistryError::Io {
+                action: "seeking in blob",
+                path: path.clone(),
+                source,
+            })?;
+        Ok(Body::sized(f.take(len), len))
+    };
+    let classify = |e: RegistryError| {
+        if refused_mode(&e) {
+            Upload::Refused(e)
+        } else {
+            Upload::Failed(e)
+        }
+    };
+    let final_body;
+    match mode {
+        UploadMode::Monolithic => {
+            final_body = Some((0, b.size));
+        }
+        UploadMode::Chunked => {
+            let mut offset = 0;
+            while offset < b.size {
+                let len = chunk.min(b.size - offset);
+                let body = || open(offset, len);
+                let mut req = t.req(Method::PATCH, location.clone());
+                req.retry = false;
+                req.body = Some(&body);
+                req.headers
+                    .push(("Content-Type", "application/octet-stream".into()));
+                req.headers
+                    .push(("Content-Range", format!("{offset}-{}", offset + len - 1)));
+                let resp = client.send(&t.ctx, &req, note)?;
+                if resp.status().as_u16() != 202 {
+                    let e = client.refused(
+                        &t.ctx,
+                        &t.host,
+                        t.path,
+                        Purpose::Push,
+                        "PATCH blob chunk",
+                        resp,
+                    );
+                    return Err(if offset == 0 {
+                        classify(e)
+                    } else {
+                        Upload::Failed(e)
+                    });
+                }
+                location = location_of(t, &resp, base)?;
+                offset += len;
+                note(Progress::BlobBytes {
+                    digest: b.digest.clone(),
+                    done: offset,
+                    total: b.size,
+                });
+            }
+            final_body = None;
+        }
+    }
+    let body_fn = move || match final_body {
+        Some((o, l)) => open(o, l),
+        None => Ok(Body::from(Vec::new())),
+    };
+    let mut req = t.req(
+        Method::PUT,
+        with_query(&location, &format!("digest={}", b.digest)),
+    );
+    req.retry = false;
+    req.body = Some(&body_fn);
+    req.headers
+        .push(("Content-Type", "application/octet-stream".into()));
+    let resp = client.send(&t.ctx, &req, note)?;
+    if resp.status().as_u16() != 201 {
+        let e = client.refused(&t.ctx, &t.host, t.path, Purpose::Push, "PUT blob", resp);
+        return Err(if mode == UploadMode::Monolithic {
+            classify(e)
+        } else {
+            Upload::Failed(e)
+        });
+    }
+    check_digest(t, &resp, &b.digest, "uploaded blob")?;
+    Ok(())
+}
