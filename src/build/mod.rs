@@ -85,10 +85,10 @@ pub enum BuildError {
     Push {
         reference: String,
         #[source]
-        source: crate::registry::RegistryError,
+        source: Box<crate::registry::RegistryError>,
     },
     #[error("setting up the registry client")]
-    Registry(#[source] crate::registry::RegistryError),
+    Registry(#[source] Box<crate::registry::RegistryError>),
     #[error("build cancelled")]
     Cancelled,
 }
@@ -175,7 +175,7 @@ impl RegistryAccess {
             cfg.merge_insecure_registries(&self.insecure.join(","));
         }
         crate::registry::RegistryClient::new(&cfg, self.credentials.clone())
-            .map_err(BuildError::Registry)
+            .map_err(|e| BuildError::Registry(Box::new(e)))
     }
 }
 
@@ -454,7 +454,7 @@ fn push_tags(
             crate::registry::push(&client, store, &desc, &r, &mut |_| {}).map_err(|source| {
                 BuildError::Push {
                     reference: t.clone(),
-                    source,
+                    source: Box::new(source),
                 }
             })?;
         on_event(&Event::Exported {
