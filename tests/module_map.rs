@@ -1,0 +1,126 @@
+//! The module map in src/lib.rs is the architecture: data flows one way, so each module may use only
+//! the modules listed above it. This test reads the map and every source file and fails on an
+//! import that points down the pipeline (e.g. `store` using `build`).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+fn manifest_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Module names in the order of the map's table rows (`//! | \`name\` | job |`).
+fn map_order() -> Vec<String> {
+    let lib = fs::read_to_string(manifest_dir().join("src/lib.rs")).unwrap();
+    lib.lines()
+        .filter_map(|l| l.strip_prefix("//! | `"))
+        .filter_map(|l| l.split('`').next())
+        .map(str::to_string)
+        .collect()
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            rust_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+/// Every `crate::name` a line refers to, including `crate::{a, b::c}` groups.
+fn crate_refs(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = line;
+    while let Some(i) = rest.find("crate::") {
+        rest = &rest[i + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            let end = group.find('}').unwrap_or(group.len());
+            for item in group[..end].split(',') {
+                let name: String = item
+                    .trim()
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                out.push(name);
+            }
+        } else {
+            out.push(
+                rest.chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect(),
+            );
+        }
+    }
+    out
+}
+
+#[test]
+fn imports_only_point_up_the_module_map() {
+    let order = map_order();
+    assert!(
+        order.len() >= 10,
+        "module map not found in src/lib.rs: {order:?}"
+    );
+    let rank: BTreeMap<&str, usize> = order
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.as_str(), i))
+        .collect();
+    let lib = fs::read_to_string(manifest_dir().join("src/lib.rs")).unwrap();
+    for m in &order {
+        assert!(
+            lib.contains(&format!("pub mod {m};")),
+            "{m} is in the map but not declared"
+        );
+    }
+    let mut violations = Vec::new();
+    for m in &order {
+        let dir = manifest_dir().join("src").join(m);
+        let mut files = Vec::new();
+        if dir.is_dir() {
+            rust_files(&dir, &mut files);
+        } else {
+            files.push(manifest_dir().join("src").join(format!("{m}.rs")));
+        }
+        for f in files {
+            let text = fs::read_to_string(&f).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                if line.trim_start().starts_with("//") {
+                    continue;
+                }
+                for r in crate_refs(line) {
+                    if let Some(&used) = rank.get(r.as_str()) {
+                        if used > rank[m.as_str()] {
+                            violations.push(format!(
+                                "{}:{}: `{m}` uses `{r}`, which comes after it",
+                                f.display(),
+                                n + 1
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        violations.is_empty(),
+        "imports against the pipeline:\n{}",
+        violations.join("\n")
+    );
+}
+
+#[test]
+fn the_checker_sees_grouped_imports() {
+    assert_eq!(
+        crate_refs("use crate::{digest::Digest, store};"),
+        ["digest", "store"]
+    );
+    assert_eq!(
+        crate_refs("let x = crate::build::run(a, crate::exec::Cancel::new());"),
+        ["build", "exec"]
+    );
+}
