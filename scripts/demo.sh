@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # kiln's main job, offline, on the embedded engine (no daemon): assemble a busybox base image from
-# Debian's busybox-static, import it into a kiln store, build testdata/demo (multi-stage, COPY --from,
+# Debian's busybox-static, import it into a kiln store, build testdata/demo (multi-stage, RUN, COPY --from,
 # --chown, --chmod, heredoc, metadata) and write the result as an OCI layout and a docker-archive.
 #
 #   bash scripts/demo.sh [OUT_DIR]      (default: out/demo)

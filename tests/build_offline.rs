@@ -195,6 +195,11 @@ fn demo_image_has_the_files_owners_and_config_a_user_expects() {
     assert_eq!(hello.mode, 0o755);
     let readme = find("opt/app/docs/README.md").expect("docs copied");
     assert_eq!((readme.uid, readme.gid, readme.mode), (0, 0, 0o644));
+    let greeting = find("opt/app/greeting.txt").expect("RUN output");
+    assert_eq!(
+        greeting.content.as_deref(),
+        Some(&b"hello, kiln, from demo 1.0\n"[..])
+    );
     let version = find("opt/app/VERSION").expect("heredoc file");
     assert_eq!(version.content.as_deref(), Some(&b"demo 1.0\n"[..]));
     assert!(find("opt/app/notes.tmp").is_none() && find("src/notes.tmp").is_none());
