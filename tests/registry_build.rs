@@ -1,0 +1,112 @@
+//! Issue 5's end to end: push the busybox base to a real registry with `kiln push`, build FROM it in
+//! an empty store (the build pulls it), push the result with `kiln build --push`, and read it back
+//! with skopeo — through the CLI, as a user would.
+
+mod common;
+#[path = "support/registry.rs"]
+mod registry_support;
+
+use std::fs;
+
+use common::*;
+
+#[test]
+fn build_from_a_pushed_base_and_push_the_result() {
+    let reg = registry_support::Registry::start(registry_support::Options {
+        htpasswd: true,
+        ..Default::default()
+    });
+    let cred = format!(
+        "{}={}:{}",
+        reg.addr,
+        registry_support::USER,
+        registry_support::PASSWORD
+    );
+    let base = format!("{}/library/busybox:1", reg.addr);
+    let seeded = store_with_busybox();
+    kiln_ok(
+        seeded.path(),
+        &[
+            "push",
+            "busybox:latest",
+            &base,
+            "--insecure-registry",
+            &reg.addr,
+            "--registry-credential",
+            &cred,
+        ],
+    );
+
+    let empty = tempfile::tempdir().unwrap();
+    let ctx = context(&[(
+        "Dockerfile",
+        &format!("FROM {base}\nRUN echo built-on-pulled-base > /marker\n"),
+    )]);
+    let app = format!("{}/team/app:2", reg.addr);
+    let out = kiln(
+        empty.path(),
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            &app,
+            "--push",
+            "--insecure-registry",
+            &reg.addr,
+            "--registry-credential",
+            &cred,
+            ctx.path().to_str().unwrap(),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("exported pulled:") && stderr.contains("exported registry:"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(registry_support::PASSWORD),
+        "the password leaked into the output"
+    );
+    let digest = String::from_utf8_lossy(&out.stdout).trim().to_string();
+
+    let (ok, json, err) = registry_support::skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--creds",
+        &format!("{}:{}", registry_support::USER, registry_support::PASSWORD),
+        &format!("docker://{app}"),
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["Digest"], digest.as_str());
+    assert_eq!(
+        v["Layers"].as_array().unwrap().len(),
+        2,
+        "busybox + the RUN layer: {v}"
+    );
+
+    // A wrong password fails the push naming the registry, and never shows the password.
+    let bad = format!("{}={}:not-the-password", reg.addr, registry_support::USER);
+    let e = kiln_err(
+        empty.path(),
+        &[
+            "build",
+            "-t",
+            &app,
+            "--push",
+            "--insecure-registry",
+            &reg.addr,
+            "--registry-credential",
+            &bad,
+            ctx.path().to_str().unwrap(),
+        ],
+    );
+    assert!(
+        e.contains(&reg.addr) && !e.contains("not-the-password"),
+        "{e}"
+    );
+    let db = fs::read(empty.path().join("kiln.db")).unwrap_or_default();
+    assert!(!String::from_utf8_lossy(&db).contains(registry_support::PASSWORD));
+}
