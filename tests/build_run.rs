@@ -168,6 +168,16 @@ fn network_none_has_only_loopback_and_failures_name_the_step() {
     assert_eq!(l["links"].content.as_deref(), Some(&b"lo\n"[..]));
     assert_eq!(l["routes"].content.as_deref(), Some(&b""[..]));
 
+    // The build-wide --network none applies to RUN steps that do not choose.
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox\nRUN ip -o link | cut -d: -f2 | tr -d ' ' > /links\n",
+    )
+    .unwrap();
+    let (img, _) = build_to_layout(root.path(), ctx.path(), &["--network", "none"]);
+    let l = layer_entries(img.layers.last().unwrap());
+    assert_eq!(l["links"].content.as_deref(), Some(&b"lo\n"[..]));
+
     fs::write(
         ctx.path().join("Dockerfile"),
         "FROM busybox\n\nRUN echo about to fail; exit 7\n",

@@ -189,6 +189,8 @@ pub struct SandboxOptions {
     pub helper: Option<PathBuf>,
     pub resources: crate::exec::Resources,
     pub step_timeout: Option<std::time::Duration>,
+    /// The network of RUN steps that do not say `--network` (BuildKit's `--network` build flag).
+    pub network: crate::exec::Network,
 }
 
 impl BuildRequest {

@@ -77,6 +77,7 @@ pub struct RunContext<'a> {
     pub secrets: &'a [SecretSource],
     pub resources: exec::Resources,
     pub timeout: Option<std::time::Duration>,
+    pub network: exec::Network,
     pub cancel: &'a exec::Cancel,
 }
 
@@ -142,7 +143,8 @@ pub fn run_step(
     spec.user = (!step.user.is_empty()).then(|| step.user.clone());
     spec.network = match run.network {
         plan::Network::None => exec::Network::None,
-        plan::Network::Default | plan::Network::Host => exec::Network::Host,
+        plan::Network::Host => exec::Network::Host,
+        plan::Network::Default => ctx.network,
     };
     spec.resources = ctx.resources;
     spec.timeout = ctx.timeout;

@@ -526,6 +526,7 @@ impl Engine<'_> {
             secrets: &self.req.secrets,
             resources: self.req.sandbox.resources,
             timeout: self.req.sandbox.step_timeout,
+            network: self.req.sandbox.network,
             cancel: self.cancel,
         };
         let changes = super::run::run_step(&ctx, step, run, &mut |line| {

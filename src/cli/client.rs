@@ -233,6 +233,9 @@ fn spec_from_args(args: &BuildArgs) -> Result<BuildSpec> {
     spec.resources.cpus = args.cpus;
     spec.resources.memory = args.memory.clone().map(api::Memory::Text);
     spec.push = args.push;
+    if args.network != "host" {
+        spec.network = Some(args.network.clone());
+    }
     spec.insecure_registries = api::HostList(args.registry.insecure.clone());
     for c in &args.registry.credentials {
         // [pull:|push:]HOST=USER:PASSWORD → ([pull:|push:]HOST, USER, PASSWORD) on the wire.

@@ -147,6 +147,9 @@ struct BuildArgs {
     /// CPU limit for each RUN step (e.g. 1.5).
     #[arg(long = "cpus")]
     cpus: Option<f64>,
+    /// Network of RUN steps that do not set --network: host (default) or none.
+    #[arg(long = "network", default_value = "host")]
+    network: String,
     /// Kill a RUN step that runs longer than this many seconds.
     #[arg(long = "step-timeout")]
     step_timeout: Option<u64>,
@@ -458,6 +461,11 @@ fn cmd_build(root: &Option<PathBuf>, cfg: &Config, args: BuildArgs) -> Result<i3
     };
     req.sandbox.resources.cpus = args.cpus;
     req.sandbox.step_timeout = args.step_timeout.map(std::time::Duration::from_secs);
+    req.sandbox.network = match args.network.as_str() {
+        "host" | "default" => exec::Network::Host,
+        "none" => exec::Network::None,
+        other => bail!("invalid --network {other:?} (host, none)"),
+    };
 
     let store = open_store(root)?;
     let cancel = Cancel::new();

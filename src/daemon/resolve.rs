@@ -230,16 +230,11 @@ pub(super) fn prepare(
     }
     req.sandbox.step_timeout = spec.step_timeout.map(std::time::Duration::from_secs);
     req.sandbox.helper = settings.helper.clone();
-    match spec.network.as_deref() {
-        None | Some("default") | Some("host") => {}
-        Some("none") => {
-            return Err(ApiError::bad(
-                kind::UNSUPPORTED,
-                "network \"none\" for a whole build is not supported by the engine yet; use RUN --network=none in the Dockerfile",
-            ))
-        }
+    req.sandbox.network = match spec.network.as_deref() {
+        None | Some("default") | Some("host") => crate::exec::Network::Host,
+        Some("none") => crate::exec::Network::None,
         Some(o) => return Err(bad(format!("invalid network {o:?} (default, host, none)"))),
-    }
+    };
     apply_resources(settings, &spec.resources, &mut req)?;
 
     let mut sensitive = Vec::new();
