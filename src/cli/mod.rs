@@ -363,7 +363,7 @@ fn run(cli: Cli) -> Result<i32> {
                     format!("{kind:?}").to_lowercase()
                 );
             }
-            println!("cgroups: {:?}", probe.cgroup);
+            println!("cgroups: {}", probe.cgroup);
             for ca in crate::registry::conventional_ca_bundles() {
                 println!("trusted CA bundle: {}", ca.display());
             }

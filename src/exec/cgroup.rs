@@ -14,6 +14,18 @@ pub enum CgroupStatus {
     Unavailable(String),
 }
 
+impl std::fmt::Display for CgroupStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CgroupStatus::V1 { base } => write!(f, "v1, under {}", base.display()),
+            CgroupStatus::V2 { base } => write!(f, "v2, under {}", base.display()),
+            CgroupStatus::Unavailable(why) => {
+                write!(f, "unavailable, --memory/--cpus cannot be enforced: {why}")
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Cgroup {
     v2: bool,
