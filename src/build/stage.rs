@@ -58,12 +58,9 @@ pub struct Engine<'a> {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Whether this process is root (in its user namespace): /proc/self belongs to the effective uid.
-/// Read from procfs because `unsafe` (libc::geteuid) is kept to the `exec` module.
+/// Whether this process is root (in its user namespace): owners and devices can be applied.
 fn is_root() -> bool {
-    std::fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-        .unwrap_or(false)
+    rustix::process::geteuid().is_root()
 }
 
 impl Engine<'_> {

@@ -1,3 +1,5 @@
+//! Unit tests of the config parser: buildkitd.toml compatibility, unknown keys, redaction.
+
 use super::*;
 
 const BUILDKIT_STYLE: &str = r#"

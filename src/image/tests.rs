@@ -1,3 +1,5 @@
+//! Unit tests of the image types: Docker field names, round trips, canonical JSON.
+
 use super::*;
 
 #[test]

@@ -1,3 +1,5 @@
+//! Unit tests of the registry client pieces that need no server: challenges, scopes, redaction.
+
 use super::*;
 
 #[test]
