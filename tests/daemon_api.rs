@@ -576,4 +576,41 @@ fn python_client_builds_through_a_live_daemon() {
         img["digest"].as_str().unwrap().starts_with("sha256:"),
         "{img}"
     );
+
+    // The worker's usual call: build, tag and push with credentials to an insecure registry.
+    let reg = registry_support::Registry::start(registry_support::Options {
+        htpasswd: true,
+        ..Default::default()
+    });
+    let script = format!(
+        "import sys\nsys.path.insert(0, {client:?})\nimport kiln_client\n\
+         ok = kiln_client.build_image('{addr}/team/pyimg', '4.0', push_image=True, \
+         registry_credentials=[('{addr}', '{user}', '{pw}')], insecure_registry=True, context='py')\n\
+         assert ok, 'build+push failed'\n",
+        client = manifest_dir().join("clients/python").display().to_string(),
+        addr = reg.addr,
+        user = registry_support::USER,
+        pw = registry_support::PASSWORD,
+    );
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .env("KILN_HOST", format!("unix://{}", d.socket().display()))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "python push failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!stdout.contains(registry_support::PASSWORD));
+    let (ok, _, err) = registry_support::skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--creds",
+        &format!("{}:{}", registry_support::USER, registry_support::PASSWORD),
+        &format!("docker://{}/team/pyimg:4.0", reg.addr),
+    ]);
+    assert!(ok, "the pushed image is in the registry: {err}");
 }
