@@ -220,6 +220,20 @@ fn every_rung_forced_runs_a_step() {
         let l = layer_entries(img.layers.last().unwrap());
         assert_eq!(l["hi"].content.as_deref(), Some(&b"hi\n"[..]), "{rung}");
     }
+    // The same, forced by kiln.toml's [worker.oci] sandbox.
+    for rung in ["no-proc", "chroot"] {
+        let cfg = ctx.path().join(format!("kiln-{rung}.toml"));
+        fs::write(&cfg, format!("[worker.oci]\nsandbox = \"{rung}\"\n")).unwrap();
+        let (_, stderr) = build_to_layout(
+            root.path(),
+            ctx.path(),
+            &["--config", cfg.to_str().unwrap()],
+        );
+        assert!(
+            stderr.contains(&format!("sandbox: {rung} rung")),
+            "config {rung}: {stderr}"
+        );
+    }
 }
 
 fn sleeping_pids() -> Vec<u32> {

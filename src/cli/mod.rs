@@ -446,7 +446,7 @@ fn cmd_build(root: &Option<PathBuf>, cfg: &Config, args: BuildArgs) -> Result<i3
         .iter()
         .map(|s| s.parse::<build::SecretSource>().map_err(anyhow::Error::msg))
         .collect::<Result<_>>()?;
-    req.sandbox.rung = match &args.sandbox {
+    req.sandbox.rung = match args.sandbox.as_ref().or(cfg.worker.sandbox.as_ref()) {
         Some(r) => Some(r.parse().map_err(anyhow::Error::msg)?),
         None => None,
     };

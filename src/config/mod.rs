@@ -139,6 +139,8 @@ pub struct WorkerConfig {
     pub max_parallelism: Option<usize>,
     /// `auto` (default), `overlayfs`, `fuse-overlayfs` or `native`.
     pub snapshotter: Option<String>,
+    /// kiln's own: force a sandbox rung (`full`, `no-proc`, `single-uid`, `chroot`).
+    pub sandbox: Option<String>,
     pub gc: Option<bool>,
     pub gckeepstorage: Option<DiskSpace>,
     #[serde(rename = "reservedSpace")]

@@ -369,6 +369,16 @@ fn worker(w: &mut Walker, t: &Table) -> Result<WorkerConfig, ConfigError> {
                 }
                 wc.snapshotter = Some(s);
             }
+            "sandbox" => {
+                let s = w.string(&key, v)?;
+                if !["full", "no-proc", "single-uid", "chroot"].contains(&s.as_str()) {
+                    return Err(w.bad(
+                        &key,
+                        format!("{s:?}: expected full, no-proc, single-uid or chroot"),
+                    ));
+                }
+                wc.sandbox = Some(s);
+            }
             "gc" => wc.gc = Some(w.bool(&key, v)?),
             "gckeepstorage" => wc.gckeepstorage = Some(w.disk_space(&key, v)?),
             "reservedSpace" => wc.reserved_space = Some(w.disk_space(&key, v)?),

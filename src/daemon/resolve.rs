@@ -222,10 +222,15 @@ pub(super) fn prepare(
     }
     req.compression_level = spec.compression_level;
     req.source_date_epoch = spec.source_date_epoch;
-    if let Some(r) = &spec.sandbox {
+    // kiln.toml's [worker.oci] sandbox / snapshotter, unless the request chooses.
+    if let Some(r) = spec.sandbox.as_ref().or(config.worker.sandbox.as_ref()) {
         req.sandbox.rung = Some(r.parse().map_err(bad)?);
     }
-    if let Some(s) = &spec.snapshotter {
+    if let Some(s) = spec
+        .snapshotter
+        .as_ref()
+        .or(config.worker.snapshotter.as_ref())
+    {
         req.sandbox.snapshotter = s.parse().map_err(bad)?;
     }
     req.sandbox.step_timeout = spec.step_timeout.map(std::time::Duration::from_secs);
