@@ -25,6 +25,7 @@
 //! | `layer`      | tree → deterministic tar → parallel gzip/zstd → diff_id + digest; apply  |
 //! | `image`      | config (keeps Docker's fields), manifest, index, history; canonical JSON |
 //! | `store`      | OCI image layout: verified atomic ingest, tags, fsck, SQLite metadata    |
+//! | `cache`      | step cache keys (schema-versioned) and records of the layers they made   |
 //! | `registry`   | distribution client: pull, push, auth, per-host TLS/HTTP, mirrors        |
 //! | `build`      | the one place that wires the pipeline                                    |
 //! | `api`        | the daemon's wire types: requests, records, events, error kinds          |
@@ -33,6 +34,7 @@
 
 pub mod api;
 pub mod build;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod context;

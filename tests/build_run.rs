@@ -150,7 +150,7 @@ fn secrets_and_cache_mounts_never_reach_layers_or_history() {
     assert_eq!(tree["envok"].content.as_deref(), Some(&b"ok\n"[..]));
     assert_eq!(tree["runs"].content.as_deref(), Some(&b"1\n"[..]));
     // The cache persists across builds; the layer does not carry it.
-    let (img2, _) = build_to_layout(root.path(), ctx.path(), &["--secret", &sflag]);
+    let (img2, _) = build_to_layout(root.path(), ctx.path(), &["--secret", &sflag, "--no-cache"]);
     let tree2 = all_entries(&img2);
     assert_eq!(tree2["runs"].content.as_deref(), Some(&b"2\n"[..]));
     let _ = fs::remove_file(secret);
@@ -212,7 +212,8 @@ fn every_rung_forced_runs_a_step() {
         "FROM busybox\nRUN echo hi > /hi && cat /proc/1/cmdline > /pid1 || true\n",
     )]);
     for rung in ["full", "no-proc", "single-uid", "chroot"] {
-        let (img, stderr) = build_to_layout(root.path(), ctx.path(), &["--sandbox", rung]);
+        let (img, stderr) =
+            build_to_layout(root.path(), ctx.path(), &["--sandbox", rung, "--no-cache"]);
         assert!(
             stderr.contains(&format!("sandbox: {rung} rung")),
             "{rung}: {stderr}"
@@ -227,7 +228,7 @@ fn every_rung_forced_runs_a_step() {
         let (_, stderr) = build_to_layout(
             root.path(),
             ctx.path(),
-            &["--config", cfg.to_str().unwrap()],
+            &["--config", cfg.to_str().unwrap(), "--no-cache"],
         );
         assert!(
             stderr.contains(&format!("sandbox: {rung} rung")),

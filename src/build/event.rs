@@ -50,6 +50,9 @@ pub enum Event {
         duration_ms: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         layer: Option<LayerSummary>,
+        /// The step was not run: the step cache had its result.
+        #[serde(default)]
+        cached: bool,
     },
     /// An output was written (`oci`, `docker`) or a tag set (`store`).
     Exported {
@@ -125,6 +128,7 @@ impl Event {
                 step,
                 duration_ms,
                 layer,
+                cached,
             } => {
                 let secs = *duration_ms as f64 / 1000.0;
                 let what = match layer {
@@ -136,7 +140,11 @@ impl Event {
                     ),
                     None => "config".to_string(),
                 };
-                format!("  #{step} done in {secs:.2}s: {what}")
+                if *cached {
+                    format!("  #{step} CACHED: {what}")
+                } else {
+                    format!("  #{step} done in {secs:.2}s: {what}")
+                }
             }
             Event::Exported { kind, dest } => format!("exported {kind}: {dest}"),
             Event::Finished {

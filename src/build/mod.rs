@@ -8,6 +8,7 @@
 //! Must not: parse Dockerfiles, write tar or hash bytes itself — it calls the modules that do.
 
 mod base;
+mod cached;
 pub use base::StoreBases;
 mod chmod;
 mod copy;
@@ -89,6 +90,8 @@ pub enum BuildError {
     },
     #[error("setting up the registry client")]
     Registry(#[source] Box<crate::registry::RegistryError>),
+    #[error("step cache")]
+    Cache(#[source] Box<crate::cache::CacheError>),
     #[error("build cancelled")]
     Cancelled,
 }
@@ -153,6 +156,8 @@ pub struct BuildRequest {
     pub sandbox: SandboxOptions,
     /// Pull a base image that is not in the local store from its registry.
     pub pull: bool,
+    /// Run every step even when the step cache has its result.
+    pub no_cache: bool,
     /// Push every tag to its registry once the image is built.
     pub push: bool,
     pub registry: RegistryAccess,
@@ -193,6 +198,16 @@ pub struct SandboxOptions {
     pub network: crate::exec::Network,
 }
 
+impl SandboxOptions {
+    /// The build-wide network, as a cache input.
+    pub fn network_name(&self) -> &'static str {
+        match self.network {
+            crate::exec::Network::Host => "host",
+            crate::exec::Network::None => "none",
+        }
+    }
+}
+
 impl BuildRequest {
     pub fn new(context: impl Into<PathBuf>) -> BuildRequest {
         BuildRequest {
@@ -213,6 +228,7 @@ impl BuildRequest {
             secrets: Vec::new(),
             sandbox: SandboxOptions::default(),
             pull: true,
+            no_cache: false,
             push: false,
             registry: RegistryAccess::default(),
         }
@@ -305,6 +321,7 @@ pub fn run(
         states: BTreeMap::new(),
         step_counter: 0,
         sandbox_announced: false,
+        stage_keys: BTreeMap::new(),
     };
     let total: usize = plan.order.iter().map(|&i| plan.stages[i].steps.len()).sum();
     on_event(&Event::Planned {

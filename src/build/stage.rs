@@ -11,6 +11,7 @@ use super::chmod::Chmod;
 use super::copy::{stage_copy, CopySpec};
 use super::fsutil;
 use super::{BuildError, BuildRequest, Event, LayerSummary};
+use crate::cache::CacheKey;
 use crate::context::ignore::DockerIgnore;
 use crate::context::SourceRoot;
 use crate::exec::{self, Cancel, Probe, SandboxConfig};
@@ -54,6 +55,8 @@ pub struct Engine<'a> {
     pub states: BTreeMap<usize, StageState>,
     pub step_counter: usize,
     pub sandbox_announced: bool,
+    /// The cache key each built stage ended with (for FROM stage and COPY --from).
+    pub stage_keys: BTreeMap<usize, CacheKey>,
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -64,7 +67,7 @@ fn is_root() -> bool {
 }
 
 impl Engine<'_> {
-    fn step_err(
+    pub(super) fn step_err(
         &self,
         step: &Step,
         message: impl Into<String>,
@@ -101,11 +104,12 @@ impl Engine<'_> {
         };
         fs::create_dir_all(&rootfs).map_err(ws_err)?;
         let label = self.stage_label(index);
-        let (config, layers, base_name) = match &stage.base {
+        let (config, layers, base_name, mut key) = match &stage.base {
             Base::Scratch => (
                 ImageConfig::new(&crate::image::Platform::host()),
                 Vec::new(),
                 "scratch".to_string(),
+                super::cached::root_key("scratch"),
             ),
             Base::Stage(parent) => {
                 let p = self.states.get(parent).ok_or_else(|| BuildError::Base {
@@ -118,10 +122,16 @@ impl Engine<'_> {
                     message: "copying the stage's filesystem".into(),
                     source: Some(Box::new(e)),
                 })?;
+                let key = self
+                    .stage_keys
+                    .get(parent)
+                    .cloned()
+                    .unwrap_or_else(|| super::cached::root_key(&format!("stage {parent}")));
                 (
                     p.config.clone(),
                     p.layers.clone(),
                     self.stage_label(*parent),
+                    key,
                 )
             }
             Base::Image(reference) => {
@@ -138,6 +148,7 @@ impl Engine<'_> {
                     img.config.clone(),
                     img.manifest.layers.clone(),
                     reference.clone(),
+                    super::cached::root_key(&img.manifest_desc.digest.to_string()),
                 )
             }
         };
@@ -165,18 +176,43 @@ impl Engine<'_> {
                 line: step.span.line,
                 instruction: step.source.clone(),
             });
-            let layer = self.run_step(step, &mut state, &mut cmd_set_here, n, on_event)?;
+            // Only steps that make layers extend the key chain: what metadata steps change that a
+            // later layer depends on (env, user, workdir, shell) is an input of that later step.
+            let mut cached = false;
+            let layer = if !super::cached::produces_layer(step) {
+                self.run_step(step, &mut state, &mut cmd_set_here, n, on_event)?
+            } else {
+                key = self.step_key(step, &key)?;
+                match self.cached(&key)? {
+                    Some(record) => {
+                        cached = true;
+                        self.replay(step, &mut state, record)?
+                    }
+                    None => {
+                        let made =
+                            self.run_step(step, &mut state, &mut cmd_set_here, n, on_event)?;
+                        self.remember(&key, &state, &made)?;
+                        made
+                    }
+                }
+            };
             on_event(&Event::StepFinished {
                 step: n,
                 duration_ms: started.elapsed().as_millis() as u64,
                 layer,
+                cached,
             });
         }
+        self.stage_keys.insert(index, key);
         self.states.insert(index, state);
         Ok(())
     }
 
-    fn apply_blob(&self, digest: &crate::digest::Digest, rootfs: &Path) -> Result<(), BoxError> {
+    pub(super) fn apply_blob(
+        &self,
+        digest: &crate::digest::Digest,
+        rootfs: &Path,
+    ) -> Result<(), BoxError> {
         let blob = self.store.open_blob(digest)?;
         let opts = ApplyOptions {
             allow_devices: is_root(),
@@ -189,7 +225,7 @@ impl Engine<'_> {
     /// The history's `created_by`: the instruction with the values the build used, like BuildKit
     /// writes it, but never build-arg values (they often carry tokens; BuildKit's `|N K=V` prefix
     /// would put them in the image).
-    fn history_text(step: &Step) -> String {
+    pub(super) fn history_text(step: &Step) -> String {
         let pairs = |kw: &str, p: &[(String, String)]| {
             let items: Vec<String> = p.iter().map(|(k, v)| format!("{k}={v}")).collect();
             format!("{kw} {}", items.join(" "))

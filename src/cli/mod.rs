@@ -161,7 +161,7 @@ struct BuildArgs {
     no_pull: bool,
     #[command(flatten)]
     registry: registry::RegistryFlags,
-    /// Do not use the build cache (kiln has no step cache yet, so every build is a fresh build).
+    /// Run every step even when the step cache holds its result.
     #[arg(long = "no-cache")]
     no_cache: bool,
 }
@@ -440,7 +440,7 @@ fn cmd_build(root: &Option<PathBuf>, cfg: &Config, args: BuildArgs) -> Result<i3
     }
     req.compression_level = args.compression_level.or(cfg.build.compression_level);
     req.source_date_epoch = args.source_date_epoch.or(cfg.build.source_date_epoch);
-    let _ = args.no_cache;
+    req.no_cache = args.no_cache;
     req.secrets = args
         .secrets
         .iter()

@@ -292,6 +292,7 @@ fn execute(state: &Shared, job: &Job, prepared: Prepared) -> Finish {
                 step,
                 duration_ms,
                 layer,
+                ..
             } => {
                 state.metrics.step(*duration_ms);
                 if let Some(s) = steps.get_mut(step) {

@@ -329,6 +329,7 @@ pub(super) fn prepare(
         credentials.add_for(purpose, host.trim(), &c.user, &c.password);
     }
     req.push = spec.push;
+    req.no_cache = spec.no_cache;
     req.registry = crate::build::RegistryAccess {
         config: config.clone(),
         credentials,

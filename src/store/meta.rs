@@ -9,7 +9,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::StoreError;
 
 /// Current schema version; migrations below bring older databases up to it.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// One build, as the daemon and `kiln builds` list them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +109,23 @@ impl Metadata {
             )
             .map_err(db("migrating to schema 2"))?;
         }
+        if found < 3 {
+            // Schema 3: a namespaced key → value table for records other modules own (the step
+            // cache); the store keeps the rows, never interprets them.
+            conn.execute_batch(
+                "BEGIN IMMEDIATE;
+                 CREATE TABLE IF NOT EXISTS records (
+                   namespace TEXT NOT NULL,
+                   key TEXT NOT NULL,
+                   value TEXT NOT NULL,
+                   updated INTEGER NOT NULL,
+                   PRIMARY KEY (namespace, key)
+                 );
+                 UPDATE schema_version SET version = 3;
+                 COMMIT;",
+            )
+            .map_err(db("migrating to schema 3"))?;
+        }
         Ok(Metadata {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
@@ -117,6 +134,34 @@ impl Metadata {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The value kept under `namespace`/`key`, if any.
+    pub fn record_get(&self, namespace: &str, key: &str) -> Result<Option<String>, StoreError> {
+        use rusqlite::OptionalExtension;
+        self.conn()
+            .query_row(
+                "SELECT value FROM records WHERE namespace = ?1 AND key = ?2",
+                rusqlite::params![namespace, key],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.err("reading a record"))
+    }
+
+    /// Keep `value` under `namespace`/`key`, replacing what was there.
+    pub fn record_put(&self, namespace: &str, key: &str, value: &str) -> Result<(), StoreError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        self.conn()
+            .execute(
+                "INSERT OR REPLACE INTO records (namespace, key, value, updated) VALUES (?1, ?2, ?3, ?4)",
+                rusqlite::params![namespace, key, value, now],
+            )
+            .map(|_| ())
+            .map_err(self.err("writing a record"))
     }
 
     pub fn schema_version(&self) -> Result<i64, StoreError> {

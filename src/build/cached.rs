@@ -1,0 +1,196 @@
+//! The build's side of the step cache: which inputs make a step's key, and how a hit is replayed
+//! (the recorded layer applied to the stage's rootfs and added to the image, the step not run).
+
+use serde::Serialize;
+
+use super::stage::{Engine, StageState};
+use super::{BuildError, LayerSummary};
+use crate::cache::{self, CacheKey, CachedLayer, Record};
+use crate::context::ignore::DockerIgnore;
+use crate::plan::{CopySource, Instruction, Mount, Step};
+
+/// Steps whose result is a layer (or nothing) and worth caching; the rest only edit the config.
+pub fn produces_layer(step: &Step) -> bool {
+    matches!(
+        step.instruction,
+        Instruction::Run(_) | Instruction::Copy(_) | Instruction::Add(_) | Instruction::Workdir(_)
+    )
+}
+
+/// Everything a step's result depends on besides its parent.
+#[derive(Serialize)]
+struct Inputs<'a> {
+    instruction: &'a Instruction,
+    workdir: &'a str,
+    user: &'a str,
+    shell: &'a [String],
+    /// RUN only: the environment it sees (build args included; values are inputs, not output).
+    run_env: Option<&'a [(String, String)]>,
+    /// RUN only: the network steps without `--network` get.
+    network: Option<String>,
+    /// COPY/ADD sources and RUN bind mounts: content checksums or the source stage's key.
+    sources: Vec<String>,
+    compression: String,
+    level: Option<i32>,
+    source_date_epoch: Option<i64>,
+}
+
+fn key_err(e: cache::CacheError) -> BuildError {
+    BuildError::Cache(Box::new(e))
+}
+
+impl Engine<'_> {
+    /// What a `--from` (COPY or RUN --mount) names, as a cache input.
+    fn from_input(&self, from: &CopySource) -> Result<String, BuildError> {
+        Ok(match from {
+            CopySource::Stage(i) => match self.stage_keys.get(i) {
+                Some(k) => format!("stage {}", k.0),
+                None => format!("stage {i} (unbuilt)"),
+            },
+            CopySource::Image(r) => {
+                format!("image {}", self.bases.resolve(r)?.manifest_desc.digest)
+            }
+        })
+    }
+
+    fn context_checksum(
+        &self,
+        step: &Step,
+        patterns: &[String],
+        excludes: &[String],
+    ) -> Result<String, BuildError> {
+        let ex = if excludes.is_empty() {
+            None
+        } else {
+            DockerIgnore::parse(&excludes.join("\n")).ok()
+        };
+        let excluded = |p: &std::path::Path| match (&ex, p.to_str()) {
+            (Some(ex), Some(s)) => ex.is_excluded(s),
+            _ => false,
+        };
+        match cache::sources_checksum(self.context, patterns, &excluded) {
+            Ok(d) => Ok(format!("context {d}")),
+            // A missing or ignored source is the user's error, told like the copy would tell it.
+            Err(cache::CacheError::Source(e)) => Err(self.step_err(step, e.to_string(), None)),
+            Err(e) => Err(key_err(e)),
+        }
+    }
+
+    /// The key of `step` after `parent`.
+    pub fn step_key(&self, step: &Step, parent: &CacheKey) -> Result<CacheKey, BuildError> {
+        let mut sources = Vec::new();
+        let mut run_env = None;
+        let mut network = None;
+        match &step.instruction {
+            Instruction::Copy(c) => match &c.from {
+                Some(from) => sources.push(self.from_input(from)?),
+                None if !c.sources.is_empty() => {
+                    sources.push(self.context_checksum(step, &c.sources, &c.excludes)?)
+                }
+                None => {}
+            },
+            Instruction::Add(a) if !a.sources.is_empty() => {
+                sources.push(self.context_checksum(step, &a.sources, &a.excludes)?)
+            }
+            Instruction::Run(r) => {
+                run_env = Some(step.run_env.as_slice());
+                network = Some(self.req.sandbox.network_name().to_string());
+                for m in &r.mounts {
+                    if let Mount::Bind { from, source, .. } = m {
+                        sources.push(match from {
+                            Some(f) => self.from_input(f)?,
+                            None => {
+                                let p = source.clone().unwrap_or_else(|| ".".into());
+                                self.context_checksum(step, &[p], &[])?
+                            }
+                        });
+                    }
+                }
+            }
+            _ => {}
+        }
+        let inputs = Inputs {
+            instruction: &step.instruction,
+            workdir: &step.workdir,
+            user: &step.user,
+            shell: &step.shell,
+            run_env,
+            network,
+            sources,
+            compression: self.req.compression.to_string(),
+            level: self.req.compression_level,
+            source_date_epoch: self.sde,
+        };
+        CacheKey::chain(parent, &inputs).map_err(key_err)
+    }
+
+    /// A recorded result, when caching is on and the record's layer is still in the store.
+    pub fn cached(&self, key: &CacheKey) -> Result<Option<Record>, BuildError> {
+        if self.req.no_cache {
+            return Ok(None);
+        }
+        cache::lookup(self.store, key).map_err(key_err)
+    }
+
+    /// Remember what a step produced: the stage's newest layer when the step made one.
+    pub fn remember(
+        &self,
+        key: &CacheKey,
+        st: &StageState,
+        made: &Option<LayerSummary>,
+    ) -> Result<(), BuildError> {
+        let layer = match (made, st.layers.last()) {
+            (Some(s), Some(desc)) => Some(CachedLayer {
+                descriptor: desc.clone(),
+                diff_id: s.diff_id.clone(),
+                uncompressed_size: s.uncompressed_size,
+            }),
+            _ => None,
+        };
+        cache::save(self.store, key, &Record { layer }).map_err(key_err)
+    }
+
+    /// Replay a cached step: its layer joins the image and the rootfs; config effects still apply.
+    pub fn replay(
+        &mut self,
+        step: &Step,
+        st: &mut StageState,
+        record: Record,
+    ) -> Result<Option<LayerSummary>, BuildError> {
+        let created = self.created.clone();
+        if let Instruction::Workdir(dir) = &step.instruction {
+            st.config.config.working_dir = Some(dir.clone());
+        }
+        let history = Self::history_text(step);
+        match record.layer {
+            None => {
+                st.config.push_empty(&history, Some(&created));
+                Ok(None)
+            }
+            Some(l) => {
+                self.apply_blob(&l.descriptor.digest, &st.rootfs)
+                    .map_err(|e| BuildError::Step {
+                        file: self.file_name.to_string(),
+                        line: step.span.line,
+                        instruction: step.source.lines().next().unwrap_or("").to_string(),
+                        message: "applying the cached layer".into(),
+                        source: Some(e),
+                    })?;
+                st.layers.push(l.descriptor.clone());
+                st.config
+                    .push_layer(l.diff_id.clone(), &history, Some(&created));
+                Ok(Some(LayerSummary {
+                    digest: l.descriptor.digest,
+                    diff_id: l.diff_id,
+                    size: l.descriptor.size,
+                    uncompressed_size: l.uncompressed_size,
+                }))
+            }
+        }
+    }
+}
+
+/// The key a stage starts from when it is built FROM scratch or an image.
+pub fn root_key(base: &str) -> CacheKey {
+    CacheKey::root(base)
+}

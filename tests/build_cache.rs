@@ -1,0 +1,143 @@
+//! The step cache: a rebuild reuses layers instead of re-running steps, a changed input re-runs its
+//! step and every later one (and nothing earlier), mtimes alone change nothing, `--no-cache` runs
+//! everything, and a pruned layer is a miss, not a broken image.
+
+mod common;
+
+use std::fs;
+
+use common::*;
+
+const DOCKERFILE: &str = "FROM busybox\n\
+ARG FLAVOUR=plain\n\
+COPY a.txt /a.txt\n\
+RUN --mount=type=cache,target=/runs echo x >> /runs/count && wc -l < /runs/count > /first-run-count\n\
+COPY b.txt /b.txt\n\
+RUN echo \"$FLAVOUR\" > /flavour\n";
+
+fn steps(stderr: &str) -> Vec<(usize, bool)> {
+    // "  #N CACHED: ..." or "  #N done in ...: layer ..."
+    stderr
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix('#'))
+        .filter_map(|l| {
+            let (n, rest) = l.split_once(' ')?;
+            Some((n.parse().ok()?, rest.starts_with("CACHED")))
+        })
+        .collect()
+}
+
+fn cached(stderr: &str) -> Vec<usize> {
+    steps(stderr)
+        .into_iter()
+        .filter(|s| s.1)
+        .map(|s| s.0)
+        .collect()
+}
+
+#[test]
+fn rebuilds_reuse_layers_and_changes_invalidate_from_the_changed_step_on() {
+    let root = store_with_busybox();
+    let ctx = context(&[("Dockerfile", DOCKERFILE), ("a.txt", "a"), ("b.txt", "b")]);
+    let (first, err1) = build_to_layout(root.path(), ctx.path(), &["--source-date-epoch", "0"]);
+    assert!(cached(&err1).is_empty(), "{err1}");
+
+    let (second, err2) = build_to_layout(root.path(), ctx.path(), &["--source-date-epoch", "0"]);
+    assert_eq!(
+        cached(&err2),
+        [2, 3, 4, 5],
+        "every layer step is a hit:\n{err2}"
+    );
+    assert!(!err2.contains("sandbox:"), "no RUN ran:\n{err2}");
+    assert_eq!(second.manifest_digest, first.manifest_digest);
+
+    // Only b.txt's mtime changes: still all hits.
+    let t = filetime::FileTime::from_unix_time(12345, 0);
+    filetime::set_file_times(ctx.path().join("b.txt"), t, t).unwrap();
+    let (_, err3) = build_to_layout(root.path(), ctx.path(), &["--source-date-epoch", "0"]);
+    assert_eq!(cached(&err3), [2, 3, 4, 5], "{err3}");
+
+    // b.txt's content changes: COPY b.txt and the RUN after it re-run; COPY a.txt and the first
+    // RUN stay cached (its cache-mount counter proves it did not run again).
+    fs::write(ctx.path().join("b.txt"), "b2").unwrap();
+    let (fourth, err4) = build_to_layout(root.path(), ctx.path(), &["--source-date-epoch", "0"]);
+    assert_eq!(cached(&err4), [2, 3], "{err4}");
+    let tree = all_entries(&fourth);
+    assert_eq!(
+        tree["first-run-count"].content.as_deref(),
+        Some(&b"1\n"[..])
+    );
+    assert_eq!(tree["b.txt"].content.as_deref(), Some(&b"b2"[..]));
+
+    // A build arg is in the environment of every RUN after its ARG, so (as in BuildKit) a new value
+    // re-runs the first RUN and everything after it; the COPY before it stays cached.
+    let (fifth, err5) = build_to_layout(
+        root.path(),
+        ctx.path(),
+        &["--source-date-epoch", "0", "--build-arg", "FLAVOUR=spicy"],
+    );
+    assert_eq!(cached(&err5), [2], "{err5}");
+    assert_eq!(
+        all_entries(&fifth)["flavour"].content.as_deref(),
+        Some(&b"spicy\n"[..])
+    );
+
+    // --no-cache runs everything again (the cache mount's counter moves on: 1 first, 2 with the new
+    // FLAVOUR, 3 now).
+    let (sixth, err6) = build_to_layout(
+        root.path(),
+        ctx.path(),
+        &["--source-date-epoch", "0", "--no-cache"],
+    );
+    assert!(cached(&err6).is_empty(), "{err6}");
+    assert_eq!(
+        all_entries(&sixth)["first-run-count"].content.as_deref(),
+        Some(&b"3\n"[..])
+    );
+}
+
+#[test]
+fn a_pruned_layer_is_a_miss_not_a_broken_image() {
+    let root = store_with_busybox();
+    let ctx = context(&[
+        ("Dockerfile", "FROM busybox\nCOPY a.txt /a.txt\n"),
+        ("a.txt", "a"),
+    ]);
+    let out = kiln(
+        root.path(),
+        &["build", "--progress", "plain", ctx.path().to_str().unwrap()],
+    );
+    assert!(out.status.success());
+    // Untagged: prune removes the image's blobs, and with them the cached layer.
+    kiln_ok(root.path(), &["prune"]);
+    let (img, err) = build_to_layout(root.path(), ctx.path(), &[]);
+    assert!(
+        cached(&err).is_empty(),
+        "the pruned layer cannot be a hit:\n{err}"
+    );
+    assert_eq!(
+        all_entries(&img)["a.txt"].content.as_deref(),
+        Some(&b"a"[..])
+    );
+    kiln_ok(root.path(), &["fsck"]);
+}
+
+#[test]
+fn copy_from_a_stage_follows_that_stage() {
+    let root = store_with_busybox();
+    let df = "FROM busybox AS gen\nCOPY v.txt /v.txt\nRUN cat /v.txt > /out\n\nFROM scratch\nCOPY --from=gen /out /out\n";
+    let ctx = context(&[("Dockerfile", df), ("v.txt", "one")]);
+    build_to_layout(root.path(), ctx.path(), &[]);
+    let (_, err) = build_to_layout(root.path(), ctx.path(), &[]);
+    assert_eq!(cached(&err), [1, 2, 3], "{err}");
+    fs::write(ctx.path().join("v.txt"), "two").unwrap();
+    let (img, err) = build_to_layout(root.path(), ctx.path(), &[]);
+    assert!(
+        cached(&err).is_empty(),
+        "a changed source stage re-runs the COPY --from:\n{err}"
+    );
+    assert_eq!(
+        all_entries(&img)["out"].content.as_deref(),
+        Some(&b"two"[..])
+    );
+}
