@@ -41,7 +41,7 @@ fn key_err(e: cache::CacheError) -> BuildError {
 
 impl Engine<'_> {
     /// What a `--from` (COPY or RUN --mount) names, as a cache input.
-    fn from_input(&self, from: &CopySource) -> Result<String, BuildError> {
+    fn source_input(&self, from: &CopySource) -> Result<String, BuildError> {
         Ok(match from {
             CopySource::Stage(i) => match self.stage_keys.get(i) {
                 Some(k) => format!("stage {}", k.0),
@@ -83,7 +83,7 @@ impl Engine<'_> {
         let mut network = None;
         match &step.instruction {
             Instruction::Copy(c) => match &c.from {
-                Some(from) => sources.push(self.from_input(from)?),
+                Some(from) => sources.push(self.source_input(from)?),
                 None if !c.sources.is_empty() => {
                     sources.push(self.context_checksum(step, &c.sources, &c.excludes)?)
                 }
@@ -98,7 +98,7 @@ impl Engine<'_> {
                 for m in &r.mounts {
                     if let Mount::Bind { from, source, .. } = m {
                         sources.push(match from {
-                            Some(f) => self.from_input(f)?,
+                            Some(f) => self.source_input(f)?,
                             None => {
                                 let p = source.clone().unwrap_or_else(|| ".".into());
                                 self.context_checksum(step, &[p], &[])?
