@@ -377,24 +377,51 @@ fn secrets_and_cache_stay_out_of_the_layer() {
     assert!(ch.is_empty(), "mounts leaked into the layer: {ch:?}");
 }
 
+/// chown works on every rung; the single-uid rung records it instead of applying it.
+fn chown_on_rung(e: &Env, rung: Rung) {
+    let mounts = e.snap.prepare("r", Some("base")).unwrap();
+    let script = "id -u; touch /made; chown 5 /made 2>&1 || echo chown-refused; stat -c %u /made";
+    let argv = vec!["/bin/sh".into(), "-c".into(), script.into()];
+    let mut out = Vec::new();
+    let outcome = exec::run(
+        &e.cfg,
+        &SandboxSpec::new(mounts, argv, rung),
+        &Cancel::new(),
+        &mut |l| out.push(l.0),
+    )
+    .unwrap_or_else(|err| panic!("{rung:?}: {err}"));
+    assert_eq!(out[0], "0", "{rung:?}: {out:?}");
+    assert!(
+        !out.iter().any(|l| l == "chown-refused"),
+        "{rung:?}: {out:?}"
+    );
+    let recorded = outcome.recorded_chowns;
+    if rung == Rung::SingleUid {
+        // Recorded, not applied: the step itself still sees the old owner.
+        assert_eq!(out.last().map(String::as_str), Some("0"), "{out:?}");
+        let made = exec::RecordedChown {
+            path: "/made".into(),
+            uid: Some(5),
+            // busybox chown passes the owner it stat()ed for the id it keeps.
+            gid: Some(0),
+        };
+        assert_eq!(recorded, [made]);
+    } else {
+        assert_eq!(
+            out.last().map(String::as_str),
+            Some("5"),
+            "{rung:?}: {out:?}"
+        );
+        assert!(recorded.is_empty(), "{rung:?}: {recorded:?}");
+    }
+}
+
 #[test]
 fn each_rung_forced_works_as_root() {
     for rung in Rung::ALL {
         let e = env(SnapshotterKind::Overlayfs, Some(rung));
         assert_eq!(e.rung, rung);
-        let out = sh(
-            &e,
-            "r",
-            "id -u; touch /made; chown 5 /made 2>&1 || echo chown-refused",
-            |_| {},
-        )
-        .unwrap();
-        assert_eq!(out[0], "0", "{rung:?}: {out:?}");
-        assert_eq!(
-            out.last().map(|s| s == "chown-refused"),
-            Some(rung == Rung::SingleUid),
-            "{rung:?}: {out:?}"
-        );
+        chown_on_rung(&e, rung);
     }
 }
 
@@ -449,19 +476,7 @@ fn rootless_inner() {
     multi_id_scenario(&e);
     for rung in Rung::ALL {
         let r = env(SnapshotterKind::Overlayfs, Some(rung));
-        let out = sh(
-            &r,
-            "r",
-            "id -u; touch /made; chown 5 /made 2>&1 || echo chown-refused",
-            |_| {},
-        )
-        .unwrap();
-        assert_eq!(out[0], "0", "{rung:?}: {out:?}");
-        assert_eq!(
-            out.last().map(|s| s == "chown-refused"),
-            Some(rung == Rung::SingleUid),
-            "{rung:?}: {out:?}"
-        );
+        chown_on_rung(&r, rung);
     }
     println!("ROOTLESS OK rung={:?}", e.rung);
 }

@@ -154,7 +154,7 @@ pub fn run_step(
     let result = exec::run(ctx.sandbox, &spec, ctx.cancel, &mut |l| on_line(l.0));
     // Secret files copied for env= secrets are removed whatever happened.
     let _ = fs::remove_dir_all(ctx.scratch.join("secrets"));
-    result?;
+    let outcome = result?;
     let mut set = ChangeSet::new();
     for c in active.changes()? {
         set.push(match c {
@@ -171,7 +171,29 @@ pub fn run_step(
             },
         });
     }
+    apply_recorded_chowns(&mut set, &outcome.recorded_chowns);
     Ok(set)
+}
+
+/// The single-uid rung records chowns instead of applying them: they become owners in the layer.
+/// Paths the step did not add or change (in mounts, deleted or renamed since) own nothing here.
+fn apply_recorded_chowns(set: &mut ChangeSet, chowns: &[exec::RecordedChown]) {
+    if chowns.is_empty() {
+        return;
+    }
+    let added: std::collections::HashSet<String> = set
+        .iter()
+        .filter_map(|c| match c {
+            layer::Change::Add { path, .. } => Some(path.trim_start_matches('/').to_string()),
+            _ => None,
+        })
+        .collect();
+    for c in chowns {
+        let path = c.path.trim_start_matches('/');
+        if added.contains(path) {
+            set.set_owner(path, c.uid, c.gid);
+        }
+    }
 }
 
 fn source_root(ctx: &RunContext<'_>, from: &Option<plan::CopySource>) -> Result<PathBuf, RunError> {

@@ -2,12 +2,15 @@
 //! pid 1 (which builds the mount table and forks the command), and reports on stderr.
 
 use super::mounts;
+use super::seccomp;
 use super::{HelperSpec, Network, Rung, Status};
 use crate::snapshot::Mount;
 use nix::sched::CloneFlags;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{ForkResult, Gid, Pid, Uid};
+use std::fs::File;
 use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -118,6 +121,13 @@ fn sandbox(hs: &HelperSpec, rootfs: &Path, skel: &Path, secrets: &Path) -> Resul
         flags |= CloneFlags::CLONE_NEWUSER;
     }
     let (uid, gid) = (Uid::current(), Gid::current());
+    // Opened before the user namespace and pivot_root: pid 1 appends to it from inside.
+    let record = if spec.rung == Rung::SingleUid && !hs.probe_only {
+        let p = hs.run_dir.join(seccomp::RECORD_FILE);
+        Some(File::create(&p).map_err(|e| format!("creating {}: {e}", p.display()))?)
+    } else {
+        None
+    };
     nix::sched::unshare(flags).map_err(|e| format!("unshare({flags:?}): {e}"))?;
     if single {
         // One id: our own, which an unprivileged process may always map for itself.
@@ -129,7 +139,7 @@ fn sandbox(hs: &HelperSpec, rootfs: &Path, skel: &Path, secrets: &Path) -> Resul
     // arbitrary code (allocate, spawn) after fork without inheriting a held lock.
     match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {
-            let code = match pid1(hs, rootfs, skel, secrets) {
+            let code = match pid1(hs, rootfs, skel, secrets, record) {
                 Ok(()) => 0,
                 Err(e) => {
                     report(&Status::Error(e));
@@ -166,7 +176,13 @@ fn multi_id_mapped() -> bool {
     total > 1
 }
 
-fn pid1(hs: &HelperSpec, rootfs: &Path, skel: &Path, secrets: &Path) -> Result<(), String> {
+fn pid1(
+    hs: &HelperSpec,
+    rootfs: &Path,
+    skel: &Path,
+    secrets: &Path,
+    record: Option<File>,
+) -> Result<(), String> {
     let spec = &hs.spec;
     let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
     // Its own process group, so that the chroot rung (no pid namespace) can still kill the tree.
@@ -194,15 +210,38 @@ fn pid1(hs: &HelperSpec, rootfs: &Path, skel: &Path, secrets: &Path) -> Result<(
     let cwd = if spec.cwd.is_empty() { "/" } else { &spec.cwd };
     std::fs::create_dir_all(cwd)
         .map_err(|e| format!("creating the working directory {cwd}: {e}"))?;
-    // SAFETY: pid 1 is single-threaded (a fork of the single-threaded helper).
+    // The recorder reads the command's /proc/<pid>: the pids it gets are of our pid namespace.
+    let record = match record {
+        Some(_) if std::fs::read_link("/proc/self").ok() != Some(PathBuf::from("1")) => {
+            report(&Status::Warning(
+                "single-uid sandbox without a /proc of its own: chown to ids other than 0 fails"
+                    .into(),
+            ));
+            None
+        }
+        r => r,
+    };
+    let channel = match record {
+        Some(_) => Some(seccomp::channel()?),
+        None => None,
+    };
+    // SAFETY: pid 1 is single-threaded (a fork of the single-threaded helper); the recorder's
+    // thread starts only after this fork.
     let cmd = match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {
-            let e = exec_command(hs, &user, cwd);
+            let e = exec_command(hs, &user, cwd, channel.as_ref().map(|c| &c.0));
             report(&Status::Error(e));
             std::process::exit(127);
         }
         ForkResult::Parent { child } => child,
     };
+    if let (Some((theirs, ours)), Some(record)) = (channel, record) {
+        // Our copy of the command's end closed, a command that dies before sending reads as EOF.
+        drop(theirs);
+        if let Some(listener) = seccomp::receive(ours)? {
+            seccomp::supervise(listener, record);
+        }
+    }
     // Reap everything (orphans re-parent to pid 1); the command's status is the result.
     loop {
         match waitpid(Pid::from_raw(-1), None) {
@@ -225,7 +264,12 @@ fn pid1(hs: &HelperSpec, rootfs: &Path, skel: &Path, secrets: &Path) -> Result<(
 }
 
 /// Never returns on success.
-fn exec_command(hs: &HelperSpec, user: &super::user::ExecUser, cwd: &str) -> String {
+fn exec_command(
+    hs: &HelperSpec,
+    user: &super::user::ExecUser,
+    cwd: &str,
+    recorder: Option<&OwnedFd>,
+) -> String {
     use std::os::unix::process::CommandExt;
     let spec = &hs.spec;
     let Some((prog, args)) = spec.argv.split_first() else {
@@ -272,6 +316,11 @@ fn exec_command(hs: &HelperSpec, user: &super::user::ExecUser, cwd: &str) -> Str
     // SAFETY: PR_SET_NO_NEW_PRIVS with constant integer arguments touches no memory of ours.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as libc::c_ulong, 0, 0, 0) } != 0 {
         return format!("no_new_privs: {}", std::io::Error::last_os_error());
+    }
+    if let Some(sock) = recorder {
+        if let Err(e) = seccomp::install(sock) {
+            return e;
+        }
     }
     let mut cmd = std::process::Command::new(prog);
     cmd.args(args).env_clear().current_dir(cwd);

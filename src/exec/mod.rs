@@ -8,7 +8,9 @@
 //! namespace, mounts the rootfs, `/proc`, `/dev`, `/sys`, `resolv.conf`/`hosts` and the extra
 //! mounts, `pivot_root`s, and forks the command with Docker's default capabilities,
 //! `no_new_privs` and the requested user. Rootless kiln first re-execs itself into a user
-//! namespace ([`maybe_reexec_into_userns`]); the helper inherits it.
+//! namespace ([`maybe_reexec_into_userns`]); the helper inherits it. On the single-uid rung a
+//! seccomp user-notification filter lets pid 1 record the command's chowns instead of the kernel
+//! refusing them ([`Outcome::recorded_chowns`]).
 //!
 //! Mount points missing from the rootfs are never written into an overlay upper directory: they
 //! live in a per-run skeleton directory added as the lowest overlay layer. On a plain directory
@@ -21,6 +23,7 @@ mod cgroup;
 mod helper;
 mod mounts;
 mod probe;
+mod seccomp;
 mod user;
 mod userns;
 
@@ -98,7 +101,8 @@ pub enum Rung {
     Full,
     /// As full, with the host's /proc bind-mounted.
     NoProc,
-    /// One id mapped: chown to other ids fails inside the sandbox.
+    /// One id mapped: chown to other ids is recorded (see [`Outcome::recorded_chowns`]), not
+    /// applied.
     SingleUid,
     /// Mount namespace only (already root, no user namespaces).
     Chroot,
@@ -272,12 +276,26 @@ impl SandboxSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutputLine(pub String);
 
+/// A chown the single-uid rung recorded instead of applying.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedChown {
+    /// Absolute path inside the sandbox, symlinks in it resolved (the last component not, for
+    /// lchown and `AT_SYMLINK_NOFOLLOW`).
+    pub path: String,
+    /// None: left unchanged (-1).
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+}
+
 /// What a successful run reports.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
     pub rung: Rung,
     pub cgroup: CgroupStatus,
     pub duration: Duration,
+    /// single-uid rung: the chowns the command made, one per path (sorted), later calls winning
+    /// id by id. Paths may be inside mounts or deleted since; the caller decides what they own.
+    pub recorded_chowns: Vec<RecordedChown>,
 }
 
 /// Cancels a running command: the whole pid namespace is killed and its mounts go with it.
@@ -461,6 +479,7 @@ pub(crate) fn run_in(
             rung: spec.rung,
             cgroup: cg_status,
             duration: start.elapsed(),
+            recorded_chowns: seccomp::read_records(run_dir),
         }),
         _ if !errors.is_empty() => Err(ExecError::Setup {
             rung: spec.rung,

@@ -112,8 +112,10 @@ fn probe_uncached(cfg: &SandboxConfig) -> Probe {
         }
     }
     if p.rung == Some(Rung::SingleUid) {
-        p.warnings.push("single-uid sandbox: only one id is mapped, so chown to other ids \
-            fails inside RUN; tools like apt need more ids (add /etc/subuid and /etc/subgid ranges)"
+        p.warnings.push("single-uid sandbox: only one id is mapped; chown inside RUN is \
+            recorded in the layer but not applied, so later commands in the same step still see the \
+            old owner (stat, ls -l); tools like apt still need more ids (setgroups/setuid to an \
+            unmapped id fails): add /etc/subuid and /etc/subgid ranges"
             .into());
     }
     let kinds = match cfg.snapshotter {

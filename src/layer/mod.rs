@@ -16,6 +16,7 @@ pub mod gzip;
 mod pipeline;
 mod tar;
 
+use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -170,6 +171,8 @@ impl Change {
 pub struct ChangeSet {
     changes: Vec<Change>,
     owner: Option<(u32, u32)>,
+    /// Per layer path (normalised): uid, gid replacing the entry's (None: keep).
+    owners: BTreeMap<String, (Option<u32>, Option<u32>)>,
 }
 
 impl ChangeSet {
@@ -216,6 +219,16 @@ impl ChangeSet {
         self
     }
 
+    /// Override the owner of the entry at layer path `path` (None: keep that id), after any
+    /// [`with_owner`](Self::with_owner); a later call replaces the ids it sets. A path that is
+    /// not (or not validly) in the set changes nothing.
+    pub fn set_owner(&mut self, path: &str, uid: Option<u32>, gid: Option<u32>) {
+        if let Ok(p) = normalize_layer_path(path) {
+            let e = self.owners.entry(p).or_default();
+            *e = (uid.or(e.0), gid.or(e.1));
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.changes.len()
     }
@@ -230,6 +243,11 @@ impl ChangeSet {
 
     pub(crate) fn owner(&self) -> Option<(u32, u32)> {
         self.owner
+    }
+
+    /// The [`set_owner`](Self::set_owner) override of a normalised layer path.
+    pub(crate) fn owner_of(&self, path: &str) -> (Option<u32>, Option<u32>) {
+        self.owners.get(path).copied().unwrap_or_default()
     }
 
     /// The changes keyed by their tar entry name (`a/.wh.b` for a whiteout of `a/b`, `a/.wh..wh..opq`
@@ -325,5 +343,34 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("a/../../etc"));
+    }
+
+    #[test]
+    fn set_owner_overrides_one_entry_id_by_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let uid = {
+            use std::os::unix::fs::MetadataExt;
+            u64::from(std::fs::metadata(dir.path()).unwrap().uid())
+        };
+        for n in ["f", "g"] {
+            std::fs::write(dir.path().join(n), n).unwrap();
+        }
+        let mut cs = ChangeSet::from_dir(dir.path()).unwrap();
+        cs.set_owner("/f", Some(1234), Some(5678));
+        cs.set_owner("f", Some(42), None);
+        cs.set_owner("g", None, Some(7));
+        cs.set_owner("absent", Some(1), Some(1));
+        let bytes = tar::write_tar(&cs, None, Vec::new()).unwrap();
+        let mut ar = ::tar::Archive::new(&bytes[..]);
+        let owners: Vec<(String, u64, u64)> = ar
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let h = e.unwrap().header().clone();
+                let p = h.path().unwrap().to_string_lossy().into_owned();
+                (p, h.uid().unwrap(), h.gid().unwrap())
+            })
+            .collect();
+        assert_eq!(owners, [("f".into(), 42, 5678), ("g".into(), uid, 7)]);
     }
 }

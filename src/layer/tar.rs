@@ -1,7 +1,8 @@
 //! The deterministic tar writer: a [`ChangeSet`] → one POSIX (ustar + PAX) tar stream.
 //!
 //! Same input → byte-identical tar: entries sorted by layer path; uid/gid/mode from the file (or the
-//! change set's owner override), empty uname/gname, integral mtimes clamped to `SOURCE_DATE_EPOCH`
+//! change set's owner overrides, set-wide then per path), empty uname/gname, integral mtimes clamped
+//! to `SOURCE_DATE_EPOCH`
 //! when given; no atime/ctime; PAX extended headers (named `PaxHeaders.0/<base>` as Go's archive/tar
 //! does, mtime 0) only when needed: `path`/`linkpath` longer than the 100-byte ustar fields, `uid`/`gid`
 //! above 2097151, `size` above 8 GiB, and `SCHILY.xattr.<name>` for extended attributes (sorted by name).
@@ -42,7 +43,7 @@ pub(crate) fn write_tar<W: Write>(
     };
     for (name, change) in changes.sorted()? {
         match change {
-            Change::Add { source, .. } => w.add(&name, source)?,
+            Change::Add { source, .. } => w.add(&name, source, changes.owner_of(&name))?,
             Change::Whiteout { .. } | Change::Opaque { .. } => {
                 let meta = Meta::marker(source_date_epoch.unwrap_or(0));
                 w.header(&name, &meta).map_err(tar_err)?;
@@ -96,7 +97,12 @@ struct TarWriter<W> {
 }
 
 impl<W: Write> TarWriter<W> {
-    fn add(&mut self, name: &str, source: &Path) -> Result<(), LayerError> {
+    fn add(
+        &mut self,
+        name: &str,
+        source: &Path,
+        over: (Option<u32>, Option<u32>),
+    ) -> Result<(), LayerError> {
         let md = std::fs::symlink_metadata(source).map_err(|e| LayerError::Stat {
             path: source.to_path_buf(),
             source: e,
@@ -109,6 +115,8 @@ impl<W: Write> TarWriter<W> {
             Some((u, g)) => (u as u64, g as u64),
             None => (md.uid() as u64, md.gid() as u64),
         };
+        let uid = over.0.map_or(uid, u64::from);
+        let gid = over.1.map_or(gid, u64::from);
         let mtime = match self.sde {
             Some(e) => md.mtime().min(e),
             None => md.mtime(),
