@@ -6,8 +6,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -298,85 +296,12 @@ fn ctrl_c_cancels_a_run_and_leaves_no_process_or_mount() {
     assert!(left.is_empty(), "build workspace left behind: {left:?}");
 }
 
-/// The kiln binary copied where the rootless user can run it, whatever the checkout's permissions.
-fn rootless_kiln(dir: &Path) -> PathBuf {
-    let bin = dir.join("kiln");
-    fs::copy(kiln_bin(), &bin).unwrap();
-    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
-    bin
-}
-
 #[test]
 fn rootless_build_as_kilntest_keeps_owners_on_the_full_rung() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "LOUD: this test must start as root to become kilntest"
-    );
-    ensure_kilntest();
-    let dir = tempfile::Builder::new()
-        .prefix("kiln-rootless-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let bin = rootless_kiln(dir.path());
-    let layout = busybox_layout();
-    let ctx = dir.path().join("ctx");
-    fs::create_dir(&ctx).unwrap();
-    fs::write(ctx.join("Dockerfile"), MULTI_STEP).unwrap();
-    fs::write(ctx.join("note"), "copied").unwrap();
-    fs::write(
-        ctx.join("Dockerfile"),
-        format!("{MULTI_STEP}COPY --chown=1000:1000 note /home/note\n"),
-    )
-    .unwrap();
-    let layout_copy = dir.path().join("busybox");
-    assert!(Command::new("cp")
-        .arg("-a")
-        .arg(&layout)
-        .arg(&layout_copy)
-        .status()
-        .unwrap()
-        .success());
-    assert!(Command::new("chown")
-        .args(["-R", "kilntest:kilntest"])
-        .arg(dir.path())
-        .status()
-        .unwrap()
-        .success());
-    let as_user = |args: &[&str]| {
-        let out = Command::new("runuser")
-            .args(["-u", "kilntest", "--"])
-            .arg(&bin)
-            .arg("--root")
-            .arg(dir.path().join("state"))
-            .args(args)
-            .current_dir(dir.path())
-            .env("HOME", dir.path())
-            .env_remove("XDG_RUNTIME_DIR")
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "kiln {args:?} as kilntest:\n{text}");
-        text
-    };
-    as_user(&[
-        "import",
-        &format!("{}:latest", layout_copy.display()),
-        "--tag",
-        "busybox",
-    ]);
-    let oci = dir.path().join("out");
-    let stderr = as_user(&[
-        "build",
-        "--progress",
-        "plain",
-        "-t",
-        "t:1",
-        "-o",
-        &format!("type=oci,dest={}", oci.display()),
-        ctx.to_str().unwrap(),
-    ]);
+    let dockerfile = format!("{MULTI_STEP}COPY --chown=1000:1000 note /home/note\n");
+    let user = Rootless::new(&[("Dockerfile", &dockerfile), ("note", "copied")]);
+    let (img, stderr) = user.build(&[]);
     assert!(stderr.contains("sandbox: full rung"), "{stderr}");
-    let img = layout_image(&oci, "1");
     let tree = merged_tree(&img);
     assert_eq!(tree.get("srv/data/owned"), Some(&('f', 0o4750, 1234, 5678)));
     assert_eq!(

@@ -5,9 +5,7 @@
 mod common;
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
 
 use common::*;
 
@@ -91,71 +89,7 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 
 #[test]
 fn chown_is_recorded_in_the_layer_as_kilntest() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "LOUD: this test must start as root to become kilntest"
-    );
-    ensure_kilntest();
-    let dir = tempfile::Builder::new()
-        .prefix("kiln-single-uid-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let bin = dir.path().join("kiln");
-    fs::copy(kiln_bin(), &bin).unwrap();
-    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
-    let ctx = dir.path().join("ctx");
-    fs::create_dir(&ctx).unwrap();
-    fs::write(ctx.join("Dockerfile"), DOCKERFILE).unwrap();
-    let layout = dir.path().join("busybox");
-    assert!(Command::new("cp")
-        .arg("-a")
-        .arg(busybox_layout())
-        .arg(&layout)
-        .status()
-        .unwrap()
-        .success());
-    assert!(Command::new("chown")
-        .args(["-R", "kilntest:kilntest"])
-        .arg(dir.path())
-        .status()
-        .unwrap()
-        .success());
-    let as_user = |args: &[&str]| {
-        let out = Command::new("runuser")
-            .args(["-u", "kilntest", "--"])
-            .arg(&bin)
-            .arg("--root")
-            .arg(dir.path().join("state"))
-            .args(args)
-            .current_dir(dir.path())
-            .env("HOME", dir.path())
-            .env_remove("XDG_RUNTIME_DIR")
-            .env_remove("SOURCE_DATE_EPOCH")
-            .env_remove("KILN_ROOT")
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "kiln {args:?} as kilntest:\n{text}");
-        text
-    };
-    as_user(&[
-        "import",
-        &format!("{}:latest", layout.display()),
-        "--tag",
-        "busybox",
-    ]);
-    let oci = dir.path().join("out");
-    let stderr = as_user(&[
-        "build",
-        "--progress",
-        "plain",
-        "--sandbox",
-        "single-uid",
-        "-t",
-        "t:1",
-        "-o",
-        &format!("type=oci,dest={}", oci.display()),
-        ctx.to_str().unwrap(),
-    ]);
-    check(&layout_image(&oci, "1"), &stderr);
+    let user = Rootless::new(&[("Dockerfile", DOCKERFILE)]);
+    let (img, stderr) = user.build(&["--sandbox", "single-uid"]);
+    check(&img, &stderr);
 }

@@ -473,3 +473,94 @@ impl Drop for Daemon {
         self.stop();
     }
 }
+
+/// A kiln set up for the non-root user `kilntest`: the binary copied where that user can run it
+/// (whatever the checkout's permissions), the busybox image imported into its own store, and a
+/// context directory it owns.
+pub struct Rootless {
+    pub dir: tempfile::TempDir,
+    bin: PathBuf,
+}
+
+impl Rootless {
+    /// Writes `files` into `ctx/` and imports busybox as `busybox`, all as `kilntest`.
+    pub fn new(files: &[(&str, &str)]) -> Rootless {
+        assert!(
+            rustix::process::geteuid().is_root(),
+            "LOUD: this test must start as root to become kilntest"
+        );
+        ensure_kilntest();
+        let dir = tempfile::Builder::new()
+            .prefix("kiln-rootless-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let bin = dir.path().join("kiln");
+        std::fs::copy(kiln_bin(), &bin).unwrap();
+        std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let ctx = dir.path().join("ctx");
+        for (p, c) in files {
+            let path = ctx.join(p);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, c).unwrap();
+        }
+        let layout = dir.path().join("busybox");
+        assert!(Command::new("cp")
+            .arg("-a")
+            .arg(busybox_layout())
+            .arg(&layout)
+            .status()
+            .unwrap()
+            .success());
+        assert!(Command::new("chown")
+            .args(["-R", "kilntest:kilntest"])
+            .arg(dir.path())
+            .status()
+            .unwrap()
+            .success());
+        let r = Rootless { dir, bin };
+        r.kiln(&[
+            "import",
+            &format!("{}:latest", layout.display()),
+            "--tag",
+            "busybox",
+        ]);
+        r
+    }
+
+    pub fn ctx(&self) -> PathBuf {
+        self.dir.path().join("ctx")
+    }
+
+    /// Run `kiln --root <own state> ARGS` as kilntest; insists on success; returns stderr.
+    pub fn kiln(&self, args: &[&str]) -> String {
+        let out = Command::new("runuser")
+            .args(["-u", "kilntest", "--"])
+            .arg(&self.bin)
+            .arg("--root")
+            .arg(self.dir.path().join("state"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("HOME", self.dir.path())
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("SOURCE_DATE_EPOCH")
+            .env_remove("KILN_ROOT")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "kiln {args:?} as kilntest:\n{text}");
+        text
+    }
+
+    /// Build the context as kilntest into an OCI layout; returns the image and stderr.
+    pub fn build(&self, extra: &[&str]) -> (LayoutImage, String) {
+        let oci = self.dir.path().join("out");
+        let dest = format!("type=oci,dest={}", oci.display());
+        let ctx = self.ctx();
+        let mut args = vec!["build", "--progress", "plain", "-t", "t:1", "-o", &dest];
+        args.extend_from_slice(extra);
+        args.push(ctx.to_str().unwrap());
+        let stderr = self.kiln(&args);
+        (layout_image(&oci, "1"), stderr)
+    }
+}
