@@ -171,6 +171,16 @@ fn push_goes_to_a_real_registry_and_credentials_stay_secret() {
         !rec.to_string().contains(registry_support::PASSWORD),
         "{rec}"
     );
+    let metrics = d.raw("GET", "/metrics", None, "").1;
+    let pushed: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("kiln_bytes_pushed_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(
+        pushed > 1_000_000,
+        "busybox's layer was uploaded: {metrics}"
+    );
 }
 
 #[test]

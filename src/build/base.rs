@@ -18,8 +18,8 @@ pub struct StoreBases<'a> {
     /// Where to pull bases missing from the store (None: the store only).
     registry: Option<&'a super::RegistryAccess>,
     client: RefCell<Option<crate::registry::RegistryClient>>,
-    /// Images pulled while resolving, reported as events once the plan is made.
-    pulled: RefCell<Vec<(String, String)>>,
+    /// Images pulled while resolving (name, digest, bytes), reported once the plan is made.
+    pulled: RefCell<Vec<(String, String, u64)>>,
 }
 
 impl<'a> StoreBases<'a> {
@@ -40,7 +40,12 @@ impl<'a> StoreBases<'a> {
 
     /// Tell what was pulled (during planning there is no event sink yet).
     pub fn report(&self, on_event: &mut dyn FnMut(&super::Event)) {
-        for (reference, digest) in self.pulled.borrow_mut().drain(..) {
+        for (reference, digest, bytes) in self.pulled.borrow_mut().drain(..) {
+            on_event(&super::Event::Transferred {
+                kind: "pulled".into(),
+                reference: reference.clone(),
+                bytes,
+            });
             on_event(&super::Event::Exported {
                 kind: "pulled".into(),
                 dest: format!("{reference}@{digest}"),
@@ -62,12 +67,14 @@ impl<'a> StoreBases<'a> {
         }
         let client = self.client.borrow();
         let client = client.as_ref().expect("set above");
+        let mut sizes = BTreeMap::new();
+        let mut bytes = 0u64;
         let desc = crate::registry::pull(
             client,
             self.store,
             r,
             &crate::image::Platform::host(),
-            &mut |_| {},
+            &mut |p| super::count_transfer(&p, &mut sizes, &mut bytes),
         )
         .map_err(|e| BuildError::Base {
             reference: r.to_string(),
@@ -76,7 +83,7 @@ impl<'a> StoreBases<'a> {
         })?;
         self.pulled
             .borrow_mut()
-            .push((r.store_name(), desc.digest.to_string()));
+            .push((r.store_name(), desc.digest.to_string(), bytes));
         Ok(())
     }
 

@@ -54,6 +54,13 @@ pub enum Event {
         #[serde(default)]
         cached: bool,
     },
+    /// Blob bytes moved to (`pushed`) or from (`pulled`) a registry for one image; blobs the other
+    /// side already had do not count.
+    Transferred {
+        kind: String,
+        reference: String,
+        bytes: u64,
+    },
     /// An output was written (`oci`, `docker`) or a tag set (`store`).
     Exported {
         kind: String,
@@ -147,6 +154,11 @@ impl Event {
                 }
             }
             Event::Exported { kind, dest } => format!("exported {kind}: {dest}"),
+            Event::Transferred {
+                kind,
+                reference,
+                bytes,
+            } => format!("{kind} {} for {reference}", human(*bytes)),
             Event::Finished {
                 manifest,
                 tags,

@@ -447,6 +447,25 @@ fn export_outputs(
     Ok(())
 }
 
+/// Add a blob's size to `bytes` when it was really moved (not found on the other side already).
+pub(crate) fn count_transfer(
+    p: &crate::registry::Progress,
+    sizes: &mut std::collections::BTreeMap<Digest, u64>,
+    bytes: &mut u64,
+) {
+    use crate::registry::{BlobOutcome, Progress};
+    match p {
+        Progress::BlobStarted { digest, size } => {
+            sizes.insert(digest.clone(), *size);
+        }
+        Progress::BlobDone {
+            digest,
+            outcome: BlobOutcome::Uploaded | BlobOutcome::Downloaded,
+        } => *bytes += sizes.get(digest).copied().unwrap_or(0),
+        _ => {}
+    }
+}
+
 /// Push the built manifest to every tag's registry: blobs first, the manifest last.
 fn push_tags(
     req: &BuildRequest,
@@ -469,13 +488,20 @@ fn push_tags(
         })?;
         let mut desc = manifest.clone();
         desc.annotations.clear();
-        let pushed =
-            crate::registry::push(&client, store, &desc, &r, &mut |_| {}).map_err(|source| {
-                BuildError::Push {
-                    reference: t.clone(),
-                    source: Box::new(source),
-                }
-            })?;
+        let mut sizes = std::collections::BTreeMap::new();
+        let mut bytes = 0u64;
+        let pushed = crate::registry::push(&client, store, &desc, &r, &mut |p| {
+            count_transfer(&p, &mut sizes, &mut bytes)
+        })
+        .map_err(|source| BuildError::Push {
+            reference: t.clone(),
+            source: Box::new(source),
+        })?;
+        on_event(&Event::Transferred {
+            kind: "pushed".into(),
+            reference: t.clone(),
+            bytes,
+        });
         on_event(&Event::Exported {
             kind: "registry".into(),
             dest: format!("{t}@{}", pushed.digest),

@@ -288,12 +288,23 @@ fn execute(state: &Shared, job: &Job, prepared: Prepared) -> Finish {
                     },
                 );
             }
+            build::Event::Transferred { kind, bytes, .. } => {
+                let counter = if kind == "pushed" {
+                    &state.metrics.bytes_pushed
+                } else {
+                    &state.metrics.bytes_pulled
+                };
+                counter.fetch_add(*bytes, Ordering::Relaxed);
+            }
             build::Event::StepFinished {
                 step,
                 duration_ms,
                 layer,
-                ..
+                cached,
             } => {
+                if *cached {
+                    state.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
+                }
                 state.metrics.step(*duration_ms);
                 if let Some(s) = steps.get_mut(step) {
                     s.duration_ms = Some(*duration_ms);
