@@ -624,3 +624,32 @@ fn python_client_builds_through_a_live_daemon() {
     ]);
     assert!(ok, "the pushed image is in the registry: {err}");
 }
+
+#[test]
+fn sigterm_cancels_running_builds_and_exits() {
+    let mut d = Daemon::start(&[]);
+    d.context(
+        "slow",
+        &[("Dockerfile", "FROM busybox:latest\nRUN sleep 1031\n")],
+    );
+    let (_, v) = d.post_json("/v1/builds", r#"{"context":"slow"}"#);
+    let id = v["id"].as_str().unwrap().to_string();
+    wait_for_run(&d, &id, "sleep 1031");
+    let t = Instant::now();
+    d.stop(); // SIGTERM, then wait for the daemon to exit
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "graceful shutdown took {:?}",
+        t.elapsed()
+    );
+    assert!(
+        pids_of("sleep 1031").is_empty(),
+        "the RUN process outlived the daemon"
+    );
+    d.restart();
+    let (_, rec) = d.get(&format!("/v1/builds/{id}"));
+    assert_eq!(
+        rec["status"], "cancelled",
+        "a graceful stop cancels, it does not crash: {rec}"
+    );
+}
