@@ -141,3 +141,22 @@ fn copy_from_a_stage_follows_that_stage() {
         Some(&b"two"[..])
     );
 }
+
+#[test]
+fn a_step_after_cached_ones_sees_their_files() {
+    // Cached layers are not unpacked until a step needs the filesystem; when one does, every
+    // earlier layer (base and cached) must be there.
+    let root = store_with_busybox();
+    let df = "FROM busybox AS base\nCOPY a.txt /a.txt\nRUN cp /a.txt /a-copy\n\n\
+              FROM base\nARG N=1\nRUN cat /a.txt /a-copy > /both && echo \"$N\" >> /both\n\n\
+              FROM scratch\nCOPY --from=1 /both /both\n";
+    let ctx = context(&[("Dockerfile", df), ("a.txt", "A\n")]);
+    build_to_layout(root.path(), ctx.path(), &[]);
+    let (img, err) = build_to_layout(root.path(), ctx.path(), &["--build-arg", "N=2"]);
+    assert_eq!(cached(&err), [1, 2], "the first stage is cached:\n{err}");
+    assert_eq!(
+        all_entries(&img)["both"].content.as_deref(),
+        Some(&b"A\nA\n2\n"[..]),
+        "the re-run step saw the cached layers' files"
+    );
+}

@@ -1,5 +1,6 @@
 //! The build's side of the step cache: which inputs make a step's key, and how a hit is replayed
-//! (the recorded layer applied to the stage's rootfs and added to the image, the step not run).
+//! (the recorded layer added to the image, the step not run; the stage's rootfs unpacks it later
+//! only if a later step has to read or change the filesystem).
 
 use serde::Serialize;
 
@@ -150,7 +151,7 @@ impl Engine<'_> {
         cache::save(self.store, key, &Record { layer }).map_err(key_err)
     }
 
-    /// Replay a cached step: its layer joins the image and the rootfs; config effects still apply.
+    /// Replay a cached step: its layer joins the image; config effects still apply.
     pub fn replay(
         &mut self,
         step: &Step,
@@ -168,14 +169,7 @@ impl Engine<'_> {
                 Ok(None)
             }
             Some(l) => {
-                self.apply_blob(&l.descriptor.digest, &st.rootfs)
-                    .map_err(|e| BuildError::Step {
-                        file: self.file_name.to_string(),
-                        line: step.span.line,
-                        instruction: step.source.lines().next().unwrap_or("").to_string(),
-                        message: "applying the cached layer".into(),
-                        source: Some(e),
-                    })?;
+                // Not unpacked here: the stage's rootfs catches up only if a later step needs it.
                 st.layers.push(l.descriptor.clone());
                 st.config
                     .push_layer(l.diff_id.clone(), &history, Some(&created));

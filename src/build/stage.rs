@@ -33,11 +33,14 @@ struct CopyArgs<'a> {
     unpack: bool,
 }
 
-/// A built (or being built) stage: its image config, its layers, and its root filesystem.
+/// A built (or being built) stage: its image config, its layers, and its root filesystem — a
+/// directory holding the first `applied` layers. It is brought up to date only when a step needs
+/// to read or change it, so a rebuild whose steps all come from the cache never unpacks anything.
 pub struct StageState {
     pub config: ImageConfig,
     pub layers: Vec<Descriptor>,
     pub rootfs: PathBuf,
+    pub applied: usize,
 }
 
 pub struct Engine<'a> {
@@ -117,11 +120,6 @@ impl Engine<'_> {
                     message: "stage was not built before its dependent".into(),
                     source: None,
                 })?;
-                crate::snapshot::copy_tree(&p.rootfs, &rootfs).map_err(|e| BuildError::Base {
-                    reference: self.stage_label(*parent),
-                    message: "copying the stage's filesystem".into(),
-                    source: Some(Box::new(e)),
-                })?;
                 let key = self
                     .stage_keys
                     .get(parent)
@@ -136,14 +134,6 @@ impl Engine<'_> {
             }
             Base::Image(reference) => {
                 let img = self.bases.resolve(reference)?;
-                for l in &img.manifest.layers {
-                    self.apply_blob(&l.digest, &rootfs)
-                        .map_err(|e| BuildError::Base {
-                            reference: reference.clone(),
-                            message: format!("unpacking layer {}", l.digest),
-                            source: Some(e),
-                        })?;
-                }
                 (
                     img.config.clone(),
                     img.manifest.layers.clone(),
@@ -160,6 +150,7 @@ impl Engine<'_> {
             config,
             layers,
             rootfs,
+            applied: 0,
         };
         let mut cmd_set_here = false;
         for step in &stage.steps {
@@ -189,6 +180,8 @@ impl Engine<'_> {
                         self.replay(step, &mut state, record)?
                     }
                     None => {
+                        self.materialize(&mut state)?;
+                        self.materialize_sources(step)?;
                         let made =
                             self.run_step(step, &mut state, &mut cmd_set_here, n, on_event)?;
                         self.remember(&key, &state, &made)?;
@@ -205,6 +198,57 @@ impl Engine<'_> {
         }
         self.stage_keys.insert(index, key);
         self.states.insert(index, state);
+        Ok(())
+    }
+
+    /// Bring a stage's rootfs up to date with its layers.
+    fn materialize(&self, st: &mut StageState) -> Result<(), BuildError> {
+        while st.applied < st.layers.len() {
+            let l = &st.layers[st.applied];
+            self.apply_blob(&l.digest, &st.rootfs)
+                .map_err(|e| BuildError::Base {
+                    reference: st.rootfs.display().to_string(),
+                    message: format!("unpacking layer {}", l.digest),
+                    source: Some(e),
+                })?;
+            st.applied += 1;
+        }
+        Ok(())
+    }
+
+    /// Bring up to date the stages a step reads (`COPY --from`, `RUN --mount from=`).
+    fn materialize_sources(&mut self, step: &Step) -> Result<(), BuildError> {
+        let mut wanted = Vec::new();
+        match &step.instruction {
+            Instruction::Copy(c) => {
+                if let Some(plan::CopySource::Stage(i)) = &c.from {
+                    wanted.push(*i);
+                }
+            }
+            Instruction::Run(r) => {
+                for m in &r.mounts {
+                    if let plan::Mount::Bind {
+                        from: Some(plan::CopySource::Stage(i)),
+                        ..
+                    }
+                    | plan::Mount::Cache {
+                        from: Some(plan::CopySource::Stage(i)),
+                        ..
+                    } = m
+                    {
+                        wanted.push(*i);
+                    }
+                }
+            }
+            _ => {}
+        }
+        for i in wanted {
+            if let Some(mut st) = self.states.remove(&i) {
+                let r = self.materialize(&mut st);
+                self.states.insert(i, st);
+                r?;
+            }
+        }
         Ok(())
     }
 
