@@ -115,7 +115,10 @@ fn docker_schema2_manifests_pull() {
     let got = pull(&c, &s, &reference, &Platform::host(), &mut |_| {}).unwrap();
     assert_eq!(got.media_type, MEDIA_DOCKER_MANIFEST);
     let img = s.image(&reference.store_name()).unwrap();
-    assert_eq!(img.config.architecture, Platform::host().architecture);
+    assert_eq!(
+        img.config.platform.architecture,
+        Platform::host().architecture
+    );
     // kiln pushes what it pulled, unchanged: skopeo sees the same digest.
     let (ok, out, err) = skopeo(&["inspect", "--tls-verify=false", &dst]);
     assert!(ok, "{err}");
@@ -314,7 +317,11 @@ fn docker_manifest_list_pulls_with_platform_choice() {
     .unwrap();
     assert_eq!(got.media_type, MEDIA_DOCKER_MANIFEST);
     assert_eq!(
-        s2.image(&dest.store_name()).unwrap().config.architecture,
+        s2.image(&dest.store_name())
+            .unwrap()
+            .config
+            .platform
+            .architecture,
         "arm64"
     );
 }

@@ -14,7 +14,7 @@ use crate::digest::Digest;
 pub struct Empty {}
 
 // Docker writes `null` for unset lists and maps (`"Env": null`, `"Labels": null`); treat it as empty.
-fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
+pub(crate) fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     T: Default + Deserialize<'de>,
@@ -33,23 +33,10 @@ pub struct ImageConfig {
     pub created: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub author: Option<String>,
-    pub architecture: String,
-    pub os: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub variant: Option<String>,
-    #[serde(
-        rename = "os.version",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub os_version: Option<String>,
-    #[serde(
-        rename = "os.features",
-        default,
-        deserialize_with = "null_default",
-        skip_serializing_if = "Vec::is_empty"
-    )]
-    pub os_features: Vec<String>,
+    /// architecture, os, variant, os.version, os.features — the same fields as a descriptor's
+    /// platform, kept in one type.
+    #[serde(flatten)]
+    pub platform: Platform,
     #[serde(default, deserialize_with = "null_default")]
     pub config: ContainerConfig,
     pub rootfs: RootFs,
@@ -247,11 +234,7 @@ impl ImageConfig {
         ImageConfig {
             created: None,
             author: None,
-            architecture: platform.architecture.clone(),
-            os: platform.os.clone(),
-            variant: platform.variant.clone(),
-            os_version: platform.os_version.clone(),
-            os_features: platform.os_features.clone(),
+            platform: platform.clone(),
             config: ContainerConfig::default(),
             rootfs: RootFs::default(),
             history: Vec::new(),
@@ -268,13 +251,7 @@ impl ImageConfig {
 
     /// The platform this config says the image is for.
     pub fn platform(&self) -> Platform {
-        Platform {
-            architecture: self.architecture.clone(),
-            os: self.os.clone(),
-            variant: self.variant.clone(),
-            os_version: self.os_version.clone(),
-            os_features: self.os_features.clone(),
-        }
+        self.platform.clone()
     }
 
     /// Record a step that added a layer with this diff_id.

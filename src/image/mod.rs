@@ -167,7 +167,12 @@ pub struct Platform {
         skip_serializing_if = "Option::is_none"
     )]
     pub os_version: Option<String>,
-    #[serde(rename = "os.features", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "os.features",
+        default,
+        deserialize_with = "config::null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub os_features: Vec<String>,
 }
 

@@ -110,3 +110,24 @@ fn manifest_and_index_parse_and_select_platform() {
         .to_string()
         .contains("schemaVersion 1"));
 }
+
+#[test]
+fn platform_fields_are_shared_with_descriptors_and_tolerate_docker_nulls() {
+    let raw = br#"{"architecture":"arm64","os":"linux","variant":"v8","os.features":null,"container":"abc","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let c = ImageConfig::from_slice(raw).unwrap();
+    assert_eq!(c.platform, Platform::new("linux", "arm64", Some("v8")));
+    assert!(
+        c.extra.contains_key("container"),
+        "unknown keys survive: {:?}",
+        c.extra
+    );
+    assert!(
+        !c.extra.contains_key("architecture"),
+        "platform keys are not duplicated into extra"
+    );
+    let out = String::from_utf8(canonical_json(&c).unwrap()).unwrap();
+    assert_eq!(
+        out,
+        r#"{"architecture":"arm64","config":{},"container":"abc","os":"linux","rootfs":{"diff_ids":[],"type":"layers"},"variant":"v8"}"#
+    );
+}
