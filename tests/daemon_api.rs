@@ -653,3 +653,24 @@ fn sigterm_cancels_running_builds_and_exits() {
         "a graceful stop cancels, it does not crash: {rec}"
     );
 }
+
+#[test]
+fn no_pull_keeps_the_daemon_off_the_network() {
+    let d = Daemon::start(&[]);
+    d.context(
+        "remote-base",
+        &[("Dockerfile", "FROM 127.0.0.1:1/team/missing:1\nRUN true\n")],
+    );
+    let (id, events) = build_ok(&d, json!({"context": "remote-base", "no_pull": true}));
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "error", "{last}");
+    assert!(
+        last["message"]
+            .as_str()
+            .unwrap()
+            .contains("not found in the local store"),
+        "{last}"
+    );
+    let (_, rec) = d.get(&format!("/v1/builds/{id}"));
+    assert_eq!(rec["status"], "failed");
+}

@@ -37,6 +37,8 @@ pub struct BuildSpec {
     pub target: Option<String>,
     pub labels: BTreeMap<String, String>,
     pub no_cache: bool,
+    /// Never pull base images: they must be in the daemon's store (`kiln build --no-pull`).
+    pub no_pull: bool,
     /// Push every tag to its registry after the build.
     #[serde(alias = "push_image")]
     pub push: bool,

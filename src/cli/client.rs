@@ -222,6 +222,7 @@ fn spec_from_args(args: &BuildArgs) -> Result<BuildSpec> {
         labels: super::parse_kv(&args.labels, "--label", false)?,
         target: args.df.target.clone(),
         no_cache: args.no_cache,
+        no_pull: args.no_pull,
         compression: Some(args.compression.clone()),
         compression_level: args.compression_level,
         source_date_epoch: args.source_date_epoch,

@@ -51,6 +51,7 @@ fn build_spec_schema() -> Value {
             "target": s("Stage to build"),
             "labels": {"type": "object", "additionalProperties": {"type": "string"}},
             "no_cache": {"type": "boolean"},
+            "no_pull": {"type": "boolean"},
             "push": {"type": "boolean", "description": "alias push_image"},
             "outputs": {"type": "array", "items": {"type": "string"}, "description": "type=oci|docker,dest=PATH under an allowed root"},
             "compression": {"enum": ["gzip", "zstd", "uncompressed"]},

@@ -330,6 +330,7 @@ pub(super) fn prepare(
     }
     req.push = spec.push;
     req.no_cache = spec.no_cache;
+    req.pull = !spec.no_pull;
     req.registry = crate::build::RegistryAccess {
         config: config.clone(),
         credentials,
