@@ -545,6 +545,24 @@ fn cli_builds_through_the_daemon_and_lists_records() {
     );
 }
 
+/// Run a Python snippet that finds the daemon through KILN_HOST, as the worker does; insists it
+/// succeeded and returns what it printed.
+fn run_python(d: &Daemon, script: &str) -> String {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .env("KILN_HOST", format!("unix://{}", d.socket().display()))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "python failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 #[test]
 fn python_client_builds_through_a_live_daemon() {
     require_tool("python3");
@@ -564,18 +582,7 @@ fn python_client_builds_through_a_live_daemon() {
          assert not bad\n",
         client = manifest_dir().join("clients/python").display().to_string()
     );
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(&script)
-        .env("KILN_HOST", format!("unix://{}", d.socket().display()))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "python failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = run_python(&d, &script);
     assert!(
         stdout.contains("from python"),
         "the log is streamed to stdout: {stdout}"
@@ -602,18 +609,7 @@ fn python_client_builds_through_a_live_daemon() {
         user = registry_support::USER,
         pw = registry_support::PASSWORD,
     );
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(&script)
-        .env("KILN_HOST", format!("unix://{}", d.socket().display()))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "python push failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = run_python(&d, &script);
     assert!(!stdout.contains(registry_support::PASSWORD));
     let (ok, _, err) = registry_support::skopeo(&[
         "inspect",
