@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! Dockerfile ─► dockerfile (parse, expand) ─► plan (stages → DAG of steps, cache keys)
-//!           ─► build (scheduler)
+//!           ─► engine
 //!                per step: snapshot.prepare ─► exec (RUN) | context copy (COPY/ADD)
 //!                          ─► layer (diff → tar → compress → digest) ─► store (verified ingest)
 //!           ─► image (config, manifest, history) ─► output: store tag | OCI layout | docker-archive
@@ -27,13 +27,13 @@
 //! | `store`      | OCI image layout: verified atomic ingest, tags, fsck, SQLite metadata    |
 //! | `cache`      | step cache keys (schema-versioned) and records of the layers they made   |
 //! | `registry`   | distribution client: pull, push, auth, per-host TLS/HTTP, mirrors        |
-//! | `build`      | the one place that wires the pipeline                                    |
+//! | `engine`     | the one place that wires the pipeline                                    |
 //! | `api`        | the daemon's wire types: requests, records, events, error kinds          |
 //! | `daemon`     | Unix-socket JSON API, build queue, event logs, records, systemd          |
 //! | `cli`        | flags → validated commands → embedded engine → rendering                 |
 
 pub mod api;
-pub mod build;
+pub mod engine;
 pub mod cache;
 pub mod cli;
 pub mod config;

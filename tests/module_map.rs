@@ -120,7 +120,7 @@ fn the_checker_sees_grouped_imports() {
         ["digest", "store"]
     );
     assert_eq!(
-        crate_refs("let x = crate::build::run(a, crate::exec::Cancel::new());"),
+        crate_refs("let x = crate::engine::run(a, crate::exec::Cancel::new());"),
         ["build", "exec"]
     );
 }

@@ -1,10 +1,10 @@
-//! The NDJSON event stream of `GET /v1/builds/{id}/events`: every `kiln::build::Event` with the same
+//! The NDJSON event stream of `GET /v1/builds/{id}/events`: every `kiln::engine::Event` with the same
 //! shape (so `--progress json` and the daemon speak one format), plus the daemon's own lifecycle
 //! events (queued, started, push progress, error, cancelled).
 
 use serde::{Deserialize, Serialize};
 
-use crate::build;
+use crate::engine;
 use crate::digest::Digest;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,7 +31,7 @@ pub enum Event {
     Succeeded { manifest: Digest },
     /// An event of the engine, in exactly the shape `kiln build --progress json` prints.
     #[serde(untagged)]
-    Build(build::Event),
+    Build(engine::Event),
 }
 
 impl Event {
@@ -44,7 +44,7 @@ impl Event {
     }
 
     /// The engine's event, for the shared progress renderer (None for the daemon's own events).
-    pub fn to_build_event(&self) -> Option<build::Event> {
+    pub fn to_build_event(&self) -> Option<engine::Event> {
         match self {
             Event::Build(e) => Some(e.clone()),
             _ => None,
@@ -52,13 +52,13 @@ impl Event {
     }
 }
 
-impl From<&build::Event> for Event {
-    fn from(e: &build::Event) -> Event {
+impl From<&engine::Event> for Event {
+    fn from(e: &engine::Event) -> Event {
         Event::Build(e.clone())
     }
 }
 
-pub use build::LayerSummary;
+pub use engine::LayerSummary;
 
 #[cfg(test)]
 mod tests {
@@ -66,7 +66,7 @@ mod tests {
 
     #[test]
     fn engine_events_keep_their_shape() {
-        let e = build::Event::Log {
+        let e = engine::Event::Log {
             step: 2,
             line: "hi".into(),
         };

@@ -266,7 +266,7 @@ fn spec_from_args(args: &BuildArgs) -> Result<BuildSpec> {
         spec.outputs.push(absolute_output(o));
     }
     for s in &args.secrets {
-        let src: crate::build::SecretSource = s.parse().map_err(anyhow::Error::msg)?;
+        let src: crate::engine::SecretSource = s.parse().map_err(anyhow::Error::msg)?;
         let value = match (&src.src, &src.env) {
             (Some(p), _) => {
                 std::fs::read_to_string(p).with_context(|| format!("reading secret {}", src.id))?

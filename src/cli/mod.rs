@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::build::{self, BuildRequest, Output};
+use crate::engine::{self, BuildRequest, Output};
 use crate::config::Config;
 use crate::exec::{self, Cancel};
 use crate::layer::Compression;
@@ -413,7 +413,7 @@ fn cmd_build(root: &Option<PathBuf>, cfg: &Config, args: BuildArgs) -> Result<i3
     }
     req.push = args.push;
     req.pull = !args.no_pull;
-    req.registry = build::RegistryAccess {
+    req.registry = engine::RegistryAccess {
         config: cfg.clone(),
         credentials: registry::credentials_from_flags(&args.registry)?,
         insecure: args.registry.insecure.clone(),
@@ -444,7 +444,7 @@ fn cmd_build(root: &Option<PathBuf>, cfg: &Config, args: BuildArgs) -> Result<i3
     req.secrets = args
         .secrets
         .iter()
-        .map(|s| s.parse::<build::SecretSource>().map_err(anyhow::Error::msg))
+        .map(|s| s.parse::<engine::SecretSource>().map_err(anyhow::Error::msg))
         .collect::<Result<_>>()?;
     req.sandbox.rung = match args.sandbox.as_ref().or(cfg.worker.sandbox.as_ref()) {
         Some(r) => Some(r.parse().map_err(anyhow::Error::msg)?),
@@ -476,7 +476,7 @@ fn cmd_build(root: &Option<PathBuf>, cfg: &Config, args: BuildArgs) -> Result<i3
         let _ = ctrlc::set_handler(move || cancel.cancel());
     }
     let mut renderer = Renderer::new(args.progress);
-    let result = build::run(&store, &req, &mut |e| renderer.event(e), &cancel)?;
+    let result = engine::run(&store, &req, &mut |e| renderer.event(e), &cancel)?;
     if args.progress != ProgressMode::Json {
         println!("{}", result.manifest.digest);
     }
@@ -523,12 +523,12 @@ fn cmd_plan(root: &Option<PathBuf>, args: PlanArgs) -> Result<i32> {
         None
     };
     let plan = match &store {
-        Some(s) => crate::plan::plan(&df, &opts, &build::StoreBases::new(s))?,
+        Some(s) => crate::plan::plan(&df, &opts, &engine::StoreBases::new(s))?,
         None => crate::plan::plan(&df, &opts, &crate::plan::NoBaseImages)?,
     };
     if args.check {
         for w in &plan.warnings {
-            println!("{}", build::warning_text(&plan.file_name, w));
+            println!("{}", engine::warning_text(&plan.file_name, w));
         }
         return Ok(if plan.check_failed() { 1 } else { 0 });
     }

@@ -1,5 +1,5 @@
 //! The build queue: a build is recorded (`queued`), waits for one of `max_concurrent_builds`
-//! slots, runs `build::run` on a blocking thread with its own `Cancel`, and ends `succeeded`,
+//! slots, runs `engine::run` on a blocking thread with its own `Cancel`, and ends `succeeded`,
 //! `failed` or `cancelled` with its steps and result in the record and a terminal event in its log.
 //!
 //! Must not: fork, store credentials, or leave a secret file behind (the `Prepared` that owns them
@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, Semaphore};
 
 use crate::api::{self, kind, BuildOutcome, BuildSpec, Event, Status, StepRecord};
-use crate::build::{self, BuildError};
+use crate::engine::{self, BuildError};
 use crate::exec::Cancel;
 use crate::store::{BuildDetails, BuildRecord, StoreError};
 
@@ -265,12 +265,12 @@ fn finish(state: &Shared, job: &Job, outcome: Finish) {
 fn execute(state: &Shared, job: &Job, prepared: Prepared) -> Finish {
     let mut steps: BTreeMap<usize, StepRecord> = BTreeMap::new();
     let mut totals = (0u64, 0u64);
-    let mut on_event = |e: &build::Event| {
+    let mut on_event = |e: &engine::Event| {
         match e {
-            build::Event::Finished {
+            engine::Event::Finished {
                 size, duration_ms, ..
             } => totals = (*size, *duration_ms),
-            build::Event::StepStarted {
+            engine::Event::StepStarted {
                 step,
                 stage,
                 line,
@@ -288,7 +288,7 @@ fn execute(state: &Shared, job: &Job, prepared: Prepared) -> Finish {
                     },
                 );
             }
-            build::Event::Transferred { kind, bytes, .. } => {
+            engine::Event::Transferred { kind, bytes, .. } => {
                 let counter = if kind == "pushed" {
                     &state.metrics.bytes_pushed
                 } else {
@@ -296,7 +296,7 @@ fn execute(state: &Shared, job: &Job, prepared: Prepared) -> Finish {
                 };
                 counter.fetch_add(*bytes, Ordering::Relaxed);
             }
-            build::Event::StepFinished {
+            engine::Event::StepFinished {
                 step,
                 duration_ms,
                 layer,
@@ -315,7 +315,7 @@ fn execute(state: &Shared, job: &Job, prepared: Prepared) -> Finish {
         }
         job.log.append(&Event::from(e));
     };
-    let result = build::run(&state.store, &prepared.req, &mut on_event, &job.cancel);
+    let result = engine::run(&state.store, &prepared.req, &mut on_event, &job.cancel);
     let steps_json = serde_json::to_string(&steps.values().collect::<Vec<_>>()).ok();
     let _ = state.store.db().update_build_details(
         &job.id,

@@ -1,4 +1,4 @@
-//! Turning a wire `BuildSpec` into a validated `build::BuildRequest`: paths resolved under the
+//! Turning a wire `BuildSpec` into a validated `engine::BuildRequest`: paths resolved under the
 //! allowed roots (symlinks followed, escapes refused), tags, outputs, secrets and limits checked.
 //! Everything a client can get wrong is a 4xx here, before the build is accepted.
 //!
@@ -11,7 +11,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use crate::api::{self, kind, BuildSpec, Memory};
-use crate::build::{BuildRequest, Output, SecretSource};
+use crate::engine::{BuildRequest, Output, SecretSource};
 use crate::layer::Compression;
 use crate::reference::Reference;
 
@@ -331,7 +331,7 @@ pub(super) fn prepare(
     req.push = spec.push;
     req.no_cache = spec.no_cache;
     req.pull = !spec.no_pull;
-    req.registry = crate::build::RegistryAccess {
+    req.registry = crate::engine::RegistryAccess {
         config: config.clone(),
         credentials,
         insecure: insecure_hosts,
