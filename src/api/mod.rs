@@ -5,8 +5,10 @@
 //! checks what these types carry; they only describe shapes and redaction.
 
 mod event;
+mod resolve;
 
 pub use event::{Event, LayerSummary};
+pub use resolve::{resolve, SpecError};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -45,7 +47,7 @@ pub struct BuildSpec {
     /// BuildKit `--output` syntax: `type=oci,dest=PATH` or `type=docker,dest=FILE.tar`; dest under
     /// an allowed root.
     pub outputs: Vec<String>,
-    /// `gzip` (default), `zstd` or `uncompressed`.
+    /// `gzip`, `zstd` or `uncompressed` (not given: kiln.toml's `[build] compression`, else gzip).
     pub compression: Option<String>,
     pub compression_level: Option<i32>,
     pub source_date_epoch: Option<i64>,
@@ -208,7 +210,8 @@ pub enum Memory {
 }
 
 /// A secret for `RUN --mount=type=secret,id=ID`: an inline `value` (written to a private file for
-/// the build and deleted after) or a `src` file under an allowed root.
+/// the build and deleted after), a `src` file under an allowed root, or (embedded builds only: the
+/// daemon refuses it, its environment is not the caller's) an `env` variable.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecretSpec {
@@ -217,11 +220,17 @@ pub struct SecretSpec {
     pub value: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub src: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
 }
 
 impl fmt::Debug for SecretSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SecretSpec({}, src={:?})", self.id, self.src)
+        write!(
+            f,
+            "SecretSpec({}, src={:?}, env={:?})",
+            self.id, self.src, self.env
+        )
     }
 }
 

@@ -210,95 +210,10 @@ impl<R: BufRead> Read for Chunked<R> {
     }
 }
 
-/// `kiln build` flags → the daemon's request. Local files the daemon cannot see (secrets) are sent
-/// inline; paths are made absolute.
-fn spec_from_args(args: &BuildArgs) -> Result<BuildSpec> {
-    let context = std::fs::canonicalize(&args.df.context)
-        .with_context(|| format!("context {}", args.df.context.display()))?;
-    let mut spec = BuildSpec {
-        context: Some(context.display().to_string()),
-        tags: args.tags.clone(),
-        build_args: super::parse_kv(&args.df.build_args, "--build-arg", true)?,
-        labels: super::parse_kv(&args.labels, "--label", false)?,
-        target: args.df.target.clone(),
-        no_cache: args.no_cache,
-        no_pull: args.no_pull,
-        compression: Some(args.compression.clone()),
-        compression_level: args.compression_level,
-        source_date_epoch: args.source_date_epoch,
-        sandbox: args.sandbox.clone(),
-        snapshotter: Some(args.snapshotter.clone()),
-        step_timeout: args.step_timeout,
-        ..BuildSpec::default()
-    };
-    spec.resources.cpus = args.cpus;
-    spec.resources.memory = args.memory.clone().map(api::Memory::Text);
-    spec.push = args.push;
-    if args.network != "host" {
-        spec.network = Some(args.network.clone());
-    }
-    spec.insecure_registries = api::HostList(args.registry.insecure.clone());
-    for c in &args.registry.credentials {
-        // [pull:|push:]HOST=USER:PASSWORD → ([pull:|push:]HOST, USER, PASSWORD) on the wire.
-        let bad = || {
-            anyhow::anyhow!(
-                "invalid --registry-credential for {}: expected [pull:|push:]HOST=USER:PASSWORD",
-                c.split('=').next().unwrap_or("")
-            )
-        };
-        let (host, userpass) = c.split_once('=').ok_or_else(bad)?;
-        let (user, password) = userpass.split_once(':').ok_or_else(bad)?;
-        spec.registry_credentials.push(api::Credential {
-            host: host.to_string(),
-            user: user.to_string(),
-            password: password.to_string(),
-        });
-    }
-    if let Some(f) = &args.df.file {
-        let abs =
-            std::fs::canonicalize(f).with_context(|| format!("Dockerfile {}", f.display()))?;
-        match abs.strip_prefix(&context) {
-            Ok(rel) => spec.dockerfile = Some(rel.display().to_string()),
-            Err(_) => spec.dockerfile_text = Some(std::fs::read_to_string(&abs)?),
-        }
-    }
-    for o in &args.outputs {
-        spec.outputs.push(absolute_output(o));
-    }
-    for s in &args.secrets {
-        let src: crate::engine::SecretSource = s.parse().map_err(anyhow::Error::msg)?;
-        let value = match (&src.src, &src.env) {
-            (Some(p), _) => {
-                std::fs::read_to_string(p).with_context(|| format!("reading secret {}", src.id))?
-            }
-            (None, Some(v)) => std::env::var(v).unwrap_or_default(),
-            (None, None) => bail!("--secret {}: give src= or env=", src.id),
-        };
-        spec.secrets.push(api::SecretSpec {
-            id: src.id,
-            value: Some(value),
-            src: None,
-        });
-    }
-    Ok(spec)
-}
-
-fn absolute_output(o: &str) -> String {
-    o.split(',')
-        .map(|f| match f.split_once('=') {
-            Some(("dest", d)) if !Path::new(d).is_absolute() => std::env::current_dir()
-                .map(|c| format!("dest={}", c.join(d).display()))
-                .unwrap_or_else(|_| f.to_string()),
-            _ => f.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 /// Run a build on the daemon: submit (a path, or a tar when the daemon cannot see the context),
 /// render its events, cancel it on Ctrl-C.
 pub fn remote_build(client: &Client, args: &BuildArgs) -> Result<i32> {
-    let spec = spec_from_args(args)?;
+    let spec = super::spec::from_flags(args, super::spec::Reader::Daemon)?;
     let body = serde_json::to_vec(&spec)?;
     let resp = client.request("POST", "/v1/builds", Some("application/json"), &body)?;
     let status = resp.status;

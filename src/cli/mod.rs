@@ -8,6 +8,7 @@ mod client;
 mod progress;
 mod registry;
 mod remote;
+mod spec;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -16,10 +17,9 @@ use std::path::PathBuf;
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::engine::{self, BuildRequest, Output};
 use crate::config::Config;
+use crate::engine::{self, Output};
 use crate::exec::{self, Cancel};
-use crate::layer::Compression;
 use crate::reference::Reference;
 use crate::store::{self, Store};
 use progress::{ProgressMode, Renderer};
@@ -123,9 +123,10 @@ struct BuildArgs {
     outputs: Vec<String>,
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     progress: ProgressMode,
-    /// Layer compression: gzip, zstd or uncompressed.
-    #[arg(long, default_value = "gzip")]
-    compression: String,
+    /// Layer compression: gzip, zstd or uncompressed (default: kiln.toml's [build] compression,
+    /// else gzip).
+    #[arg(long)]
+    compression: Option<String>,
     /// Compression level (gzip 1-9, default 6; zstd 1-19, default 3).
     #[arg(long = "compression-level")]
     compression_level: Option<i32>,
@@ -138,18 +139,19 @@ struct BuildArgs {
     /// Force a sandbox rung for RUN: full, no-proc, single-uid, chroot (default: the strongest that works).
     #[arg(long = "sandbox")]
     sandbox: Option<String>,
-    /// Snapshotter for RUN steps: auto, overlayfs, fuse-overlayfs, native.
-    #[arg(long = "snapshotter", default_value = "auto")]
-    snapshotter: String,
-    /// Memory limit for each RUN step, in bytes or with a k/m/g suffix.
+    /// Snapshotter for RUN steps: auto, overlayfs, fuse-overlayfs, native (default: kiln.toml's
+    /// [worker.oci] snapshotter, else auto).
+    #[arg(long = "snapshotter")]
+    snapshotter: Option<String>,
+    /// Memory limit for each RUN step: bytes, or Docker's binary units (512m, 2g = 2·2³⁰).
     #[arg(long = "memory")]
     memory: Option<String>,
     /// CPU limit for each RUN step (e.g. 1.5).
     #[arg(long = "cpus")]
     cpus: Option<f64>,
     /// Network of RUN steps that do not set --network: host (default) or none.
-    #[arg(long = "network", default_value = "host")]
-    network: String,
+    #[arg(long = "network")]
+    network: Option<String>,
     /// Kill a RUN step that runs longer than this many seconds.
     #[arg(long = "step-timeout")]
     step_timeout: Option<u64>,
@@ -399,74 +401,8 @@ fn load_config(path: &Option<PathBuf>) -> Result<Config> {
 }
 
 fn cmd_build(root: &Option<PathBuf>, cfg: &Config, args: BuildArgs) -> Result<i32> {
-    let mut req = BuildRequest::new(&args.df.context);
-    // kiln.toml's [build] and [worker.oci] give the defaults; flags win.
-    if let Some(c) = &cfg.build.compression {
-        if args.compression == "gzip" {
-            req.compression = c
-                .parse()
-                .with_context(|| format!("invalid [build] compression {c:?}"))?;
-        }
-    }
-    if let Some(n) = cfg.worker.max_parallelism {
-        req.threads = n.max(1);
-    }
-    req.push = args.push;
-    req.pull = !args.no_pull;
-    req.registry = engine::RegistryAccess {
-        config: cfg.clone(),
-        credentials: registry::credentials_from_flags(&args.registry)?,
-        insecure: args.registry.insecure.clone(),
-    };
-    req.dockerfile = args.df.file.clone();
-    req.tags = args.tags.clone();
-    for t in &req.tags {
-        t.parse::<Reference>()
-            .with_context(|| format!("invalid tag {t:?}"))?;
-    }
-    req.build_args = parse_kv(&args.df.build_args, "--build-arg", true)?;
-    req.labels = parse_kv(&args.labels, "--label", false)?;
-    req.target = args.df.target.clone();
-    req.outputs = args
-        .outputs
-        .iter()
-        .map(|o| o.parse::<Output>())
-        .collect::<Result<_, _>>()?;
-    if args.compression != "gzip" || cfg.build.compression.is_none() {
-        req.compression = args
-            .compression
-            .parse::<Compression>()
-            .with_context(|| format!("invalid --compression {:?}", args.compression))?;
-    }
-    req.compression_level = args.compression_level.or(cfg.build.compression_level);
-    req.source_date_epoch = args.source_date_epoch.or(cfg.build.source_date_epoch);
-    req.no_cache = args.no_cache;
-    req.secrets = args
-        .secrets
-        .iter()
-        .map(|s| s.parse::<engine::SecretSource>().map_err(anyhow::Error::msg))
-        .collect::<Result<_>>()?;
-    req.sandbox.rung = match args.sandbox.as_ref().or(cfg.worker.sandbox.as_ref()) {
-        Some(r) => Some(r.parse().map_err(anyhow::Error::msg)?),
-        None => None,
-    };
-    let snapshotter = match (&cfg.worker.snapshotter, args.snapshotter.as_str()) {
-        (Some(from_config), "auto") => from_config.as_str(),
-        (_, flag) => flag,
-    };
-    req.sandbox.snapshotter = snapshotter.parse().map_err(anyhow::Error::msg)?;
-    req.sandbox.resources.memory = match &args.memory {
-        Some(m) => Some(parse_bytes(m).with_context(|| format!("invalid --memory {m:?}"))?),
-        None => None,
-    };
-    req.sandbox.resources.cpus = args.cpus;
-    req.sandbox.step_timeout = args.step_timeout.map(std::time::Duration::from_secs);
-    req.sandbox.network = match args.network.as_str() {
-        "host" | "default" => exec::Network::Host,
-        "none" => exec::Network::None,
-        other => bail!("invalid --network {other:?} (host, none)"),
-    };
-
+    let spec = spec::from_flags(&args, spec::Reader::Local)?;
+    let req = crate::api::resolve(&spec, cfg)?;
     let store = open_store(root)?;
     let cancel = Cancel::new();
     {
@@ -481,21 +417,6 @@ fn cmd_build(root: &Option<PathBuf>, cfg: &Config, args: BuildArgs) -> Result<i3
         println!("{}", result.manifest.digest);
     }
     Ok(0)
-}
-
-/// `512m`, `2g`, `1048576` → bytes.
-fn parse_bytes(s: &str) -> Result<u64> {
-    let s = s.trim().to_ascii_lowercase();
-    let (num, mult) = match s.trim_end_matches('b').chars().last() {
-        Some('k') => (&s[..s.trim_end_matches('b').len() - 1], 1u64 << 10),
-        Some('m') => (&s[..s.trim_end_matches('b').len() - 1], 1 << 20),
-        Some('g') => (&s[..s.trim_end_matches('b').len() - 1], 1 << 30),
-        _ => (s.trim_end_matches('b'), 1),
-    };
-    let n: f64 = num
-        .parse()
-        .with_context(|| format!("{num:?} is not a number"))?;
-    Ok((n * mult as f64) as u64)
 }
 
 fn cmd_plan(root: &Option<PathBuf>, args: PlanArgs) -> Result<i32> {

@@ -11,6 +11,9 @@
 //! modules that own each setting (registry, daemon, build) do that.
 
 mod parse;
+mod size;
+
+pub use size::{parse_size, SizeError};
 
 use std::collections::BTreeMap;
 use std::fmt;

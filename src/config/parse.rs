@@ -160,34 +160,10 @@ impl Walker<'_> {
                 .map(DiskSpace::Percent)
                 .ok_or_else(|| self.bad(key, format!("invalid percentage {s:?}")));
         }
-        parse_size(s)
+        super::parse_size(s)
             .map(DiskSpace::Bytes)
-            .ok_or_else(|| self.bad(key, format!("invalid size {s:?}")))
+            .map_err(|e| self.bad(key, e.to_string()))
     }
-}
-
-/// `"20GB"`, `"512MiB"`, `"1024"`: decimal units are powers of 1000, binary ones of 1024.
-pub(super) fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let num: f64 = num.parse().ok()?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1000,
-        "m" | "mb" => 1000_u64.pow(2),
-        "g" | "gb" => 1000_u64.pow(3),
-        "t" | "tb" => 1000_u64.pow(4),
-        "ki" | "kib" => 1 << 10,
-        "mi" | "mib" => 1 << 20,
-        "gi" | "gib" => 1 << 30,
-        "ti" | "tib" => 1 << 40,
-        _ => return None,
-    };
-    let bytes = num * mult as f64;
-    (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
 }
 
 pub(super) fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {

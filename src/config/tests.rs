@@ -85,10 +85,7 @@ fn buildkit_file_parses_with_every_section() {
     assert_eq!(local.chunk_size, Some(4 << 20));
     assert_eq!(local.max_concurrency, Some(2));
     assert_eq!(c.worker.max_parallelism, Some(8));
-    assert_eq!(
-        c.worker.gckeepstorage,
-        Some(DiskSpace::Bytes(20_000_000_000))
-    );
+    assert_eq!(c.worker.gckeepstorage, Some(DiskSpace::Bytes(20 << 30)));
     assert_eq!(c.worker.reserved_space, Some(DiskSpace::Percent(10)));
     assert_eq!(c.worker.max_used_space, Some(DiskSpace::Bytes(1_000_000)));
     assert_eq!(c.daemon.socket_mode, Some(0o660));
@@ -183,8 +180,9 @@ fn missing_default_file_gives_defaults_but_explicit_load_fails() {
 
 #[test]
 fn sizes() {
-    assert_eq!(parse::parse_size("20GB"), Some(20_000_000_000));
-    assert_eq!(parse::parse_size("1.5MiB"), Some(1_572_864));
-    assert_eq!(parse::parse_size("12"), Some(12));
-    assert_eq!(parse::parse_size("12 parsecs"), None);
+    // Docker's binary units, as BuildKit's DiskSpace reads them (go-units RAMInBytes).
+    assert_eq!(super::parse_size("20GB"), Ok(20 << 30));
+    assert_eq!(super::parse_size("1.5MiB"), Ok(1_572_864));
+    assert_eq!(super::parse_size("12"), Ok(12));
+    assert!(super::parse_size("12 parsecs").is_err());
 }

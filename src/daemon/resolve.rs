@@ -1,19 +1,17 @@
-//! Turning a wire `BuildSpec` into a validated `engine::BuildRequest`: paths resolved under the
-//! allowed roots (symlinks followed, escapes refused), tags, outputs, secrets and limits checked.
-//! Everything a client can get wrong is a 4xx here, before the build is accepted.
+//! The daemon's checks on top of the one resolver (`api::resolve`): paths resolved under the
+//! allowed roots (symlinks followed, escapes refused), inline secrets written to private files,
+//! the daemon's capacity share. Everything a client can get wrong is a 4xx here, before the build
+//! is accepted.
 //!
 //! Must not: run the build or keep credentials anywhere but the in-memory `Prepared`.
 
-use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
-use crate::api::{self, kind, BuildSpec, Memory};
-use crate::engine::{BuildRequest, Output, SecretSource};
-use crate::layer::Compression;
-use crate::reference::Reference;
+use crate::api::{self, kind, BuildSpec};
+use crate::engine::{BuildRequest, Output};
 
 use super::{ApiError, DaemonSettings};
 
@@ -136,7 +134,10 @@ fn bad(msg: String) -> ApiError {
     ApiError::bad(kind::INVALID_REQUEST, msg)
 }
 
-/// Validate `spec` and build the engine's request. `context_dir` is an unpacked tar body, if any.
+/// Check `spec`'s paths against the roots, write inline secrets to private files, then hand the
+/// rewritten spec to the one resolver (`api::resolve`) that the embedded engine uses too, and add
+/// what only the daemon decides (its helper binary, its capacity share). `context_dir` is an
+/// unpacked tar body, if any.
 pub(super) fn prepare(
     config: &crate::config::Config,
     settings: &DaemonSettings,
@@ -160,18 +161,15 @@ pub(super) fn prepare(
             format!("context {} is not a directory", context.display()),
         ));
     }
-    let mut req = BuildRequest::new(&context);
-    let context_roots: Vec<PathBuf> = match &context_dir {
-        Some(_) => vec![context.clone()],
-        None => roots.to_vec(),
-    };
+    let mut local = spec.clone();
+    local.context = Some(context.display().to_string());
     let mut dockerfile_text = spec.dockerfile_text.clone();
-    if let Some(t) = &spec.dockerfile_text {
-        if t.trim().is_empty() {
-            return Err(bad("dockerfile_text is empty".into()));
-        }
-        req.dockerfile_text = Some(t.clone());
-    } else {
+    if spec.dockerfile_text.is_none() {
+        // The Dockerfile may be a symlink, but never to outside the context (or the roots).
+        let context_roots: Vec<PathBuf> = match &context_dir {
+            Some(_) => vec![context.clone()],
+            None => roots.to_vec(),
+        };
         let rel = spec.dockerfile.as_deref().unwrap_or("Dockerfile");
         let joined = context.join(rel).display().to_string();
         let path = resolve_under(&context_roots, &joined, "dockerfile")?;
@@ -181,101 +179,43 @@ pub(super) fn prepare(
         if meta.len() <= MAX_DOCKERFILE {
             dockerfile_text = fs::read_to_string(&path).ok();
         }
-        req.dockerfile = Some(path);
+        local.dockerfile = Some(path.display().to_string());
     }
-
-    req.tags = spec.all_tags();
-    for t in &req.tags {
-        t.parse::<Reference>()
-            .map_err(|e| bad(format!("invalid tag {t:?}: {e}")))?;
+    let mut sensitive: Vec<String> = spec
+        .registry_credentials
+        .iter()
+        .map(|c| c.password.clone())
+        .collect();
+    let secret_dir = local_secrets(&mut local, roots, secrets_root, &mut sensitive)?;
+    let mut req = crate::api::resolve(&local, config).map_err(|e| bad(e.to_string()))?;
+    for out in &mut req.outputs {
+        let (Output::Oci { dest } | Output::Docker { dest }) = out;
+        *dest = resolve_dest(roots, &dest.to_string_lossy())?;
     }
-    if spec.push && req.tags.is_empty() {
-        return Err(bad(
-            "push needs at least one tag (tags, or name and tag)".into()
-        ));
-    }
-    for (what, map) in [("build_args", &spec.build_args), ("labels", &spec.labels)] {
-        if map.keys().any(|k| k.is_empty() || k.contains('=')) {
-            return Err(bad(format!(
-                "{what}: keys must be non-empty and contain no '='"
-            )));
-        }
-    }
-    req.build_args = spec.build_args.clone();
-    req.labels = spec.labels.clone();
-    req.target = spec.target.clone();
-    for o in &spec.outputs {
-        let out: Output = o.parse().map_err(|e| bad(format!("{e}")))?;
-        req.outputs.push(match out {
-            Output::Oci { dest } => Output::Oci {
-                dest: resolve_dest(roots, &dest.to_string_lossy())?,
-            },
-            Output::Docker { dest } => Output::Docker {
-                dest: resolve_dest(roots, &dest.to_string_lossy())?,
-            },
-        });
-    }
-    if let Some(c) = &spec.compression {
-        req.compression = c
-            .parse::<Compression>()
-            .map_err(|e| bad(format!("invalid compression {c:?}: {e}")))?;
-    }
-    req.compression_level = spec.compression_level;
-    req.source_date_epoch = spec.source_date_epoch;
-    // kiln.toml's [worker.oci] sandbox / snapshotter, unless the request chooses.
-    if let Some(r) = spec.sandbox.as_ref().or(config.worker.sandbox.as_ref()) {
-        req.sandbox.rung = Some(r.parse().map_err(bad)?);
-    }
-    if let Some(s) = spec
-        .snapshotter
-        .as_ref()
-        .or(config.worker.snapshotter.as_ref())
-    {
-        req.sandbox.snapshotter = s.parse().map_err(bad)?;
-    }
-    req.sandbox.step_timeout = spec.step_timeout.map(std::time::Duration::from_secs);
     req.sandbox.helper = settings.helper.clone();
-    req.sandbox.network = match spec.network.as_deref() {
-        None | Some("default") | Some("host") => crate::exec::Network::Host,
-        Some("none") => crate::exec::Network::None,
-        Some(o) => return Err(bad(format!("invalid network {o:?} (default, host, none)"))),
-    };
-    apply_resources(settings, &spec.resources, &mut req)?;
+    apply_capacity(settings, &spec.resources, &mut req)?;
+    sensitive.retain(|s| s.len() >= 3);
+    Ok(Prepared {
+        req,
+        dockerfile_text,
+        sensitive,
+        _secret_dir: secret_dir,
+        _context_dir: context_dir,
+    })
+}
 
-    let mut sensitive = Vec::new();
-    for c in &spec.registry_credentials {
-        if c.host.trim().is_empty() || c.user.is_empty() || c.password.is_empty() {
-            return Err(bad(format!(
-                "registry_credentials entry for {:?}: host, user and password must all be given",
-                c.host
-            )));
-        }
-        sensitive.push(c.password.clone());
-    }
-    let mut insecure_hosts = spec.insecure_registries.0.clone();
-    for h in &insecure_hosts {
-        if h.contains("://") || h.contains('/') || h.contains(char::is_whitespace) {
-            return Err(bad(format!(
-                "insecure_registries: {h:?} is not a host[:port]"
-            )));
-        }
-    }
-    if spec.insecure_registry {
-        for t in &req.tags {
-            if let Ok(r) = t.parse::<Reference>() {
-                insecure_hosts.push(r.store_name().split('/').next().unwrap_or("").to_string());
-            }
-        }
-    }
-
-    let mut secret_dir = None;
-    let mut ids = BTreeSet::new();
-    for s in &spec.secrets {
-        if s.id.is_empty() || !ids.insert(s.id.clone()) {
-            return Err(bad(format!("secret id {:?} is empty or repeated", s.id)));
-        }
-        let src = match (&s.value, &s.src) {
-            (Some(v), None) => {
+/// Inline secret values → files in a private directory (deleted with the build); `src` paths
+/// checked under the roots. `env` is refused: the daemon's environment is not the caller's.
+fn local_secrets(
+    spec: &mut BuildSpec,
+    roots: &[PathBuf],
+    secrets_root: &Path,
+    sensitive: &mut Vec<String>,
+) -> Result<Option<tempfile::TempDir>, ApiError> {
+    let mut secret_dir: Option<tempfile::TempDir> = None;
+    for (n, s) in spec.secrets.iter_mut().enumerate() {
+        match (s.value.take(), &s.src, &s.env) {
+            (Some(v), None, None) => {
                 sensitive.push(v.clone());
                 if secret_dir.is_none() {
                     fs::create_dir_all(secrets_root).map_err(ApiError::internal)?;
@@ -287,11 +227,8 @@ pub(super) fn prepare(
                         .map_err(ApiError::internal)?;
                     secret_dir = Some(d);
                 }
-                let dir = secret_dir
-                    .as_ref()
-                    .map(|d| d.path())
-                    .unwrap_or(secrets_root);
-                let path = dir.join(format!("secret-{}", ids.len()));
+                let dir = secret_dir.as_ref().expect("created above").path();
+                let path = dir.join(format!("secret-{n}"));
                 let mut f = fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
@@ -299,76 +236,32 @@ pub(super) fn prepare(
                     .open(&path)
                     .map_err(ApiError::internal)?;
                 f.write_all(v.as_bytes()).map_err(ApiError::internal)?;
-                path
+                s.src = Some(path.display().to_string());
             }
-            (None, Some(p)) => resolve_under(roots, p, "secret src")?,
-            _ => {
+            (None, Some(p), None) => {
+                s.src = Some(resolve_under(roots, p, "secret src")?.display().to_string())
+            }
+            (value, _, _) => {
+                if let Some(v) = value {
+                    sensitive.push(v);
+                }
                 return Err(bad(format!(
-                    "secret {:?}: give exactly one of value or src",
+                    "secret {:?}: give exactly one of value or src (env is read on the client: send its value)",
                     s.id
-                )))
+                )));
             }
-        };
-        req.secrets.push(SecretSource {
-            id: s.id.clone(),
-            src: Some(src),
-            env: None,
-        });
+        }
     }
-    sensitive.retain(|s| s.len() >= 3);
-    let mut credentials = crate::registry::Credentials::new();
-    for c in &spec.registry_credentials {
-        // `push:host` / `pull:host` give separate credentials for the same registry.
-        let (purpose, host) = if let Some(h) = c.host.strip_prefix("push:") {
-            (crate::registry::Purpose::Push, h)
-        } else if let Some(h) = c.host.strip_prefix("pull:") {
-            (crate::registry::Purpose::Pull, h)
-        } else {
-            (crate::registry::Purpose::Any, c.host.as_str())
-        };
-        credentials.add_for(purpose, host.trim(), &c.user, &c.password);
-    }
-    req.push = spec.push;
-    req.no_cache = spec.no_cache;
-    req.pull = !spec.no_pull;
-    req.registry = crate::engine::RegistryAccess {
-        config: config.clone(),
-        credentials,
-        insecure: insecure_hosts,
-    };
-    Ok(Prepared {
-        req,
-        dockerfile_text,
-        sensitive,
-        _secret_dir: secret_dir,
-        _context_dir: context_dir,
-    })
+    Ok(secret_dir)
 }
 
-fn apply_resources(
+/// The daemon's share of the machine (`resources.capacity`, else `[daemon] capacity`): caps cpus,
+/// memory and compression threads when the request does not set them.
+fn apply_capacity(
     settings: &DaemonSettings,
     r: &api::Resources,
     req: &mut BuildRequest,
 ) -> Result<(), ApiError> {
-    if let Some(c) = r.cpus {
-        if !(c > 0.0 && c.is_finite()) {
-            return Err(bad(format!("resources.cpus must be > 0, got {c}")));
-        }
-        req.sandbox.resources.cpus = Some(c);
-    }
-    if let Some(m) = &r.memory {
-        let bytes = match m {
-            Memory::Bytes(b) => *b,
-            Memory::Text(t) => parse_bytes(t)
-                .ok_or_else(|| bad(format!("resources.memory {t:?} is not a size (512m, 2g)")))?,
-        };
-        if bytes < 4 << 20 {
-            return Err(bad(format!(
-                "resources.memory {bytes} bytes is below the 4 MiB minimum"
-            )));
-        }
-        req.sandbox.resources.memory = Some(bytes);
-    }
     let capacity = r.capacity.or(settings.capacity);
     if let Some(cap) = capacity {
         if !(1..=100).contains(&cap) {
@@ -400,20 +293,6 @@ fn mem_total() -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// `512m`, `2g`, `1048576` → bytes.
-pub(super) fn parse_bytes(s: &str) -> Option<u64> {
-    let s = s.trim().to_ascii_lowercase();
-    let s = s.strip_suffix('b').unwrap_or(&s);
-    let (num, mult) = match s.chars().last()? {
-        'k' => (&s[..s.len() - 1], 1u64 << 10),
-        'm' => (&s[..s.len() - 1], 1 << 20),
-        'g' => (&s[..s.len() - 1], 1 << 30),
-        _ => (s, 1),
-    };
-    let n: f64 = num.trim().parse().ok()?;
-    (n >= 0.0 && n.is_finite()).then_some((n * mult as f64) as u64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -439,7 +318,5 @@ mod tests {
             let e = resolve_under(&roots, p, "context").unwrap_err();
             assert_eq!(e.kind, kind::CONTEXT_OUTSIDE_ROOTS, "{p}: {}", e.message);
         }
-        assert_eq!(parse_bytes("512m"), Some(512 << 20));
-        assert_eq!(parse_bytes("x"), None);
     }
 }

@@ -44,12 +44,15 @@ impl Engine<'_> {
     /// What a `--from` (COPY or RUN --mount) names, as a cache input.
     fn source_input(&self, from: &CopySource) -> Result<String, BuildError> {
         Ok(match from {
-            CopySource::Stage(i) => match self.stage_keys.get(i) {
+            CopySource::Stage(i) => match self.progress.stage_keys.get(i) {
                 Some(k) => format!("stage {}", k.0),
                 None => format!("stage {i} (unbuilt)"),
             },
             CopySource::Image(r) => {
-                format!("image {}", self.bases.resolve(r)?.manifest_desc.digest)
+                format!(
+                    "image {}",
+                    self.inputs.bases.resolve(r)?.manifest_desc.digest
+                )
             }
         })
     }
@@ -69,7 +72,7 @@ impl Engine<'_> {
             (Some(ex), Some(s)) => ex.is_excluded(s),
             _ => false,
         };
-        match cache::sources_checksum(self.context, patterns, &excluded) {
+        match cache::sources_checksum(self.inputs.context, patterns, &excluded) {
             Ok(d) => Ok(format!("context {d}")),
             // A missing or ignored source is the user's error, told like the copy would tell it.
             Err(cache::CacheError::Source(e)) => Err(self.step_err(step, e.to_string(), None)),
@@ -95,7 +98,7 @@ impl Engine<'_> {
             }
             Instruction::Run(r) => {
                 run_env = Some(step.run_env.as_slice());
-                network = Some(self.req.sandbox.network_name().to_string());
+                network = Some(self.inputs.req.sandbox.network_name().to_string());
                 for m in &r.mounts {
                     if let Mount::Bind { from, source, .. } = m {
                         sources.push(match from {
@@ -118,19 +121,19 @@ impl Engine<'_> {
             run_env,
             network,
             sources,
-            compression: self.req.compression.to_string(),
-            level: self.req.compression_level,
-            source_date_epoch: self.sde,
+            compression: self.inputs.req.compression.to_string(),
+            level: self.inputs.req.compression_level,
+            source_date_epoch: self.inputs.sde,
         };
         CacheKey::chain(parent, &inputs).map_err(key_err)
     }
 
     /// A recorded result, when caching is on and the record's layer is still in the store.
     pub fn cached(&self, key: &CacheKey) -> Result<Option<Record>, BuildError> {
-        if self.req.no_cache {
+        if self.inputs.req.no_cache {
             return Ok(None);
         }
-        cache::lookup(self.store, key).map_err(key_err)
+        cache::lookup(self.inputs.store, key).map_err(key_err)
     }
 
     /// Remember what a step produced: the stage's newest layer when the step made one.
@@ -148,7 +151,7 @@ impl Engine<'_> {
             }),
             _ => None,
         };
-        cache::save(self.store, key, &Record { layer }).map_err(key_err)
+        cache::save(self.inputs.store, key, &Record { layer }).map_err(key_err)
     }
 
     /// Replay a cached step: its layer joins the image; config effects still apply.
@@ -158,7 +161,7 @@ impl Engine<'_> {
         st: &mut StageState,
         record: Record,
     ) -> Result<Option<LayerSummary>, BuildError> {
-        let created = self.created.clone();
+        let created = self.inputs.created.clone();
         if let Instruction::Workdir(dir) = &step.instruction {
             st.config.config.working_dir = Some(dir.clone());
         }

@@ -14,10 +14,12 @@ mod chmod;
 mod copy;
 mod event;
 mod fsutil;
+mod metadata;
 mod run;
 mod stage;
 
 pub use event::{Event, LayerSummary};
+pub use metadata::{apply_metadata, MetaState};
 pub use run::SecretSource;
 
 use std::collections::BTreeMap;
@@ -307,21 +309,19 @@ pub fn run(
         })?;
     let context = crate::context::SourceRoot::context(&req.context, &dockerfile_base(&file_name))?;
     let mut engine = stage::Engine {
-        store,
-        req,
-        plan: &plan,
-        bases: &bases,
-        context: &context,
-        workspace: workspace.path(),
-        file_name: &file_name,
-        sde,
-        created: engine_created(sde),
-        cancel,
-        sandbox: None,
-        states: BTreeMap::new(),
-        step_counter: 0,
-        sandbox_announced: false,
-        stage_keys: BTreeMap::new(),
+        inputs: stage::Inputs {
+            store,
+            req,
+            plan: &plan,
+            bases: &bases,
+            context: &context,
+            workspace: workspace.path(),
+            file_name: &file_name,
+            sde,
+            created: engine_created(sde),
+            cancel,
+        },
+        progress: stage::Progress::default(),
     };
     let total: usize = plan.order.iter().map(|&i| plan.stages[i].steps.len()).sum();
     on_event(&Event::Planned {
@@ -334,16 +334,18 @@ pub fn run(
         }
         engine.run_stage(index, total, on_event)?;
     }
-    let mut final_state = engine
-        .states
-        .remove(&plan.target)
-        .ok_or_else(|| BuildError::Step {
-            file: file_name.clone(),
-            line: 0,
-            instruction: "FROM".into(),
-            message: "the target stage was not built".into(),
-            source: None,
-        })?;
+    let mut final_state =
+        engine
+            .progress
+            .states
+            .remove(&plan.target)
+            .ok_or_else(|| BuildError::Step {
+                file: file_name.clone(),
+                line: 0,
+                instruction: "FROM".into(),
+                message: "the target stage was not built".into(),
+                source: None,
+            })?;
     final_state.config.created = Some(engine_created(sde));
     for (k, v) in &req.labels {
         final_state

@@ -10,14 +10,15 @@ use super::base::StoreBases;
 use super::chmod::Chmod;
 use super::copy::{stage_copy, CopySpec};
 use super::fsutil;
+use super::metadata::{apply_metadata, MetaState};
 use super::{BuildError, BuildRequest, Event, LayerSummary};
 use crate::cache::CacheKey;
 use crate::context::ignore::DockerIgnore;
 use crate::context::SourceRoot;
 use crate::exec::{self, Cancel, Probe, SandboxConfig};
-use crate::image::{Descriptor, Healthcheck, ImageConfig};
+use crate::image::{Descriptor, ImageConfig};
 use crate::layer::{self, ApplyOptions, ChangeSet, LayerOptions};
-use crate::plan::{self, Base, Instruction, Plan, ShellOrExec, Step};
+use crate::plan::{self, Base, Instruction, Plan, Step};
 use crate::store::Store;
 
 /// COPY and ADD seen through one shape (ADD has no `--from`/`--parents`; COPY never unpacks).
@@ -43,7 +44,9 @@ pub struct StageState {
     pub applied: usize,
 }
 
-pub struct Engine<'a> {
+/// What a build reads and never changes, borrowed from the caller for the whole build: the
+/// request, the plan, where sources come from, where scratch space is.
+pub struct Inputs<'a> {
     pub store: &'a Store,
     pub req: &'a BuildRequest,
     pub plan: &'a Plan,
@@ -54,12 +57,24 @@ pub struct Engine<'a> {
     pub sde: Option<i64>,
     pub created: String,
     pub cancel: &'a Cancel,
+}
+
+/// What a build accumulates as it runs: finished stages, their cache keys, the sandbox once
+/// probed, the step count the progress lines show.
+#[derive(Default)]
+pub struct Progress {
     pub sandbox: Option<(SandboxConfig, Probe)>,
     pub states: BTreeMap<usize, StageState>,
     pub step_counter: usize,
     pub sandbox_announced: bool,
     /// The cache key each built stage ended with (for FROM stage and COPY --from).
     pub stage_keys: BTreeMap<usize, CacheKey>,
+}
+
+/// One build on the embedded engine: borrowed inputs, owned progress.
+pub struct Engine<'a> {
+    pub inputs: Inputs<'a>,
+    pub progress: Progress,
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -77,7 +92,7 @@ impl Engine<'_> {
         source: Option<BoxError>,
     ) -> BuildError {
         BuildError::Step {
-            file: self.file_name.to_string(),
+            file: self.inputs.file_name.to_string(),
             line: step.span.line,
             instruction: step.source.lines().next().unwrap_or("").to_string(),
             message: message.into(),
@@ -86,7 +101,7 @@ impl Engine<'_> {
     }
 
     fn stage_label(&self, index: usize) -> String {
-        let s = &self.plan.stages[index];
+        let s = &self.inputs.plan.stages[index];
         match &s.name {
             Some(n) => n.clone(),
             None => format!("stage-{index}"),
@@ -99,8 +114,8 @@ impl Engine<'_> {
         total: usize,
         on_event: &mut dyn FnMut(&Event),
     ) -> Result<(), BuildError> {
-        let stage = &self.plan.stages[index];
-        let rootfs = self.workspace.join(format!("stage-{index}"));
+        let stage = &self.inputs.plan.stages[index];
+        let rootfs = self.inputs.workspace.join(format!("stage-{index}"));
         let ws_err = |source| BuildError::Workspace {
             path: rootfs.clone(),
             source,
@@ -115,12 +130,17 @@ impl Engine<'_> {
                 super::cached::root_key("scratch"),
             ),
             Base::Stage(parent) => {
-                let p = self.states.get(parent).ok_or_else(|| BuildError::Base {
-                    reference: self.stage_label(*parent),
-                    message: "stage was not built before its dependent".into(),
-                    source: None,
-                })?;
+                let p = self
+                    .progress
+                    .states
+                    .get(parent)
+                    .ok_or_else(|| BuildError::Base {
+                        reference: self.stage_label(*parent),
+                        message: "stage was not built before its dependent".into(),
+                        source: None,
+                    })?;
                 let key = self
+                    .progress
                     .stage_keys
                     .get(parent)
                     .cloned()
@@ -133,7 +153,7 @@ impl Engine<'_> {
                 )
             }
             Base::Image(reference) => {
-                let img = self.bases.resolve(reference)?;
+                let img = self.inputs.bases.resolve(reference)?;
                 (
                     img.config.clone(),
                     img.manifest.layers.clone(),
@@ -152,13 +172,13 @@ impl Engine<'_> {
             rootfs,
             applied: 0,
         };
-        let mut cmd_set_here = false;
+        let mut meta = MetaState::default();
         for step in &stage.steps {
-            if self.cancel.is_cancelled() {
+            if self.inputs.cancel.is_cancelled() {
                 return Err(BuildError::Cancelled);
             }
-            self.step_counter += 1;
-            let n = self.step_counter;
+            self.progress.step_counter += 1;
+            let n = self.progress.step_counter;
             let started = Instant::now();
             on_event(&Event::StepStarted {
                 step: n,
@@ -171,7 +191,7 @@ impl Engine<'_> {
             // later layer depends on (env, user, workdir, shell) is an input of that later step.
             let mut cached = false;
             let layer = if !super::cached::produces_layer(step) {
-                self.run_step(step, &mut state, &mut cmd_set_here, n, on_event)?
+                self.run_step(step, &mut state, &mut meta, n, on_event)?
             } else {
                 key = self.step_key(step, &key)?;
                 match self.cached(&key)? {
@@ -182,8 +202,7 @@ impl Engine<'_> {
                     None => {
                         self.materialize(&mut state)?;
                         self.materialize_sources(step)?;
-                        let made =
-                            self.run_step(step, &mut state, &mut cmd_set_here, n, on_event)?;
+                        let made = self.run_step(step, &mut state, &mut meta, n, on_event)?;
                         self.remember(&key, &state, &made)?;
                         made
                     }
@@ -196,8 +215,8 @@ impl Engine<'_> {
                 cached,
             });
         }
-        self.stage_keys.insert(index, key);
-        self.states.insert(index, state);
+        self.progress.stage_keys.insert(index, key);
+        self.progress.states.insert(index, state);
         Ok(())
     }
 
@@ -243,9 +262,9 @@ impl Engine<'_> {
             _ => {}
         }
         for i in wanted {
-            if let Some(mut st) = self.states.remove(&i) {
+            if let Some(mut st) = self.progress.states.remove(&i) {
                 let r = self.materialize(&mut st);
-                self.states.insert(i, st);
+                self.progress.states.insert(i, st);
                 r?;
             }
         }
@@ -257,7 +276,7 @@ impl Engine<'_> {
         digest: &crate::digest::Digest,
         rootfs: &Path,
     ) -> Result<(), BoxError> {
-        let blob = self.store.open_blob(digest)?;
+        let blob = self.inputs.store.open_blob(digest)?;
         let opts = ApplyOptions {
             allow_devices: is_root(),
             preserve_owners: is_root(),
@@ -294,81 +313,21 @@ impl Engine<'_> {
         }
     }
 
+    /// One step: config-only instructions go through `apply_metadata`; RUN, COPY/ADD and a
+    /// WORKDIR that creates a directory make layers.
     fn run_step(
         &mut self,
         step: &Step,
         st: &mut StageState,
-        cmd_set_here: &mut bool,
+        meta: &mut MetaState,
         n: usize,
         on_event: &mut dyn FnMut(&Event),
     ) -> Result<Option<LayerSummary>, BuildError> {
-        let created = self.created.clone();
-        let c = &mut st.config.config;
+        let created = self.inputs.created.clone();
         match &step.instruction {
-            Instruction::Env(pairs) => {
-                for (k, v) in pairs {
-                    c.env_set(k, v);
-                }
-            }
-            Instruction::Label(pairs) => {
-                for (k, v) in pairs {
-                    c.labels.insert(k.clone(), v.clone());
-                }
-            }
-            Instruction::Expose(ports) => {
-                for p in ports {
-                    let p = if p.contains('/') {
-                        p.to_lowercase()
-                    } else {
-                        format!("{p}/tcp")
-                    };
-                    c.exposed_ports.insert(p, Default::default());
-                }
-            }
-            Instruction::Volume(vols) => {
-                for v in vols {
-                    c.volumes.insert(v.clone(), Default::default());
-                }
-            }
-            Instruction::User(u) => c.user = Some(u.clone()),
-            Instruction::Cmd(cmd) => {
-                c.cmd = Some(argv(cmd, &c.shell));
-                *cmd_set_here = true;
-            }
-            Instruction::Entrypoint(ep) => {
-                c.entrypoint = Some(argv(ep, &c.shell));
-                // Docker: an ENTRYPOINT resets a CMD inherited from the base image.
-                if !*cmd_set_here {
-                    c.cmd = None;
-                }
-            }
-            Instruction::Shell(sh) => c.shell = sh.clone(),
-            Instruction::Healthcheck(hc) => {
-                c.healthcheck = Some(match hc {
-                    None => Healthcheck {
-                        test: vec!["NONE".into()],
-                        ..Default::default()
-                    },
-                    Some(h) => {
-                        // Docker omits unset (zero) durations and retries from the config.
-                        let set = |v: i64| (v != 0).then_some(v);
-                        Healthcheck {
-                            test: h.test.clone(),
-                            interval: set(h.interval),
-                            timeout: set(h.timeout),
-                            start_period: set(h.start_period),
-                            start_interval: set(h.start_interval),
-                            retries: set(h.retries),
-                        }
-                    }
-                });
-            }
-            Instruction::OnBuild(t) => c.on_build.push(t.clone()),
-            Instruction::StopSignal(s) => c.stop_signal = Some(s.clone()),
-            Instruction::Maintainer(m) => st.config.author = Some(m.clone()),
             Instruction::Arg(_) => return Ok(None),
             Instruction::Workdir(dir) => {
-                c.working_dir = Some(dir.clone());
+                apply_metadata(&mut st.config, &step.instruction, meta);
                 return self.workdir(step, st, dir, &created);
             }
             Instruction::Run(run) => return self.run(step, st, run, n, on_event, &created),
@@ -399,6 +358,9 @@ impl Engine<'_> {
                     unpack: add.unpack.unwrap_or(true),
                 };
                 return self.copy(step, st, &args, &created);
+            }
+            other => {
+                apply_metadata(&mut st.config, other, meta);
             }
         }
         st.config
@@ -433,7 +395,7 @@ impl Engine<'_> {
             excludes: None,
             parents: false,
             unpack_archives: false,
-            created_mtime: self.sde.unwrap_or(0),
+            created_mtime: self.inputs.sde.unwrap_or(0),
         };
         self.commit_staged(step, st, &spec, None, created)
     }
@@ -500,24 +462,25 @@ impl Engine<'_> {
             excludes,
             parents: copy.parents,
             unpack_archives: copy.unpack,
-            created_mtime: self.sde.unwrap_or(0),
+            created_mtime: self.inputs.sde.unwrap_or(0),
         };
         let from_root = match copy.from {
             None => None,
             Some(plan::CopySource::Stage(i)) => Some(
-                self.states
+                self.progress
+                    .states
                     .get(i)
                     .ok_or_else(|| self.step_err(step, "source stage was not built", None))?
                     .rootfs
                     .clone(),
             ),
             Some(plan::CopySource::Image(reference)) => {
-                let dir = self.workspace.join(format!(
+                let dir = self.inputs.workspace.join(format!(
                     "image-{}",
                     crate::digest::Digest::of(reference.as_bytes()).hex()
                 ));
                 if !dir.exists() {
-                    let img = self.bases.resolve(reference)?;
+                    let img = self.inputs.bases.resolve(reference)?;
                     fs::create_dir_all(&dir).map_err(|source| BuildError::Workspace {
                         path: dir.clone(),
                         source,
@@ -539,17 +502,17 @@ impl Engine<'_> {
 
     /// The sandbox, probed at the first RUN (a build without RUN never needs one).
     fn sandbox(&mut self, step: &Step) -> Result<(SandboxConfig, Probe, exec::Rung), BuildError> {
-        if self.sandbox.is_none() {
-            let mut cfg = SandboxConfig::new(&self.store.root().join("exec"));
-            cfg.rung = self.req.sandbox.rung;
-            cfg.snapshotter = self.req.sandbox.snapshotter;
-            if let Some(h) = &self.req.sandbox.helper {
+        if self.progress.sandbox.is_none() {
+            let mut cfg = SandboxConfig::new(&self.inputs.store.root().join("exec"));
+            cfg.rung = self.inputs.req.sandbox.rung;
+            cfg.snapshotter = self.inputs.req.sandbox.snapshotter;
+            if let Some(h) = &self.inputs.req.sandbox.helper {
                 cfg.helper = h.clone();
             }
             let probe = exec::probe(&cfg);
-            self.sandbox = Some((cfg, probe));
+            self.progress.sandbox = Some((cfg, probe));
         }
-        let (cfg, probe) = self.sandbox.clone().expect("set above");
+        let (cfg, probe) = self.progress.sandbox.clone().expect("set above");
         let rung = probe.rung.ok_or_else(|| {
             self.step_err(
                 step,
@@ -570,8 +533,8 @@ impl Engine<'_> {
         created: &str,
     ) -> Result<Option<LayerSummary>, BuildError> {
         let (cfg, probe, rung) = self.sandbox(step)?;
-        if n == 1 || !self.sandbox_announced {
-            self.sandbox_announced = true;
+        if n == 1 || !self.progress.sandbox_announced {
+            self.progress.sandbox_announced = true;
             on_event(&Event::Sandbox {
                 rung: rung.to_string(),
                 snapshotter: probe.snapshotter.to_string(),
@@ -580,31 +543,32 @@ impl Engine<'_> {
         }
         let scratch = tempfile::Builder::new()
             .prefix("run-")
-            .tempdir_in(self.workspace)
+            .tempdir_in(self.inputs.workspace)
             .map_err(|source| BuildError::Workspace {
-                path: self.workspace.to_path_buf(),
+                path: self.inputs.workspace.to_path_buf(),
                 source,
             })?;
         let stage_roots: BTreeMap<usize, PathBuf> = self
+            .progress
             .states
             .iter()
             .map(|(i, s)| (*i, s.rootfs.clone()))
             .collect();
-        let cache_root = self.store.root().join("cache");
+        let cache_root = self.inputs.store.root().join("cache");
         let ctx = super::run::RunContext {
             sandbox: &cfg,
             probe: &probe,
             rung,
             rootfs: &st.rootfs,
             scratch: scratch.path(),
-            context_dir: self.context.root(),
+            context_dir: self.inputs.context.root(),
             stage_roots: &stage_roots,
             cache_root: &cache_root,
-            secrets: &self.req.secrets,
-            resources: self.req.sandbox.resources,
-            timeout: self.req.sandbox.step_timeout,
-            network: self.req.sandbox.network,
-            cancel: self.cancel,
+            secrets: &self.inputs.req.secrets,
+            resources: self.inputs.req.sandbox.resources,
+            timeout: self.inputs.req.sandbox.step_timeout,
+            network: self.inputs.req.sandbox.network,
+            cancel: self.inputs.cancel,
         };
         let changes = super::run::run_step(&ctx, step, run, &mut |line| {
             on_event(&Event::Log { step: n, line })
@@ -630,12 +594,12 @@ impl Engine<'_> {
         created: &str,
     ) -> Result<LayerSummary, BuildError> {
         let opts = LayerOptions {
-            compression: self.req.compression,
-            level: self.req.compression_level,
-            threads: self.req.threads,
-            source_date_epoch: self.sde,
+            compression: self.inputs.req.compression,
+            level: self.inputs.req.compression_level,
+            threads: self.inputs.req.threads,
+            source_date_epoch: self.inputs.sde,
         };
-        let ingest = self.store.ingest()?;
+        let ingest = self.inputs.store.ingest()?;
         let (ingest, info) = layer::write_layer(&changes, &opts, ingest)
             .map_err(|e| self.step_err(step, "writing the layer", Some(Box::new(e))))?;
         let (digest, size) = ingest.commit(Some(&info.digest), Some(info.size))?;
@@ -667,9 +631,9 @@ impl Engine<'_> {
     ) -> Result<Option<LayerSummary>, BuildError> {
         let staging = tempfile::Builder::new()
             .prefix("layer-")
-            .tempdir_in(self.workspace)
+            .tempdir_in(self.inputs.workspace)
             .map_err(|source| BuildError::Workspace {
-                path: self.workspace.to_path_buf(),
+                path: self.inputs.workspace.to_path_buf(),
                 source,
             })?;
         let rootfs_source;
@@ -678,7 +642,7 @@ impl Engine<'_> {
                 rootfs_source = SourceRoot::rootfs(dir);
                 &rootfs_source
             }
-            None => self.context,
+            None => self.inputs.context,
         };
         let staged = if spec.sources.is_empty() && spec.heredocs.is_empty() {
             // WORKDIR: only the directory itself.
@@ -700,15 +664,4 @@ impl Engine<'_> {
 
 fn is_remote(src: &str) -> bool {
     src.starts_with("http://") || src.starts_with("https://") || src.starts_with("git@")
-}
-
-/// The argv a CMD/ENTRYPOINT stores: exec form as written, shell form wrapped in the SHELL.
-fn argv(cmd: &ShellOrExec, shell: &[String]) -> Vec<String> {
-    let default_shell = ["/bin/sh".to_string(), "-c".to_string()];
-    let shell = if shell.is_empty() {
-        &default_shell[..]
-    } else {
-        shell
-    };
-    cmd.argv(shell)
 }

@@ -31,6 +31,8 @@ pub enum ReferenceError {
     },
     #[error("parsing image reference {0:?}: repository name longer than 255 characters")]
     TooLong(String),
+    #[error("{0:?} is not a registry host[:port] (no scheme, path or spaces: registry.example.com:5000)")]
+    BadHost(String),
 }
 
 /// A normalised image reference.
@@ -89,6 +91,46 @@ impl Reference {
             _ => format!("{repo}:latest"),
         }
     }
+}
+
+/// A registry `host[:port]` as settings name one (insecure lists, `[registry."host"]`, credentials):
+/// distribution/reference's domain grammar — dot-separated labels of letters, digits and `-`, an
+/// optional numeric port, or a bracketed IPv6 address. The one check every place that takes a host
+/// shares.
+pub fn check_host(host: &str) -> Result<(), ReferenceError> {
+    let bad = || ReferenceError::BadHost(host.to_string());
+    let (name, port) = if let Some(rest) = host.strip_prefix('[') {
+        let (addr, tail) = rest.split_once(']').ok_or_else(bad)?;
+        if addr.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(bad());
+        }
+        match tail {
+            "" => return Ok(()),
+            t => ("", t.strip_prefix(':').ok_or_else(bad)?),
+        }
+    } else {
+        match host.rsplit_once(':') {
+            Some((n, p)) => (n, p),
+            None => (host, "0"),
+        }
+    };
+    if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) || port.parse::<u16>().is_err()
+    {
+        return Err(bad());
+    }
+    if host.starts_with('[') {
+        return Ok(());
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if name.is_empty() || !name.split('.').all(label_ok) {
+        return Err(bad());
+    }
+    Ok(())
 }
 
 /// Map Docker Hub's historical host names onto `docker.io`.
@@ -223,6 +265,38 @@ mod tests {
 
     fn r(s: &str) -> Reference {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn hosts_are_host_and_port_only() {
+        for ok in [
+            "registry.example.com",
+            "localhost:5000",
+            "127.0.0.1:5000",
+            "[::1]:5000",
+            "[::1]",
+            "a-b.c",
+        ] {
+            assert_eq!(check_host(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "http://r.example.com",
+            "r.example.com/team",
+            "a b",
+            "r:",
+            "r:x",
+            "-a.com",
+            "a..b",
+            "[zz]:1",
+            "r:99999",
+        ] {
+            assert_eq!(
+                check_host(bad),
+                Err(ReferenceError::BadHost(bad.into())),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -24,6 +24,39 @@ pub enum Purpose {
     Push,
 }
 
+impl Purpose {
+    /// `pull:HOST`, `push:HOST` or `HOST`: the one reading of the purpose prefix, for flags and
+    /// the API's `[host, user, password]` triples alike.
+    pub fn split_host(host: &str) -> (Purpose, &str) {
+        if let Some(h) = host.strip_prefix("pull:") {
+            (Purpose::Pull, h)
+        } else if let Some(h) = host.strip_prefix("push:") {
+            (Purpose::Push, h)
+        } else {
+            (Purpose::Any, host)
+        }
+    }
+}
+
+/// `--registry-credential [pull:|push:]HOST=USER:PASSWORD` → (`[pull:|push:]HOST`, USER, PASSWORD).
+/// The error shows the host only, never the password.
+pub fn parse_credential_flag(spec: &str) -> Result<(String, String, String), RegistryError> {
+    let redacted = || match spec.split_once('=') {
+        Some((h, _)) => RegistryError::BadCredentialSpec(format!(
+            "{h}=<redacted> (expected [pull:|push:]HOST=USER:PASSWORD)"
+        )),
+        None => RegistryError::BadCredentialSpec(
+            "<redacted> (expected [pull:|push:]HOST=USER:PASSWORD)".into(),
+        ),
+    };
+    let (host, userpass) = spec.split_once('=').ok_or_else(redacted)?;
+    let (user, pass) = userpass.split_once(':').ok_or_else(redacted)?;
+    if Purpose::split_host(host).1.is_empty() || user.is_empty() {
+        return Err(redacted());
+    }
+    Ok((host.to_string(), user.to_string(), pass.to_string()))
+}
+
 /// One per-build credential for `host` or `host/path-prefix`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credential {
@@ -98,23 +131,24 @@ impl Credentials {
     /// Parse `--registry-credential [pull:|push:]HOST=USER:PASSWORD`. The error never echoes
     /// the password.
     pub fn add_flag(&mut self, spec: &str) -> Result<&mut Self, RegistryError> {
-        let redacted = || match spec.split_once('=') {
-            Some((h, _)) => RegistryError::BadCredentialSpec(format!("{h}=<redacted>")),
-            None => RegistryError::BadCredentialSpec("<redacted>".into()),
-        };
-        let (purpose, rest) = if let Some(r) = spec.strip_prefix("pull:") {
-            (Purpose::Pull, r)
-        } else if let Some(r) = spec.strip_prefix("push:") {
-            (Purpose::Push, r)
-        } else {
-            (Purpose::Any, spec)
-        };
-        let (host, userpass) = rest.split_once('=').ok_or_else(redacted)?;
-        let (user, pass) = userpass.split_once(':').ok_or_else(redacted)?;
-        if host.is_empty() || user.is_empty() {
-            return Err(redacted());
+        let (host, user, pass) = parse_credential_flag(spec)?;
+        self.add_spec(&host, &user, &pass)
+    }
+
+    /// One credential as the API carries it: `[pull:|push:]HOST`, user, password.
+    pub fn add_spec(
+        &mut self,
+        host: &str,
+        user: &str,
+        pass: &str,
+    ) -> Result<&mut Self, RegistryError> {
+        let (purpose, bare) = Purpose::split_host(host.trim());
+        if bare.is_empty() || user.is_empty() || pass.is_empty() {
+            return Err(RegistryError::BadCredentialSpec(format!(
+                "{host}: host, user and password must all be given"
+            )));
         }
-        Ok(self.add_for(purpose, host, user, pass))
+        Ok(self.add_for(purpose, bare, user, pass))
     }
 
     pub fn is_empty(&self) -> bool {

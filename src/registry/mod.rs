@@ -17,7 +17,9 @@ mod pull;
 mod push;
 mod transport;
 
-pub use creds::{login_store, Credential, Credentials, DockerConfig, Purpose};
+pub use creds::{
+    login_store, parse_credential_flag, Credential, Credentials, DockerConfig, Purpose,
+};
 pub use pull::pull;
 pub use push::push;
 pub use transport::conventional_ca_bundles;
@@ -131,7 +133,7 @@ pub enum RegistryError {
         #[source]
         source: std::io::Error,
     },
-    #[error("invalid registry credential {0:?}: expected [pull:|push:]HOST=USER:PASSWORD")]
+    #[error("invalid registry credential {0}")]
     BadCredentialSpec(String),
 }
 

@@ -1,0 +1,119 @@
+//! `kiln build` flags → the API's `BuildSpec`, the one form every build request takes (the low half
+//! of ripgrep's split). A flag not typed stays `None`; kiln.toml and kiln's defaults are filled in by
+//! `api::resolve`, the same resolver the daemon runs, so a build makes the same image whether or not
+//! a daemon answers.
+//!
+//! Must not: apply a default or read kiln.toml (that is the resolver's job), or print a secret.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _, Result};
+
+use super::BuildArgs;
+use crate::api::{self, BuildSpec};
+
+/// Who will read the spec's paths: this process, or a daemon that sees only what is under its
+/// context roots (secrets are then sent inline, Dockerfiles outside the context as text).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Reader {
+    Local,
+    Daemon,
+}
+
+/// The spec `kiln build` asks for.
+pub(super) fn from_flags(args: &BuildArgs, reader: Reader) -> Result<BuildSpec> {
+    let context = std::fs::canonicalize(&args.df.context)
+        .with_context(|| format!("context {}", args.df.context.display()))?;
+    let mut spec = BuildSpec {
+        context: Some(context.display().to_string()),
+        tags: args.tags.clone(),
+        build_args: super::parse_kv(&args.df.build_args, "--build-arg", true)?,
+        labels: super::parse_kv(&args.labels, "--label", false)?,
+        target: args.df.target.clone(),
+        no_cache: args.no_cache,
+        no_pull: args.no_pull,
+        push: args.push,
+        compression: args.compression.clone(),
+        compression_level: args.compression_level,
+        source_date_epoch: args.source_date_epoch,
+        sandbox: args.sandbox.clone(),
+        snapshotter: args.snapshotter.clone(),
+        network: args.network.clone(),
+        step_timeout: args.step_timeout,
+        outputs: args.outputs.iter().map(|o| absolute_output(o)).collect(),
+        insecure_registries: api::HostList(args.registry.insecure.clone()),
+        ..BuildSpec::default()
+    };
+    spec.resources.cpus = args.cpus;
+    spec.resources.memory = args.memory.clone().map(api::Memory::Text);
+    for c in &args.registry.credentials {
+        let (host, user, password) = crate::registry::parse_credential_flag(c)?;
+        spec.registry_credentials.push(api::Credential {
+            host,
+            user,
+            password,
+        });
+    }
+    if let Some(f) = &args.df.file {
+        let abs =
+            std::fs::canonicalize(f).with_context(|| format!("Dockerfile {}", f.display()))?;
+        match (reader, abs.strip_prefix(&context)) {
+            (Reader::Local, _) => spec.dockerfile = Some(abs.display().to_string()),
+            (Reader::Daemon, Ok(rel)) => spec.dockerfile = Some(rel.display().to_string()),
+            (Reader::Daemon, Err(_)) => {
+                spec.dockerfile_text = Some(
+                    std::fs::read_to_string(&abs)
+                        .with_context(|| format!("reading Dockerfile {}", abs.display()))?,
+                )
+            }
+        }
+    }
+    for s in &args.secrets {
+        spec.secrets.push(secret(s, reader)?);
+    }
+    Ok(spec)
+}
+
+/// `--secret id=ID,src=PATH|env=VAR`: by reference for this process, by value for a daemon.
+fn secret(flag: &str, reader: Reader) -> Result<api::SecretSpec> {
+    let src: crate::engine::SecretSource = flag.parse().map_err(anyhow::Error::msg)?;
+    let mut spec = api::SecretSpec {
+        id: src.id.clone(),
+        value: None,
+        src: None,
+        env: None,
+    };
+    match (reader, &src.src, &src.env) {
+        (Reader::Local, Some(p), _) => spec.src = Some(absolute(p).display().to_string()),
+        (Reader::Local, None, Some(v)) => spec.env = Some(v.clone()),
+        (Reader::Daemon, Some(p), _) => {
+            spec.value = Some(
+                std::fs::read_to_string(p).with_context(|| format!("reading secret {}", src.id))?,
+            )
+        }
+        (Reader::Daemon, None, Some(v)) => spec.value = Some(std::env::var(v).unwrap_or_default()),
+        (_, None, None) => bail!("--secret {}: give src= or env=", src.id),
+    }
+    Ok(spec)
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|c| c.join(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    }
+}
+
+/// `type=…,dest=REL` → `dest=ABS`, so the destination means the same to a daemon.
+fn absolute_output(o: &str) -> String {
+    o.split(',')
+        .map(|f| match f.split_once('=') {
+            Some(("dest", d)) => format!("dest={}", absolute(Path::new(d)).display()),
+            _ => f.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
