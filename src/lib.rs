@@ -14,6 +14,7 @@
 //!
 //! | module       | job                                                                      |
 //! |--------------|--------------------------------------------------------------------------|
+//! | `atomic`     | durable whole-file replace (temp → fsync → rename → fsync dir)           |
 //! | `digest`     | typed `Digest`, streaming sha256 (aws-lc-rs)                             |
 //! | `reference`  | image references, normalised like Docker (`busybox` → docker.io/library) |
 //! | `config`     | kiln.toml (buildkitd.toml's registry/worker sections + kiln's own)       |
@@ -33,6 +34,7 @@
 //! | `cli`        | flags → validated commands → embedded engine → rendering                 |
 
 pub mod api;
+pub mod atomic;
 pub mod cache;
 pub mod cli;
 pub mod config;

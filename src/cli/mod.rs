@@ -5,23 +5,22 @@
 //! Must not: build, parse Dockerfiles or touch the store's files itself — it calls the modules.
 
 mod client;
+mod local;
 mod progress;
 mod registry;
 mod remote;
 mod spec;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::Config;
-use crate::engine::{self, Output};
-use crate::exec::{self, Cancel};
-use crate::reference::Reference;
-use crate::store::{self, Store};
+use crate::engine;
+use crate::exec::Cancel;
+use crate::store::Store;
 use progress::{ProgressMode, Renderer};
 
 #[derive(Parser, Debug)]
@@ -238,155 +237,16 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Builds { cmd } => remote::builds(&cli.host, cmd),
         Command::Config { cmd } => remote::config(&cli.host, cmd),
         Command::Plan(args) => cmd_plan(&cli.root, args),
-        Command::Images => {
-            let store = open_store(&cli.root)?;
-            let mut out = std::io::stdout().lock();
-            writeln!(out, "{:<50} {:<20} {:>10}", "IMAGE", "DIGEST", "SIZE")?;
-            for (name, desc) in store.tags()? {
-                let size = store
-                    .image(&name)
-                    .map(|i| {
-                        i.manifest.layers.iter().map(|l| l.size).sum::<u64>()
-                            + i.manifest.config.size
-                    })
-                    .unwrap_or(0);
-                writeln!(out, "{:<50} {:<20} {:>10}", name, desc.digest.short(), size)?;
-            }
-            Ok(0)
-        }
+        Command::Images => local::cmd_images(&open_store(&cli.root)?),
         Command::Export { image, outputs } => {
-            let store = open_store(&cli.root)?;
-            let key = store_key(&image);
-            let img = store
-                .image(&key)
-                .with_context(|| format!("finding {image} in the local store"))?;
-            let tag = key.clone();
-            for o in outputs {
-                let out: Output = o.parse()?;
-                match out {
-                    Output::Oci { dest } => {
-                        let name = tag
-                            .parse::<Reference>()
-                            .map(|r| r.tag_or_latest().to_string())
-                            .unwrap_or_else(|_| "latest".into());
-                        store::write_oci_layout(
-                            &store,
-                            &[(name, img.manifest_desc.clone())],
-                            &dest,
-                        )?;
-                        eprintln!("exported oci: {}", dest.display());
-                    }
-                    Output::Docker { dest } => {
-                        let name = tag
-                            .parse::<Reference>()
-                            .map(|r| r.familiar())
-                            .unwrap_or_default();
-                        store::write_docker_archive(
-                            &store,
-                            &[(name, img.manifest_desc.clone())],
-                            &dest,
-                        )?;
-                        eprintln!("exported docker: {}", dest.display());
-                    }
-                }
-            }
-            Ok(0)
+            local::cmd_export(&open_store(&cli.root)?, &image, &outputs)
         }
-        Command::Import { layout, tag } => {
-            let store = open_store(&cli.root)?;
-            let (dir, ref_name) = match layout.rfind(':') {
-                Some(i) if !layout[i..].contains('/') => {
-                    (layout[..i].to_string(), Some(layout[i + 1..].to_string()))
-                }
-                _ => (layout.clone(), None),
-            };
-            let desc =
-                store::import_oci_layout(&store, std::path::Path::new(&dir), ref_name.as_deref())
-                    .with_context(|| format!("importing OCI layout {dir}"))?;
-            let name = tag.or(ref_name).unwrap_or_else(|| "latest".to_string());
-            let key = name
-                .parse::<Reference>()
-                .with_context(|| format!("invalid tag {name:?}"))?
-                .store_name();
-            store.tag(&key, &desc)?;
-            println!("{key} {}", desc.digest);
-            Ok(0)
-        }
-        Command::Rmi { image } => {
-            let store = open_store(&cli.root)?;
-            if !store.untag(&store_key(&image))? {
-                bail!("no image {image} in the local store");
-            }
-            println!("untagged {image}");
-            Ok(0)
-        }
-        Command::Prune => {
-            let store = open_store(&cli.root)?;
-            let report = store.gc()?;
-            println!(
-                "removed {} blob(s), freed {} bytes, kept {}",
-                report.removed.len(),
-                report.bytes_freed,
-                report.kept
-            );
-            Ok(0)
-        }
-        Command::Fsck => {
-            let store = open_store(&cli.root)?;
-            let report = store.fsck()?;
-            println!("{report}");
-            Ok(if report.is_clean() { 0 } else { 2 })
-        }
-        Command::Info => {
-            let root = cli.root.clone().unwrap_or_else(Store::default_root);
-            let store = open_store(&cli.root)?;
-            println!("version: {}", env!("CARGO_PKG_VERSION"));
-            println!("root: {}", root.display());
-            println!("images: {}", store.tags()?.len());
-            let cfg = exec::SandboxConfig::new(&root.join("exec"));
-            let probe = exec::probe(&cfg);
-            match probe.rung {
-                Some(r) => println!("sandbox: {r}"),
-                None => println!("sandbox: none works here"),
-            }
-            for (rung, why) in &probe.reasons {
-                println!(
-                    "  {} unavailable: {why}",
-                    format!("{rung:?}").to_lowercase()
-                );
-            }
-            println!(
-                "snapshotter: {}",
-                format!("{:?}", probe.snapshotter).to_lowercase()
-            );
-            for (kind, why) in &probe.snapshotter_reasons {
-                println!(
-                    "  {} unavailable: {why}",
-                    format!("{kind:?}").to_lowercase()
-                );
-            }
-            println!("cgroups: {}", probe.cgroup);
-            for ca in crate::registry::conventional_ca_bundles() {
-                println!("trusted CA bundle: {}", ca.display());
-            }
-            for w in &probe.warnings {
-                println!("warning: {w}");
-            }
-            Ok(0)
-        }
+        Command::Import { layout, tag } => local::cmd_import(&open_store(&cli.root)?, &layout, tag),
+        Command::Rmi { image } => local::cmd_rmi(&open_store(&cli.root)?, &image),
+        Command::Prune => local::cmd_prune(&open_store(&cli.root)?),
+        Command::Fsck => local::cmd_fsck(&open_store(&cli.root)?),
+        Command::Info => local::cmd_info(&cli.root),
     }
-}
-
-/// A user's image name → the store's key: references are normalised (`app` →
-/// `docker.io/library/app:latest`), digests are kept.
-fn store_key(image: &str) -> String {
-    if image.starts_with("sha256:") {
-        return image.to_string();
-    }
-    image
-        .parse::<Reference>()
-        .map(|r| r.store_name())
-        .unwrap_or_else(|_| image.to_string())
 }
 
 /// The config file, with its unknown-key warnings printed (never silently ignored).

@@ -474,7 +474,7 @@ pub fn login_store(
 
 /// Replace `path` atomically with a 0600 file (the directory is created 0700).
 fn write_private(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), RegistryError> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    use std::os::unix::fs::DirBuilderExt;
     let io = |action: &'static str, p: &Path| {
         let path = p.to_path_buf();
         move |source| RegistryError::Io {
@@ -488,19 +488,6 @@ fn write_private(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), RegistryEr
         .mode(0o700)
         .create(dir)
         .map_err(io("creating", dir))?;
-    let mut t = tempfile::Builder::new()
-        .prefix(".config.json.")
-        .tempfile_in(dir)
-        .map_err(io("creating a temp file in", dir))?;
-    t.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(0o600))
-        .map_err(io("setting permissions of", t.path()))?;
-    t.write_all(bytes).map_err(io("writing", path))?;
-    t.as_file().sync_all().map_err(io("syncing", path))?;
-    t.persist(path).map_err(|e| RegistryError::Io {
-        action: "replacing",
-        path: path.to_path_buf(),
-        source: e.error,
-    })?;
-    Ok(())
+    // 0600 from the start: the file holds credentials.
+    crate::atomic::atomic_write(path, bytes, 0o600, None).map_err(io("replacing", path))
 }

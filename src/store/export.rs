@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Read};
 use std::path::Path;
 
 use super::{io_err, set_mode, Store, StoreError, MAX_JSON_BLOB};
@@ -81,6 +81,8 @@ pub fn write_oci_layout(
     for d in &blobs {
         copy_blob(store, d, &blob_dir.join(d.digest.hex()))?;
     }
+    // Blobs are durable before the index that names them is written (verify, then publish).
+    crate::atomic::sync_dir(&blob_dir).map_err(io_err("syncing directory", &blob_dir))?;
     let index_path = dest.join("index.json");
     let mut index = match fs::read(&index_path) {
         Ok(b) => Index::from_slice(&b).map_err(|source| StoreError::Json {
@@ -248,7 +250,11 @@ fn write_tar(
     set_mode(tmp.path(), 0o644)?;
     tmp.persist(dest)
         .map_err(|e| io_err("renaming into place", dest)(e.error))?;
-    Ok(())
+    let dir = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    crate::atomic::sync_dir(dir).map_err(io_err("syncing directory", dir))
 }
 
 /// Put a verified copy of a store blob at `dst`: a hard link when on the same filesystem, else a
@@ -294,17 +300,7 @@ fn copy_blob(store: &Store, d: &Descriptor, dst: &Path) -> Result<(), StoreError
 }
 
 fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut t = tempfile::Builder::new()
-        .prefix(".kiln-")
-        .tempfile_in(dir)
-        .map_err(io_err("creating temp file in", dir))?;
-    t.write_all(bytes).map_err(io_err("writing", path))?;
-    t.as_file().sync_all().map_err(io_err("syncing", path))?;
-    set_mode(t.path(), 0o644)?;
-    t.persist(path)
-        .map_err(|e| io_err("renaming into place", path)(e.error))?;
-    Ok(())
+    crate::atomic::atomic_write(path, bytes, 0o644, None).map_err(io_err("replacing", path))
 }
 
 /// Copy one image of the OCI layout directory `src` into the store, verifying every blob, and

@@ -298,21 +298,11 @@ impl Store {
             .0)
     }
 
-    /// Replace `path` with `bytes` atomically: temp file in our session dir, fsync, rename, fsync dir.
+    /// Replace `path` with `bytes` atomically and durably; the temp file lives in our session dir,
+    /// so a crash leaves it where the next start sweeps it.
     pub(crate) fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-        use std::io::Write;
-        let mut t = tempfile::Builder::new()
-            .prefix("atomic-")
-            .tempfile_in(&self.session)
-            .map_err(io_err("creating temp file in", &self.session))?;
-        t.write_all(bytes).map_err(io_err("writing", t.path()))?;
-        t.as_file()
-            .sync_all()
-            .map_err(io_err("syncing", t.path()))?;
-        set_mode(t.path(), 0o644)?;
-        t.persist(path)
-            .map_err(|e| io_err("renaming into place", path)(e.error))?;
-        sync_parent(path)
+        crate::atomic::atomic_write(path, bytes, 0o644, Some(&self.session))
+            .map_err(io_err("replacing", path))
     }
 
     /// Hold the index.json lock (an flock on `<root>/index.lock`) until the guard drops.
