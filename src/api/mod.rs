@@ -364,10 +364,8 @@ pub mod kind {
     pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
     pub const CONFLICT: &str = "conflict";
     pub const INVALID_CONFIG: &str = "invalid_config";
-    pub const UNSUPPORTED: &str = "unsupported";
     pub const SHUTTING_DOWN: &str = "shutting_down";
     pub const BUILD_FAILED: &str = "build_failed";
-    pub const CANCELLED: &str = "cancelled";
     pub const INTERRUPTED: &str = "interrupted";
     pub const PUSH_FAILED: &str = "push_failed";
     pub const INTERNAL: &str = "internal";
