@@ -14,6 +14,7 @@ mod chmod;
 mod copy;
 mod event;
 mod fsutil;
+mod merge;
 mod metadata;
 mod run;
 mod stage;

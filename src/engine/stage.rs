@@ -604,8 +604,8 @@ impl Engine<'_> {
             .map_err(|e| self.step_err(step, "writing the layer", Some(Box::new(e))))?;
         let (digest, size) = ingest.commit(Some(&info.digest), Some(info.size))?;
         let desc = Descriptor::new(info.media_type.clone(), digest.clone(), size);
-        self.apply_blob(&digest, &st.rootfs)
-            .map_err(|e| self.step_err(step, "applying the layer to the stage", Some(e)))?;
+        // The rootfs catches up lazily (`materialize`), or at once by moving a staged tree in
+        // (`commit_staged`): a layer kiln has just written is never applied twice.
         st.layers.push(desc);
         st.config.push_layer(
             info.diff_id.clone(),
@@ -658,7 +658,20 @@ impl Engine<'_> {
         if !staged.owners_applied {
             changes = changes.with_owner(spec.owner.0, spec.owner.1);
         }
-        self.commit_changes(step, st, changes, created).map(Some)
+        let up_to_date = st.applied == st.layers.len();
+        let summary = self.commit_changes(step, st, changes, created)?;
+        if up_to_date {
+            // Publish the staged tree itself: the files are written once (merge.rs).
+            super::merge::move_into(staging.path(), &st.rootfs, is_root()).map_err(|e| {
+                self.step_err(
+                    step,
+                    "moving the staged files into the stage",
+                    Some(Box::new(e)),
+                )
+            })?;
+            st.applied = st.layers.len();
+        }
+        Ok(Some(summary))
     }
 }
 
