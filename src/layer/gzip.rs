@@ -12,6 +12,11 @@
 //! `compress/gzip` writes (so as Docker and BuildKit layers carry), because a layer's bytes must not depend
 //! on the machine that produced them. XFL is 2 for level 9 and 4 for level 1, as gzip and pigz set it.
 //!
+//! Incompressible blocks (already-compressed files: archives, images, wheels) are not deflated:
+//! a block whose byte entropy is at least [`STORED_ENTROPY`] bits per byte is written as deflate
+//! stored blocks (RFC 1951 §3.2.4), which costs a copy instead of a fruitless match search. The
+//! decision reads only the block's bytes, so the output still does not depend on the thread count.
+//!
 //! Memory: at most `2 × threads + 2` blocks are in flight (input plus compressed output each), so the
 //! encoder holds a few MiB whatever the stream length. The compressed output is written to `out` on the
 //! caller's thread, in order.
@@ -30,6 +35,10 @@ use flate2::{Compress, Compression, FlushCompress, Status};
 pub const BLOCK_SIZE: usize = 128 * 1024;
 /// Deflate's window: the dictionary each block is primed with.
 const DICT_SIZE: usize = 32 * 1024;
+/// Order-0 entropy (bits per byte) from which a block is stored, not deflated. Random and
+/// compressed data measure ≥ 7.99 on 128 KiB; text and binaries stay well below 7.5, and a block
+/// this close to 8 cannot shrink by more than a fraction of a percent through Huffman coding.
+pub const STORED_ENTROPY: f64 = 7.97;
 
 struct Job {
     data: Arc<Vec<u8>>,
@@ -239,7 +248,56 @@ fn worker(rx: Arc<Mutex<Receiver<Job>>>, level: u32) {
     }
 }
 
+/// Order-0 (byte histogram) entropy of `data`, in bits per byte.
+fn entropy(data: &[u8]) -> f64 {
+    if data.is_empty() {
+        return 0.0;
+    }
+    let mut counts = [0u32; 256];
+    for &b in data {
+        counts[b as usize] += 1;
+    }
+    let n = data.len() as f64;
+    counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = f64::from(c) / n;
+            -p * p.log2()
+        })
+        .sum()
+}
+
+/// `data` as deflate stored blocks (≤ 65535 bytes each), byte-aligned as a sync flush leaves the
+/// stream; the final one has BFINAL set when `last` (an empty final block ends an empty input).
+fn stored_blocks(data: &[u8], last: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + data.len() / 65535 * 5 + 10);
+    let mut chunks = data.chunks(65535).peekable();
+    if chunks.peek().is_none() {
+        out.push(u8::from(last));
+        out.extend_from_slice(&[0, 0, 0xff, 0xff]);
+        return out;
+    }
+    while let Some(chunk) = chunks.next() {
+        let final_block = last && chunks.peek().is_none();
+        let len = chunk.len() as u16;
+        out.push(u8::from(final_block));
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(chunk);
+    }
+    out
+}
+
 fn compress_block(c: &mut Compress, job: &Job) -> io::Result<Done> {
+    if !job.data.is_empty() && entropy(&job.data) >= STORED_ENTROPY {
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&job.data);
+        return Ok(Done {
+            out: stored_blocks(&job.data, job.last),
+            crc,
+        });
+    }
     c.reset();
     if let Some(dict) = &job.dict {
         let start = dict.len().saturating_sub(DICT_SIZE);
@@ -305,6 +363,68 @@ mod tests {
             .read_to_end(&mut back)
             .unwrap();
         assert_eq!(back, data);
+    }
+
+    /// A deterministic incompressible stream (xorshift), the shape of a tar of compressed files.
+    fn noise(len: usize, mut x: u64) -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn incompressible_blocks_are_stored_and_mixed_streams_round_trip() {
+        let mut data = noise(2 * BLOCK_SIZE + 100, 42);
+        data.extend(b"text compresses well; ".repeat(20_000));
+        data.extend(noise(BLOCK_SIZE / 2, 7));
+        assert!(entropy(&data[..BLOCK_SIZE]) >= STORED_ENTROPY);
+        assert!(entropy(&data[3 * BLOCK_SIZE..4 * BLOCK_SIZE]) < 5.0);
+        let one = gz(&data, 1, 6);
+        assert_eq!(
+            one,
+            gz(&data, 4, 6),
+            "stored or not, the bytes do not depend on threads"
+        );
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&one[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, data);
+        // Stored noise costs 5 bytes per 64 KiB, not deflate's overhead on top of no gain.
+        let noise_only = noise(4 * BLOCK_SIZE, 9);
+        let z = gz(&noise_only, 2, 6);
+        assert!(
+            z.len() <= noise_only.len() + 64 + noise_only.len() / 65535 * 5,
+            "{}",
+            z.len()
+        );
+    }
+
+    #[test]
+    fn a_stored_last_block_ends_the_stream() {
+        let data = noise(BLOCK_SIZE + 10, 3);
+        let z = gz(&data, 2, 6);
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&z[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, data);
+        // gzip(1) itself (scripts/test.sh installs it) accepts the stream.
+        let mut child = std::process::Command::new("gzip")
+            .arg("-t")
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("gzip(1) is needed by this test");
+        child.stdin.take().unwrap().write_all(&z).unwrap();
+        assert!(
+            child.wait().unwrap().success(),
+            "gzip -t refuses the stream"
+        );
     }
 
     #[test]
