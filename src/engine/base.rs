@@ -2,9 +2,9 @@
 //! an OCI layout on disk (`oci-layout://PATH[:tag]`, imported into the store and verified on the way).
 //! Pulling from registries belongs to the registry client, not here.
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Mutex;
 
 use crate::plan::{BaseImageInfo, BaseImages, Platform};
 use crate::reference::Reference;
@@ -14,22 +14,22 @@ use super::BuildError;
 
 pub struct StoreBases<'a> {
     store: &'a store::Store,
-    resolved: RefCell<BTreeMap<String, StoredImage>>,
+    resolved: Mutex<BTreeMap<String, StoredImage>>,
     /// Where to pull bases missing from the store (None: the store only).
     registry: Option<&'a super::RegistryAccess>,
-    client: RefCell<Option<crate::registry::RegistryClient>>,
+    client: Mutex<Option<crate::registry::RegistryClient>>,
     /// Images pulled while resolving (name, digest, bytes), reported once the plan is made.
-    pulled: RefCell<Vec<(String, String, u64)>>,
+    pulled: Mutex<Vec<(String, String, u64)>>,
 }
 
 impl<'a> StoreBases<'a> {
     pub fn new(store: &'a store::Store) -> StoreBases<'a> {
         StoreBases {
             store,
-            resolved: RefCell::new(BTreeMap::new()),
+            resolved: Mutex::new(BTreeMap::new()),
             registry: None,
-            client: RefCell::new(None),
-            pulled: RefCell::new(Vec::new()),
+            client: Mutex::new(None),
+            pulled: Mutex::new(Vec::new()),
         }
     }
 
@@ -40,7 +40,7 @@ impl<'a> StoreBases<'a> {
 
     /// Tell what was pulled (during planning there is no event sink yet).
     pub fn report(&self, on_event: &mut dyn FnMut(&super::Event)) {
-        for (reference, digest, bytes) in self.pulled.borrow_mut().drain(..) {
+        for (reference, digest, bytes) in lock(&self.pulled).drain(..) {
             on_event(&super::Event::Transferred {
                 kind: "pulled".into(),
                 reference: reference.clone(),
@@ -62,10 +62,10 @@ impl<'a> StoreBases<'a> {
                 source: None,
             });
         };
-        if self.client.borrow().is_none() {
-            *self.client.borrow_mut() = Some(access.client()?);
+        let mut client = lock(&self.client);
+        if client.is_none() {
+            *client = Some(access.client()?);
         }
-        let client = self.client.borrow();
         let client = client.as_ref().expect("set above");
         let mut sizes = BTreeMap::new();
         let mut bytes = 0u64;
@@ -81,15 +81,13 @@ impl<'a> StoreBases<'a> {
             message: "pulling it".into(),
             source: Some(Box::new(e)),
         })?;
-        self.pulled
-            .borrow_mut()
-            .push((r.store_name(), desc.digest.to_string(), bytes));
+        lock(&self.pulled).push((r.store_name(), desc.digest.to_string(), bytes));
         Ok(())
     }
 
     /// The image a FROM or `--from` names, imported from an OCI layout when it is one.
     pub fn resolve(&self, reference: &str) -> Result<StoredImage, BuildError> {
-        if let Some(img) = self.resolved.borrow().get(reference) {
+        if let Some(img) = lock(&self.resolved).get(reference) {
             return Ok(img.clone());
         }
         let base_err =
@@ -139,9 +137,7 @@ impl<'a> StoreBases<'a> {
                 Err(e) => return Err(base_err("reading it from the store".into(), Some(Box::new(e)))),
             }
         };
-        self.resolved
-            .borrow_mut()
-            .insert(reference.to_string(), image.clone());
+        lock(&self.resolved).insert(reference.to_string(), image.clone());
         Ok(image)
     }
 }
@@ -162,4 +158,9 @@ impl BaseImages for StoreBases<'_> {
             on_build: c.on_build.clone(),
         })
     }
+}
+
+/// Stages resolve bases from several threads; a panic elsewhere never makes the cache unusable.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -44,8 +44,8 @@ impl Engine<'_> {
     /// What a `--from` (COPY or RUN --mount) names, as a cache input.
     fn source_input(&self, from: &CopySource) -> Result<String, BuildError> {
         Ok(match from {
-            CopySource::Stage(i) => match self.progress.stage_keys.get(i) {
-                Some(k) => format!("stage {}", k.0),
+            CopySource::Stage(i) => match self.progress.finished(*i) {
+                Some(f) => format!("stage {}", f.key.0),
                 None => format!("stage {i} (unbuilt)"),
             },
             CopySource::Image(r) => {
@@ -156,7 +156,7 @@ impl Engine<'_> {
 
     /// Replay a cached step: its layer joins the image; config effects still apply.
     pub fn replay(
-        &mut self,
+        &self,
         step: &Step,
         st: &mut StageState,
         record: Record,

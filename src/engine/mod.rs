@@ -17,6 +17,7 @@ mod fsutil;
 mod merge;
 mod metadata;
 mod run;
+mod schedule;
 mod stage;
 
 pub use event::{Event, LayerSummary};
@@ -309,7 +310,15 @@ pub fn run(
             source,
         })?;
     let context = crate::context::SourceRoot::context(&req.context, &dockerfile_base(&file_name))?;
-    let mut engine = stage::Engine {
+    // Stages stop each other through this child token; the caller's cancel still reaches them.
+    let siblings = cancel.child();
+    let mut first_step = BTreeMap::new();
+    let mut total = 0;
+    for &i in &plan.order {
+        first_step.insert(i, total + 1);
+        total += plan.stages[i].steps.len();
+    }
+    let engine = stage::Engine {
         inputs: stage::Inputs {
             store,
             req,
@@ -320,33 +329,31 @@ pub fn run(
             file_name: &file_name,
             sde,
             created: engine_created(sde),
-            cancel,
+            cancel: &siblings,
         },
         progress: stage::Progress::default(),
+        first_step,
+        total_steps: total,
     };
-    let total: usize = plan.order.iter().map(|&i| plan.stages[i].steps.len()).sum();
     on_event(&Event::Planned {
         stages: plan.order.len(),
         steps: total,
     });
-    for &index in &plan.order {
-        if cancel.is_cancelled() {
-            return Err(BuildError::Cancelled);
-        }
-        engine.run_stage(index, total, on_event)?;
+    if cancel.is_cancelled() {
+        return Err(BuildError::Cancelled);
     }
-    let mut final_state =
-        engine
-            .progress
-            .states
-            .remove(&plan.target)
-            .ok_or_else(|| BuildError::Step {
-                file: file_name.clone(),
-                line: 0,
-                instruction: "FROM".into(),
-                message: "the target stage was not built".into(),
-                source: None,
-            })?;
+    schedule::run_stages(&engine, &plan.order, req.threads, &siblings, on_event)?;
+    let target = engine
+        .progress
+        .finished(plan.target)
+        .ok_or_else(|| BuildError::Step {
+            file: file_name.clone(),
+            line: 0,
+            instruction: "FROM".into(),
+            message: "the target stage was not built".into(),
+            source: None,
+        })?;
+    let mut final_state = stage::lock(&target.state).clone();
     final_state.config.created = Some(engine_created(sde));
     for (k, v) in &req.labels {
         final_state

@@ -151,6 +151,8 @@ pub fn run_step(
     for (i, m) in run.mounts.iter().enumerate() {
         add_mount(ctx, &mut spec, m, i)?;
     }
+    // Held until the step ends: `sharing=locked` cache mounts, one writer at a time.
+    let _cache_locks = lock_caches(ctx, run)?;
     let result = exec::run(ctx.sandbox, &spec, ctx.cancel, &mut |l| on_line(l.0));
     // Secret files copied for env= secrets are removed whatever happened.
     let _ = fs::remove_dir_all(ctx.scratch.join("secrets"));
@@ -173,6 +175,36 @@ pub fn run_step(
     }
     apply_recorded_chowns(&mut set, &outcome.recorded_chowns);
     Ok(set)
+}
+
+/// `RUN --mount=type=cache,sharing=locked|private`: an exclusive flock on `<cache dir>.lock` for
+/// the step's duration, so parallel stages (and concurrent daemon builds) never run two package
+/// managers over one cache. BuildKit gives `private` a fresh directory when the cache is busy;
+/// kiln waits for it instead (same isolation, one directory). `shared` (the default) takes no lock.
+fn lock_caches(ctx: &RunContext<'_>, run: &plan::Run) -> Result<Vec<fs::File>, RunError> {
+    let mut held = Vec::new();
+    for m in &run.mounts {
+        if let Mount::Cache { id, sharing, .. } = m {
+            if *sharing == plan::Sharing::Shared {
+                continue;
+            }
+            fs::create_dir_all(ctx.cache_root).map_err(io("creating", ctx.cache_root))?;
+            let path = ctx.cache_root.join(format!(
+                "{}.lock",
+                crate::digest::Digest::of(id.as_bytes()).hex()
+            ));
+            let f = fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .map_err(io("opening the cache lock", &path))?;
+            rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
+                .map_err(|e| io("locking the cache", &path)(e.into()))?;
+            held.push(f);
+        }
+    }
+    Ok(held)
 }
 
 /// The single-uid rung records chowns instead of applying them: they become owners in the layer.

@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::base::StoreBases;
@@ -37,6 +39,7 @@ struct CopyArgs<'a> {
 /// A built (or being built) stage: its image config, its layers, and its root filesystem — a
 /// directory holding the first `applied` layers. It is brought up to date only when a step needs
 /// to read or change it, so a rebuild whose steps all come from the cache never unpacks anything.
+#[derive(Clone)]
 pub struct StageState {
     pub config: ImageConfig,
     pub layers: Vec<Descriptor>,
@@ -59,22 +62,44 @@ pub struct Inputs<'a> {
     pub cancel: &'a Cancel,
 }
 
-/// What a build accumulates as it runs: finished stages, their cache keys, the sandbox once
-/// probed, the step count the progress lines show.
-#[derive(Default)]
-pub struct Progress {
-    pub sandbox: Option<(SandboxConfig, Probe)>,
-    pub states: BTreeMap<usize, StageState>,
-    pub step_counter: usize,
-    pub sandbox_announced: bool,
-    /// The cache key each built stage ended with (for FROM stage and COPY --from).
-    pub stage_keys: BTreeMap<usize, CacheKey>,
+/// A stage that has finished: the cache key it ended with (for FROM stage and COPY --from) and
+/// its state, locked because dependents running in parallel may bring its rootfs up to date.
+pub struct Finished {
+    pub key: CacheKey,
+    pub state: Mutex<StageState>,
 }
 
-/// One build on the embedded engine: borrowed inputs, owned progress.
+/// What a build accumulates as it runs, shared by the stages running in parallel: finished
+/// stages, the sandbox once probed, whether it was announced.
+#[derive(Default)]
+pub struct Progress {
+    pub sandbox: Mutex<Option<(SandboxConfig, Probe)>>,
+    pub finished: Mutex<BTreeMap<usize, Arc<Finished>>>,
+    pub sandbox_announced: AtomicBool,
+    /// Held while an image named by `COPY --from=IMAGE` is unpacked, so two stages unpack it once.
+    pub image_unpack: Mutex<()>,
+}
+
+impl Progress {
+    pub fn finished(&self, index: usize) -> Option<Arc<Finished>> {
+        lock(&self.finished).get(&index).cloned()
+    }
+}
+
+/// A lock whose holder panicked is still usable: the data is rebuilt or re-checked by its users.
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One build on the embedded engine: borrowed inputs, shared progress. Stages run on their own
+/// threads through `&Engine`.
 pub struct Engine<'a> {
     pub inputs: Inputs<'a>,
     pub progress: Progress,
+    /// The number of the first step of each stage, so step numbers do not depend on which of
+    /// two parallel stages started first.
+    pub first_step: BTreeMap<usize, usize>,
+    pub total_steps: usize,
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -109,11 +134,11 @@ impl Engine<'_> {
     }
 
     pub fn run_stage(
-        &mut self,
+        &self,
         index: usize,
-        total: usize,
         on_event: &mut dyn FnMut(&Event),
     ) -> Result<(), BuildError> {
+        let total = self.total_steps;
         let stage = &self.inputs.plan.stages[index];
         let rootfs = self.inputs.workspace.join(format!("stage-{index}"));
         let ws_err = |source| BuildError::Workspace {
@@ -132,24 +157,18 @@ impl Engine<'_> {
             Base::Stage(parent) => {
                 let p = self
                     .progress
-                    .states
-                    .get(parent)
+                    .finished(*parent)
                     .ok_or_else(|| BuildError::Base {
                         reference: self.stage_label(*parent),
                         message: "stage was not built before its dependent".into(),
                         source: None,
                     })?;
-                let key = self
-                    .progress
-                    .stage_keys
-                    .get(parent)
-                    .cloned()
-                    .unwrap_or_else(|| super::cached::root_key(&format!("stage {parent}")));
+                let st = lock(&p.state);
                 (
-                    p.config.clone(),
-                    p.layers.clone(),
+                    st.config.clone(),
+                    st.layers.clone(),
                     self.stage_label(*parent),
-                    key,
+                    p.key.clone(),
                 )
             }
             Base::Image(reference) => {
@@ -173,12 +192,12 @@ impl Engine<'_> {
             applied: 0,
         };
         let mut meta = MetaState::default();
-        for step in &stage.steps {
+        let first = self.first_step.get(&index).copied().unwrap_or(1);
+        for (offset, step) in stage.steps.iter().enumerate() {
             if self.inputs.cancel.is_cancelled() {
                 return Err(BuildError::Cancelled);
             }
-            self.progress.step_counter += 1;
-            let n = self.progress.step_counter;
+            let n = first + offset;
             let started = Instant::now();
             on_event(&Event::StepStarted {
                 step: n,
@@ -215,8 +234,13 @@ impl Engine<'_> {
                 cached,
             });
         }
-        self.progress.stage_keys.insert(index, key);
-        self.progress.states.insert(index, state);
+        lock(&self.progress.finished).insert(
+            index,
+            Arc::new(Finished {
+                key,
+                state: Mutex::new(state),
+            }),
+        );
         Ok(())
     }
 
@@ -236,7 +260,7 @@ impl Engine<'_> {
     }
 
     /// Bring up to date the stages a step reads (`COPY --from`, `RUN --mount from=`).
-    fn materialize_sources(&mut self, step: &Step) -> Result<(), BuildError> {
+    fn materialize_sources(&self, step: &Step) -> Result<(), BuildError> {
         let mut wanted = Vec::new();
         match &step.instruction {
             Instruction::Copy(c) => {
@@ -262,10 +286,8 @@ impl Engine<'_> {
             _ => {}
         }
         for i in wanted {
-            if let Some(mut st) = self.progress.states.remove(&i) {
-                let r = self.materialize(&mut st);
-                self.progress.states.insert(i, st);
-                r?;
+            if let Some(f) = self.progress.finished(i) {
+                self.materialize(&mut lock(&f.state))?;
             }
         }
         Ok(())
@@ -316,7 +338,7 @@ impl Engine<'_> {
     /// One step: config-only instructions go through `apply_metadata`; RUN, COPY/ADD and a
     /// WORKDIR that creates a directory make layers.
     fn run_step(
-        &mut self,
+        &self,
         step: &Step,
         st: &mut StageState,
         meta: &mut MetaState,
@@ -369,7 +391,7 @@ impl Engine<'_> {
     }
 
     fn workdir(
-        &mut self,
+        &self,
         step: &Step,
         st: &mut StageState,
         dir: &str,
@@ -401,7 +423,7 @@ impl Engine<'_> {
     }
 
     fn copy(
-        &mut self,
+        &self,
         step: &Step,
         st: &mut StageState,
         copy: &CopyArgs<'_>,
@@ -467,18 +489,22 @@ impl Engine<'_> {
         let from_root = match copy.from {
             None => None,
             Some(plan::CopySource::Stage(i)) => Some(
-                self.progress
-                    .states
-                    .get(i)
-                    .ok_or_else(|| self.step_err(step, "source stage was not built", None))?
-                    .rootfs
-                    .clone(),
+                lock(
+                    &self
+                        .progress
+                        .finished(*i)
+                        .ok_or_else(|| self.step_err(step, "source stage was not built", None))?
+                        .state,
+                )
+                .rootfs
+                .clone(),
             ),
             Some(plan::CopySource::Image(reference)) => {
                 let dir = self.inputs.workspace.join(format!(
                     "image-{}",
                     crate::digest::Digest::of(reference.as_bytes()).hex()
                 ));
+                let _unpacking = lock(&self.progress.image_unpack);
                 if !dir.exists() {
                     let img = self.inputs.bases.resolve(reference)?;
                     fs::create_dir_all(&dir).map_err(|source| BuildError::Workspace {
@@ -501,8 +527,9 @@ impl Engine<'_> {
     }
 
     /// The sandbox, probed at the first RUN (a build without RUN never needs one).
-    fn sandbox(&mut self, step: &Step) -> Result<(SandboxConfig, Probe, exec::Rung), BuildError> {
-        if self.progress.sandbox.is_none() {
+    fn sandbox(&self, step: &Step) -> Result<(SandboxConfig, Probe, exec::Rung), BuildError> {
+        let mut sandbox = lock(&self.progress.sandbox);
+        if sandbox.is_none() {
             let mut cfg = SandboxConfig::new(&self.inputs.store.root().join("exec"));
             cfg.rung = self.inputs.req.sandbox.rung;
             cfg.snapshotter = self.inputs.req.sandbox.snapshotter;
@@ -510,9 +537,10 @@ impl Engine<'_> {
                 cfg.helper = h.clone();
             }
             let probe = exec::probe(&cfg);
-            self.progress.sandbox = Some((cfg, probe));
+            *sandbox = Some((cfg, probe));
         }
-        let (cfg, probe) = self.progress.sandbox.clone().expect("set above");
+        let (cfg, probe) = sandbox.clone().expect("set above");
+        drop(sandbox);
         let rung = probe.rung.ok_or_else(|| {
             self.step_err(
                 step,
@@ -524,7 +552,7 @@ impl Engine<'_> {
     }
 
     fn run(
-        &mut self,
+        &self,
         step: &Step,
         st: &mut StageState,
         run: &plan::Run,
@@ -533,8 +561,7 @@ impl Engine<'_> {
         created: &str,
     ) -> Result<Option<LayerSummary>, BuildError> {
         let (cfg, probe, rung) = self.sandbox(step)?;
-        if n == 1 || !self.progress.sandbox_announced {
-            self.progress.sandbox_announced = true;
+        if !self.progress.sandbox_announced.swap(true, Ordering::SeqCst) {
             on_event(&Event::Sandbox {
                 rung: rung.to_string(),
                 snapshotter: probe.snapshotter.to_string(),
@@ -548,11 +575,9 @@ impl Engine<'_> {
                 path: self.inputs.workspace.to_path_buf(),
                 source,
             })?;
-        let stage_roots: BTreeMap<usize, PathBuf> = self
-            .progress
-            .states
+        let stage_roots: BTreeMap<usize, PathBuf> = lock(&self.progress.finished)
             .iter()
-            .map(|(i, s)| (*i, s.rootfs.clone()))
+            .map(|(i, f)| (*i, lock(&f.state).rootfs.clone()))
             .collect();
         let cache_root = self.inputs.store.root().join("cache");
         let ctx = super::run::RunContext {
@@ -587,7 +612,7 @@ impl Engine<'_> {
 
     /// Write a change set as a layer, store it, apply it to the stage's rootfs, record history.
     fn commit_changes(
-        &mut self,
+        &self,
         step: &Step,
         st: &mut StageState,
         changes: ChangeSet,
@@ -622,7 +647,7 @@ impl Engine<'_> {
 
     /// Stage what the step adds, make a layer of it, store it, and apply it to the stage's rootfs.
     fn commit_staged(
-        &mut self,
+        &self,
         step: &Step,
         st: &mut StageState,
         spec: &CopySpec<'_>,

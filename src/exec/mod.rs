@@ -299,8 +299,10 @@ pub struct Outcome {
 }
 
 /// Cancels a running command: the whole pid namespace is killed and its mounts go with it.
+/// A [`child`](Cancel::child) is cancelled with its parent, and can be cancelled alone (a failed
+/// stage stops its sibling stages without marking the whole build as cancelled by the user).
 #[derive(Debug, Clone, Default)]
-pub struct Cancel(Arc<AtomicBool>);
+pub struct Cancel(Arc<AtomicBool>, Vec<Arc<AtomicBool>>);
 
 impl Cancel {
     pub fn new() -> Self {
@@ -310,7 +312,13 @@ impl Cancel {
         self.0.store(true, Ordering::SeqCst);
     }
     pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.0.load(Ordering::SeqCst) || self.1.iter().any(|p| p.load(Ordering::SeqCst))
+    }
+    /// A token cancelled by this one (or by itself); cancelling it leaves this one alone.
+    pub fn child(&self) -> Cancel {
+        let mut ancestors = self.1.clone();
+        ancestors.push(Arc::clone(&self.0));
+        Cancel(Arc::new(AtomicBool::new(false)), ancestors)
     }
 }
 
