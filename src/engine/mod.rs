@@ -9,6 +9,7 @@
 
 mod base;
 mod cached;
+mod early_push;
 pub use base::StoreBases;
 mod chmod;
 mod copy;
@@ -310,6 +311,15 @@ pub fn run(
             source,
         })?;
     let context = crate::context::SourceRoot::context(&req.context, &dockerfile_base(&file_name))?;
+    // With --push, layers upload while later steps run (early_push.rs); the manifest goes last.
+    let early = match req.push {
+        true => Some(std::sync::Arc::new(req.registry.client()?))
+            .zip(Store::open(store.root()).ok())
+            .and_then(|(client, handle)| {
+                early_push::EarlyPush::start(client, handle, &tags, &plan)
+            }),
+        false => None,
+    };
     // Stages stop each other through this child token; the caller's cancel still reaches them.
     let siblings = cancel.child();
     let mut first_step = BTreeMap::new();
@@ -330,6 +340,7 @@ pub fn run(
             sde,
             created: engine_created(sde),
             cancel: &siblings,
+            early_push: early.as_ref(),
         },
         progress: stage::Progress::default(),
         first_step,
@@ -381,7 +392,8 @@ pub fn run(
     }
     export_outputs(store, req, &tags, &manifest_desc, on_event)?;
     if req.push {
-        push_tags(req, store, &tags, &manifest_desc, on_event)?;
+        let early_bytes = early.as_ref().map_or(0, |e| e.finish());
+        push_tags(req, store, &tags, &manifest_desc, early_bytes, on_event)?;
     }
     let size = config_desc.size
         + manifest_desc.size
@@ -482,8 +494,10 @@ fn push_tags(
     store: &Store,
     tags: &[String],
     manifest: &Descriptor,
+    early_bytes: u64,
     on_event: &mut dyn FnMut(&Event),
 ) -> Result<(), BuildError> {
+    let mut early_bytes = early_bytes;
     if tags.is_empty() {
         return Err(BuildError::BadOutput {
             value: "--push".into(),
@@ -499,7 +513,8 @@ fn push_tags(
         let mut desc = manifest.clone();
         desc.annotations.clear();
         let mut sizes = std::collections::BTreeMap::new();
-        let mut bytes = 0u64;
+        // What went up while building counts for the first tag's push.
+        let mut bytes = std::mem::take(&mut early_bytes);
         let pushed = crate::registry::push(&client, store, &desc, &r, &mut |p| {
             count_transfer(&p, &mut sizes, &mut bytes)
         })

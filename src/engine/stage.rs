@@ -60,6 +60,8 @@ pub struct Inputs<'a> {
     pub sde: Option<i64>,
     pub created: String,
     pub cancel: &'a Cancel,
+    /// Uploads layers of the image while the build goes on (`--push` only).
+    pub early_push: Option<&'a super::early_push::EarlyPush>,
 }
 
 /// A stage that has finished: the cache key it ended with (for FROM stage and COPY --from) and
@@ -191,6 +193,12 @@ impl Engine<'_> {
             rootfs,
             applied: 0,
         };
+        let offer = |st: &StageState| {
+            if let Some(p) = self.inputs.early_push {
+                p.offer(index, &st.layers);
+            }
+        };
+        offer(&state);
         let mut meta = MetaState::default();
         let first = self.first_step.get(&index).copied().unwrap_or(1);
         for (offset, step) in stage.steps.iter().enumerate() {
@@ -233,6 +241,7 @@ impl Engine<'_> {
                 layer,
                 cached,
             });
+            offer(&state);
         }
         lock(&self.progress.finished).insert(
             index,

@@ -21,7 +21,7 @@ pub use creds::{
     login_store, parse_credential_flag, Credential, Credentials, DockerConfig, Purpose,
 };
 pub use pull::pull;
-pub use push::push;
+pub use push::{push, push_blob_early};
 pub use transport::conventional_ca_bundles;
 
 use std::collections::HashMap;

@@ -138,6 +138,31 @@ pub fn push(
     Ok(out)
 }
 
+/// Confirm one blob on `dest`'s repository ahead of its manifest (HEAD, cross-repository mount,
+/// or upload, with the same retries as [`push`]): a build pushes each layer as soon as it exists,
+/// and the final [`push`] then finds it there. Never writes a manifest.
+pub fn push_blob_early(
+    client: &RegistryClient,
+    store: &Store,
+    blob: &Descriptor,
+    dest: &Reference,
+    note: &dyn Fn(Progress),
+) -> Result<(), RegistryError> {
+    let host = if dest.domain == DEFAULT_DOMAIN {
+        "registry-1.docker.io".to_string()
+    } else {
+        dest.domain.clone()
+    };
+    let t = Target {
+        ctx: Ctx::new(&dest.domain, &dest.to_string()),
+        host,
+        path: &dest.path,
+        domain: &dest.domain,
+    };
+    let _slot = client.acquire(t.domain);
+    push_blob(client, store, &t, blob, note)
+}
+
 fn bad_local(t: &Target, what: &str, e: crate::image::ImageError) -> RegistryError {
     RegistryError::BadResponse {
         host: t.ctx.host.clone(),
