@@ -52,7 +52,11 @@ fn layers_upload_during_the_build_and_a_failed_build_leaves_no_manifest() {
     );
     let manifests = reg.blob_data(&copy_layer);
     let v2 = manifests.ancestors().nth(5).unwrap();
-    assert!(v2.join("repositories/team/early/_layers").exists(), "{}", v2.display());
+    assert!(
+        v2.join("repositories/team/early/_layers").exists(),
+        "{}",
+        v2.display()
+    );
     let tags = v2.join("repositories/team/early/_manifests/tags");
     assert!(!tags.exists(), "a manifest was pushed for a failed build");
 }

@@ -10,6 +10,7 @@
 mod base;
 mod cached;
 mod early_push;
+mod flight;
 pub use base::StoreBases;
 mod chmod;
 mod copy;

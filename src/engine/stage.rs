@@ -221,7 +221,17 @@ impl Engine<'_> {
                 self.run_step(step, &mut state, &mut meta, n, on_event)?
             } else {
                 key = self.step_key(step, &key)?;
-                match self.cached(&key)? {
+                let mut hit = self.cached(&key)?;
+                // Identical steps of concurrent builds run once (flight.rs); the lead is held
+                // until the record is saved, then the others find it in the cache.
+                let mut _lead = None;
+                if hit.is_none() && !self.inputs.req.no_cache {
+                    match super::flight::join(&key) {
+                        super::flight::Turn::Lead(l) => _lead = Some(l),
+                        super::flight::Turn::Followed => hit = self.cached(&key)?,
+                    }
+                }
+                match hit {
                     Some(record) => {
                         cached = true;
                         self.replay(step, &mut state, record)?
