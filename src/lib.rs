@@ -3,12 +3,21 @@
 //! Data flows one way through the pipeline:
 //!
 //! ```text
-//! Dockerfile ─► dockerfile (parse, expand) ─► plan (stages → DAG of steps, cache keys)
-//!           ─► engine
-//!                per step: snapshot.prepare ─► exec (RUN) | context copy (COPY/ADD)
-//!                          ─► layer (diff → tar → compress → digest) ─► store (verified ingest)
+//! Dockerfile ─► dockerfile (parse, expand) ─► plan (stages, DAG pruned to the target, steps)
+//!           ─► engine: each stage on its own thread once its dependencies finished (schedule),
+//!                steps of a stage one after another; per step
+//!                cache (key → recorded layer: reuse it and stop here; identical steps of
+//!                concurrent builds run once)
+//!                RUN:      snapshot.prepare (writable layer over the stage rootfs) ─► exec mounts
+//!                          it and runs the command ─► snapshot.diff ─► snapshot.remove
+//!                COPY/ADD: context (or another stage) staged once, then moved into the rootfs
+//!                metadata: image config only (ENV, CMD, LABEL, …)
+//!                ─► layer (changes → tar → compress → digest) ─► store (verified ingest)
 //!           ─► image (config, manifest, history) ─► output: store tag | OCI layout | docker-archive
+//!              | registry (layers upload while later steps run; the manifest last)
 //! ```
+//!
+//! `unsafe` is denied crate-wide; only `exec` (namespaces, mounts, seccomp, fork/exec) may use it.
 //!
 //! Module map (each module may use only those listed above it):
 //!
@@ -21,7 +30,7 @@
 //! | `dockerfile` | text → typed instructions with spans; directives, heredocs, expansion    |
 //! | `plan`       | instructions + build args + target → stages, DAG, steps                  |
 //! | `context`    | build context: `.dockerignore`, walking, path-escape guards              |
-//! | `snapshot`   | containerd-style snapshots: overlayfs, fuse-overlayfs, native copy       |
+//! | `snapshot`   | a RUN step's writable layer: prepare, mount spec, diff, remove           |
 //! | `exec`       | one process in a sandbox (namespaces, id maps, cgroups); the only unsafe |
 //! | `layer`      | tree → deterministic tar → parallel gzip/zstd → diff_id + digest; apply  |
 //! | `image`      | config (keeps Docker's fields), manifest, index, history; canonical JSON |
@@ -33,6 +42,8 @@
 //! | `daemon`     | Unix-socket JSON API, build queue, event logs, records, systemd          |
 //! | `cli`        | flags → validated commands → embedded engine → rendering                 |
 
+#![deny(unsafe_code)]
+
 pub mod api;
 pub mod atomic;
 pub mod cache;
@@ -43,6 +54,7 @@ pub mod daemon;
 pub mod digest;
 pub mod dockerfile;
 pub mod engine;
+#[allow(unsafe_code)]
 pub mod exec;
 pub mod image;
 pub mod layer;

@@ -2,6 +2,8 @@
 //! itself inside a user namespace (uid 0 → the caller, 1..65536 → its subuid range), and the hidden
 //! sandbox subcommand dispatches to the single-threaded helper that sets up a RUN step.
 
+#![deny(unsafe_code)]
+
 fn main() {
     if std::env::args_os().nth(1).as_deref()
         == Some(std::ffi::OsStr::new(kiln::exec::HELPER_SUBCOMMAND))

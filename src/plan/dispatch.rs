@@ -3,6 +3,10 @@
 //! expanded (RUN/CMD/ENTRYPOINT/HEALTHCHECK text is not), WORKDIR resolution, mounts, and the checks
 //! that need this context (UndefinedVar, LegacyKeyValueFormat, JSONArgsRecommended, …).
 //!
+//! [`dispatch`] routes each instruction to one `dispatch_<instruction>` function named after its
+//! BuildKit counterpart in `frontend/dockerfile/dockerfile2llb/convert.go` (`dispatchEnv`,
+//! `dispatchRun`, `dispatchCopy`, …), so a change upstream maps to one function here.
+//!
 //! Must not: resolve stage names (the caller passes a resolver) or do I/O.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -20,7 +24,7 @@ use crate::dockerfile::{self as df, CmdLine, Command, HealthcheckArgs, Span};
 
 /// The evolving state of a stage (BuildKit's `dispatchState`).
 #[derive(Debug, Clone)]
-pub(crate) struct StageState {
+pub(crate) struct DispatchState {
     /// Build-time environment: image env plus ARG values, later definitions replacing earlier ones.
     pub env: EnvList,
     /// The image config's env.
@@ -48,7 +52,12 @@ pub(crate) struct Ctx<'a> {
     pub used_args: &'a mut BTreeSet<String>,
 }
 
-fn at(file: &str, span: Span, what: impl Into<String>, text: impl Into<String>) -> PlanError {
+pub(super) fn at(
+    file: &str,
+    span: Span,
+    what: impl Into<String>,
+    text: impl Into<String>,
+) -> PlanError {
     PlanError::At {
         file: file.to_string(),
         span,
@@ -61,7 +70,7 @@ impl Ctx<'_> {
     /// Expands one word with the stage's build-time env; reports undefined variables.
     fn expand(
         &mut self,
-        st: &StageState,
+        st: &DispatchState,
         word: &str,
         span: Span,
         original: &str,
@@ -72,7 +81,7 @@ impl Ctx<'_> {
     fn expand_with(
         &mut self,
         lex: &Lex,
-        st: &StageState,
+        st: &DispatchState,
         word: &str,
         span: Span,
         original: &str,
@@ -125,345 +134,60 @@ impl UsedOnce {
     }
 }
 
-/// Dispatches one instruction, mutating `st`, and returns its step.
+/// Dispatches one instruction, mutating `st`, and returns its step (BuildKit's `dispatch`: the
+/// switch over instruction types, then the step's recorded state).
 pub(crate) fn dispatch(
     ctx: &mut Ctx,
-    st: &mut StageState,
+    st: &mut DispatchState,
     ins: &df::Instruction,
     on_build: bool,
     once: &mut UsedOnce,
 ) -> Result<Step, PlanError> {
-    let span = ins.span;
-    let orig = ins.original.as_str();
-    let file = ctx.file;
     let instruction = match &ins.command {
-        Command::From { .. } => return Err(at(file, span, "FROM isn't allowed here", orig)),
-        Command::Env { pairs, legacy } | Command::Label { pairs, legacy } => {
-            let is_env = matches!(ins.command, Command::Env { .. });
-            let name = if is_env { "ENV" } else { "LABEL" };
-            if *legacy {
-                ctx.lints.add(
-                    checks::LEGACY_KEY_VALUE_FORMAT,
-                    format!("\"{name} key=value\" should be used instead of legacy \"{name} key value\" format"),
-                    span,
-                );
-            }
-            let mut out = Vec::new();
-            for (k, v) in pairs {
-                let k = ctx.expand(st, k, span, orig)?;
-                let v = ctx.expand(st, v, span, orig)?;
-                if k.is_empty() {
-                    return Err(at(
-                        file,
-                        span,
-                        format!("{name} names can not be blank"),
-                        orig,
-                    ));
-                }
-                out.push((k, v));
-            }
-            if is_env {
-                for (k, v) in &out {
-                    ctx.lints.secret_key("ENV", k, span);
-                    st.env.set(k, v);
-                    st.image_env.set(k, v);
-                }
-                Instruction::Env(out)
-            } else {
-                Instruction::Label(out)
-            }
+        Command::From { .. } => {
+            return Err(at(
+                ctx.file,
+                ins.span,
+                "FROM isn't allowed here",
+                &ins.original,
+            ))
         }
-        Command::Arg(pairs) => {
-            let mut out = Vec::new();
-            for (key, default) in pairs {
-                ctx.lints.secret_key("ARG", key, span);
-                ctx.used_args.insert(key.clone());
-                let value = if let Some(v) = ctx.build_args.get(key) {
-                    Some(v.clone())
-                } else if let Some(d) = default {
-                    Some(ctx.expand(st, d, span, orig)?)
-                } else {
-                    ctx.meta_env.get(key).map(str::to_string)
-                };
-                if let Some(v) = &value {
-                    st.env.set(key, v);
-                    st.arg_values.insert(key.clone(), v.clone());
-                }
-                if !st.declared.contains(key) {
-                    st.declared.push(key.clone());
-                }
-                out.push((key.clone(), value));
-            }
-            Instruction::Arg(out)
-        }
-        Command::Workdir(p) => {
-            let p = ctx.expand(st, p, span, orig)?;
-            if !p.starts_with('/') && !st.workdir_set {
-                ctx.lints.add(
-                    checks::WORKDIR_RELATIVE_PATH,
-                    format!("Relative workdir {p:?} can have unexpected results if the base image changes"),
-                    span,
-                );
-            }
-            st.workdir = values::join_clean(&st.workdir, &p);
-            st.workdir_set = true;
-            Instruction::Workdir(st.workdir.clone())
-        }
-        Command::User(u) => {
-            st.user = ctx.expand(st, u, span, orig)?;
-            Instruction::User(st.user.clone())
-        }
-        Command::Volume(vols) => {
-            let mut out = Vec::new();
-            for v in vols {
-                let v = ctx.expand(st, v, span, orig)?;
-                if v.trim().is_empty() {
-                    return Err(at(
-                        file,
-                        span,
-                        "VOLUME specified can not be an empty string",
-                        orig,
-                    ));
-                }
-                out.push(v);
-            }
-            Instruction::Volume(out)
-        }
-        Command::StopSignal(s) => {
-            let s = ctx.expand(st, s, span, orig)?;
-            if !values::valid_signal(&s) {
-                return Err(at(file, span, "Invalid signal", s));
-            }
-            Instruction::StopSignal(s)
-        }
-        Command::Expose(ports) => {
-            let mut out: Vec<String> = Vec::new();
-            for p in ports {
-                let p = ctx.expand(st, p, span, orig)?;
-                for word in p.split_whitespace() {
-                    if let Some((_, proto)) = word.rsplit_once('/') {
-                        if proto != proto.to_lowercase() {
-                            ctx.lints.add(
-                                checks::EXPOSE_PROTO_CASING,
-                                format!("Defined protocol '{word}' in EXPOSE instruction should be lowercase"),
-                                span,
-                            );
-                        }
-                    }
-                    for n in values::parse_ports(word).map_err(|(w, t)| at(file, span, w, t))? {
-                        if !out.contains(&n) {
-                            out.push(n);
-                        }
-                    }
-                }
-            }
-            Instruction::Expose(out)
-        }
-        Command::Maintainer(m) => {
-            ctx.lints.add(
-                checks::MAINTAINER_DEPRECATED,
-                "Maintainer instruction is deprecated in favor of using label".into(),
-                span,
-            );
-            Instruction::Maintainer(m.clone())
-        }
-        Command::OnBuild { expression } => {
-            st.onbuild.push(expression.clone());
-            Instruction::OnBuild(expression.clone())
-        }
-        Command::Shell(s) => {
-            st.shell = s.clone();
-            st.custom_shell = true;
-            Instruction::Shell(s.clone())
-        }
-        Command::Cmd(c) | Command::Entrypoint(c) => {
-            let is_cmd = matches!(ins.command, Command::Cmd(_));
-            once.mark(
-                if is_cmd { "cmd" } else { "entrypoint" },
-                &ins.keyword,
-                span,
-                ctx.lints,
-            );
-            if matches!(c, CmdLine::Shell(_)) && !st.custom_shell {
-                ctx.lints.add(
-                    checks::JSON_ARGS_RECOMMENDED,
-                    format!(
-                        "JSON arguments recommended for {} to prevent unintended behavior related to OS signals",
-                        ins.keyword
-                    ),
-                    span,
-                );
-            }
-            if is_cmd {
-                Instruction::Cmd(cmdline(c))
-            } else {
-                Instruction::Entrypoint(cmdline(c))
-            }
-        }
-        Command::Healthcheck(h) => {
-            once.mark("healthcheck", &ins.keyword, span, ctx.lints);
-            Instruction::Healthcheck(match h {
-                HealthcheckArgs::None => None,
-                HealthcheckArgs::Cmd {
-                    test,
-                    interval,
-                    timeout,
-                    start_period,
-                    start_interval,
-                    retries,
-                } => Some(Healthcheck {
-                    test: test.clone(),
-                    interval: *interval,
-                    timeout: *timeout,
-                    start_period: *start_period,
-                    start_interval: *start_interval,
-                    retries: *retries,
-                }),
-            })
-        }
+        Command::Env { pairs, legacy } => dispatch_env(ctx, st, ins, pairs, *legacy)?,
+        Command::Label { pairs, legacy } => dispatch_label(ctx, st, ins, pairs, *legacy)?,
+        Command::Arg(pairs) => dispatch_arg(ctx, st, ins, pairs)?,
+        Command::Workdir(p) => dispatch_workdir(ctx, st, ins, p)?,
+        Command::User(u) => dispatch_user(ctx, st, ins, u)?,
+        Command::Volume(vols) => dispatch_volume(ctx, st, ins, vols)?,
+        Command::StopSignal(s) => dispatch_stop_signal(ctx, st, ins, s)?,
+        Command::Expose(ports) => dispatch_expose(ctx, st, ins, ports)?,
+        Command::Maintainer(m) => dispatch_maintainer(ctx, ins, m),
+        Command::OnBuild { expression } => dispatch_onbuild(st, expression),
+        Command::Shell(s) => dispatch_shell(st, s),
+        Command::Cmd(c) => dispatch_cmd(ctx, st, ins, c, once),
+        Command::Entrypoint(c) => dispatch_entrypoint(ctx, st, ins, c, once),
+        Command::Healthcheck(h) => dispatch_healthcheck(ctx, ins, h, once),
         Command::Run {
             cmd,
             heredocs,
             mounts,
             network,
             security,
-        } => {
-            let network = match network.as_deref() {
-                None | Some("default") => Network::Default,
-                Some("none") => Network::None,
-                Some("host") => Network::Host,
-                Some(n) => return Err(at(file, span, format!("invalid network mode {n:?}"), orig)),
-            };
-            let security = match security.as_deref() {
-                None | Some("sandbox") => Security::Sandbox,
-                Some("insecure") => Security::Insecure,
-                Some(s) => {
-                    return Err(at(file, span, format!("security {s:?} is not valid"), orig))
-                }
-            };
-            let mut out = Vec::new();
-            let mut ssh = 0;
-            for m in mounts {
-                let st_ref: &StageState = st;
-                let mut exp = |w: &str| -> Result<String, ValueError> {
-                    Lex::new(ctx.escape)
-                        .process_word(w, &st_ref.env)
-                        .map_err(|e| (e.0, w.to_string()))
-                };
-                let mount = values::parse_mount(m, &mut exp, ctx.resolve, &st.workdir, ssh)
-                    .map_err(|(w, t)| at(file, span, w, t))?;
-                if matches!(mount, super::types::Mount::Ssh { .. }) {
-                    ssh += 1;
-                }
-                out.push(mount);
-            }
-            let heredocs = heredocs
-                .iter()
-                .map(|h| Heredoc {
-                    name: h.name.clone(),
-                    content: h.content.clone(),
-                    expand: h.expand,
-                })
-                .collect();
-            Instruction::Run(Run {
-                command: cmdline(cmd),
-                heredocs,
-                mounts: out,
-                network,
-                security,
-            })
-        }
-        Command::Copy(a) | Command::Add(a) => {
-            let is_add = matches!(ins.command, Command::Add(_));
-            let mut sources = Vec::new();
-            for s in &a.sources {
-                sources.push(ctx.expand(st, s, span, orig)?);
-            }
-            let dest = ctx.expand(st, &a.dest, span, orig)?;
-            let opt = |ctx: &mut Ctx, v: &Option<String>| -> Result<Option<String>, PlanError> {
-                v.as_ref()
-                    .map(|v| ctx.expand(st, v, span, orig))
-                    .transpose()
-            };
-            let chown = opt(ctx, &a.chown)?;
-            let chmod = opt(ctx, &a.chmod)?;
-            if let Some(m) = &chmod {
-                if !values::valid_chmod(m) {
-                    return Err(at(
-                        file,
-                        span,
-                        format!("invalid chmod parameter: '{m}'. it should be octal string and between 0 and 07777"),
-                        orig,
-                    ));
-                }
-            }
-            let mut excludes = Vec::new();
-            for e in &a.excludes {
-                excludes.push(ctx.expand(st, e, span, orig)?);
-            }
-            let mut heredocs = Vec::new();
-            for h in &a.heredocs {
-                let content = if h.expand {
-                    // BuildKit's `ExpandRaw`: a fresh `NewLex('\\')` (the file's escape directive
-                    // does not apply) with quote processing off; unset names still count for
-                    // UndefinedVar.
-                    let mut lex = Lex::new('\\');
-                    lex.skip_process_quotes = true;
-                    ctx.expand_with(&lex, st, &h.content, span, orig)?
-                } else {
-                    h.content.clone()
-                };
-                heredocs.push(Heredoc {
-                    name: h.name.clone(),
-                    content,
-                    expand: h.expand,
-                });
-            }
-            if is_add {
-                let checksum = opt(ctx, &a.checksum)?;
-                if checksum.is_some() && sources.len() + heredocs.len() != 1 {
-                    return Err(at(
-                        file,
-                        span,
-                        "checksum can't be specified for multiple sources",
-                        orig,
-                    ));
-                }
-                Instruction::Add(Add {
-                    sources,
-                    heredocs,
-                    dest,
-                    chown,
-                    chmod,
-                    link: a.link,
-                    excludes,
-                    checksum,
-                    keep_git_dir: a.keep_git_dir,
-                    unpack: a.unpack,
-                })
-            } else {
-                let from = match &a.from {
-                    None => None,
-                    Some(f) => {
-                        super::check_from_unexpanded(&Lex::new(ctx.escape), f)
-                            .map_err(|w| at(file, span, w, f.clone()))?;
-                        Some((ctx.resolve)(f).map_err(|(w, _)| at(file, span, w, orig))?)
-                    }
-                };
-                Instruction::Copy(Copy {
-                    from,
-                    sources,
-                    heredocs,
-                    dest,
-                    chown,
-                    chmod,
-                    link: a.link,
-                    parents: a.parents,
-                    excludes,
-                })
-            }
-        }
+        } => dispatch_run(ctx, st, ins, cmd, heredocs, mounts, network, security)?,
+        Command::Copy(a) => dispatch_copy(ctx, st, ins, a)?,
+        Command::Add(a) => dispatch_add(ctx, st, ins, a)?,
     };
+    Ok(step(ctx, st, ins, instruction, on_build))
+}
+
+/// The step of `instruction` with the stage's state after it; proxy build args reach RUN's
+/// environment without being declared (BuildKit's `proxyEnvFromBuildArgs`).
+fn step(
+    ctx: &Ctx,
+    st: &DispatchState,
+    ins: &df::Instruction,
+    instruction: Instruction,
+    on_build: bool,
+) -> Step {
     let mut args = st.arg_values.clone();
     let mut run_env = st.env.clone();
     for (k, v) in ctx.proxy {
@@ -472,8 +196,8 @@ pub(crate) fn dispatch(
             run_env.set(k, v);
         }
     }
-    Ok(Step {
-        span,
+    Step {
+        span: ins.span,
         source: ins.original.clone(),
         instruction,
         on_build,
@@ -483,5 +207,496 @@ pub(crate) fn dispatch(
         workdir: st.workdir.clone(),
         user: st.user.clone(),
         shell: st.shell.clone(),
+    }
+}
+
+/// LegacyKeyValueFormat for `ENV k v` / `LABEL k v`, then every key and value expanded.
+fn expand_pairs(
+    ctx: &mut Ctx,
+    st: &DispatchState,
+    ins: &df::Instruction,
+    name: &str,
+    pairs: &[(String, String)],
+    legacy: bool,
+) -> Result<Vec<(String, String)>, PlanError> {
+    let (span, orig) = (ins.span, ins.original.as_str());
+    if legacy {
+        ctx.lints.add(
+            checks::LEGACY_KEY_VALUE_FORMAT,
+            format!(
+                "\"{name} key=value\" should be used instead of legacy \"{name} key value\" format"
+            ),
+            span,
+        );
+    }
+    let mut out = Vec::new();
+    for (k, v) in pairs {
+        let k = ctx.expand(st, k, span, orig)?;
+        let v = ctx.expand(st, v, span, orig)?;
+        if k.is_empty() {
+            return Err(at(
+                ctx.file,
+                span,
+                format!("{name} names can not be blank"),
+                orig,
+            ));
+        }
+        out.push((k, v));
+    }
+    Ok(out)
+}
+
+/// BuildKit's `dispatchEnv`: into both the build-time and the image environment.
+fn dispatch_env(
+    ctx: &mut Ctx,
+    st: &mut DispatchState,
+    ins: &df::Instruction,
+    pairs: &[(String, String)],
+    legacy: bool,
+) -> Result<Instruction, PlanError> {
+    let out = expand_pairs(ctx, st, ins, "ENV", pairs, legacy)?;
+    for (k, v) in &out {
+        ctx.lints.secret_key("ENV", k, ins.span);
+        st.env.set(k, v);
+        st.image_env.set(k, v);
+    }
+    Ok(Instruction::Env(out))
+}
+
+/// BuildKit's `dispatchLabel`.
+fn dispatch_label(
+    ctx: &mut Ctx,
+    st: &DispatchState,
+    ins: &df::Instruction,
+    pairs: &[(String, String)],
+    legacy: bool,
+) -> Result<Instruction, PlanError> {
+    let out = expand_pairs(ctx, st, ins, "LABEL", pairs, legacy)?;
+    Ok(Instruction::Label(out))
+}
+
+/// BuildKit's `dispatchArg`: the value is the build arg, else the expanded default, else the
+/// global ARG of that name; it joins the build-time environment only.
+fn dispatch_arg(
+    ctx: &mut Ctx,
+    st: &mut DispatchState,
+    ins: &df::Instruction,
+    pairs: &[(String, Option<String>)],
+) -> Result<Instruction, PlanError> {
+    let mut out = Vec::new();
+    for (key, default) in pairs {
+        ctx.lints.secret_key("ARG", key, ins.span);
+        ctx.used_args.insert(key.clone());
+        let value = if let Some(v) = ctx.build_args.get(key) {
+            Some(v.clone())
+        } else if let Some(d) = default {
+            Some(ctx.expand(st, d, ins.span, &ins.original)?)
+        } else {
+            ctx.meta_env.get(key).map(str::to_string)
+        };
+        if let Some(v) = &value {
+            st.env.set(key, v);
+            st.arg_values.insert(key.clone(), v.clone());
+        }
+        if !st.declared.contains(key) {
+            st.declared.push(key.clone());
+        }
+        out.push((key.clone(), value));
+    }
+    Ok(Instruction::Arg(out))
+}
+
+/// BuildKit's `dispatchWorkdir`: relative to the current workdir, cleaned; WorkdirRelativePath
+/// when the first WORKDIR of a stage is relative.
+fn dispatch_workdir(
+    ctx: &mut Ctx,
+    st: &mut DispatchState,
+    ins: &df::Instruction,
+    p: &str,
+) -> Result<Instruction, PlanError> {
+    let p = ctx.expand(st, p, ins.span, &ins.original)?;
+    if !p.starts_with('/') && !st.workdir_set {
+        ctx.lints.add(
+            checks::WORKDIR_RELATIVE_PATH,
+            format!("Relative workdir {p:?} can have unexpected results if the base image changes"),
+            ins.span,
+        );
+    }
+    st.workdir = values::join_clean(&st.workdir, &p);
+    st.workdir_set = true;
+    Ok(Instruction::Workdir(st.workdir.clone()))
+}
+
+/// BuildKit's `dispatchUser`.
+fn dispatch_user(
+    ctx: &mut Ctx,
+    st: &mut DispatchState,
+    ins: &df::Instruction,
+    u: &str,
+) -> Result<Instruction, PlanError> {
+    st.user = ctx.expand(st, u, ins.span, &ins.original)?;
+    Ok(Instruction::User(st.user.clone()))
+}
+
+/// BuildKit's `dispatchVolume`: no empty paths.
+fn dispatch_volume(
+    ctx: &mut Ctx,
+    st: &DispatchState,
+    ins: &df::Instruction,
+    vols: &[String],
+) -> Result<Instruction, PlanError> {
+    let mut out = Vec::new();
+    for v in vols {
+        let v = ctx.expand(st, v, ins.span, &ins.original)?;
+        if v.trim().is_empty() {
+            return Err(at(
+                ctx.file,
+                ins.span,
+                "VOLUME specified can not be an empty string",
+                &ins.original,
+            ));
+        }
+        out.push(v);
+    }
+    Ok(Instruction::Volume(out))
+}
+
+/// BuildKit's `dispatchStopSignal`: a known signal name or number.
+fn dispatch_stop_signal(
+    ctx: &mut Ctx,
+    st: &DispatchState,
+    ins: &df::Instruction,
+    s: &str,
+) -> Result<Instruction, PlanError> {
+    let s = ctx.expand(st, s, ins.span, &ins.original)?;
+    if !values::valid_signal(&s) {
+        return Err(at(ctx.file, ins.span, "Invalid signal", s));
+    }
+    Ok(Instruction::StopSignal(s))
+}
+
+/// BuildKit's `dispatchExpose`: ranges expanded, duplicates dropped, ExposeProtoCasing.
+fn dispatch_expose(
+    ctx: &mut Ctx,
+    st: &DispatchState,
+    ins: &df::Instruction,
+    ports: &[String],
+) -> Result<Instruction, PlanError> {
+    let span = ins.span;
+    let mut out: Vec<String> = Vec::new();
+    for p in ports {
+        let p = ctx.expand(st, p, span, &ins.original)?;
+        for word in p.split_whitespace() {
+            if let Some((_, proto)) = word.rsplit_once('/') {
+                if proto != proto.to_lowercase() {
+                    ctx.lints.add(
+                        checks::EXPOSE_PROTO_CASING,
+                        format!(
+                            "Defined protocol '{word}' in EXPOSE instruction should be lowercase"
+                        ),
+                        span,
+                    );
+                }
+            }
+            for n in values::parse_ports(word).map_err(|(w, t)| at(ctx.file, span, w, t))? {
+                if !out.contains(&n) {
+                    out.push(n);
+                }
+            }
+        }
+    }
+    Ok(Instruction::Expose(out))
+}
+
+/// BuildKit's `dispatchMaintainer` (MaintainerDeprecated is reported here, not by the parser).
+fn dispatch_maintainer(ctx: &mut Ctx, ins: &df::Instruction, m: &str) -> Instruction {
+    ctx.lints.add(
+        checks::MAINTAINER_DEPRECATED,
+        "Maintainer instruction is deprecated in favor of using label".into(),
+        ins.span,
+    );
+    Instruction::Maintainer(m.to_string())
+}
+
+/// BuildKit's `dispatchOnbuild`: recorded for stages built FROM this one.
+fn dispatch_onbuild(st: &mut DispatchState, expression: &str) -> Instruction {
+    st.onbuild.push(expression.to_string());
+    Instruction::OnBuild(expression.to_string())
+}
+
+/// BuildKit's `dispatchShell`.
+fn dispatch_shell(st: &mut DispatchState, s: &[String]) -> Instruction {
+    st.shell = s.to_vec();
+    st.custom_shell = true;
+    Instruction::Shell(s.to_vec())
+}
+
+/// MultipleInstructionsDisallowed and JSONArgsRecommended, shared by CMD and ENTRYPOINT.
+fn check_cmdline(
+    ctx: &mut Ctx,
+    st: &DispatchState,
+    ins: &df::Instruction,
+    kind: &str,
+    c: &CmdLine,
+    once: &mut UsedOnce,
+) {
+    once.mark(kind, &ins.keyword, ins.span, ctx.lints);
+    if matches!(c, CmdLine::Shell(_)) && !st.custom_shell {
+        ctx.lints.add(
+            checks::JSON_ARGS_RECOMMENDED,
+            format!(
+                "JSON arguments recommended for {} to prevent unintended behavior related to OS signals",
+                ins.keyword
+            ),
+            ins.span,
+        );
+    }
+}
+
+/// BuildKit's `dispatchCmd` (the text is not expanded).
+fn dispatch_cmd(
+    ctx: &mut Ctx,
+    st: &DispatchState,
+    ins: &df::Instruction,
+    c: &CmdLine,
+    once: &mut UsedOnce,
+) -> Instruction {
+    check_cmdline(ctx, st, ins, "cmd", c, once);
+    Instruction::Cmd(cmdline(c))
+}
+
+/// BuildKit's `dispatchEntrypoint` (the text is not expanded).
+fn dispatch_entrypoint(
+    ctx: &mut Ctx,
+    st: &DispatchState,
+    ins: &df::Instruction,
+    c: &CmdLine,
+    once: &mut UsedOnce,
+) -> Instruction {
+    check_cmdline(ctx, st, ins, "entrypoint", c, once);
+    Instruction::Entrypoint(cmdline(c))
+}
+
+/// BuildKit's `dispatchHealthcheck` (the test is not expanded).
+fn dispatch_healthcheck(
+    ctx: &mut Ctx,
+    ins: &df::Instruction,
+    h: &HealthcheckArgs,
+    once: &mut UsedOnce,
+) -> Instruction {
+    once.mark("healthcheck", &ins.keyword, ins.span, ctx.lints);
+    Instruction::Healthcheck(match h {
+        HealthcheckArgs::None => None,
+        HealthcheckArgs::Cmd {
+            test,
+            interval,
+            timeout,
+            start_period,
+            start_interval,
+            retries,
+        } => Some(Healthcheck {
+            test: test.clone(),
+            interval: *interval,
+            timeout: *timeout,
+            start_period: *start_period,
+            start_interval: *start_interval,
+            retries: *retries,
+        }),
     })
+}
+
+/// BuildKit's `dispatchRun`: `--network`, `--security` and `--mount` typed (mount values are
+/// expanded, the command is not).
+#[allow(clippy::too_many_arguments)] // one per field of the parsed RUN, as upstream's RunCommand
+fn dispatch_run(
+    ctx: &mut Ctx,
+    st: &DispatchState,
+    ins: &df::Instruction,
+    cmd: &CmdLine,
+    heredocs: &[df::Heredoc],
+    mounts: &[String],
+    network: &Option<String>,
+    security: &Option<String>,
+) -> Result<Instruction, PlanError> {
+    let (file, span, orig) = (ctx.file, ins.span, ins.original.as_str());
+    let network = match network.as_deref() {
+        None | Some("default") => Network::Default,
+        Some("none") => Network::None,
+        Some("host") => Network::Host,
+        Some(n) => return Err(at(file, span, format!("invalid network mode {n:?}"), orig)),
+    };
+    let security = match security.as_deref() {
+        None | Some("sandbox") => Security::Sandbox,
+        Some("insecure") => Security::Insecure,
+        Some(s) => return Err(at(file, span, format!("security {s:?} is not valid"), orig)),
+    };
+    let mut out = Vec::new();
+    let mut ssh = 0;
+    for m in mounts {
+        let mut exp = |w: &str| -> Result<String, ValueError> {
+            Lex::new(ctx.escape)
+                .process_word(w, &st.env)
+                .map_err(|e| (e.0, w.to_string()))
+        };
+        let mount = values::parse_mount(m, &mut exp, ctx.resolve, &st.workdir, ssh)
+            .map_err(|(w, t)| at(file, span, w, t))?;
+        if matches!(mount, super::types::Mount::Ssh { .. }) {
+            ssh += 1;
+        }
+        out.push(mount);
+    }
+    let heredocs = heredocs
+        .iter()
+        .map(|h| Heredoc {
+            name: h.name.clone(),
+            content: h.content.clone(),
+            expand: h.expand,
+        })
+        .collect();
+    Ok(Instruction::Run(Run {
+        command: cmdline(cmd),
+        heredocs,
+        mounts: out,
+        network,
+        security,
+    }))
+}
+
+/// What COPY and ADD share, expanded (the common part of BuildKit's `dispatchCopy`).
+struct CopyArgs {
+    sources: Vec<String>,
+    heredocs: Vec<Heredoc>,
+    dest: String,
+    chown: Option<String>,
+    chmod: Option<String>,
+    excludes: Vec<String>,
+}
+
+/// Expands one optional flag value.
+fn expand_opt(
+    ctx: &mut Ctx,
+    st: &DispatchState,
+    ins: &df::Instruction,
+    v: &Option<String>,
+) -> Result<Option<String>, PlanError> {
+    v.as_ref()
+        .map(|v| ctx.expand(st, v, ins.span, &ins.original))
+        .transpose()
+}
+
+/// Sources, destination, `--chown`, `--chmod` (validated), `--exclude` and heredoc bodies.
+fn expand_copy_args(
+    ctx: &mut Ctx,
+    st: &DispatchState,
+    ins: &df::Instruction,
+    a: &df::CopyArgs,
+) -> Result<CopyArgs, PlanError> {
+    let (span, orig) = (ins.span, ins.original.as_str());
+    let mut sources = Vec::new();
+    for s in &a.sources {
+        sources.push(ctx.expand(st, s, span, orig)?);
+    }
+    let dest = ctx.expand(st, &a.dest, span, orig)?;
+    let chown = expand_opt(ctx, st, ins, &a.chown)?;
+    let chmod = expand_opt(ctx, st, ins, &a.chmod)?;
+    if let Some(m) = &chmod {
+        if !values::valid_chmod(m) {
+            return Err(at(
+                ctx.file,
+                span,
+                format!("invalid chmod parameter: '{m}'. it should be octal string and between 0 and 07777"),
+                orig,
+            ));
+        }
+    }
+    let mut excludes = Vec::new();
+    for e in &a.excludes {
+        excludes.push(ctx.expand(st, e, span, orig)?);
+    }
+    let mut heredocs = Vec::new();
+    for h in &a.heredocs {
+        let content = if h.expand {
+            // BuildKit's `ExpandRaw`: a fresh `NewLex('\\')` (the file's escape directive does
+            // not apply) with quote processing off; unset names still count for UndefinedVar.
+            let mut lex = Lex::new('\\');
+            lex.skip_process_quotes = true;
+            ctx.expand_with(&lex, st, &h.content, span, orig)?
+        } else {
+            h.content.clone()
+        };
+        heredocs.push(Heredoc {
+            name: h.name.clone(),
+            content,
+            expand: h.expand,
+        });
+    }
+    Ok(CopyArgs {
+        sources,
+        heredocs,
+        dest,
+        chown,
+        chmod,
+        excludes,
+    })
+}
+
+/// BuildKit's `dispatchCopy` for COPY: `--from` takes no variables and names a stage or image.
+fn dispatch_copy(
+    ctx: &mut Ctx,
+    st: &DispatchState,
+    ins: &df::Instruction,
+    a: &df::CopyArgs,
+) -> Result<Instruction, PlanError> {
+    let c = expand_copy_args(ctx, st, ins, a)?;
+    let from = match &a.from {
+        None => None,
+        Some(f) => {
+            let file = ctx.file;
+            super::check_from_unexpanded(&Lex::new(ctx.escape), f)
+                .map_err(|w| at(file, ins.span, w, f.clone()))?;
+            Some((ctx.resolve)(f).map_err(|(w, _)| at(file, ins.span, w, &ins.original))?)
+        }
+    };
+    Ok(Instruction::Copy(Copy {
+        from,
+        sources: c.sources,
+        heredocs: c.heredocs,
+        dest: c.dest,
+        chown: c.chown,
+        chmod: c.chmod,
+        link: a.link,
+        parents: a.parents,
+        excludes: c.excludes,
+    }))
+}
+
+/// BuildKit's `dispatchCopy` for ADD: `--checksum` only with a single source.
+fn dispatch_add(
+    ctx: &mut Ctx,
+    st: &DispatchState,
+    ins: &df::Instruction,
+    a: &df::CopyArgs,
+) -> Result<Instruction, PlanError> {
+    let c = expand_copy_args(ctx, st, ins, a)?;
+    let checksum = expand_opt(ctx, st, ins, &a.checksum)?;
+    if checksum.is_some() && c.sources.len() + c.heredocs.len() != 1 {
+        return Err(at(
+            ctx.file,
+            ins.span,
+            "checksum can't be specified for multiple sources",
+            &ins.original,
+        ));
+    }
+    Ok(Instruction::Add(Add {
+        sources: c.sources,
+        heredocs: c.heredocs,
+        dest: c.dest,
+        chown: c.chown,
+        chmod: c.chmod,
+        link: a.link,
+        excludes: c.excludes,
+        checksum,
+        keep_git_dir: a.keep_git_dir,
+        unpack: a.unpack,
+    }))
 }

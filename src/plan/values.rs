@@ -105,7 +105,8 @@ struct RawMount {
 }
 
 /// Parses one `--mount` value. `expand` expands a value; `resolve` maps `from=` to a stage or image;
-/// `ssh_index` numbers default SSH socket targets.
+/// `ssh_index` numbers default SSH socket targets. Ports BuildKit's `parseMount`
+/// (`frontend/dockerfile/instructions/commands_runmount.go`) as one function, hence its length.
 pub(crate) fn parse_mount(
     spec: &str,
     expand: &mut dyn FnMut(&str) -> Result<String, ValueError>,
