@@ -130,7 +130,7 @@ fn need(host: &Option<String>) -> Result<Client> {
         Some(c) => Ok(c),
         None => bail!(
             "no kiln daemon answers on {} (start `kiln daemon`, or give --host unix:///path)",
-            crate::daemon::default_socket().display()
+            crate::api::default_socket().display()
         ),
     }
 }

@@ -100,7 +100,7 @@ impl DaemonSettings {
     pub fn new(root: PathBuf) -> DaemonSettings {
         DaemonSettings {
             root,
-            socket: default_socket(),
+            socket: api::default_socket(),
             socket_mode: 0o660,
             socket_group: None,
             allowed_uids: Vec::new(),
@@ -116,20 +116,6 @@ impl DaemonSettings {
             max_context_body: 8 << 30,
             helper: None,
         }
-    }
-}
-
-/// `/run/kiln/kiln.sock` as root, `$XDG_RUNTIME_DIR/kiln/kiln.sock` otherwise.
-pub fn default_socket() -> PathBuf {
-    if rustix::process::geteuid().is_root() {
-        return PathBuf::from("/run/kiln/kiln.sock");
-    }
-    match std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
-        Some(x) => PathBuf::from(x).join("kiln/kiln.sock"),
-        None => std::env::temp_dir().join(format!(
-            "kiln-{}/kiln.sock",
-            rustix::process::geteuid().as_raw()
-        )),
     }
 }
 
