@@ -120,7 +120,10 @@ mod tests {
             runtime_dir: None,
         };
         assert_eq!(e.state_root(), PathBuf::from("/home/u/.local/share/kiln"));
-        assert_eq!(e.config_file(), PathBuf::from("/home/u/.config/kiln/kiln.toml"));
+        assert_eq!(
+            e.config_file(),
+            PathBuf::from("/home/u/.config/kiln/kiln.toml")
+        );
         assert_eq!(e.socket(), PathBuf::from("/tmp/kiln-1000/kiln.sock"));
         e.runtime_dir = Some("/run/user/1000".into());
         e.data_home = Some("/d".into());

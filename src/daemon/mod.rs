@@ -9,8 +9,10 @@
 mod config_api;
 mod events;
 mod jobs;
+pub mod log;
 mod metrics;
 pub mod openapi;
+mod outputs;
 mod resolve;
 mod routes;
 pub mod systemd;
@@ -94,6 +96,8 @@ pub struct DaemonSettings {
     pub max_context_body: u64,
     /// Sandbox helper binary (default /proc/self/exe).
     pub helper: Option<PathBuf>,
+    /// `--log-format`: text lines or JSON objects on stderr.
+    pub log_format: log::LogFormat,
 }
 
 impl DaemonSettings {
@@ -115,6 +119,7 @@ impl DaemonSettings {
             max_json_body: 1 << 20,
             max_context_body: 8 << 30,
             helper: None,
+            log_format: log::LogFormat::Text,
         }
     }
 }
@@ -301,6 +306,14 @@ pub async fn run(
         settings,
     });
     jobs::recover(&state).map_err(|e| DaemonError::Recover(Box::new(e)))?;
+    for w in &state
+        .config
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .warnings
+    {
+        log::warn("config.warning", &[("message", w.as_str().into())]);
+    }
     let app = routes::router(state.clone());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
@@ -327,6 +340,22 @@ pub async fn run(
     }
     systemd::notify("STOPPING=1");
     state.shutting_down.store(true, Ordering::SeqCst);
+    log::info(
+        "daemon.shutting_down",
+        &[
+            ("running", state.jobs.running.load(Ordering::SeqCst).into()),
+            ("queued", state.jobs.queued.load(Ordering::SeqCst).into()),
+            (
+                "builds",
+                if state.settings.cancel_on_shutdown {
+                    "cancel"
+                } else {
+                    "finish"
+                }
+                .into(),
+            ),
+        ],
+    );
     if state.settings.cancel_on_shutdown {
         state.jobs.cancel_all("the daemon is shutting down");
     }
@@ -346,6 +375,7 @@ pub async fn run(
     }
     // Event streams end with their builds; idle connections get a short grace.
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    log::info("daemon.stopped", &[]);
     Ok(())
 }
 
@@ -369,7 +399,34 @@ pub async fn shutdown_signal() {
 /// Blocking entry point for `kiln daemon`: binds, starts a multi-threaded runtime, serves until
 /// SIGTERM/SIGINT.
 pub fn serve_forever(settings: DaemonSettings) -> Result<(), DaemonError> {
-    let std_listener = bind(&settings)?;
+    log::init(settings.log_format);
+    let std_listener = bind(&settings).inspect_err(|e| {
+        log::error("daemon.failed", &[("error", error_chain(e).into())]);
+    })?;
+    log::info(
+        "daemon.listening",
+        &[
+            ("socket", settings.socket.display().to_string().into()),
+            ("activated", systemd::activated().into()),
+            ("root", settings.root.display().to_string().into()),
+            ("version", env!("CARGO_PKG_VERSION").into()),
+            ("host_uid", crate::config::defaults::host_uid().into()),
+            (
+                "context_roots",
+                settings
+                    .context_roots
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+                    .into(),
+            ),
+            (
+                "max_concurrent_builds",
+                settings.max_concurrent_builds.into(),
+            ),
+        ],
+    );
     std_listener
         .set_nonblocking(true)
         .map_err(|source| DaemonError::Bind {
