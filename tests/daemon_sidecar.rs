@@ -263,3 +263,45 @@ fn config_syntax_errors_and_wrong_types_are_still_refused() {
         assert!(v["event"].is_string() && v["time"].is_string(), "{line}");
     }
 }
+
+/// Item 9: a registry on 127.0.0.1 needs no insecure setting (as with Docker); a failed push names
+/// its reference once and says the image is in the local store.
+#[test]
+fn loopback_registries_need_no_insecure_setting_and_push_errors_read_well() {
+    let reg = registry_support::Registry::plain();
+    let d = Daemon::start(&[]);
+    d.context(
+        "lo",
+        &[("Dockerfile", "FROM busybox:latest\nRUN echo loopback\n")],
+    );
+    let body = serde_json::json!({
+        "context": "lo", "name": format!("{}/team/lo", reg.addr), "tag": "1", "push": true
+    });
+    let (s, v) = d.post_json("/v1/builds", &body.to_string());
+    assert_eq!(s, 202, "{v}");
+    let events = d.events(v["id"].as_str().unwrap());
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "succeeded", "{last}");
+    let (ok, _, err) = registry_support::skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{}/team/lo:1", reg.addr),
+    ]);
+    assert!(ok, "{err}");
+
+    // Nothing listens on port 1.
+    let reference = "127.0.0.1:1/team/lo:2";
+    let body = serde_json::json!({"context": "lo", "tags": [reference], "push": true});
+    let (_, v) = d.post_json("/v1/builds", &body.to_string());
+    let events = d.events(v["id"].as_str().unwrap());
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "error", "{last}");
+    let msg = last["message"].as_str().unwrap();
+    assert_eq!(
+        msg.matches(reference).count(),
+        2,
+        "the reference once in the error, once where it is stored: {msg}"
+    );
+    assert!(msg.contains("local store"), "{msg}");
+    assert!(!msg.contains("InvalidContentType"), "{msg}");
+}

@@ -417,13 +417,22 @@ fn execute(state: &Shared, job: &Job, prepared: Prepared) -> Finish {
                 BuildError::Step { line, .. } if *line > 0 => Some(*line),
                 _ => None,
             };
+            let mut message = error_chain(&e);
+            if matches!(e, BuildError::Push { .. }) {
+                // The image was built and tagged before the push: say where it is.
+                message.push_str(&format!(
+                    " (the image was built and is tagged {} in the daemon's local store; \
+                     a rebuild pushes it again from the cache)",
+                    prepared.req.tags.join(", ")
+                ));
+            }
             Finish::Failed {
                 kind: if matches!(e, BuildError::Push { .. } | BuildError::Registry(_)) {
                     kind::PUSH_FAILED
                 } else {
                     kind::BUILD_FAILED
                 },
-                message: error_chain(&e),
+                message,
                 step: line.and(last_step),
                 line,
             }

@@ -182,8 +182,14 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     while let Some(c) = src {
         let t = c.to_string();
         if !s.contains(&t) {
+            // "pushing REF" + "REF: cannot reach …" names REF once.
+            let last = s.rsplit(' ').next().unwrap_or("").to_string();
+            let t = t
+                .strip_prefix(&format!("{last}: "))
+                .filter(|_| !last.is_empty())
+                .unwrap_or(&t);
             s.push_str(": ");
-            s.push_str(&t);
+            s.push_str(t);
         }
         src = c.source();
     }
@@ -467,3 +473,21 @@ pub(crate) type Shared = Arc<State>;
 
 /// Jobs by id (running or queued) — re-exported for the routes.
 pub(crate) type JobMap = HashMap<String, Arc<jobs::Job>>;
+
+#[cfg(test)]
+mod tests {
+    #[derive(Debug, thiserror::Error)]
+    #[error("pushing r.example.com/a:1")]
+    struct Outer(#[source] Inner);
+    #[derive(Debug, thiserror::Error)]
+    #[error("r.example.com/a:1: cannot reach registry r.example.com")]
+    struct Inner;
+
+    #[test]
+    fn error_chain_names_a_reference_once() {
+        assert_eq!(
+            super::error_chain(&Outer(Inner)),
+            "pushing r.example.com/a:1: cannot reach registry r.example.com"
+        );
+    }
+}
