@@ -10,6 +10,9 @@ fn main() {
     {
         std::process::exit(kiln::exec::sandbox_main());
     }
+    // Defaults (store root, config file, socket) follow the user who started kiln, not the root
+    // it appears to be inside its user namespace: pin the real uid before re-executing.
+    kiln::config::defaults::pin_host_uid();
     if let Err(e) = kiln::exec::maybe_reexec_into_userns() {
         eprintln!("error: entering a user namespace: {e}");
         std::process::exit(1);

@@ -18,6 +18,13 @@ use serde::{Deserialize, Serialize};
 /// What replaces a secret wherever a request is shown or stored.
 pub const REDACTED: &str = "<redacted>";
 
+/// Where the daemon listens and clients look by default: `/run/kiln/kiln.sock` when kiln was
+/// started as root, else `$XDG_RUNTIME_DIR/kiln/kiln.sock`, else `/tmp/kiln-<uid>/kiln.sock` (the
+/// Python client's fallback is the same).
+pub fn default_socket() -> std::path::PathBuf {
+    crate::config::defaults::socket()
+}
+
 /// `POST /v1/builds` (and the changes of `POST /v1/builds/{id}/rebuild`). Unknown fields are refused
 /// so that a typo never silently changes a build.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -80,7 +80,7 @@ impl Client {
             return Ok(Some(c));
         }
         let c = Client {
-            socket: crate::daemon::default_socket(),
+            socket: crate::api::default_socket(),
         };
         Ok(c.socket
             .exists()

@@ -45,6 +45,10 @@ pub struct DaemonArgs {
     /// On SIGTERM let running builds finish instead of cancelling them.
     #[arg(long = "finish-on-shutdown")]
     finish_on_shutdown: bool,
+    /// The daemon's log on stderr: `text` lines or `json` objects, one per build event.
+    #[arg(long = "log-format", env = "KILN_LOG_FORMAT", default_value = "text",
+          value_parser = ["text", "json"])]
+    log_format: String,
 }
 
 /// `kiln daemon`: kiln.toml's `[daemon]` and `[worker.oci]` first, flags over them. The config file
@@ -60,9 +64,7 @@ pub fn daemon(root: &Option<PathBuf>, config: &Option<PathBuf>, a: DaemonArgs) -
             .with_context(|| format!("loading config {}", p.display()))?,
         None => crate::config::Config::default(),
     };
-    for w in &cfg.warnings {
-        eprintln!("WARNING: {w}");
-    }
+    // The file's warnings are logged by the daemon once it runs (config.warning lines).
     let d = &cfg.daemon;
     s.socket = a.socket.or(d.socket.clone()).unwrap_or(s.socket);
     s.socket_mode = match (d.socket_mode, a.socket_mode.as_str()) {
@@ -87,7 +89,7 @@ pub fn daemon(root: &Option<PathBuf>, config: &Option<PathBuf>, a: DaemonArgs) -
     s.max_parallelism = cfg.worker.max_parallelism;
     s.cancel_on_shutdown = !a.finish_on_shutdown;
     s.config_path = path;
-    eprintln!("kiln daemon: serving on {}", s.socket.display());
+    s.log_format = a.log_format.parse().map_err(anyhow::Error::msg)?;
     crate::daemon::serve_forever(s)?;
     Ok(0)
 }
@@ -130,7 +132,7 @@ fn need(host: &Option<String>) -> Result<Client> {
         Some(c) => Ok(c),
         None => bail!(
             "no kiln daemon answers on {} (start `kiln daemon`, or give --host unix:///path)",
-            crate::daemon::default_socket().display()
+            crate::api::default_socket().display()
         ),
     }
 }

@@ -10,6 +10,7 @@
 //! Must not: open network connections, read certificate files or apply any setting itself — the
 //! modules that own each setting (registry, daemon, build) do that.
 
+pub mod defaults;
 mod parse;
 mod size;
 
@@ -200,14 +201,7 @@ impl Config {
     /// `/etc/kiln/kiln.toml` as root, else `$XDG_CONFIG_HOME/kiln/kiln.toml` (default
     /// `~/.config/kiln/kiln.toml`). The CLI's `--config` / `KILN_CONFIG` override this.
     pub fn default_path() -> PathBuf {
-        if rustix::process::geteuid().is_root() {
-            return PathBuf::from("/etc/kiln/kiln.toml");
-        }
-        if let Some(x) = std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
-            return PathBuf::from(x).join("kiln/kiln.toml");
-        }
-        let home = std::env::var_os("HOME").unwrap_or_else(|| ".".into());
-        PathBuf::from(home).join(".config/kiln/kiln.toml")
+        defaults::config_file()
     }
 
     /// Read and parse `path`. A missing file is an error (see [`Config::load_or_default`]).

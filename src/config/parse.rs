@@ -56,6 +56,32 @@ struct Walker<'a> {
 impl Walker<'_> {
     /// `origin:line` of the first line that defines `key` (as `key =`, `"key" =` or a table header).
     fn place(&self, key: &str) -> String {
+        // `worker.oci.enabled`: the `enabled =` line after the `[worker.oci]` header.
+        if let Some((table, leaf)) = key.rsplit_once('.') {
+            let header = self.text.lines().position(|l| {
+                let t = l.trim();
+                t.trim_start_matches('[').trim_end_matches(']').trim() == table
+                    && t.starts_with('[')
+            });
+            if let Some(h) = header {
+                let sub = Walker {
+                    origin: self.origin,
+                    text: &self.text[self
+                        .text
+                        .lines()
+                        .take(h + 1)
+                        .map(|l| l.len() + 1)
+                        .sum::<usize>()
+                        .min(self.text.len())..],
+                    warnings: Vec::new(),
+                };
+                if let Some(rest) = sub.place(leaf).strip_prefix(&format!("{}:", self.origin)) {
+                    if let Ok(n) = rest.parse::<usize>() {
+                        return format!("{}:{}", self.origin, n + h + 1);
+                    }
+                }
+            }
+        }
         let quoted = format!("\"{key}\"");
         let line = self.text.lines().position(|l| {
             let t = l.trim_start().trim_start_matches('[').trim_start();
@@ -337,13 +363,16 @@ fn worker(w: &mut Walker, t: &Table) -> Result<WorkerConfig, ConfigError> {
                 } else {
                     s
                 };
-                if !["auto", "overlayfs", "fuse-overlayfs", "native"].contains(&s.as_str()) {
-                    return Err(w.bad(
-                        &key,
-                        format!("{s:?}: expected auto, overlayfs, fuse-overlayfs or native"),
+                if ["auto", "overlayfs", "fuse-overlayfs", "native"].contains(&s.as_str()) {
+                    wc.snapshotter = Some(s);
+                } else {
+                    // buildkit's other snapshotters (stargz, nydus, …): the file is still valid.
+                    let place = w.place("snapshotter");
+                    w.warnings.push(format!(
+                        "{place}: {key} = {s:?} is not a kiln snapshotter (auto, overlayfs, \
+                         fuse-overlayfs, native); using auto"
                     ));
                 }
-                wc.snapshotter = Some(s);
             }
             "sandbox" => {
                 let s = w.string(&key, v)?;
@@ -362,6 +391,13 @@ fn worker(w: &mut Walker, t: &Table) -> Result<WorkerConfig, ConfigError> {
             "minFreeSpace" => wc.min_free_space = Some(w.disk_space(&key, v)?),
             _ => w.unknown(&key),
         }
+    }
+    if wc.gc == Some(true) {
+        let place = w.place("gc");
+        w.warnings.push(format!(
+            "{place}: worker.oci.gc = true: kiln does not collect garbage on its own; nothing is \
+             removed until `kiln prune` or POST /v1/prune (the gc settings are kept)"
+        ));
     }
     Ok(wc)
 }

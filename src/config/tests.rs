@@ -117,7 +117,9 @@ fn unknown_keys_warn_naming_key_and_file() {
             "no warning for {key}: {w}"
         );
     }
-    assert_eq!(c.warnings.len(), 5, "{w}");
+    // The five unknown keys, and gc = true (kiln has no automatic GC to act on it).
+    assert!(w.contains("worker.oci.gc = true"), "{w}");
+    assert_eq!(c.warnings.len(), 6, "{w}");
 }
 
 #[test]
@@ -138,10 +140,62 @@ fn wrong_types_name_the_key() {
         e.contains("registry.\"h\".http") && e.contains("f.toml"),
         "{e}"
     );
-    let e = Config::from_toml_str("[worker.oci]\nsnapshotter = \"zfs\"\n", "f.toml")
+    let e = Config::from_toml_str("[worker.oci]\nmax-parallelism = \"four\"\n", "f.toml")
         .unwrap_err()
         .to_string();
-    assert!(e.contains("worker.oci.snapshotter"), "{e}");
+    assert!(e.contains("worker.oci.max-parallelism"), "{e}");
+    // A snapshotter buildkit has and kiln has not is a warning: the file stays usable.
+    let c = Config::from_toml_str("[worker.oci]\nsnapshotter = \"stargz\"\n", "f.toml").unwrap();
+    assert_eq!(c.worker.snapshotter, None);
+    assert!(c.warnings[0].contains("stargz"), "{:?}", c.warnings);
+}
+
+#[test]
+fn a_real_buildkitd_toml_is_applied_with_every_unused_key_warned() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/testdata/config/buildkitd.toml"
+    );
+    let c = Config::load(Path::new(path)).unwrap();
+    let hub = c.registry("docker.io");
+    assert_eq!(hub.mirrors.len(), 2);
+    assert!(hub.http && hub.insecure);
+    assert_eq!(hub.keypairs.len(), 1);
+    assert!(c.registry("yourmirror.local:5000").http);
+    assert_eq!(c.worker.max_parallelism, Some(4));
+    let w = c.warnings.join("\n");
+    for key in [
+        "debug",
+        "trace",
+        "root",
+        "insecure-entitlements",
+        "log",
+        "dns",
+        "grpc",
+        "otel",
+        "cdi",
+        "history",
+        "system",
+        "frontend",
+        "worker.containerd",
+        "worker.oci.enabled",
+        "worker.oci.platforms",
+        "worker.oci.rootless",
+        "worker.oci.noProcessSandbox",
+        "worker.oci.cniPoolSize",
+        "worker.oci.apparmor-profile",
+        "worker.oci.selinux",
+        "worker.oci.labels",
+        "worker.oci.gcpolicy",
+        "worker.oci.gc = true",
+    ] {
+        assert!(
+            c.warnings
+                .iter()
+                .any(|l| l.contains(key) && l.contains(path)),
+            "no warning for {key}:\n{w}"
+        );
+    }
 }
 
 #[test]

@@ -1,26 +1,40 @@
 //! `GET/PUT /v1/config`: the registry settings the daemon hands to builds, changed at run time
-//! without a restart and persisted to `<root>/daemon/config.toml` (or `--config`).
+//! without a restart.
 //!
-//! Validation is `Config::from_toml_str`: syntax errors name the line, and an update with keys the
-//! config does not know is refused (a file loaded at start-up only warns about them).
+//! Two layers, combined for every build:
+//! - the TOML layer: a whole kiln.toml / buildkitd.toml (`config_content`), persisted to `--config`
+//!   (or `<root>/daemon/config.toml`). An operator's real buildkitd.toml is accepted: what kiln
+//!   understands is applied and every key it does not use comes back as a warning, all at once, in
+//!   the answer and the daemon log. Only syntax errors and wrong types are refused.
+//! - the insecure layer: the `insecure_registries` list, persisted to
+//!   `<root>/daemon/insecure_registries.json` and kept until it is set again (a later
+//!   `config_content` does not drop it). Builds treat as insecure the union of this list and the
+//!   TOML layer's own `insecure_registries`.
 //!
-//! Must not: show a secret (passwords and tokens are redacted in every answer).
+//! Must not: show or log a secret (passwords and tokens are redacted in every answer).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use toml::{Table, Value};
 
 use crate::api::{kind, ConfigUpdate, ConfigView, REDACTED};
 use crate::config::Config;
 
+use super::log;
 use super::{ApiError, DaemonSettings};
 
 const SECRET_KEYS: &[&str] = &["password", "identitytoken", "token", "secret", "auth"];
 
 pub(crate) struct RuntimeConfig {
+    /// Where the TOML layer is persisted.
     path: PathBuf,
-    table: Table,
+    /// Where the insecure layer is persisted.
+    insecure_path: PathBuf,
+    /// The TOML layer as it was given (comments kept).
+    text: String,
     parsed: Config,
+    /// The insecure layer.
+    insecure: Vec<String>,
     pub warnings: Vec<String>,
 }
 
@@ -30,55 +44,49 @@ impl RuntimeConfig {
             .config_path
             .clone()
             .unwrap_or_else(|| settings.root.join("daemon").join("config.toml"));
+        let insecure_path = settings
+            .root
+            .join("daemon")
+            .join("insecure_registries.json");
         let mut warnings = Vec::new();
         let origin = path.display().to_string();
-        let table = match std::fs::read_to_string(&path) {
-            Ok(text) => match syntax(&text) {
-                Ok(t) => t,
-                Err(e) => {
-                    warnings.push(format!(
-                        "{}: {} (ignored; starting with no registry settings)",
-                        path.display(),
-                        e.message
-                    ));
-                    Table::new()
-                }
-            },
-            Err(_) => Table::new(),
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let parsed = match Config::from_toml_str(&text, &origin) {
+            Ok(c) => c,
+            Err(e) => {
+                warnings.push(format!("{e} (ignored; starting with no registry settings)"));
+                Config::default()
+            }
         };
-        let parsed = parse(&table, &origin).unwrap_or_default();
         warnings.extend(parsed.warnings.iter().cloned());
+        let insecure = std::fs::read(&insecure_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Vec<String>>(&b).ok())
+            .unwrap_or_default();
         RuntimeConfig {
             path,
-            table,
+            insecure_path,
+            text,
             parsed,
+            insecure,
             warnings,
         }
     }
 
-    /// The settings builds use (registry TLS, auth, mirrors, insecure hosts).
+    /// The settings builds use (registry TLS, auth, mirrors, insecure hosts of both layers).
     pub fn config(&self) -> Config {
-        self.parsed.clone()
+        let mut c = self.parsed.clone();
+        c.merge_insecure_registries(&self.insecure.join(","));
+        c
     }
 
+    /// Every host builds treat as insecure: the TOML layer's list, then the insecure layer's.
     pub fn insecure_registries(&self) -> Vec<String> {
-        match self.table.get("insecure_registries") {
-            Some(Value::Array(a)) => a
-                .iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect(),
-            Some(Value::String(s)) => s
-                .split(',')
-                .map(str::trim)
-                .filter(|h| !h.is_empty())
-                .map(str::to_string)
-                .collect(),
-            _ => Vec::new(),
-        }
+        self.config().insecure_registries
     }
 
     pub fn view(&self) -> ConfigView {
-        let mut shown = self.table.clone();
+        let mut shown = syntax(&self.text).unwrap_or_default();
         redact(&mut shown);
         ConfigView {
             insecure_registries: self.insecure_registries(),
@@ -87,7 +95,8 @@ impl RuntimeConfig {
         }
     }
 
-    /// Apply an update; the file is written before the new settings are used.
+    /// Apply an update; files are written before the new settings are used, and nothing is
+    /// changed when any part is refused.
     pub fn update(&mut self, u: &ConfigUpdate) -> Result<(), ApiError> {
         if u.insecure_registries.is_none() && u.config_content.is_none() {
             return Err(ApiError::bad(
@@ -95,52 +104,74 @@ impl RuntimeConfig {
                 "give insecure_registries and/or config_content",
             ));
         }
-        let mut table = match &u.config_content {
+        let parsed = match &u.config_content {
             Some(text) => {
-                let t = syntax(text)?;
-                // Every key must be known: an update is refused, not half-applied.
-                let checked = Config::from_toml_str(text, "config_content")
-                    .map_err(|e| ApiError::bad(kind::INVALID_CONFIG, e.to_string()))?;
-                if let Some(w) = checked.warnings.first() {
-                    return Err(ApiError::bad(kind::INVALID_CONFIG, w.clone()));
-                }
-                t
+                syntax(text)?;
+                Some(
+                    Config::from_toml_str(text, "config_content")
+                        .map_err(|e| ApiError::bad(kind::INVALID_CONFIG, e.to_string()))?,
+                )
             }
-            None => self.table.clone(),
+            None => None,
         };
-        if let Some(hosts) = &u.insecure_registries {
-            for h in &hosts.0 {
-                if h.contains("://") || h.contains('/') || h.contains(char::is_whitespace) {
-                    return Err(ApiError::bad(
-                        kind::INVALID_CONFIG,
-                        format!("insecure_registries: {h:?} is not a host[:port]"),
-                    ));
-                }
+        let insecure = match &u.insecure_registries {
+            Some(hosts) => Some(checked_hosts(&hosts.0)?),
+            None => None,
+        };
+        if let (Some(text), Some(parsed)) = (&u.config_content, parsed) {
+            write_atomic(&self.path, text.as_bytes())?;
+            self.text = text.clone();
+            self.warnings = parsed.warnings.clone();
+            self.parsed = parsed;
+        }
+        if let Some(hosts) = insecure {
+            let json = serde_json::to_vec(&hosts).map_err(ApiError::internal)?;
+            write_atomic(&self.insecure_path, &json)?;
+            self.insecure = hosts;
+        }
+        log::info(
+            "config.changed",
+            &[
+                ("config_content", u.config_content.is_some().into()),
+                (
+                    "insecure_registries",
+                    self.insecure_registries().join(",").into(),
+                ),
+                ("warnings", self.warnings.len().into()),
+            ],
+        );
+        if u.config_content.is_some() {
+            for w in &self.warnings {
+                log::warn("config.warning", &[("message", w.as_str().into())]);
             }
-            table.insert(
-                "insecure_registries".into(),
-                Value::Array(hosts.0.iter().cloned().map(Value::String).collect()),
-            );
         }
-        let text = toml::to_string(&table).map_err(ApiError::internal)?;
-        if let Some(d) = self.path.parent() {
-            std::fs::create_dir_all(d).map_err(ApiError::internal)?;
-        }
-        let tmp = self.path.with_extension("toml.tmp");
-        std::fs::write(&tmp, text).map_err(ApiError::internal)?;
-        std::fs::rename(&tmp, &self.path).map_err(ApiError::internal)?;
-        self.parsed = parse(&table, &self.path.display().to_string())?;
-        self.table = table;
-        self.warnings.clear();
         Ok(())
     }
 }
 
-/// The typed config of a (validated) table.
-fn parse(table: &Table, origin: &str) -> Result<Config, ApiError> {
-    let text = toml::to_string(table).map_err(ApiError::internal)?;
-    Config::from_toml_str(&text, origin)
-        .map_err(|e| ApiError::bad(kind::INVALID_CONFIG, e.to_string()))
+/// `host[:port]` entries, or a 400 naming the first that is not one.
+fn checked_hosts(hosts: &[String]) -> Result<Vec<String>, ApiError> {
+    let mut out: Vec<String> = Vec::new();
+    for h in hosts {
+        if let Err(e) = crate::reference::check_host(h) {
+            return Err(ApiError::bad(
+                kind::INVALID_CONFIG,
+                format!("insecure_registries: {e}"),
+            ));
+        }
+        if !out.contains(h) {
+            out.push(h.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ApiError> {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).map_err(ApiError::internal)?;
+    }
+    // 0600: the file may hold registry passwords.
+    crate::atomic::atomic_write(path, bytes, 0o600, None).map_err(ApiError::internal)
 }
 
 /// Parse TOML text; syntax errors name the line.

@@ -17,12 +17,18 @@ use crate::exec::Cancel;
 use crate::store::{BuildDetails, BuildRecord, StoreError};
 
 use super::events::{self, EventLog};
+use super::log;
+use super::outputs;
 use super::resolve::Prepared;
 use super::{error_chain, now, ApiError, JobMap, Shared};
 
 /// A queued or running build.
 pub(crate) struct Job {
     pub id: String,
+    /// Who asked (SO_PEERCRED): outputs are handed to this uid/gid.
+    pub peer: Option<api::Peer>,
+    /// When it was accepted, for the durations the daemon log reports.
+    pub accepted: std::time::Instant,
     pub cancel: Cancel,
     pub woken: Notify,
     pub reason: Mutex<Option<String>>,
@@ -123,8 +129,22 @@ pub(crate) fn submit(
         prepared.sensitive.clone(),
     )
     .map_err(ApiError::internal)?;
+    log::info(
+        "build.accepted",
+        &[
+            ("id", id.as_str().into()),
+            ("peer_uid", peer.map(|p| p.uid).into()),
+            ("peer_gid", peer.map(|p| p.gid).into()),
+            ("peer_pid", peer.and_then(|p| p.pid).into()),
+            ("tags", prepared.req.tags.join(",").into()),
+            ("context", prepared.req.context.display().to_string().into()),
+            ("push", spec.push.into()),
+        ],
+    );
     let job = Arc::new(Job {
         id: id.clone(),
+        peer,
+        accepted: std::time::Instant::now(),
         cancel: Cancel::new(),
         woken: Notify::new(),
         reason: Mutex::new(None),
@@ -157,6 +177,16 @@ async fn drive(state: Shared, job: Arc<Job>, prepared: Prepared) {
                     .db()
                     .update_build(&job.id, Status::Running.as_str(), None, None, None);
             job.log.append(&Event::Started { id: job.id.clone() });
+            log::info(
+                "build.started",
+                &[
+                    ("id", job.id.as_str().into()),
+                    (
+                        "queued_ms",
+                        (job.accepted.elapsed().as_millis() as u64).into(),
+                    ),
+                ],
+            );
             let (st, j) = (state.clone(), job.clone());
             let r = tokio::task::spawn_blocking(move || execute(&st, &j, prepared)).await;
             state.jobs.running.fetch_sub(1, Ordering::SeqCst);
@@ -191,6 +221,11 @@ enum Finish {
 fn finish(state: &Shared, job: &Job, outcome: Finish) {
     let db = state.store.db();
     let t = now();
+    let took = (
+        "duration_ms",
+        (job.accepted.elapsed().as_millis() as u64).into(),
+    );
+    let id = ("id", job.id.as_str().into());
     match outcome {
         Finish::Succeeded(out) => {
             let _ = db.update_build(
@@ -210,6 +245,15 @@ fn finish(state: &Shared, job: &Job, outcome: Finish) {
             if let Ok(manifest) = out.manifest.parse() {
                 job.log.append(&Event::Succeeded { manifest });
             }
+            log::info(
+                "build.succeeded",
+                &[
+                    id,
+                    took,
+                    ("digest", out.manifest.as_str().into()),
+                    ("tags", out.tags.join(",").into()),
+                ],
+            );
             state.metrics.finished(Status::Succeeded);
         }
         Finish::Failed {
@@ -230,6 +274,15 @@ fn finish(state: &Shared, job: &Job, outcome: Finish) {
                 Event::Error { message, .. } => job.log.scrub_text(message),
                 _ => String::new(),
             };
+            log::error(
+                "build.failed",
+                &[
+                    id,
+                    took,
+                    ("kind", kind.into()),
+                    ("error", text.as_str().into()),
+                ],
+            );
             let _ = db.update_build(
                 &job.id,
                 Status::Failed.as_str(),
@@ -249,6 +302,10 @@ fn finish(state: &Shared, job: &Job, outcome: Finish) {
             job.log.append(&Event::Cancelled {
                 reason: reason.clone(),
             });
+            log::info(
+                "build.cancelled",
+                &[id, took, ("reason", reason.as_str().into())],
+            );
             let _ = db.update_build(
                 &job.id,
                 Status::Cancelled.as_str(),
@@ -315,6 +372,15 @@ fn execute(state: &Shared, job: &Job, prepared: Prepared) -> Finish {
         }
         job.log.append(&Event::from(e));
     };
+    // Outputs in a shared folder: missing parents made, everything handed to the caller.
+    if let Err(e) = outputs::prepare(&prepared.req.outputs, job.peer) {
+        return Finish::Failed {
+            kind: kind::BUILD_FAILED,
+            message: error_chain(&e),
+            step: None,
+            line: None,
+        };
+    }
     let result = engine::run(&state.store, &prepared.req, &mut on_event, &job.cancel);
     let steps_json = serde_json::to_string(&steps.values().collect::<Vec<_>>()).ok();
     let _ = state.store.db().update_build_details(
@@ -327,6 +393,14 @@ fn execute(state: &Shared, job: &Job, prepared: Prepared) -> Finish {
     let last_step = steps.keys().next_back().copied();
     match result {
         Ok(r) => {
+            if let Err(e) = outputs::hand_over(&prepared.req.outputs, job.peer) {
+                return Finish::Failed {
+                    kind: kind::BUILD_FAILED,
+                    message: error_chain(&e),
+                    step: None,
+                    line: None,
+                };
+            }
             let out = BuildOutcome {
                 manifest: r.manifest.digest.to_string(),
                 config: r.config.to_string(),
@@ -343,13 +417,22 @@ fn execute(state: &Shared, job: &Job, prepared: Prepared) -> Finish {
                 BuildError::Step { line, .. } if *line > 0 => Some(*line),
                 _ => None,
             };
+            let mut message = error_chain(&e);
+            if matches!(e, BuildError::Push { .. }) {
+                // The image was built and tagged before the push: say where it is.
+                message.push_str(&format!(
+                    " (the image was built and is tagged {} in the daemon's local store; \
+                     a rebuild pushes it again from the cache)",
+                    prepared.req.tags.join(", ")
+                ));
+            }
             Finish::Failed {
                 kind: if matches!(e, BuildError::Push { .. } | BuildError::Registry(_)) {
                     kind::PUSH_FAILED
                 } else {
                     kind::BUILD_FAILED
                 },
-                message: error_chain(&e),
+                message,
                 step: line.and(last_step),
                 line,
             }

@@ -9,8 +9,10 @@
 mod config_api;
 mod events;
 mod jobs;
+pub mod log;
 mod metrics;
 pub mod openapi;
+mod outputs;
 mod resolve;
 mod routes;
 pub mod systemd;
@@ -94,13 +96,15 @@ pub struct DaemonSettings {
     pub max_context_body: u64,
     /// Sandbox helper binary (default /proc/self/exe).
     pub helper: Option<PathBuf>,
+    /// `--log-format`: text lines or JSON objects on stderr.
+    pub log_format: log::LogFormat,
 }
 
 impl DaemonSettings {
     pub fn new(root: PathBuf) -> DaemonSettings {
         DaemonSettings {
             root,
-            socket: default_socket(),
+            socket: api::default_socket(),
             socket_mode: 0o660,
             socket_group: None,
             allowed_uids: Vec::new(),
@@ -115,21 +119,8 @@ impl DaemonSettings {
             max_json_body: 1 << 20,
             max_context_body: 8 << 30,
             helper: None,
+            log_format: log::LogFormat::Text,
         }
-    }
-}
-
-/// `/run/kiln/kiln.sock` as root, `$XDG_RUNTIME_DIR/kiln/kiln.sock` otherwise.
-pub fn default_socket() -> PathBuf {
-    if rustix::process::geteuid().is_root() {
-        return PathBuf::from("/run/kiln/kiln.sock");
-    }
-    match std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
-        Some(x) => PathBuf::from(x).join("kiln/kiln.sock"),
-        None => std::env::temp_dir().join(format!(
-            "kiln-{}/kiln.sock",
-            rustix::process::geteuid().as_raw()
-        )),
     }
 }
 
@@ -191,8 +182,14 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     while let Some(c) = src {
         let t = c.to_string();
         if !s.contains(&t) {
+            // "pushing REF" + "REF: cannot reach …" names REF once.
+            let last = s.rsplit(' ').next().unwrap_or("").to_string();
+            let t = t
+                .strip_prefix(&format!("{last}: "))
+                .filter(|_| !last.is_empty())
+                .unwrap_or(&t);
             s.push_str(": ");
-            s.push_str(&t);
+            s.push_str(t);
         }
         src = c.source();
     }
@@ -315,6 +312,14 @@ pub async fn run(
         settings,
     });
     jobs::recover(&state).map_err(|e| DaemonError::Recover(Box::new(e)))?;
+    for w in &state
+        .config
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .warnings
+    {
+        log::warn("config.warning", &[("message", w.as_str().into())]);
+    }
     let app = routes::router(state.clone());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
@@ -341,6 +346,22 @@ pub async fn run(
     }
     systemd::notify("STOPPING=1");
     state.shutting_down.store(true, Ordering::SeqCst);
+    log::info(
+        "daemon.shutting_down",
+        &[
+            ("running", state.jobs.running.load(Ordering::SeqCst).into()),
+            ("queued", state.jobs.queued.load(Ordering::SeqCst).into()),
+            (
+                "builds",
+                if state.settings.cancel_on_shutdown {
+                    "cancel"
+                } else {
+                    "finish"
+                }
+                .into(),
+            ),
+        ],
+    );
     if state.settings.cancel_on_shutdown {
         state.jobs.cancel_all("the daemon is shutting down");
     }
@@ -360,6 +381,7 @@ pub async fn run(
     }
     // Event streams end with their builds; idle connections get a short grace.
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    log::info("daemon.stopped", &[]);
     Ok(())
 }
 
@@ -383,7 +405,34 @@ pub async fn shutdown_signal() {
 /// Blocking entry point for `kiln daemon`: binds, starts a multi-threaded runtime, serves until
 /// SIGTERM/SIGINT.
 pub fn serve_forever(settings: DaemonSettings) -> Result<(), DaemonError> {
-    let std_listener = bind(&settings)?;
+    log::init(settings.log_format);
+    let std_listener = bind(&settings).inspect_err(|e| {
+        log::error("daemon.failed", &[("error", error_chain(e).into())]);
+    })?;
+    log::info(
+        "daemon.listening",
+        &[
+            ("socket", settings.socket.display().to_string().into()),
+            ("activated", systemd::activated().into()),
+            ("root", settings.root.display().to_string().into()),
+            ("version", env!("CARGO_PKG_VERSION").into()),
+            ("host_uid", crate::config::defaults::host_uid().into()),
+            (
+                "context_roots",
+                settings
+                    .context_roots
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+                    .into(),
+            ),
+            (
+                "max_concurrent_builds",
+                settings.max_concurrent_builds.into(),
+            ),
+        ],
+    );
     std_listener
         .set_nonblocking(true)
         .map_err(|source| DaemonError::Bind {
@@ -424,3 +473,21 @@ pub(crate) type Shared = Arc<State>;
 
 /// Jobs by id (running or queued) — re-exported for the routes.
 pub(crate) type JobMap = HashMap<String, Arc<jobs::Job>>;
+
+#[cfg(test)]
+mod tests {
+    #[derive(Debug, thiserror::Error)]
+    #[error("pushing r.example.com/a:1")]
+    struct Outer(#[source] Inner);
+    #[derive(Debug, thiserror::Error)]
+    #[error("r.example.com/a:1: cannot reach registry r.example.com")]
+    struct Inner;
+
+    #[test]
+    fn error_chain_names_a_reference_once() {
+        assert_eq!(
+            super::error_chain(&Outer(Inner)),
+            "pushing r.example.com/a:1: cannot reach registry r.example.com"
+        );
+    }
+}

@@ -119,7 +119,8 @@ fn resolve_dest(roots: &[PathBuf], p: &str) -> Result<PathBuf, ApiError> {
         Some(q) if !q.is_empty() => q,
         _ => ".".to_string(),
     };
-    let dir = resolve_under(roots, &parent, "output dest")?;
+    // A missing parent is created (owned by the caller) when the build runs: super::outputs.
+    let dir = super::outputs::resolve_parent(roots, &parent)?;
     let full = dir.join(name);
     if let Ok(meta) = fs::symlink_metadata(&full) {
         if meta.file_type().is_symlink() {

@@ -9,7 +9,7 @@ use reqwest::blocking::{Body, Response};
 use reqwest::Method;
 
 use super::auth::{self, parse_challenge, Challenge};
-use super::transport::{self, chain, is_tls_error, HostTransport};
+use super::transport::{self, chain, is_plain_http_answer, is_tls_error, HostTransport};
 use super::{Auth, Progress, Purpose, RegistryClient, RegistryError};
 
 /// What an operation is about, for errors: the registry host and the user's reference.
@@ -46,7 +46,13 @@ pub(crate) struct Req<'a> {
 
 pub(crate) fn transport_error(ctx: &Ctx, host: &str, e: reqwest::Error) -> RegistryError {
     let detail = chain(&e);
-    if is_tls_error(&e) {
+    if is_plain_http_answer(&e) {
+        RegistryError::PlainHttp {
+            host: host.to_string(),
+            reference: ctx.reference.clone(),
+            cause: e,
+        }
+    } else if is_tls_error(&e) {
         RegistryError::Tls {
             host: host.to_string(),
             reference: ctx.reference.clone(),
@@ -138,13 +144,21 @@ impl RegistryClient {
     }
 
     fn ping(&self, ctx: &Ctx, host: &str, t: &HostTransport) -> Result<(), RegistryError> {
-        let schemes: &[&'static str] = if t.insecure {
+        let schemes: &[&'static str] = if t.insecure || t.loopback {
             &["https", "http"]
         } else {
             &["https"]
         };
-        let mut last = None;
+        let mut last: Option<RegistryError> = None;
         for scheme in schemes {
+            // A loopback host falls back to plain HTTP only when it answered TLS in plain HTTP;
+            // a certificate problem stays an error (as it would for any other host).
+            if *scheme == "http"
+                && !t.insecure
+                && !matches!(last, Some(RegistryError::PlainHttp { .. }))
+            {
+                break;
+            }
             let mut attempt = 0;
             loop {
                 match t.client.get(format!("{scheme}://{host}/v2/")).send() {
@@ -343,5 +357,38 @@ pub(crate) fn login_check(client: &RegistryClient, ctx: &Ctx) -> Result<(), Regi
         Ok(())
     } else {
         Err(client.refused(ctx, host, "", Purpose::Any, "GET /v2/", resp))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A real TLS handshake against a server that speaks plain HTTP: the error says so.
+    #[test]
+    fn tls_to_a_plain_http_server_says_plain_http() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            if let Ok((mut s, _)) = l.accept() {
+                let mut buf = [0u8; 512];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+            }
+        });
+        let host = addr.to_string();
+        let t = transport::build(&crate::config::Config::default(), &host).unwrap();
+        let e = t
+            .client
+            .get(format!("https://{host}/v2/"))
+            .send()
+            .unwrap_err();
+        let msg = transport_error(&Ctx::new(&host, "r/x:1"), &host, e).to_string();
+        assert!(
+            msg.contains("answered plain HTTP") && msg.contains("insecure_registries"),
+            "{msg}"
+        );
+        assert!(!msg.contains("InvalidContentType"), "{msg}");
     }
 }

@@ -54,6 +54,13 @@ pub enum RegistryError {
         /// `source` (that would print the chain twice).
         cause: reqwest::Error,
     },
+    #[error("{reference}: the registry {host} answered plain HTTP to a TLS connection: add it to insecure_registries (or set http = true in [registry.\"{host}\"])")]
+    PlainHttp {
+        host: String,
+        reference: String,
+        /// The transport error (rustls' `InvalidContentType`), not repeated in the message.
+        cause: reqwest::Error,
+    },
     #[error("{reference}: setting up TLS for registry {host}: {detail}")]
     TlsSetup {
         host: String,

@@ -68,6 +68,9 @@ pub(crate) struct HostTransport {
     pub http: bool,
     /// TLS without verification; plain HTTP when the host turns out not to speak TLS.
     pub insecure: bool,
+    /// A loopback host (127.0.0.0/8, ::1, localhost): verified TLS first, plain HTTP when it
+    /// answers in plain HTTP — as Docker treats loopback registries by default.
+    pub loopback: bool,
     /// The scheme that worked, once known (`insecure` hosts try https first).
     pub scheme: Mutex<Option<&'static str>>,
     /// CA files loaded for this host beyond the system roots.
@@ -173,6 +176,7 @@ pub(crate) fn build(cfg: &Config, host: &str) -> Result<HostTransport, String> {
         client,
         http: rc.http,
         insecure: rc.insecure,
+        loopback: is_loopback(host),
         scheme: Mutex::new(None),
         ca_files,
     })
@@ -235,6 +239,37 @@ impl ServerCertVerifier for NoVerify {
     }
 }
 
+/// `host[:port]` on the loopback interface: 127.0.0.0/8, `[::1]`, `localhost`.
+pub(crate) fn is_loopback(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, port)| {
+            if port.chars().all(|c| c.is_ascii_digit()) {
+                h
+            } else {
+                host
+            }
+        }),
+    };
+    if name.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    name.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Whether a TLS handshake got a plain-HTTP answer (rustls: a record of an invalid content type).
+pub(crate) fn is_plain_http_answer(e: &reqwest::Error) -> bool {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = src {
+        if s.to_string().contains("InvalidContentType") {
+            return true;
+        }
+        src = s.source();
+    }
+    false
+}
+
 /// Whether a request error came from TLS (certificate, handshake) rather than the network.
 pub(crate) fn is_tls_error(e: &reqwest::Error) -> bool {
     let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
@@ -264,4 +299,30 @@ pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
         src = s.source();
     }
     parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback;
+
+    #[test]
+    fn loopback_hosts() {
+        for h in [
+            "127.0.0.1:5000",
+            "127.8.9.1",
+            "[::1]:5000",
+            "localhost:443",
+            "LOCALHOST",
+        ] {
+            assert!(is_loopback(h), "{h}");
+        }
+        for h in [
+            "10.0.0.1:5000",
+            "registry.example.com",
+            "[fe80::1]:5000",
+            "localhost.evil.com",
+        ] {
+            assert!(!is_loopback(h), "{h}");
+        }
+    }
 }

@@ -185,16 +185,10 @@ impl Store {
         Ok(store)
     }
 
-    /// `/var/lib/kiln` as root, else `$XDG_DATA_HOME/kiln`, else `~/.local/share/kiln`.
+    /// `/var/lib/kiln` as root, else `$XDG_DATA_HOME/kiln`, else `~/.local/share/kiln`, decided
+    /// from the uid kiln was started as (see `config::defaults`).
     pub fn default_root() -> PathBuf {
-        if rustix::process::geteuid().is_root() {
-            return PathBuf::from("/var/lib/kiln");
-        }
-        if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
-            return PathBuf::from(x).join("kiln");
-        }
-        let home = std::env::var_os("HOME").unwrap_or_else(|| ".".into());
-        PathBuf::from(home).join(".local/share/kiln")
+        crate::config::defaults::state_root()
     }
 
     pub fn root(&self) -> &Path {

@@ -1,0 +1,74 @@
+"""Unit tests of kiln_client that need no daemon (run by tests/client_python.rs with
+``python3 -m unittest``; pytest collects them too)."""
+
+import os
+import sys
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import kiln_client  # noqa: E402
+
+
+class BuildArgs(unittest.TestCase):
+    def test_dict_values_become_strings(self):
+        got = kiln_client._build_args({"N": 3, "F": 1.5, "B": True, "OFF": False, "S": "x",
+                                       "NONE": None})
+        self.assertEqual(got, {"N": "3", "F": "1.5", "B": "true", "OFF": "false", "S": "x"})
+
+    def test_json_text_and_kv_list(self):
+        self.assertEqual(kiln_client._build_args('{"A": 1, "B": "two"}'), {"A": "1", "B": "two"})
+        self.assertEqual(kiln_client._build_args(["A=1", "B=x=y"]), {"A": "1", "B": "x=y"})
+        self.assertEqual(kiln_client._build_args(""), {})
+
+    def test_bad_input_says_what(self):
+        with self.assertRaisesRegex(ValueError, "JSON object"):
+            kiln_client._build_args("[1, 2]")
+        with self.assertRaisesRegex(ValueError, "K=V"):
+            kiln_client._build_args(["novalue"])
+        with self.assertRaisesRegex(ValueError, "L must be"):
+            kiln_client._build_args({"L": [1]})
+
+
+class Socket(unittest.TestCase):
+    def setUp(self):
+        self.saved = {k: os.environ.get(k) for k in ("KILN_HOST", "XDG_RUNTIME_DIR")}
+
+    def tearDown(self):
+        for k, v in self.saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+    def test_kiln_host_wins(self):
+        os.environ["KILN_HOST"] = "unix:///x/y.sock"
+        self.assertEqual(kiln_client.daemon_socket(), "/x/y.sock")
+        os.environ["KILN_HOST"] = "tcp://h:1"
+        self.assertRaises(ValueError, kiln_client.daemon_socket)
+
+    def test_missing_daemon_is_one_clear_error(self):
+        os.environ["KILN_HOST"] = "unix:///nonexistent/kiln.sock"
+        with self.assertRaises(kiln_client.DaemonUnreachable) as cm:
+            kiln_client.info()
+        self.assertIn("/nonexistent/kiln.sock", str(cm.exception))
+        self.assertIsNone(cm.exception.__cause__)
+
+
+class Render(unittest.TestCase):
+    def test_lines_match_the_cli(self):
+        r = kiln_client.render_event
+        self.assertEqual(r({"type": "step_finished", "step": 2, "duration_ms": 1234,
+                            "cached": True, "layer": {"digest": "sha256:" + "ab" * 32,
+                                                      "diff_id": "x", "size": 2500,
+                                                      "uncompressed_size": 999}}),
+                         "  #2 CACHED: layer sha256:abababababab 2.5 kB (999 B uncompressed)")
+        self.assertEqual(r({"type": "step_finished", "step": 3, "duration_ms": 1234}),
+                         "  #3 done in 1.23s: config")
+        self.assertEqual(r({"type": "transferred", "kind": "pushed", "reference": "r/x:1",
+                            "bytes": 1234567}), "pushed 1.2 MB for r/x:1")
+        self.assertIsNone(r({"type": "step_progress", "step": 1, "bytes": 5}))
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,142 @@
+//! Outputs written into a shared folder belong to whoever asked for them: before a build the
+//! missing parents of each output are created, and after it the output (the OCI layout directory
+//! or the tar) and those parents are handed to the calling peer's uid/gid (SO_PEERCRED), so a
+//! worker running as uid 1000 can read and remove what a root daemon wrote for it.
+//!
+//! Must not: follow a symlink (every component is checked, ownership changes use lchown) or touch
+//! anything but the outputs of this build and the directories made for them.
+
+use std::os::unix::fs::{lchown, DirBuilderExt};
+use std::path::{Path, PathBuf};
+
+use crate::api::Peer;
+use crate::engine::Output;
+
+/// Why an output's place could not be prepared or handed over.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum OutputError {
+    #[error("creating the output directory {path}")]
+    Mkdir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("output path {0} goes through a symlink or a non-directory")]
+    NotADirectory(PathBuf),
+    #[error("giving {path} to uid {uid}")]
+    Chown {
+        path: PathBuf,
+        uid: u32,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub(crate) fn dest(o: &Output) -> &Path {
+    match o {
+        Output::Oci { dest } | Output::Docker { dest } => dest,
+    }
+}
+
+/// Create the missing parents of every output (mode 0755), owned by `peer`. Returns the
+/// directories created, to be handed over again after the build.
+pub(crate) fn prepare(outputs: &[Output], peer: Option<Peer>) -> Result<Vec<PathBuf>, OutputError> {
+    let mut made = Vec::new();
+    for o in outputs {
+        let Some(parent) = dest(o).parent() else {
+            continue;
+        };
+        let mut missing = Vec::new();
+        let mut at = parent;
+        while std::fs::symlink_metadata(at).is_err() {
+            missing.push(at.to_path_buf());
+            match at.parent() {
+                Some(p) => at = p,
+                None => break,
+            }
+        }
+        if !std::fs::metadata(at).map(|m| m.is_dir()).unwrap_or(false) {
+            return Err(OutputError::NotADirectory(at.to_path_buf()));
+        }
+        for dir in missing.into_iter().rev() {
+            match std::fs::DirBuilder::new().mode(0o755).create(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(source) => return Err(OutputError::Mkdir { path: dir, source }),
+            }
+            let is_dir = std::fs::symlink_metadata(&dir)
+                .map(|m| m.file_type().is_dir())
+                .unwrap_or(false);
+            if !is_dir {
+                return Err(OutputError::NotADirectory(dir));
+            }
+            give(&dir, peer)?;
+            made.push(dir);
+        }
+    }
+    Ok(made)
+}
+
+/// After a build: every output (recursively, symlinks not followed) to `peer`.
+pub(crate) fn hand_over(outputs: &[Output], peer: Option<Peer>) -> Result<(), OutputError> {
+    for o in outputs {
+        let root = dest(o);
+        if std::fs::symlink_metadata(root).is_err() {
+            continue;
+        }
+        for entry in walkdir::WalkDir::new(root).follow_links(false) {
+            let Ok(entry) = entry else { continue };
+            give(entry.path(), peer)?;
+        }
+    }
+    Ok(())
+}
+
+/// lchown to the peer; nothing to do without a peer or when the daemon is that peer. A daemon that
+/// may not chown (rootless) leaves its own files as they are.
+fn give(path: &Path, peer: Option<Peer>) -> Result<(), OutputError> {
+    let Some(p) = peer else { return Ok(()) };
+    if p.uid == rustix::process::geteuid().as_raw() && p.gid == rustix::process::getegid().as_raw()
+    {
+        return Ok(());
+    }
+    match lchown(path, Some(p.uid), Some(p.gid)) {
+        Ok(()) => Ok(()),
+        Err(e)
+            if e.raw_os_error() == Some(libc::EPERM) || e.raw_os_error() == Some(libc::EINVAL) =>
+        {
+            Ok(())
+        }
+        Err(source) => Err(OutputError::Chown {
+            path: path.to_path_buf(),
+            uid: p.uid,
+            source,
+        }),
+    }
+}
+
+/// An output's parent directory under the roots, which may not exist yet: the nearest existing
+/// ancestor is resolved (symlinks followed, escapes refused) and the missing plain names are
+/// appended; they are created by [`prepare`] when the build runs.
+pub(super) fn resolve_parent(roots: &[PathBuf], parent: &str) -> Result<PathBuf, super::ApiError> {
+    use std::path::Component;
+    let mut at = PathBuf::from(parent);
+    let mut missing: Vec<std::ffi::OsString> = Vec::new();
+    loop {
+        let text = match at.as_os_str().is_empty() {
+            true => ".".to_string(),
+            false => at.to_string_lossy().into_owned(),
+        };
+        match super::resolve::resolve_under(roots, &text, "output dest") {
+            Ok(dir) => return Ok(missing.iter().rev().fold(dir, |d, n| d.join(n))),
+            Err(e) if e.kind == crate::api::kind::CONTEXT_NOT_FOUND => {
+                match at.components().next_back() {
+                    Some(Component::Normal(n)) => missing.push(n.to_os_string()),
+                    _ => return Err(e),
+                }
+                at.pop();
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
