@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 
-use super::http::Ctx;
+use super::error::{transport_error, Ctx};
 use super::{Auth, Purpose, RegistryClient, RegistryError};
 use crate::config::Secret;
 
@@ -246,7 +246,7 @@ pub(crate) fn fetch_token(
     };
     let resp = req
         .send()
-        .map_err(|e| super::http::transport_error(ctx, &realm_host, e))?;
+        .map_err(|e| transport_error(ctx, &realm_host, e))?;
     let status = resp.status().as_u16();
     if status == 401 || status == 403 {
         return Err(RegistryError::Unauthorized {
@@ -270,7 +270,7 @@ pub(crate) fn fetch_token(
     }
     let body = resp
         .bytes()
-        .map_err(|e| super::http::transport_error(ctx, &realm_host, e))?;
+        .map_err(|e| transport_error(ctx, &realm_host, e))?;
     let a: TokenAnswer =
         serde_json::from_slice(&body).map_err(|e| bad(format!("not token JSON: {e}")))?;
     let tok = if a.token.is_empty() {

@@ -491,3 +491,26 @@ fn write_private(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), RegistryEr
     // 0600 from the start: the file holds credentials.
     crate::atomic::atomic_write(path, bytes, 0o600, None).map_err(io("replacing", path))
 }
+
+impl super::RegistryClient {
+    /// Credentials for `host`: per build, then kiln's config, then Docker's config.
+    pub(crate) fn resolve_auth(
+        &self,
+        host: &str,
+        path: &str,
+        purpose: Purpose,
+    ) -> Result<Option<Auth>, RegistryError> {
+        if let Some(a) = self.creds.lookup(host, path, purpose) {
+            return Ok(Some(a));
+        }
+        let rc = self.cfg.registry(host);
+        if rc.username.is_some() || rc.identitytoken.is_some() {
+            return Ok(Some(Auth {
+                username: rc.username.unwrap_or_default(),
+                password: rc.password.unwrap_or_default(),
+                identity_token: rc.identitytoken,
+            }));
+        }
+        self.docker.lookup(host)
+    }
+}

@@ -9,24 +9,10 @@ use reqwest::blocking::{Body, Response};
 use reqwest::Method;
 
 use super::auth::{self, parse_challenge, Challenge};
-use super::transport::{self, chain, is_plain_http_answer, is_tls_error, HostTransport};
-use super::{Auth, Progress, Purpose, RegistryClient, RegistryError};
-
-/// What an operation is about, for errors: the registry host and the user's reference.
-#[derive(Debug, Clone)]
-pub(crate) struct Ctx {
-    pub host: String,
-    pub reference: String,
-}
-
-impl Ctx {
-    pub fn new(host: &str, reference: &str) -> Ctx {
-        Ctx {
-            host: host.to_string(),
-            reference: reference.to_string(),
-        }
-    }
-}
+use super::error::{chain, is_tls_error, transport_error};
+pub(crate) use super::error::{status_error, Ctx};
+use super::transport::HostTransport;
+use super::{Progress, Purpose, RegistryClient, RegistryError};
 
 /// A request to send (and maybe re-send): the body is made anew for every attempt.
 pub(crate) struct Req<'a> {
@@ -44,91 +30,7 @@ pub(crate) struct Req<'a> {
     pub retry: bool,
 }
 
-pub(crate) fn transport_error(ctx: &Ctx, host: &str, e: reqwest::Error) -> RegistryError {
-    let detail = chain(&e);
-    if is_plain_http_answer(&e) {
-        RegistryError::PlainHttp {
-            host: host.to_string(),
-            reference: ctx.reference.clone(),
-            cause: e,
-        }
-    } else if is_tls_error(&e) {
-        RegistryError::Tls {
-            host: host.to_string(),
-            reference: ctx.reference.clone(),
-            detail,
-            cause: e,
-        }
-    } else {
-        RegistryError::Connect {
-            host: host.to_string(),
-            reference: ctx.reference.clone(),
-            detail,
-            cause: e,
-        }
-    }
-}
-
-/// The error for an unexpected status, with the registry's own error message when it sent one.
-pub(crate) fn status_error(ctx: &Ctx, host: &str, action: &str, resp: Response) -> RegistryError {
-    let status = resp.status().as_u16();
-    let body = resp.text().unwrap_or_default();
-    #[derive(serde::Deserialize)]
-    struct Errs {
-        errors: Vec<E>,
-    }
-    #[derive(serde::Deserialize)]
-    struct E {
-        #[serde(default)]
-        code: String,
-        #[serde(default)]
-        message: String,
-    }
-    let message = match serde_json::from_str::<Errs>(&body) {
-        Ok(e) if !e.errors.is_empty() => e
-            .errors
-            .iter()
-            .map(|e| format!("{} {}", e.code, e.message).trim().to_string())
-            .collect::<Vec<_>>()
-            .join("; "),
-        _ => body
-            .chars()
-            .take(200)
-            .collect::<String>()
-            .trim()
-            .to_string(),
-    };
-    RegistryError::Status {
-        host: host.to_string(),
-        reference: ctx.reference.clone(),
-        action: action.to_string(),
-        status,
-        message,
-    }
-}
-
 impl RegistryClient {
-    /// The transport for `host` without pinging (token services, realms).
-    pub(crate) fn transport_raw(
-        &self,
-        ctx: &Ctx,
-        host: &str,
-    ) -> Result<Arc<HostTransport>, RegistryError> {
-        let mut map = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(t) = map.get(host) {
-            return Ok(t.clone());
-        }
-        let t = Arc::new(transport::build(&self.cfg, host).map_err(|detail| {
-            RegistryError::TlsSetup {
-                host: host.to_string(),
-                reference: ctx.reference.clone(),
-                detail,
-            }
-        })?);
-        map.insert(host.to_string(), t.clone());
-        Ok(t)
-    }
-
     /// The transport for a registry host, pinged (`GET /v2/`) on first use.
     pub(crate) fn transport(
         &self,
@@ -195,27 +97,6 @@ impl RegistryClient {
             reference: ctx.reference.clone(),
             detail: "no scheme to try".into(),
         }))
-    }
-
-    /// Credentials for `host`: per build, then kiln's config, then Docker's config.
-    pub(crate) fn resolve_auth(
-        &self,
-        host: &str,
-        path: &str,
-        purpose: Purpose,
-    ) -> Result<Option<Auth>, RegistryError> {
-        if let Some(a) = self.creds.lookup(host, path, purpose) {
-            return Ok(Some(a));
-        }
-        let rc = self.cfg.registry(host);
-        if rc.username.is_some() || rc.identitytoken.is_some() {
-            return Ok(Some(Auth {
-                username: rc.username.unwrap_or_default(),
-                password: rc.password.unwrap_or_default(),
-                identity_token: rc.identitytoken,
-            }));
-        }
-        self.docker.lookup(host)
     }
 
     /// `scheme://host` for a registry host (after its ping).
@@ -378,7 +259,7 @@ mod tests {
             }
         });
         let host = addr.to_string();
-        let t = transport::build(&crate::config::Config::default(), &host).unwrap();
+        let t = super::super::transport::build(&crate::config::Config::default(), &host).unwrap();
         let e = t
             .client
             .get(format!("https://{host}/v2/"))

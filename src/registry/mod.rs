@@ -12,6 +12,7 @@
 
 mod auth;
 mod creds;
+mod error;
 mod http;
 mod pull;
 mod push;
@@ -20,6 +21,7 @@ mod transport;
 pub use creds::{
     login_store, parse_credential_flag, Credential, Credentials, DockerConfig, Purpose,
 };
+pub use error::RegistryError;
 pub use pull::pull;
 pub use push::{push, push_blob_early};
 pub use transport::conventional_ca_bundles;
@@ -31,118 +33,6 @@ use std::time::Duration;
 
 use crate::config::{Config, Secret};
 use crate::digest::Digest;
-use crate::store::StoreError;
-
-/// Why a registry operation failed. Every variant names the registry host and the reference.
-#[derive(Debug, thiserror::Error)]
-pub enum RegistryError {
-    #[error("{reference}: cannot reach registry {host}: {detail}")]
-    Connect {
-        host: String,
-        reference: String,
-        detail: String,
-        /// The transport error; `detail` already spells out its chain, so it is not reported as
-        /// `source` (that would print the chain twice).
-        cause: reqwest::Error,
-    },
-    #[error("{reference}: TLS with registry {host} failed: {detail} (trust its CA with `ca` or `tlsconfigdir` in [registry.\"{host}\"], or set insecure = true)")]
-    Tls {
-        host: String,
-        reference: String,
-        detail: String,
-        /// The transport error; `detail` already spells out its chain, so it is not reported as
-        /// `source` (that would print the chain twice).
-        cause: reqwest::Error,
-    },
-    #[error("{reference}: the registry {host} answered plain HTTP to a TLS connection: add it to insecure_registries (or set http = true in [registry.\"{host}\"])")]
-    PlainHttp {
-        host: String,
-        reference: String,
-        /// The transport error (rustls' `InvalidContentType`), not repeated in the message.
-        cause: reqwest::Error,
-    },
-    #[error("{reference}: setting up TLS for registry {host}: {detail}")]
-    TlsSetup {
-        host: String,
-        reference: String,
-        detail: String,
-    },
-    #[error("{reference}: registry {host} refused the credentials{user} ({detail})")]
-    Unauthorized {
-        host: String,
-        reference: String,
-        /// ` for user "name"`, or empty when anonymous.
-        user: String,
-        detail: String,
-    },
-    #[error("{reference}: {what} not found on registry {host}")]
-    NotFound {
-        host: String,
-        reference: String,
-        what: String,
-    },
-    #[error("{reference}: registry {host} answered {action} with HTTP {status}: {message}")]
-    Status {
-        host: String,
-        reference: String,
-        action: String,
-        status: u16,
-        message: String,
-    },
-    #[error("{reference}: registry {host} sent {what} with digest {actual}, expected {expected}; nothing was stored")]
-    DigestMismatch {
-        host: String,
-        reference: String,
-        what: String,
-        expected: Digest,
-        actual: Digest,
-    },
-    #[error("{reference}: registry {host} sent {actual} bytes for {digest}, expected {expected}; nothing was stored")]
-    SizeMismatch {
-        host: String,
-        reference: String,
-        digest: Digest,
-        expected: u64,
-        actual: u64,
-    },
-    #[error("{reference}: registry {host} sent an invalid {what}: {detail}")]
-    BadResponse {
-        host: String,
-        reference: String,
-        what: String,
-        detail: String,
-    },
-    #[error("{reference}: registry {host} has no manifest for platform {platform} (available: {available})")]
-    NoPlatform {
-        host: String,
-        reference: String,
-        platform: String,
-        available: String,
-    },
-    #[error("{reference} ({host}): {action}")]
-    Store {
-        host: String,
-        reference: String,
-        action: String,
-        #[source]
-        source: Box<StoreError>,
-    },
-    #[error("credential helper docker-credential-{helper} for {host}: {detail}")]
-    Helper {
-        helper: String,
-        host: String,
-        detail: String,
-    },
-    #[error("{action} {path}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("invalid registry credential {0}")]
-    BadCredentialSpec(String),
-}
 
 /// What a pull or push is doing, for progress display. Never carries credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]

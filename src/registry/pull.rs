@@ -197,7 +197,7 @@ fn resolve(
             host: ep.host.clone(),
             reference: ctx.reference.clone(),
             what: what.to_string(),
-            detail: super::transport::chain(&e),
+            detail: super::error::chain(&e),
         };
         match manifest_kind(&media_type) {
             Some(ManifestKind::Manifest) => {

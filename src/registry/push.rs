@@ -168,7 +168,7 @@ fn bad_local(t: &Target, what: &str, e: crate::image::ImageError) -> RegistryErr
         host: t.ctx.host.clone(),
         reference: t.ctx.reference.clone(),
         what: format!("local {what}"),
-        detail: super::transport::chain(&e),
+        detail: super::error::chain(&e),
     }
 }
 

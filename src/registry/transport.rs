@@ -13,6 +13,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
+use super::error::Ctx;
+use super::RegistryError;
 use crate::config::{Config, KeyPair};
 
 /// Directories whose `*.crt` files are trusted for every host without configuration: where
@@ -258,47 +260,27 @@ pub(crate) fn is_loopback(host: &str) -> bool {
         .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// Whether a TLS handshake got a plain-HTTP answer (rustls: a record of an invalid content type).
-pub(crate) fn is_plain_http_answer(e: &reqwest::Error) -> bool {
-    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = src {
-        if s.to_string().contains("InvalidContentType") {
-            return true;
+impl super::RegistryClient {
+    /// The transport for `host` without pinging (token services, realms).
+    pub(crate) fn transport_raw(
+        &self,
+        ctx: &Ctx,
+        host: &str,
+    ) -> Result<Arc<HostTransport>, RegistryError> {
+        let mut map = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = map.get(host) {
+            return Ok(t.clone());
         }
-        src = s.source();
+        let t = Arc::new(
+            build(&self.cfg, host).map_err(|detail| RegistryError::TlsSetup {
+                host: host.to_string(),
+                reference: ctx.reference.clone(),
+                detail,
+            })?,
+        );
+        map.insert(host.to_string(), t.clone());
+        Ok(t)
     }
-    false
-}
-
-/// Whether a request error came from TLS (certificate, handshake) rather than the network.
-pub(crate) fn is_tls_error(e: &reqwest::Error) -> bool {
-    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = src {
-        if s.downcast_ref::<rustls::Error>().is_some() {
-            return true;
-        }
-        let msg = s.to_string();
-        if msg.contains("certificate") || msg.contains("InvalidContentType") || msg.contains("tls")
-        {
-            return true;
-        }
-        src = s.source();
-    }
-    false
-}
-
-/// An error's whole cause chain on one line (reqwest's top level says little).
-pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut src = e.source();
-    while let Some(s) = src {
-        let m = s.to_string();
-        if !parts.iter().any(|p| p.contains(&m)) {
-            parts.push(m);
-        }
-        src = s.source();
-    }
-    parts.join(": ")
 }
 
 #[cfg(test)]
