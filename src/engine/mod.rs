@@ -7,6 +7,7 @@
 //!
 //! Must not: parse Dockerfiles, write tar or hash bytes itself — it calls the modules that do.
 
+mod add;
 mod base;
 mod cached;
 pub use base::StoreBases;
@@ -14,8 +15,10 @@ mod chmod;
 mod copy;
 mod event;
 mod fsutil;
+mod hardlink;
 mod run;
 mod stage;
+mod workdir;
 
 pub use event::{Event, LayerSummary};
 pub use run::SecretSource;

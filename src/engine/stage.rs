@@ -107,7 +107,7 @@ impl Engine<'_> {
         };
         fs::create_dir_all(&rootfs).map_err(ws_err)?;
         let label = self.stage_label(index);
-        let (config, layers, base_name, mut key) = match &stage.base {
+        let (mut config, layers, base_name, mut key) = match &stage.base {
             Base::Scratch => (
                 ImageConfig::new(&crate::image::Platform::host()),
                 Vec::new(),
@@ -142,6 +142,7 @@ impl Engine<'_> {
                 )
             }
         };
+        super::workdir::ensure_default_path(&mut config);
         on_event(&Event::StageStarted {
             stage: label.clone(),
             base: base_name,
@@ -422,13 +423,16 @@ impl Engine<'_> {
                 .push_empty(&Self::history_text(step), Some(created));
             return Ok(None);
         }
-        // BuildKit creates a missing WORKDIR as a layer of its own, owned by root.
+        // BuildKit creates a missing WORKDIR as a layer of its own, owned by the current USER.
+        let owner = super::workdir::workdir_owner(&st.rootfs, st.config.config.user.as_deref())
+            .map_err(|e| self.step_err(step, "resolving USER", Some(Box::new(e))))?;
         let spec = CopySpec {
             instruction: "WORKDIR",
             sources: &[],
             heredocs: Vec::new(),
             dest: format!("{}/", dir.trim_end_matches('/')),
-            owner: (0, 0),
+            owner,
+            explicit_owner: true,
             chmod: None,
             excludes: None,
             parents: false,
@@ -496,6 +500,7 @@ impl Engine<'_> {
                 .collect(),
             dest,
             owner,
+            explicit_owner: copy.chown.is_some(),
             chmod,
             excludes,
             parents: copy.parents,
