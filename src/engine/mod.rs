@@ -18,7 +18,7 @@ mod fsutil;
 mod hardlink;
 mod run;
 mod stage;
-mod workdir;
+mod stage_defaults;
 
 pub use event::{Event, LayerSummary};
 pub use run::SecretSource;
@@ -529,7 +529,7 @@ fn read_dockerfile(req: &BuildRequest) -> Result<(String, String), BuildError> {
     let path = req
         .dockerfile
         .clone()
-        .unwrap_or_else(|| req.context.join("Dockerfile"));
+        .unwrap_or_else(|| crate::context::default_dockerfile(&req.context));
     let text = fs::read_to_string(&path).map_err(|source| BuildError::ReadDockerfile {
         path: path.clone(),
         source,

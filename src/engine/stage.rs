@@ -142,7 +142,7 @@ impl Engine<'_> {
                 )
             }
         };
-        super::workdir::ensure_default_path(&mut config);
+        super::stage_defaults::init_stage_config(&mut config);
         on_event(&Event::StageStarted {
             stage: label.clone(),
             base: base_name,
@@ -424,8 +424,9 @@ impl Engine<'_> {
             return Ok(None);
         }
         // BuildKit creates a missing WORKDIR as a layer of its own, owned by the current USER.
-        let owner = super::workdir::workdir_owner(&st.rootfs, st.config.config.user.as_deref())
-            .map_err(|e| self.step_err(step, "resolving USER", Some(Box::new(e))))?;
+        let owner =
+            super::stage_defaults::workdir_owner(&st.rootfs, st.config.config.user.as_deref())
+                .map_err(|e| self.step_err(step, "resolving USER", Some(Box::new(e))))?;
         let spec = CopySpec {
             instruction: "WORKDIR",
             sources: &[],

@@ -1,6 +1,7 @@
 //! What BuildKit's dockerfile2llb decides about a stage's config and WORKDIR that kiln follows:
-//! the default PATH (`convert.go`: "make sure that PATH is always set", `system.DefaultPathEnv`)
-//! and the owner of the directories WORKDIR creates (`dispatchWorkdir`: `llb.Mkdir(wd, 0755,
+//! the default PATH (`convert.go`: "make sure that PATH is always set", `system.DefaultPathEnv`),
+//! base ONBUILD triggers not carried over (`dispatchState.init`: "onbuild triggers to not carry
+//! over from base stage" — the plan has already run them), and the owner of the directories WORKDIR creates (`dispatchWorkdir`: `llb.Mkdir(wd, 0755,
 //! WithParents, WithUser(d.image.Config.User))`, resolved by `ops/user_linux.go` `readUser`).
 
 use std::path::Path;
@@ -11,9 +12,11 @@ use crate::image::ImageConfig;
 /// `system.DefaultPathEnv` for Linux.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Append `PATH=<default>` when the config's Env has no variable named exactly `PATH` (not on
-/// Windows, BuildKit #5445). An existing PATH is left alone; a later `ENV PATH=…` replaces it.
-pub fn ensure_default_path(config: &mut ImageConfig) {
+/// The config a stage starts from, given its base's: OnBuild cleared, and `PATH=<default>`
+/// appended when Env has no variable named exactly `PATH` (not on Windows, BuildKit #5445). An
+/// existing PATH is left alone; a later `ENV PATH=…` replaces it in place.
+pub fn init_stage_config(config: &mut ImageConfig) {
+    config.config.on_build.clear();
     if config.platform.os == "windows" {
         return;
     }
@@ -42,11 +45,11 @@ mod tests {
     #[test]
     fn default_path_only_when_absent() {
         let mut c = ImageConfig::new(&crate::image::Platform::host());
-        ensure_default_path(&mut c);
+        init_stage_config(&mut c);
         assert_eq!(c.config.env, vec![format!("PATH={DEFAULT_PATH}")]);
         let mut c = ImageConfig::new(&crate::image::Platform::host());
         c.config.env = vec!["PATHX=1".into(), "PATH=/x".into()];
-        ensure_default_path(&mut c);
+        init_stage_config(&mut c);
         assert_eq!(c.config.env, vec!["PATHX=1", "PATH=/x"]);
     }
 }
