@@ -8,8 +8,8 @@
 //! - `context/` — the build context (optional). Files are made 0644 and directories 0755 first, so
 //!   the checkout's umask does not matter;
 //! - `setup.sh` — optional, run by `sh -e` inside the copied context (hard links, symlinks, modes,
-//!   archives: what git cannot hold);
-//! - `flags` — optional extra `kiln build` arguments, one per line;
+//!   archives, OCI layouts: what git cannot hold), with `$TESTDATA` naming `testdata/`;
+//! - `flags` — optional extra `kiln build` arguments, one per line (`{ctx}` is the context path);
 //! - `expected.txt` — the listing (`scripts/image-listing OUT --base BUSYBOX`), or
 //! - `expected-error` — a text the failed build's stderr must contain.
 //!
@@ -89,6 +89,7 @@ fn prepare_context(case: &Case, dest: &Path, df_dir: &Path) {
             .arg("-e")
             .arg(&setup)
             .current_dir(dest)
+            .env("TESTDATA", manifest_dir().join("testdata"))
             .output()
             .unwrap();
         assert!(
@@ -127,7 +128,7 @@ fn build_args(case: &Case, ctx: &Path, df_dir: &Path, out: &Path) -> Vec<String>
                 .lines()
                 .map(str::trim)
                 .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(String::from),
+                .map(|l| l.replace("{ctx}", &ctx.display().to_string())),
         );
     }
     args.push(ctx.display().to_string());

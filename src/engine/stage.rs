@@ -109,7 +109,7 @@ impl Engine<'_> {
         let label = self.stage_label(index);
         let (mut config, layers, base_name, mut key) = match &stage.base {
             Base::Scratch => (
-                ImageConfig::new(&crate::image::Platform::host()),
+                ImageConfig::new(&super::base::image_platform(&stage.platform)),
                 Vec::new(),
                 "scratch".to_string(),
                 super::cached::root_key("scratch"),
@@ -133,7 +133,7 @@ impl Engine<'_> {
                 )
             }
             Base::Image(reference) => {
-                let img = self.bases.resolve(reference)?;
+                let img = self.bases.resolve_for(reference, &stage.platform)?;
                 (
                     img.config.clone(),
                     img.manifest.layers.clone(),
