@@ -9,7 +9,8 @@
 //!   the checkout's umask does not matter;
 //! - `setup.sh` — optional, run by `sh -e` inside the copied context (hard links, symlinks, modes,
 //!   archives, OCI layouts: what git cannot hold), with `$TESTDATA` naming `testdata/`;
-//! - `flags` — optional extra `kiln build` arguments, one per line (`{ctx}` is the context path);
+//! - `flags` — optional extra `kiln build` arguments, one per line (`{ctx}` is the context path,
+//!   `{http}` the base URL of a loopback HTTP server that serves the context: `ADD <URL>` cases);
 //! - `expected.txt` — the listing (`scripts/image-listing OUT --base BUSYBOX`), or
 //! - `expected-error` — a text the failed build's stderr must contain.
 //!
@@ -101,8 +102,47 @@ fn prepare_context(case: &Case, dest: &Path, df_dir: &Path) {
     }
 }
 
+/// A tiny HTTP/1.0 file server on 127.0.0.1 serving `root` (GET only; 404 for what is missing),
+/// for the `ADD <URL>` cases. It lives as long as the test.
+fn serve(root: PathBuf) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut line = String::new();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" || h == "\n" {
+                    break;
+                }
+            }
+            let path = line.split_whitespace().nth(1).unwrap_or("/");
+            let path = path.split('?').next().unwrap_or("");
+            let file = root.join(path.trim_start_matches('/'));
+            let reply = match fs::read(&file) {
+                Ok(body) if !path.contains("..") => {
+                    let head = format!(
+                        "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\n\r\n",
+                        body.len()
+                    );
+                    [head.into_bytes(), body].concat()
+                }
+                _ => b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec(),
+            };
+            let _ = stream.write_all(&reply);
+        }
+    });
+    format!("http://{addr}")
+}
+
 /// The `kiln build` arguments of a case (without the leading `--root`).
-fn build_args(case: &Case, ctx: &Path, df_dir: &Path, out: &Path) -> Vec<String> {
+fn build_args(case: &Case, ctx: &Path, df_dir: &Path, out: &Path, http: &str) -> Vec<String> {
     let mut args: Vec<String> = [
         "build",
         "--progress",
@@ -128,7 +168,10 @@ fn build_args(case: &Case, ctx: &Path, df_dir: &Path, out: &Path) -> Vec<String>
                 .lines()
                 .map(str::trim)
                 .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(|l| l.replace("{ctx}", &ctx.display().to_string())),
+                .map(|l| {
+                    l.replace("{ctx}", &ctx.display().to_string())
+                        .replace("{http}", &format!("{http}/{}", case.name))
+                }),
         );
     }
     args.push(ctx.display().to_string());
@@ -228,6 +271,7 @@ fn run_kiln(bin: &Path, root: &Path, args: &[&str]) -> std::process::Output {
         .env_remove("SOURCE_DATE_EPOCH")
         .env_remove("KILN_ROOT")
         .env_remove("KILN_HOST")
+        .env("NO_PROXY", "127.0.0.1")
         .output()
         .expect("running kiln")
 }
@@ -246,6 +290,7 @@ fn golden_images_as_root() {
         &["import", &import, "--tag", "busybox:latest"],
     );
     assert!(o.status.success(), "import busybox: {o:?}");
+    let http = serve(work.path().join("ctx"));
     let all = cases();
     let mut failures = Vec::new();
     for case in &all {
@@ -253,7 +298,7 @@ fn golden_images_as_root() {
         let out = work.path().join("out").join(&case.name);
         let df = work.path().join("df").join(&case.name);
         prepare_context(case, &ctx, &df);
-        let args = build_args(case, &ctx, &df, &out);
+        let args = build_args(case, &ctx, &df, &out, &http);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let o = run_kiln(&bin, &store, &args);
         let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
@@ -269,6 +314,7 @@ fn golden_images_as_root() {
 #[test]
 fn golden_images_rootless() {
     let r = Rootless::new(&[]);
+    let http = serve(r.dir.path().join("golden/ctx"));
     let all = cases();
     let mut failures = Vec::new();
     for case in &all {
@@ -282,7 +328,7 @@ fn golden_images_rootless() {
             .status()
             .unwrap();
         assert!(st.success(), "chown the rootless contexts");
-        let args = build_args(case, &ctx, &df, &out);
+        let args = build_args(case, &ctx, &df, &out, &http);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         // Rootless::kiln insists on success; an expected failure shows as its panic message.
         let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| r.kiln(&args)));

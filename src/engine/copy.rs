@@ -46,6 +46,10 @@ pub enum CopyError {
 pub struct CopySpec<'a> {
     pub instruction: &'static str,
     pub sources: &'a [String],
+    /// Files ADD downloaded from URLs (each named after its URL), copied like single local files.
+    pub downloads: Vec<PathBuf>,
+    /// Whether downloads that are archives are unpacked (`ADD --unpack=true <URL>`).
+    pub unpack_downloads: bool,
     /// `COPY <<EOF /dest`: (name, content) pairs.
     pub heredocs: Vec<(String, String)>,
     /// Absolute destination inside the image (WORKDIR already applied), as written (trailing `/` kept).
@@ -83,7 +87,19 @@ pub fn stage_copy(
 ) -> Result<Staged, CopyError> {
     let mut matches = Vec::new();
     for pattern in spec.sources {
-        matches.extend(from.resolve(pattern)?);
+        matches.extend(
+            from.resolve(pattern)?
+                .into_iter()
+                .map(|m| (m, spec.unpack_archives)),
+        );
+    }
+    for file in &spec.downloads {
+        let rel = PathBuf::from(file.file_name().unwrap_or_default());
+        let m = crate::context::Matched {
+            rel,
+            path: file.clone(),
+        };
+        matches.push((m, spec.unpack_downloads));
     }
     let wildcard = spec.sources.iter().any(|s| s.contains(['*', '?', '[']));
     let many = matches.len() + spec.heredocs.len() > 1 || wildcard;
@@ -106,7 +122,7 @@ pub fn stage_copy(
         rootfs,
         owners_applied: true,
     };
-    for m in &matches {
+    for (m, unpack) in &matches {
         let meta = fs::metadata(&m.path).map_err(|source| CopyError::Io {
             from: m.path.clone(),
             to: spec.dest.clone(),
@@ -122,7 +138,7 @@ pub fn stage_copy(
         };
         if meta.is_dir() {
             st.copy_dir(from, m, &target)?;
-        } else if spec.unpack_archives && super::add::is_tar_archive(&m.path) {
+        } else if *unpack && super::add::is_tar_archive(&m.path) {
             st.ensure_dir(&dest_rel, 0o755)?;
             st.unpack(&m.path, &dest_rel)?;
         } else {

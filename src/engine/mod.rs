@@ -19,6 +19,7 @@ mod hardlink;
 mod run;
 mod stage;
 mod stage_defaults;
+mod url;
 
 pub use event::{Event, LayerSummary};
 pub use run::SecretSource;

@@ -31,6 +31,9 @@ struct CopyArgs<'a> {
     parents: bool,
     excludes: &'a [String],
     unpack: bool,
+    /// ADD only: `--checksum`, and whether downloaded URLs are unpacked (`--unpack=true`).
+    checksum: Option<&'a str>,
+    unpack_urls: bool,
 }
 
 /// A built (or being built) stage: its image config, its layers, and its root filesystem — a
@@ -384,6 +387,8 @@ impl Engine<'_> {
                     parents: copy.parents,
                     excludes: &copy.excludes,
                     unpack: false,
+                    checksum: None,
+                    unpack_urls: false,
                 };
                 return self.copy(step, st, &args, &created);
             }
@@ -398,6 +403,8 @@ impl Engine<'_> {
                     parents: false,
                     excludes: &add.excludes,
                     unpack: add.unpack.unwrap_or(true),
+                    checksum: add.checksum.as_deref(),
+                    unpack_urls: add.unpack == Some(true),
                 };
                 return self.copy(step, st, &args, &created);
             }
@@ -430,6 +437,8 @@ impl Engine<'_> {
         let spec = CopySpec {
             instruction: "WORKDIR",
             sources: &[],
+            downloads: Vec::new(),
+            unpack_downloads: false,
             heredocs: Vec::new(),
             dest: format!("{}/", dir.trim_end_matches('/')),
             owner,
@@ -455,12 +464,21 @@ impl Engine<'_> {
         } else {
             "COPY"
         };
-        if let Some(src) = copy.sources.iter().find(|s| is_remote(s)) {
+        let (urls, local): (Vec<String>, Vec<String>) = copy
+            .sources
+            .iter()
+            .cloned()
+            .partition(|s| instruction == "ADD" && super::url::is_url(s));
+        if let Some(src) = local.iter().find(|s| is_remote(s)) {
             return Err(self.step_err(
                 step,
-                format!("{instruction} from a URL or git repository ({src}) needs network access, which the offline engine does not have"),
+                format!("{instruction} from a URL or git repository ({src}) is not supported here (ADD downloads http(s) URLs; COPY takes none)"),
                 None,
             ));
+        }
+        let mut downloads = Vec::new();
+        for u in &urls {
+            downloads.push(self.download(step, u, copy.checksum)?.path);
         }
         let owner = match copy.chown {
             Some(spec) => fsutil::resolve_chown(&st.rootfs, spec)
@@ -493,7 +511,9 @@ impl Engine<'_> {
         };
         let spec = CopySpec {
             instruction,
-            sources: copy.sources,
+            sources: &local,
+            downloads,
+            unpack_downloads: copy.unpack_urls,
             heredocs: copy
                 .heredocs
                 .iter()
@@ -686,7 +706,7 @@ impl Engine<'_> {
             }
             None => self.context,
         };
-        let staged = if spec.sources.is_empty() && spec.heredocs.is_empty() {
+        let staged = if spec.instruction == "WORKDIR" {
             // WORKDIR: only the directory itself.
             let dest = spec.dest.trim_matches('/').to_string();
             super::copy::stage_dir_only(spec, &st.rootfs, staging.path(), &dest)
