@@ -117,7 +117,9 @@ fn dockerfile_specific_ignore_file_takes_precedence() {
         ignore_file_for("Dockerfile"),
         [
             "Dockerfile.dockerignore".to_string(),
-            ".dockerignore".to_string()
+            ".dockerignore".to_string(),
+            // podman/buildah's name, only when neither Docker name exists.
+            ".containerignore".to_string()
         ]
     );
     assert_eq!(

@@ -284,7 +284,7 @@ fn cmd_plan(root: &Option<PathBuf>, args: PlanArgs) -> Result<i32> {
         .df
         .file
         .clone()
-        .unwrap_or_else(|| args.df.context.join("Dockerfile"));
+        .unwrap_or_else(|| crate::context::default_dockerfile(&args.df.context));
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("reading Dockerfile {}", path.display()))?;
     let file_name = path.display().to_string();

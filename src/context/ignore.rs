@@ -257,10 +257,13 @@ impl DockerIgnore {
     }
 }
 
-/// The ignore files consulted for a Dockerfile, in precedence order.
-pub fn ignore_file_for(dockerfile_name: &str) -> [String; 2] {
+/// The ignore files consulted for a Dockerfile, in precedence order: BuildKit's dockerui
+/// (`<name>.dockerignore`, then `.dockerignore`), and — for podman/buildah users, never preferred
+/// over Docker's names — `.containerignore` last.
+pub fn ignore_file_for(dockerfile_name: &str) -> [String; 3] {
     [
         format!("{dockerfile_name}.dockerignore"),
         ".dockerignore".to_string(),
+        ".containerignore".to_string(),
     ]
 }

@@ -60,6 +60,17 @@ pub enum ContextError {
     SymlinkLoop { path: PathBuf, what: &'static str },
 }
 
+/// The Dockerfile a build uses when `-f` is not given: BuildKit's dockerui default `Dockerfile`, else
+/// its lower-case fallback `dockerfile`, else — for podman/buildah users — `Containerfile`. When
+/// none exists the answer is `<context>/Dockerfile`, so the error names the Docker name.
+pub fn default_dockerfile(context: &Path) -> PathBuf {
+    ["Dockerfile", "dockerfile", "Containerfile"]
+        .iter()
+        .map(|n| context.join(n))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| context.join("Dockerfile"))
+}
+
 /// A root that COPY sources are resolved in, with an optional ignore filter.
 pub struct SourceRoot {
     root: PathBuf,
@@ -313,6 +324,18 @@ mod tests {
         symlink("/src", r.join("abs-link")).unwrap();
         symlink("../../../../etc", r.join("up-link")).unwrap();
         d
+    }
+
+    #[test]
+    fn dockerfile_names_docker_first_then_containerfile() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(default_dockerfile(d.path()), d.path().join("Dockerfile"));
+        fs::write(d.path().join("Containerfile"), "").unwrap();
+        assert_eq!(default_dockerfile(d.path()), d.path().join("Containerfile"));
+        fs::write(d.path().join("dockerfile"), "").unwrap();
+        assert_eq!(default_dockerfile(d.path()), d.path().join("dockerfile"));
+        fs::write(d.path().join("Dockerfile"), "").unwrap();
+        assert_eq!(default_dockerfile(d.path()), d.path().join("Dockerfile"));
     }
 
     #[test]

@@ -1,6 +1,11 @@
 //! Base images for FROM and `COPY --from=<image>`: the local store (by normalised tag or digest) or
 //! an OCI layout on disk (`oci-layout://PATH[:tag]`, imported into the store and verified on the way).
 //! Pulling from registries belongs to the registry client, not here.
+//!
+//! The platform a stage asks for (`FROM --platform`, else the target's) picks the manifest from a
+//! multi-platform base, as BuildKit's `convert.go` resolves the image config for `d.platform`; a
+//! single-platform base of another platform is an error naming the platforms the base has, not a
+//! silent build of the wrong architecture.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -53,8 +58,8 @@ impl<'a> StoreBases<'a> {
         }
     }
 
-    /// Pull `r` into the store (tagged under its store name).
-    fn pull(&self, r: &Reference) -> Result<(), BuildError> {
+    /// Pull `r` for `platform` into the store (tagged under its store name).
+    fn pull(&self, r: &Reference, platform: &crate::image::Platform) -> Result<(), BuildError> {
         let Some(access) = self.registry else {
             return Err(BuildError::Base {
                 reference: r.to_string(),
@@ -69,13 +74,9 @@ impl<'a> StoreBases<'a> {
         let client = client.as_ref().expect("set above");
         let mut sizes = BTreeMap::new();
         let mut bytes = 0u64;
-        let desc = crate::registry::pull(
-            client,
-            self.store,
-            r,
-            &crate::image::Platform::host(),
-            &mut |p| super::count_transfer(&p, &mut sizes, &mut bytes),
-        )
+        let desc = crate::registry::pull(client, self.store, r, platform, &mut |p| {
+            super::count_transfer(&p, &mut sizes, &mut bytes)
+        })
         .map_err(|e| BuildError::Base {
             reference: r.to_string(),
             message: "pulling it".into(),
@@ -85,11 +86,23 @@ impl<'a> StoreBases<'a> {
         Ok(())
     }
 
-    /// The image a FROM or `--from` names, imported from an OCI layout when it is one.
+    /// The image a FROM or `--from` names for the host platform.
     pub fn resolve(&self, reference: &str) -> Result<StoredImage, BuildError> {
-        if let Some(img) = lock(&self.resolved).get(reference) {
+        self.resolve_for(reference, &Platform::host())
+    }
+
+    /// The image a FROM or `--from` names for `platform`, imported from an OCI layout when it is
+    /// one; an index gives the platform's manifest.
+    pub fn resolve_for(
+        &self,
+        reference: &str,
+        platform: &Platform,
+    ) -> Result<StoredImage, BuildError> {
+        let memo = format!("{reference} {platform}");
+        if let Some(img) = lock(&self.resolved).get(&memo) {
             return Ok(img.clone());
         }
+        let want = image_platform(platform);
         let base_err =
             |message: String, source: Option<Box<dyn std::error::Error + Send + Sync>>| {
                 BuildError::Base {
@@ -106,9 +119,10 @@ impl<'a> StoreBases<'a> {
             };
             let desc = store::import_oci_layout(self.store, Path::new(path), tag)
                 .map_err(|e| base_err("importing the OCI layout".into(), Some(Box::new(e))))?;
+            let key = desc.digest.to_string();
             self.store
-                .image(&desc.digest.to_string())
-                .map_err(|e| base_err("reading the imported image".into(), Some(Box::new(e))))?
+                .image_for(&key, &want)
+                .map_err(|e| self.platform_err(reference, &key, &want, e))?
         } else {
             let r: Reference = reference
                 .parse()
@@ -118,13 +132,16 @@ impl<'a> StoreBases<'a> {
                 Some(d) => d.to_string(),
                 None => name.clone(),
             };
-            match self.store.image(&key) {
+            match self.store.image_for(&key, &want) {
                 Ok(img) => img,
                 Err(store::StoreError::ImageNotFound(_)) if self.registry.is_some() => {
-                    self.pull(&r)?;
+                    self.pull(&r, &want)?;
                     self.store
-                        .image(&key)
-                        .map_err(|e| base_err("reading the pulled image".into(), Some(Box::new(e))))?
+                        .image_for(&key, &want)
+                        .map_err(|e| self.platform_err(reference, &key, &want, e))?
+                }
+                Err(e @ store::StoreError::NoPlatform { .. }) => {
+                    return Err(self.platform_err(reference, &key, &want, e))
                 }
                 Err(store::StoreError::ImageNotFound(_)) => {
                     return Err(base_err(
@@ -137,14 +154,84 @@ impl<'a> StoreBases<'a> {
                 Err(e) => return Err(base_err("reading it from the store".into(), Some(Box::new(e)))),
             }
         };
-        lock(&self.resolved).insert(reference.to_string(), image.clone());
+        // kiln's target platform is the host's, so a non-host platform here was asked for with
+        // `FROM --platform`: a base of another platform is then an error. For the default platform
+        // kiln keeps using the image (BuildKit only lints that: InvalidBaseImagePlatform).
+        if *platform != Platform::host() && !image.config.platform.satisfies(&want) {
+            return Err(BuildError::Base {
+                reference: reference.to_string(),
+                message: format!(
+                    "no image for platform {want}: it is a single-platform image for {} (available: {})",
+                    image.config.platform,
+                    image.config.platform
+                ),
+                source: None,
+            });
+        }
+        lock(&self.resolved).insert(memo, image.clone());
         Ok(image)
+    }
+
+    /// A base that has no manifest for `want`: the error names the platforms its index has.
+    fn platform_err(
+        &self,
+        reference: &str,
+        key: &str,
+        want: &crate::image::Platform,
+        e: store::StoreError,
+    ) -> BuildError {
+        let available = self.index_platforms(key);
+        let message = if matches!(e, store::StoreError::NoPlatform { .. }) {
+            format!(
+                "no image for platform {want} (available: {})",
+                available.join(", ")
+            )
+        } else {
+            "reading it from the store".to_string()
+        };
+        BuildError::Base {
+            reference: reference.to_string(),
+            message,
+            source: Some(Box::new(e)),
+        }
+    }
+
+    /// The platforms listed by the index a name or digest points to (empty when it is no index).
+    fn index_platforms(&self, key: &str) -> Vec<String> {
+        let root = match key.parse::<crate::digest::Digest>() {
+            Ok(d) => self.store.describe(&d).ok(),
+            Err(_) => self.store.resolve(key).ok().flatten(),
+        };
+        let Some(root) = root else {
+            return Vec::new();
+        };
+        let Ok(bytes) = self.store.read_blob(&root.digest, 4 << 20) else {
+            return Vec::new();
+        };
+        match crate::image::Index::from_slice(&bytes) {
+            Ok(index) => index
+                .manifests
+                .iter()
+                .filter_map(|d| d.platform.as_ref().map(|p| p.to_string()))
+                .collect(),
+            Err(_) => Vec::new(),
+        }
     }
 }
 
+/// The plan's platform as the image module's type (what configs and indexes carry).
+pub fn image_platform(p: &Platform) -> crate::image::Platform {
+    let mut out = crate::image::Platform::host();
+    out.os = p.os.clone();
+    out.architecture = p.architecture.clone();
+    out.variant = p.variant.clone();
+    out.os_version = None;
+    out
+}
+
 impl BaseImages for StoreBases<'_> {
-    fn lookup(&self, reference: &str, _platform: &Platform) -> Option<BaseImageInfo> {
-        let img = self.resolve(reference).ok()?;
+    fn lookup(&self, reference: &str, platform: &Platform) -> Option<BaseImageInfo> {
+        let img = self.resolve_for(reference, platform).ok()?;
         let c = &img.config.config;
         Some(BaseImageInfo {
             env: c.env.clone(),

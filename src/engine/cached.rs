@@ -94,7 +94,17 @@ impl Engine<'_> {
                 None => {}
             },
             Instruction::Add(a) if !a.sources.is_empty() => {
-                sources.push(self.context_checksum(step, &a.sources, &a.excludes)?)
+                let (urls, local): (Vec<String>, Vec<String>) = a
+                    .sources
+                    .iter()
+                    .cloned()
+                    .partition(|s| super::url::is_url(s));
+                for u in &urls {
+                    sources.push(self.url_input(step, u, a.checksum.as_deref())?);
+                }
+                if !local.is_empty() {
+                    sources.push(self.context_checksum(step, &local, &a.excludes)?)
+                }
             }
             Instruction::Run(r) => {
                 run_env = Some(step.run_env.as_slice());

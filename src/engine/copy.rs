@@ -1,11 +1,15 @@
 //! COPY and ADD with Docker's semantics, staged into a directory that becomes the step's layer:
 //! a directory source copies its contents, several sources need a directory destination ending in
 //! `/`, an existing directory at the destination receives files, new entries belong to 0:0 unless
-//! `--chown`, `--chmod` applies to everything created, and ADD unpacks local tar archives (gzip, bzip2,
-//! xz, zstd or plain). The destination is resolved through the image's own symlinks.
+//! `--chown`, `--chmod` applies to everything created, and ADD unpacks local files that are tar
+//! archives by content (see [`super::add`]). The destination is resolved through the image's own
+//! symlinks. Follows tonistiigi/fsutil `copy/copy.go` (`Copy`, `prepareTargetDir`, `MkdirAll`):
+//! missing destination and parent directories are created with the octal `--chmod` (else 0755) and
+//! the `--chown` owner, directories that exist keep their metadata, and hard links within one
+//! source operand stay hard links ([`super::hardlink`]).
 
 use std::fs;
-use std::io::{self, BufReader, Read};
+use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -13,6 +17,7 @@ use filetime::FileTime;
 
 use super::chmod::Chmod;
 use super::fsutil::{copy_entry, try_lchown};
+use super::hardlink::HardLinks;
 use crate::context::ignore::DockerIgnore;
 use crate::context::{ContextError, SourceRoot};
 
@@ -41,11 +46,18 @@ pub enum CopyError {
 pub struct CopySpec<'a> {
     pub instruction: &'static str,
     pub sources: &'a [String],
+    /// Files ADD downloaded from URLs (each named after its URL), copied like single local files.
+    pub downloads: Vec<PathBuf>,
+    /// Whether downloads that are archives are unpacked (`ADD --unpack=true <URL>`).
+    pub unpack_downloads: bool,
     /// `COPY <<EOF /dest`: (name, content) pairs.
     pub heredocs: Vec<(String, String)>,
     /// Absolute destination inside the image (WORKDIR already applied), as written (trailing `/` kept).
     pub dest: String,
     pub owner: (u32, u32),
+    /// Whether `--chown` was given: then entries extracted by ADD get `owner` too (else they keep
+    /// the archive's owners).
+    pub explicit_owner: bool,
     pub chmod: Option<Chmod>,
     pub excludes: Option<DockerIgnore>,
     pub parents: bool,
@@ -75,7 +87,19 @@ pub fn stage_copy(
 ) -> Result<Staged, CopyError> {
     let mut matches = Vec::new();
     for pattern in spec.sources {
-        matches.extend(from.resolve(pattern)?);
+        matches.extend(
+            from.resolve(pattern)?
+                .into_iter()
+                .map(|m| (m, spec.unpack_archives)),
+        );
+    }
+    for file in &spec.downloads {
+        let rel = PathBuf::from(file.file_name().unwrap_or_default());
+        let m = crate::context::Matched {
+            rel,
+            path: file.clone(),
+        };
+        matches.push((m, spec.unpack_downloads));
     }
     let wildcard = spec.sources.iter().any(|s| s.contains(['*', '?', '[']));
     let many = matches.len() + spec.heredocs.len() > 1 || wildcard;
@@ -98,7 +122,7 @@ pub fn stage_copy(
         rootfs,
         owners_applied: true,
     };
-    for m in &matches {
+    for (m, unpack) in &matches {
         let meta = fs::metadata(&m.path).map_err(|source| CopyError::Io {
             from: m.path.clone(),
             to: spec.dest.clone(),
@@ -114,14 +138,14 @@ pub fn stage_copy(
         };
         if meta.is_dir() {
             st.copy_dir(from, m, &target)?;
-        } else if spec.unpack_archives && is_archive(&m.path) {
-            st.ensure_dir(&dest_rel)?;
+        } else if *unpack && super::add::is_tar_archive(&m.path) {
+            st.ensure_dir(&dest_rel, 0o755)?;
             st.unpack(&m.path, &dest_rel)?;
         } else {
             if let Some(parent) = target.parent() {
-                st.ensure_dir(parent)?;
+                st.ensure_dir(parent, st.created_dir_mode())?;
             }
-            st.put(&m.path, &meta, &target)?;
+            st.put(&m.path, &meta, &target, &mut HardLinks::default())?;
         }
     }
     for (name, content) in &spec.heredocs {
@@ -131,7 +155,7 @@ pub fn stage_copy(
             dest_rel.clone()
         };
         if let Some(parent) = target.parent() {
-            st.ensure_dir(parent)?;
+            st.ensure_dir(parent, st.created_dir_mode())?;
         }
         let on_disk = staging.join(&target);
         let io_err = |source| CopyError::Io {
@@ -150,12 +174,15 @@ pub fn stage_copy(
     })
 }
 
-/// Only the directory `dest_rel` and its missing parents (a WORKDIR that does not exist yet).
+/// Only the directory `dest` and its missing parents (a WORKDIR that does not exist yet), mode 0755
+/// and owned by `spec.owner`. The path is first resolved through the image's symlinks (absolute
+/// targets and `..` kept inside the root, dangling ones too), so a symlink on the way stays one and
+/// the missing tail is created under where it points.
 pub fn stage_dir_only(
     spec: &CopySpec<'_>,
     rootfs: &Path,
     staging: &Path,
-    dest_rel: &str,
+    dest: &str,
 ) -> Result<Staged, CopyError> {
     let mut st = Stager {
         spec,
@@ -163,7 +190,9 @@ pub fn stage_dir_only(
         rootfs,
         owners_applied: true,
     };
-    st.ensure_dir(Path::new(dest_rel))?;
+    let resolved = SourceRoot::rootfs(rootfs).resolve_in_root(Path::new(dest))?;
+    let rel = resolved.strip_prefix(rootfs).unwrap_or(Path::new(""));
+    st.ensure_dir(rel, 0o755)?;
     Ok(Staged {
         owners_applied: st.owners_applied,
     })
@@ -178,29 +207,6 @@ fn parents_rel(rel: &Path) -> PathBuf {
     }
 }
 
-fn is_archive(path: &Path) -> bool {
-    let mut magic = [0u8; 262];
-    let n = fs::File::open(path)
-        .and_then(|mut f| {
-            let mut n = 0;
-            while n < magic.len() {
-                let k = f.read(&mut magic[n..])?;
-                if k == 0 {
-                    break;
-                }
-                n += k;
-            }
-            Ok(n)
-        })
-        .unwrap_or(0);
-    let m = &magic[..n];
-    m.starts_with(&[0x1f, 0x8b])
-        || m.starts_with(b"BZh")
-        || m.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0])
-        || m.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
-        || (n >= 262 && &m[257..262] == b"ustar")
-}
-
 impl Stager<'_> {
     fn io(&self, from: &Path, source: io::Error) -> CopyError {
         CopyError::Io {
@@ -210,9 +216,19 @@ impl Stager<'_> {
         }
     }
 
+    /// The mode of a directory the copy creates (missing destination and parents): fsutil's
+    /// `MkdirAll(…, perm)` with `perm` the octal `--chmod` when given (`ci.Mode`), else 0755 — a
+    /// symbolic `--chmod` (`ci.ModeStr`) does not apply to them.
+    fn created_dir_mode(&self) -> u32 {
+        match &self.spec.chmod {
+            Some(Chmod::Octal(m)) => m & 0o777,
+            _ => 0o755,
+        }
+    }
+
     /// Create `rel` and its parents in the staging tree. A directory the image already has keeps its
-    /// metadata (the layer must not change it); a new one is 0755, owned like the copied files.
-    fn ensure_dir(&mut self, rel: &Path) -> Result<(), CopyError> {
+    /// metadata (the layer must not change it); a new one gets `mode`, owned like the copied files.
+    fn ensure_dir(&mut self, rel: &Path, mode: u32) -> Result<(), CopyError> {
         let mut cur = PathBuf::new();
         for c in rel.components() {
             cur.push(c);
@@ -235,9 +251,11 @@ impl Stager<'_> {
                     filetime::set_file_times(&staged, t, t).map_err(|e| self.io(&staged, e))?;
                 }
                 _ => {
-                    fs::set_permissions(&staged, fs::Permissions::from_mode(0o755))
-                        .map_err(|e| self.io(&staged, e))?;
-                    self.finish_entry(&staged, true)
+                    let (uid, gid) = self.spec.owner;
+                    if !try_lchown(&staged, uid, gid).map_err(|e| self.io(&staged, e))? {
+                        self.owners_applied = false;
+                    }
+                    fs::set_permissions(&staged, fs::Permissions::from_mode(mode))
                         .map_err(|e| self.io(&staged, e))?;
                     let t = FileTime::from_unix_time(self.spec.created_mtime, 0);
                     filetime::set_file_times(&staged, t, t).map_err(|e| self.io(&staged, e))?;
@@ -263,8 +281,21 @@ impl Stager<'_> {
         Ok(())
     }
 
-    fn put(&mut self, src: &Path, meta: &fs::Metadata, rel: &Path) -> Result<(), CopyError> {
+    fn put(
+        &mut self,
+        src: &Path,
+        meta: &fs::Metadata,
+        rel: &Path,
+        links: &mut HardLinks,
+    ) -> Result<(), CopyError> {
         let dst = self.staging.join(rel);
+        if let Some(first) = links.source_for(meta, &dst) {
+            // The shared inode already has its owner, mode and mtime (fsutil: `os.Link`).
+            if fs::symlink_metadata(&dst).is_ok() {
+                fs::remove_file(&dst).map_err(|e| self.io(src, e))?;
+            }
+            return fs::hard_link(&first, &dst).map_err(|e| self.io(src, e));
+        }
         copy_entry(src, &dst, meta).map_err(|e| self.io(src, e))?;
         self.finish_entry(&dst, meta.is_dir())
             .map_err(|e| self.io(src, e))?;
@@ -291,8 +322,9 @@ impl Stager<'_> {
         m: &crate::context::Matched,
         target: &Path,
     ) -> Result<(), CopyError> {
-        self.ensure_dir(target)?;
+        self.ensure_dir(target, self.created_dir_mode())?;
         let top = fs::metadata(&m.path).map_err(|e| self.io(&m.path, e))?;
+        let mut links = HardLinks::default();
         let walker = walkdir::WalkDir::new(&m.path)
             .follow_links(false)
             .sort_by_file_name()
@@ -319,9 +351,9 @@ impl Stager<'_> {
             })?;
             let rel = target.join(&within);
             if let Some(parent) = rel.parent() {
-                self.ensure_dir(parent)?;
+                self.ensure_dir(parent, self.created_dir_mode())?;
             }
-            self.put(entry.path(), &meta, &rel)?;
+            self.put(entry.path(), &meta, &rel, &mut links)?;
             if meta.is_dir() {
                 dirs.push((rel, meta));
             }
@@ -337,41 +369,18 @@ impl Stager<'_> {
     }
 
     fn unpack(&mut self, archive: &Path, dest_rel: &Path) -> Result<(), CopyError> {
-        let unpack_err = |source: Box<dyn std::error::Error + Send + Sync>| CopyError::Unpack {
+        let unpack_err = |source| CopyError::Unpack {
             path: archive.to_path_buf(),
             source,
         };
-        let file = fs::File::open(archive).map_err(|e| unpack_err(Box::new(e)))?;
-        let mut reader = BufReader::new(file);
-        let mut magic = [0u8; 6];
-        let n = read_prefix(&mut reader, &mut magic).map_err(|e| unpack_err(Box::new(e)))?;
-        let prefix = io::Cursor::new(magic[..n].to_vec());
-        let chained = prefix.chain(reader);
-        let decoded: Box<dyn Read> = if magic.starts_with(b"BZh") {
-            Box::new(bzip2::read::MultiBzDecoder::new(chained))
-        } else if magic.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
-            Box::new(xz2::read::XzDecoder::new_multi_decoder(chained))
-        } else {
-            // gzip, zstd and plain tar are recognised by the layer applier itself.
-            Box::new(chained)
-        };
         let dest = self.staging.join(dest_rel);
-        let opts = crate::layer::ApplyOptions {
-            allow_devices: false,
-            preserve_owners: true,
-        };
-        crate::layer::apply_layer(decoded, &dest, &opts).map_err(|e| unpack_err(Box::new(e)))?;
+        super::add::extract(archive, &dest).map_err(unpack_err)?;
+        if self.spec.explicit_owner {
+            let (uid, gid) = self.spec.owner;
+            if !super::add::chown_tree(&dest, uid, gid).map_err(|e| unpack_err(Box::new(e)))? {
+                self.owners_applied = false;
+            }
+        }
         Ok(())
     }
-}
-
-fn read_prefix<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
 }

@@ -60,9 +60,17 @@ pub fn try_lchown(path: &Path, uid: u32, gid: u32) -> io::Result<bool> {
 /// Look a name up in a passwd/group style file of `rootfs`: the numeric id field (2) and, for passwd,
 /// the primary group (3).
 fn lookup(rootfs: &Path, file: &str, name: &str) -> io::Result<Option<(u32, Option<u32>)>> {
-    let text = match fs::read_to_string(rootfs.join(file)) {
+    // The file is found inside the root (symlinks resolved there, BuildKit's `fs.RootPath`).
+    let path = crate::context::SourceRoot::rootfs(rootfs)
+        .resolve_in_root(Path::new(file))
+        .unwrap_or_else(|_| rootfs.join(file));
+    let text = match fs::read_to_string(path) {
         Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e)
+            if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) =>
+        {
+            return Ok(None)
+        }
         Err(e) => return Err(e),
     };
     for line in text.lines() {
@@ -76,45 +84,61 @@ fn lookup(rootfs: &Path, file: &str, name: &str) -> io::Result<Option<(u32, Opti
     Ok(None)
 }
 
-/// Why a `--chown` value could not be turned into ids.
+/// Why a `--chown` or USER value could not be turned into ids.
 #[derive(Debug, thiserror::Error)]
 pub enum ChownError {
-    #[error("unknown user {0:?} (not in the image's /etc/passwd)")]
-    UnknownUser(String),
-    #[error("unknown group {0:?} (not in the image's /etc/group)")]
-    UnknownGroup(String),
-    #[error("reading the image's user database")]
-    Read(#[source] io::Error),
+    #[error("reading the image's user database ({file})")]
+    Read {
+        file: &'static str,
+        #[source]
+        source: io::Error,
+    },
 }
 
-/// Resolve `user[:group]` (names or ids) against the image's /etc/passwd and /etc/group. As Docker
-/// documents for `--chown`, a user without a group uses the same numeric id as the group.
+/// Resolve `user[:group]` (names or ids) against the image's /etc/passwd and /etc/group the way
+/// BuildKit does for `--chown` and for the directories WORKDIR creates: `client/llb/fileop.go`
+/// `WithUser` (a number or `root` is an id, anything else a name) and
+/// `solver/llbsolver/ops/user_linux.go` `readUser` — a name gives the user's uid and primary gid, a
+/// bare id N gives N:N, a group overrides the gid, and a name missing from the image's files (or
+/// files that do not exist) leaves 0 rather than failing.
 pub fn resolve_chown(rootfs: &Path, spec: &str) -> Result<(u32, u32), ChownError> {
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
-    let uid = match user.parse::<u32>() {
-        Ok(n) => n,
-        Err(_) => {
-            lookup(rootfs, "etc/passwd", user)
-                .map_err(ChownError::Read)?
-                .ok_or_else(|| ChownError::UnknownUser(user.to_string()))?
-                .0
+    let id = |s: &str| {
+        if s == "root" {
+            Some(0)
+        } else {
+            s.parse::<u32>().ok()
         }
     };
-    let gid = match group {
-        None | Some("") => uid,
-        Some(g) => match g.parse::<u32>() {
-            Ok(n) => n,
-            Err(_) => {
-                lookup(rootfs, "etc/group", g)
-                    .map_err(ChownError::Read)?
-                    .ok_or_else(|| ChownError::UnknownGroup(g.to_string()))?
-                    .0
+    let (mut uid, mut gid) = (0, 0);
+    match id(user) {
+        Some(n) => (uid, gid) = (n, n),
+        None => {
+            let found = lookup(rootfs, "etc/passwd", user).map_err(|source| ChownError::Read {
+                file: "/etc/passwd",
+                source,
+            })?;
+            if let Some((u, g)) = found {
+                (uid, gid) = (u, g.unwrap_or(0));
             }
-        },
-    };
+        }
+    }
+    match group.map(|g| (g, id(g))) {
+        None => {}
+        Some((_, Some(n))) => gid = n,
+        Some((g, None)) => {
+            let found = lookup(rootfs, "etc/group", g).map_err(|source| ChownError::Read {
+                file: "/etc/group",
+                source,
+            })?;
+            if let Some((n, _)) = found {
+                gid = n;
+            }
+        }
+    }
     Ok((uid, gid))
 }
 
@@ -132,14 +156,21 @@ mod tests {
         )
         .unwrap();
         fs::write(d.path().join("etc/group"), "root:x:0:\nstaff:x:50:\n").unwrap();
-        assert_eq!(resolve_chown(d.path(), "app").unwrap(), (1000, 1000));
+        // BuildKit's readUser: a name gives uid and primary gid; N gives N:N.
+        assert_eq!(resolve_chown(d.path(), "app").unwrap(), (1000, 1001));
         assert_eq!(resolve_chown(d.path(), "app:staff").unwrap(), (1000, 50));
         assert_eq!(resolve_chown(d.path(), "10:20").unwrap(), (10, 20));
-        let e = resolve_chown(d.path(), "ghost").unwrap_err().to_string();
-        assert!(e.contains("ghost"), "{e}");
-        let e = resolve_chown(d.path(), "app:nogroup")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("nogroup"), "{e}");
+        assert_eq!(resolve_chown(d.path(), "10").unwrap(), (10, 10));
+        assert_eq!(resolve_chown(d.path(), "root:staff").unwrap(), (0, 50));
+        // Unknown names are not an error: they leave 0.
+        assert_eq!(resolve_chown(d.path(), "ghost").unwrap(), (0, 0));
+        assert_eq!(
+            resolve_chown(d.path(), "app:nogroup").unwrap(),
+            (1000, 1001)
+        );
+        assert_eq!(
+            resolve_chown(Path::new("/nonexistent"), "app").unwrap(),
+            (0, 0)
+        );
     }
 }

@@ -7,6 +7,7 @@
 //!
 //! Must not: parse Dockerfiles, write tar or hash bytes itself — it calls the modules that do.
 
+mod add;
 mod base;
 mod cached;
 mod early_push;
@@ -16,11 +17,14 @@ mod chmod;
 mod copy;
 mod event;
 mod fsutil;
+mod hardlink;
 mod merge;
 mod metadata;
 mod run;
 mod schedule;
 mod stage;
+mod stage_defaults;
+mod url;
 
 pub use event::{Event, LayerSummary};
 pub use metadata::{apply_metadata, MetaState};
@@ -552,7 +556,7 @@ fn read_dockerfile(req: &BuildRequest) -> Result<(String, String), BuildError> {
     let path = req
         .dockerfile
         .clone()
-        .unwrap_or_else(|| req.context.join("Dockerfile"));
+        .unwrap_or_else(|| crate::context::default_dockerfile(&req.context));
     let text = fs::read_to_string(&path).map_err(|source| BuildError::ReadDockerfile {
         path: path.clone(),
         source,

@@ -34,6 +34,9 @@ struct CopyArgs<'a> {
     parents: bool,
     excludes: &'a [String],
     unpack: bool,
+    /// ADD only: `--checksum`, and whether downloaded URLs are unpacked (`--unpack=true`).
+    checksum: Option<&'a str>,
+    unpack_urls: bool,
 }
 
 /// A built (or being built) stage: its image config, its layers, and its root filesystem — a
@@ -149,9 +152,9 @@ impl Engine<'_> {
         };
         fs::create_dir_all(&rootfs).map_err(ws_err)?;
         let label = self.stage_label(index);
-        let (config, layers, base_name, mut key) = match &stage.base {
+        let (mut config, layers, base_name, mut key) = match &stage.base {
             Base::Scratch => (
-                ImageConfig::new(&crate::image::Platform::host()),
+                ImageConfig::new(&super::base::image_platform(&stage.platform)),
                 Vec::new(),
                 "scratch".to_string(),
                 super::cached::root_key("scratch"),
@@ -174,7 +177,7 @@ impl Engine<'_> {
                 )
             }
             Base::Image(reference) => {
-                let img = self.inputs.bases.resolve(reference)?;
+                let img = self.inputs.bases.resolve_for(reference, &stage.platform)?;
                 (
                     img.config.clone(),
                     img.manifest.layers.clone(),
@@ -183,6 +186,7 @@ impl Engine<'_> {
                 )
             }
         };
+        super::stage_defaults::init_stage_config(&mut config);
         on_event(&Event::StageStarted {
             stage: label.clone(),
             base: base_name,
@@ -383,6 +387,8 @@ impl Engine<'_> {
                     parents: copy.parents,
                     excludes: &copy.excludes,
                     unpack: false,
+                    checksum: None,
+                    unpack_urls: false,
                 };
                 return self.copy(step, st, &args, &created);
             }
@@ -397,6 +403,8 @@ impl Engine<'_> {
                     parents: false,
                     excludes: &add.excludes,
                     unpack: add.unpack.unwrap_or(true),
+                    checksum: add.checksum.as_deref(),
+                    unpack_urls: add.unpack == Some(true),
                 };
                 return self.copy(step, st, &args, &created);
             }
@@ -425,13 +433,19 @@ impl Engine<'_> {
                 .push_empty(&Self::history_text(step), Some(created));
             return Ok(None);
         }
-        // BuildKit creates a missing WORKDIR as a layer of its own, owned by root.
+        // BuildKit creates a missing WORKDIR as a layer of its own, owned by the current USER.
+        let owner =
+            super::stage_defaults::workdir_owner(&st.rootfs, st.config.config.user.as_deref())
+                .map_err(|e| self.step_err(step, "resolving USER", Some(Box::new(e))))?;
         let spec = CopySpec {
             instruction: "WORKDIR",
             sources: &[],
+            downloads: Vec::new(),
+            unpack_downloads: false,
             heredocs: Vec::new(),
             dest: format!("{}/", dir.trim_end_matches('/')),
-            owner: (0, 0),
+            owner,
+            explicit_owner: true,
             chmod: None,
             excludes: None,
             parents: false,
@@ -453,12 +467,21 @@ impl Engine<'_> {
         } else {
             "COPY"
         };
-        if let Some(src) = copy.sources.iter().find(|s| is_remote(s)) {
+        let (urls, local): (Vec<String>, Vec<String>) = copy
+            .sources
+            .iter()
+            .cloned()
+            .partition(|s| instruction == "ADD" && super::url::is_url(s));
+        if let Some(src) = local.iter().find(|s| is_remote(s)) {
             return Err(self.step_err(
                 step,
-                format!("{instruction} from a URL or git repository ({src}) needs network access, which the offline engine does not have"),
+                format!("{instruction} from a URL or git repository ({src}) is not supported here (ADD downloads http(s) URLs; COPY takes none)"),
                 None,
             ));
+        }
+        let mut downloads = Vec::new();
+        for u in &urls {
+            downloads.push(self.download(step, u, copy.checksum)?.path);
         }
         let owner = match copy.chown {
             Some(spec) => fsutil::resolve_chown(&st.rootfs, spec)
@@ -491,7 +514,9 @@ impl Engine<'_> {
         };
         let spec = CopySpec {
             instruction,
-            sources: copy.sources,
+            sources: &local,
+            downloads,
+            unpack_downloads: copy.unpack_urls,
             heredocs: copy
                 .heredocs
                 .iter()
@@ -499,6 +524,7 @@ impl Engine<'_> {
                 .collect(),
             dest,
             owner,
+            explicit_owner: copy.chown.is_some(),
             chmod,
             excludes,
             parents: copy.parents,
@@ -688,7 +714,7 @@ impl Engine<'_> {
             }
             None => self.inputs.context,
         };
-        let staged = if spec.sources.is_empty() && spec.heredocs.is_empty() {
+        let staged = if spec.instruction == "WORKDIR" {
             // WORKDIR: only the directory itself.
             let dest = spec.dest.trim_matches('/').to_string();
             super::copy::stage_dir_only(spec, &st.rootfs, staging.path(), &dest)

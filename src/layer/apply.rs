@@ -99,24 +99,23 @@ pub fn apply_layer<R: Read>(
     opts: &ApplyOptions,
 ) -> Result<ApplyStats, LayerError> {
     let read_err = |source| LayerError::ReadArchive { source };
-    let mut magic = Vec::with_capacity(4);
+    let mut magic = Vec::with_capacity(super::sniff::SNIFF_LEN);
     (&mut blob)
-        .take(4)
+        .take(super::sniff::SNIFF_LEN as u64)
         .read_to_end(&mut magic)
         .map_err(read_err)?;
-    let gzip = magic.starts_with(&[0x1f, 0x8b]);
-    let zstd = magic == [0x28, 0xb5, 0x2f, 0xfd];
+    let kind = super::sniff::Compressed::sniff(&magic);
     let head = Cursor::new(magic).chain(blob);
-    let decoded = if gzip {
-        Decoded::Gzip(Box::new(flate2::read::MultiGzDecoder::new(
-            BufReader::with_capacity(128 * 1024, head),
-        )))
-    } else if zstd {
-        Decoded::Zstd(Box::new(
+    let decoded = match kind {
+        super::sniff::Compressed::Gzip => Decoded::Gzip(Box::new(
+            flate2::read::MultiGzDecoder::new(BufReader::with_capacity(128 * 1024, head)),
+        )),
+        super::sniff::Compressed::Zstd => Decoded::Zstd(Box::new(
             zstd::stream::read::Decoder::new(head).map_err(read_err)?,
-        ))
-    } else {
-        Decoded::Plain(head)
+        )),
+        // Layers are gzip, zstd or plain (OCI image spec); anything else is read as a tar and
+        // fails as one.
+        _ => Decoded::Plain(head),
     };
     let mut archive = ::tar::Archive::new(HashingReader::new(decoded));
     let mut ex = Extractor {

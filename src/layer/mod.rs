@@ -14,6 +14,7 @@ mod apply;
 mod compress;
 pub mod gzip;
 mod pipeline;
+pub mod sniff;
 mod tar;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,3 @@
+# run by tests/engine_golden_images.rs inside the context copy
+ln dir/a dir/b
+ln dir/a dir/sub/a2

@@ -1,0 +1,4 @@
+# run by tests/engine_golden_images.rs inside the context copy
+chmod 755 dir/exe
+chmod 400 dir/ro
+chmod 700 dir/sub
