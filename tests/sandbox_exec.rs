@@ -4,7 +4,9 @@
 mod common;
 
 use kiln::exec::{self, Cancel, ExecError, ExtraMount, Network, Rung, SandboxConfig, SandboxSpec};
-use kiln::snapshot::{self, Change, Snapshotter, SnapshotterKind};
+use kiln::snapshot::{Active, Change, Mounts, Snapshotter, SnapshotterKind};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -41,10 +43,25 @@ fn busybox_rootfs(root: &Path) {
 }
 
 struct Env {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     cfg: SandboxConfig,
-    snap: Box<dyn Snapshotter>,
+    snap: Snapshotter,
+    /// The busybox rootfs every step's active snapshot is prepared over.
+    lower: PathBuf,
+    actives: RefCell<BTreeMap<String, Active>>,
     rung: Rung,
+}
+
+/// An active snapshot `key` over the busybox rootfs; its mounts for the sandbox.
+fn prepare(e: &Env, key: &str) -> Mounts {
+    let a = e.snap.prepare(&e.lower, &e.dir.path().join(key)).unwrap();
+    let mounts = a.mounts();
+    e.actives.borrow_mut().insert(key.into(), a);
+    mounts
+}
+
+fn changes(e: &Env, key: &str) -> Vec<Change> {
+    e.actives.borrow()[key].diff().unwrap()
 }
 
 fn env(kind: SnapshotterKind, rung: Option<Rung>) -> Env {
@@ -65,14 +82,15 @@ fn env(kind: SnapshotterKind, rung: Option<Rung>) -> Env {
         "snapshotter failures: {:?}",
         p.snapshotter_reasons
     );
-    let snap = snapshot::open(dir.path(), kind, p.userxattr).unwrap();
-    snap.prepare("base-active", None).unwrap();
-    busybox_rootfs(&snap.writable_dir("base-active").unwrap());
-    snap.commit("base", "base-active").unwrap();
+    let snap = Snapshotter::new(kind, p.userxattr).unwrap();
+    let lower = dir.path().join("base");
+    busybox_rootfs(&lower);
     Env {
-        _dir: dir,
+        dir,
         cfg,
         snap,
+        lower,
+        actives: RefCell::new(BTreeMap::new()),
         rung,
     }
 }
@@ -83,7 +101,7 @@ fn sh(
     script: &str,
     f: impl FnOnce(&mut SandboxSpec),
 ) -> Result<Vec<String>, ExecError> {
-    let mounts = e.snap.prepare(key, Some("base")).unwrap();
+    let mounts = prepare(e, key);
     let mut spec = SandboxSpec::new(
         mounts,
         vec!["/bin/sh".into(), "-c".into(), script.into()],
@@ -116,7 +134,7 @@ const MULTI_ID: &str = "echo bob:x:1234:1234::/home/bob:/bin/sh >> /etc/passwd &
 fn multi_id_scenario(e: &Env) {
     let out = sh(e, "step", MULTI_ID, |_| {}).unwrap_or_else(|err| panic!("{err}"));
     assert!(out.is_empty(), "{out:?}");
-    let ch = e.snap.changes("step").unwrap();
+    let ch = changes(e, "step");
     let f = on_disk(find(&ch, "data/f")).metadata().unwrap();
     assert_eq!((f.uid(), f.gid()), (1234, 1234), "{ch:?}");
     let g = on_disk(find(&ch, "data/g")).metadata().unwrap();
@@ -161,7 +179,10 @@ fn multi_id_scenario(e: &Env) {
             .map(|c| c.path().to_path_buf())
             .collect::<Vec<_>>()
     );
-    e.snap.commit("step-done", "step").unwrap();
+    let active = e.actives.borrow_mut().remove("step").unwrap();
+    let scratch = e.dir.path().join("step");
+    active.remove().unwrap();
+    assert!(!scratch.exists(), "remove deletes the scratch directory");
 }
 
 #[test]
@@ -205,7 +226,7 @@ fn isolation_user_and_hostname() {
         "Docker's default capabilities"
     );
     assert!(
-        find(&e.snap.changes("s2").unwrap(), "work/dir").is_some(),
+        find(&changes(&e, "s2"), "work/dir").is_some(),
         "WORKDIR created in the layer"
     );
 }
@@ -298,7 +319,7 @@ fn procs_with(marker: &str) -> Vec<String> {
 #[test]
 fn cancel_leaves_no_process_and_no_mount() {
     let e = env(SnapshotterKind::Overlayfs, None);
-    let mounts = e.snap.prepare("c", Some("base")).unwrap();
+    let mounts = prepare(&e, "c");
     let script = "sleep 1017 & sleep 1018 & echo started; wait";
     let spec = SandboxSpec::new(
         mounts,
@@ -326,7 +347,7 @@ fn cancel_leaves_no_process_and_no_mount() {
         procs_with("sleep 1017").is_empty() && procs_with("sleep 1018").is_empty(),
         "a process outlived its step"
     );
-    let upper = e.snap.writable_dir("c").unwrap();
+    let upper = e.dir.path().join("c/fs");
     for pid in std::fs::read_dir("/proc").unwrap().flatten() {
         let mi = std::fs::read_to_string(pid.path().join("mountinfo")).unwrap_or_default();
         assert!(
@@ -373,13 +394,13 @@ fn secrets_and_cache_stay_out_of_the_layer() {
         std::fs::read_to_string(host.path().join("cache/y")).unwrap(),
         "hi\n"
     );
-    let ch = e.snap.changes("sec").unwrap();
+    let ch = changes(&e, "sec");
     assert!(ch.is_empty(), "mounts leaked into the layer: {ch:?}");
 }
 
 /// chown works on every rung; the single-uid rung records it instead of applying it.
 fn chown_on_rung(e: &Env, rung: Rung) {
-    let mounts = e.snap.prepare("r", Some("base")).unwrap();
+    let mounts = prepare(e, "r");
     let script = "id -u; touch /made; chown 5 /made 2>&1 || echo chown-refused; stat -c %u /made";
     let argv = vec!["/bin/sh".into(), "-c".into(), script.into()];
     let mut out = Vec::new();

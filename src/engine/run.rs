@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use crate::exec::{self, ExtraMount, SandboxSpec};
 use crate::layer::{self, ChangeSet};
 use crate::plan::{self, Mount, Step};
-use crate::snapshot::{self, ActiveOver};
+use crate::snapshot::{self, Snapshotter};
 
 /// `--secret id=ID,src=PATH` or `--secret id=ID,env=VAR` (BuildKit's syntax). The value is read at
 /// the step that mounts it and never stored.
@@ -118,12 +118,10 @@ pub fn run_step(
     run: &plan::Run,
     on_line: &mut dyn FnMut(String),
 ) -> Result<ChangeSet, RunError> {
-    let active = ActiveOver::prepare(
-        ctx.probe.snapshotter,
-        ctx.probe.userxattr,
-        ctx.rootfs,
-        &ctx.scratch.join("snapshot"),
-    )?;
+    // Not removed here: the change set points into the active's upper directory until the layer
+    // is written; the engine deletes the whole scratch directory after that.
+    let active = Snapshotter::new(ctx.probe.snapshotter, ctx.probe.userxattr)?
+        .prepare(ctx.rootfs, &ctx.scratch.join("snapshot"))?;
     let shell = if step.shell.is_empty() {
         vec!["/bin/sh".to_string(), "-c".to_string()]
     } else {
@@ -158,7 +156,7 @@ pub fn run_step(
     let _ = fs::remove_dir_all(ctx.scratch.join("secrets"));
     let outcome = result?;
     let mut set = ChangeSet::new();
-    for c in active.changes()? {
+    for c in active.diff()? {
         set.push(match c {
             snapshot::Change::Added { path, on_disk }
             | snapshot::Change::Modified { path, on_disk } => layer::Change::Add {

@@ -224,7 +224,7 @@ impl<'a> DispatchContext<'a> {
             ));
         }
         let explicit = match &st.platform {
-            Some(p) => Some(self.from_platform(i, p, meta, known)?),
+            Some(p) => Some(self.stage_platform(i, p, meta, known)?),
             None => None,
         };
         let lname = name.to_ascii_lowercase();
@@ -275,7 +275,7 @@ impl<'a> DispatchContext<'a> {
 
     /// `FROM --platform=…` expanded and parsed, with RedundantTargetPlatform and
     /// FromPlatformFlagConstDisallowed (BuildKit's `resolveBaseImage` platform branch).
-    fn from_platform(
+    fn stage_platform(
         &mut self,
         i: usize,
         p: &str,

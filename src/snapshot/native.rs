@@ -1,30 +1,13 @@
-//! Native copy snapshots: each snapshot's `<id>/fs` is a full tree. `prepare` copies the parent
-//! (FICLONE reflinks when the filesystem supports them, else copy_file_range through std);
-//! `changes` compares the tree against the parent's.
+//! The native kind's copy: a full copy of the stage rootfs (FICLONE reflinks when the filesystem
+//! supports them, else copy_file_range through std), later diffed against the original. Also used
+//! by the engine to give a RUN step a private copy of a read-write bind mount.
+//!
+//! Must not: mount, or decide what a change is (that is `diff`).
 
-use super::{
-    diff, dir_usage, io_err, Change, Info, MetaStore, Mount, Mounts, SnapshotError, Snapshotter,
-    SnapshotterKind, State, Usage, WhiteoutFormat,
-};
+use super::{io_err, SnapshotError};
 use std::collections::HashMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-
-pub struct NativeSnapshotter {
-    meta: MetaStore,
-}
-
-impl NativeSnapshotter {
-    pub fn new(dir: &Path) -> Result<Self, SnapshotError> {
-        Ok(NativeSnapshotter {
-            meta: MetaStore::new(dir)?,
-        })
-    }
-
-    fn fs_of(&self, info: &Info) -> PathBuf {
-        self.meta.dir.join(&info.id).join("fs")
-    }
-}
 
 /// Copies the tree `src` to the new directory `dst`, keeping owners, modes, times, xattrs,
 /// hard links, symlinks and device nodes.
@@ -123,77 +106,4 @@ fn set_meta(from: &Path, to: &Path, m: &std::fs::Metadata) -> Result<(), Snapsho
     let at = filetime::FileTime::from_last_access_time(m);
     let mt = filetime::FileTime::from_last_modification_time(m);
     filetime::set_symlink_file_times(to, at, mt).map_err(io_err("setting times of", to))
-}
-
-impl Snapshotter for NativeSnapshotter {
-    fn kind(&self) -> SnapshotterKind {
-        SnapshotterKind::Native
-    }
-
-    fn prepare(&self, key: &str, parent: Option<&str>) -> Result<Mounts, SnapshotError> {
-        let info = self.meta.create(key, State::Active, parent)?;
-        let fs = self.fs_of(&info);
-        let res = match parent {
-            Some(p) => {
-                let pfs = self.fs_of(&self.meta.get(p)?);
-                copy_tree(&pfs, &fs)
-            }
-            None => std::fs::create_dir(&fs).map_err(io_err("creating", &fs)),
-        };
-        if let Err(e) = res {
-            let _ = self.meta.remove(key);
-            return Err(e);
-        }
-        Ok(vec![Mount::Bind {
-            source: fs,
-            readonly: false,
-        }])
-    }
-
-    fn view(&self, key: &str, parent: Option<&str>) -> Result<Mounts, SnapshotError> {
-        let info = self.meta.create(key, State::View, parent)?;
-        let fs = self.fs_of(&info);
-        std::fs::create_dir(&fs).map_err(io_err("creating", &fs))?;
-        let source = match parent {
-            Some(p) => self.fs_of(&self.meta.get(p)?),
-            None => fs,
-        };
-        Ok(vec![Mount::Bind {
-            source,
-            readonly: true,
-        }])
-    }
-
-    fn commit(&self, name: &str, key: &str) -> Result<(), SnapshotError> {
-        self.meta.commit(name, key).map(|_| ())
-    }
-
-    fn remove(&self, key: &str) -> Result<(), SnapshotError> {
-        self.meta.remove(key).map(|_| ())
-    }
-
-    fn usage(&self, key: &str) -> Result<Usage, SnapshotError> {
-        dir_usage(&self.fs_of(&self.meta.get(key)?))
-    }
-
-    fn changes(&self, key: &str) -> Result<Vec<Change>, SnapshotError> {
-        let info = self.meta.get(key)?;
-        let parent = match &info.parent {
-            Some(p) => Some(self.fs_of(&self.meta.get(p)?)),
-            None => None,
-        };
-        diff::tree_changes(&self.fs_of(&info), parent.as_deref())
-    }
-
-    fn writable_dir(&self, key: &str) -> Result<PathBuf, SnapshotError> {
-        Ok(self.fs_of(&self.meta.get_kind(key, State::Active)?))
-    }
-
-    fn whiteout_format(&self) -> WhiteoutFormat {
-        WhiteoutFormat::Direct
-    }
-
-    fn list(&self) -> Result<Vec<Info>, SnapshotError> {
-        self.meta.list()
-    }
 }
