@@ -305,3 +305,41 @@ fn loopback_registries_need_no_insecure_setting_and_push_errors_read_well() {
     assert!(msg.contains("local store"), "{msg}");
     assert!(!msg.contains("InvalidContentType"), "{msg}");
 }
+
+/// Item 8: `kiln builds ls` shows readable times and the tags of `name`+`tag` builds, and is quiet
+/// when piped to `head`; `/v1/info` reports cgroups as JSON.
+#[test]
+fn builds_ls_reads_well_and_info_is_structured() {
+    let d = Daemon::start(&[]);
+    d.context("ls", &[("Dockerfile", "FROM busybox:latest\nRUN true\n")]);
+    let body = serde_json::json!({"context": "ls", "name": "team/lsapp", "tag": "7"});
+    let (_, v) = d.post_json("/v1/builds", &body.to_string());
+    d.events(v["id"].as_str().unwrap());
+    let host = format!("unix://{}", d.socket().display());
+    let out = Command::new(kiln_bin())
+        .args(["--host", &host, "builds", "ls"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("team/lsapp:7"), "{text}");
+    let year = text.lines().nth(1).unwrap_or("").split_whitespace().nth(2);
+    assert!(
+        year.is_some_and(|y| y.len() == 10 && y.starts_with("20")),
+        "a date, not Unix seconds: {text}"
+    );
+    let piped = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -o pipefail; {} --host {host} builds ls | head -n 0",
+            kiln_bin().display()
+        ))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&piped.stderr);
+    assert!(
+        piped.status.success() && !stderr.contains("Broken pipe"),
+        "{stderr}"
+    );
+    let (_, info) = d.get("/v1/info");
+    assert!(info["cgroups"]["limits"].is_boolean(), "{info}");
+}
