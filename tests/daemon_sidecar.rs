@@ -69,6 +69,39 @@ fn daemon_log(d: &Daemon) -> String {
     std::fs::read_to_string(d.root().parent().unwrap().join("daemon.log")).unwrap()
 }
 
+/// The kiln container's `args` from the README's pod, for a daemon on a test socket and build
+/// root (the harness gives `--socket` and `--context-root`), with the worker's uid as kilntest's.
+fn readme_pod_daemon_args(uid: &str) -> Vec<String> {
+    let readme = std::fs::read_to_string(manifest_dir().join("README.md")).unwrap();
+    let start = readme
+        .find("args: [")
+        .expect("the README's pod has kiln's args")
+        + 6;
+    let end = start + readme[start..].find(']').unwrap() + 1;
+    let args: Vec<String> = serde_json::from_str(&readme[start..end]).unwrap();
+    assert_eq!(args[0], "daemon");
+    let worker_env = "env: [{name: KILN_HOST, value: unix:///run/kiln/kiln.sock}]";
+    assert!(
+        readme.contains(worker_env),
+        "the worker finds kiln by KILN_HOST"
+    );
+    let mut out = Vec::new();
+    let mut it = args.into_iter().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--socket" | "--context-root" => {
+                it.next();
+            }
+            "--allowed-uid" => {
+                assert_eq!(it.next().as_deref(), Some("1000"));
+                out.extend(["--allowed-uid".to_string(), uid.to_string()]);
+            }
+            _ => out.push(a),
+        }
+    }
+    out
+}
+
 #[test]
 fn the_readme_pod_worker_configures_builds_pushes_and_owns_its_outputs() {
     ensure_kilntest();
@@ -77,7 +110,10 @@ fn the_readme_pod_worker_configures_builds_pushes_and_owns_its_outputs() {
         htpasswd: true,
         ..Default::default()
     });
-    let mut d = Daemon::start(&["--socket-mode", "0666", "--allowed-uid", &uid]);
+    let args = readme_pod_daemon_args(&uid);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert!(args.contains(&"--allowed-uid"), "{args:?}");
+    let mut d = Daemon::start(&args);
     // The shared emptyDir: the worker (kilntest) owns it and writes the context.
     d.context(
         "app",
