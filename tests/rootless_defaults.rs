@@ -249,7 +249,7 @@ fn daemon_without_flags_listens_where_clients_look(u: &User) {
         .unwrap()
         .success());
     daemon_default_socket_is_found_by_clients(
-        &u,
+        u,
         &[("XDG_RUNTIME_DIR", run.display().to_string())],
         &run.join("kiln/kiln.sock"),
     );
