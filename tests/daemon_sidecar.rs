@@ -174,11 +174,15 @@ fn the_readme_pod_worker_configures_builds_pushes_and_owns_its_outputs() {
         .unwrap()
         .contains("yourmirror.local"));
 
+    // Someone else's file in the shared folder: written over if asked, never given away.
+    let foreign = d.build_root().join("foreign.tar");
+    std::fs::write(&foreign, "root's").unwrap();
     // The worker's call: build, push with credentials, outputs into a folder not made yet.
     let script = format!(
         "ok = kiln_client.build_image('{addr}/team/app', '1.0', push_image=True, \
          registry_credentials=[('{addr}', '{user}', '{pw}')], context='app', \
-         outputs=['type=oci,dest=out/nested/app-oci', 'type=docker,dest=out/nested/app.tar'])\n\
+         outputs=['type=oci,dest=out/nested/app-oci', 'type=docker,dest=out/nested/app.tar', \
+         'type=docker,dest=foreign.tar'])\n\
          assert ok, 'build failed'\n",
         addr = reg.addr,
         user = registry_support::USER,
@@ -215,6 +219,7 @@ fn the_readme_pod_worker_configures_builds_pushes_and_owns_its_outputs() {
         .unwrap()
         .path();
     assert_eq!(owner_as_worker(&blobs), want);
+    assert_eq!(owner_as_worker(&foreign), "0:0");
     let rm = Command::new("runuser")
         .args(["-u", "kilntest", "--", "rm", "-rf"])
         .arg(&out_dir)
