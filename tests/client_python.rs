@@ -67,11 +67,20 @@ fn pip_install_makes_the_client_importable() {
         .status()
         .unwrap()
         .success());
-    let target = tmp.path().join("site");
+    // A fresh virtual environment, as a notebook user would install into.
+    let venv = tmp.path().join("venv");
     let out = Command::new("python3")
-        .args(["-m", "pip", "install", "--quiet"])
-        .args(["--no-deps", "--no-index", "--target"])
-        .arg(&target)
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python3 -m venv (scripts/test.sh installs python3-venv): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", "--no-index"])
         .arg(&src)
         .output()
         .unwrap();
@@ -80,18 +89,17 @@ fn pip_install_makes_the_client_importable() {
         "pip install clients/python: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = Command::new("python3")
+    let out = Command::new(venv.join("bin/python"))
         .args([
             "-c",
             "import kiln_client; print(kiln_client.__file__, kiln_client.__version__)",
         ])
-        .env("PYTHONPATH", &target)
         .current_dir(tmp.path())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        out.status.success() && stdout.starts_with(&target.display().to_string()),
+        out.status.success() && stdout.starts_with(&venv.display().to_string()),
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );

@@ -69,6 +69,39 @@ fn daemon_log(d: &Daemon) -> String {
     std::fs::read_to_string(d.root().parent().unwrap().join("daemon.log")).unwrap()
 }
 
+/// The kiln container's `args` from the README's pod, for a daemon on a test socket and build
+/// root (the harness gives `--socket` and `--context-root`), with the worker's uid as kilntest's.
+fn readme_pod_daemon_args(uid: &str) -> Vec<String> {
+    let readme = std::fs::read_to_string(manifest_dir().join("README.md")).unwrap();
+    let start = readme
+        .find("args: [")
+        .expect("the README's pod has kiln's args")
+        + 6;
+    let end = start + readme[start..].find(']').unwrap() + 1;
+    let args: Vec<String> = serde_json::from_str(&readme[start..end]).unwrap();
+    assert_eq!(args[0], "daemon");
+    let worker_env = "env: [{name: KILN_HOST, value: unix:///run/kiln/kiln.sock}]";
+    assert!(
+        readme.contains(worker_env),
+        "the worker finds kiln by KILN_HOST"
+    );
+    let mut out = Vec::new();
+    let mut it = args.into_iter().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--socket" | "--context-root" => {
+                it.next();
+            }
+            "--allowed-uid" => {
+                assert_eq!(it.next().as_deref(), Some("1000"));
+                out.extend(["--allowed-uid".to_string(), uid.to_string()]);
+            }
+            _ => out.push(a),
+        }
+    }
+    out
+}
+
 #[test]
 fn the_readme_pod_worker_configures_builds_pushes_and_owns_its_outputs() {
     ensure_kilntest();
@@ -77,7 +110,10 @@ fn the_readme_pod_worker_configures_builds_pushes_and_owns_its_outputs() {
         htpasswd: true,
         ..Default::default()
     });
-    let mut d = Daemon::start(&["--socket-mode", "0666", "--allowed-uid", &uid]);
+    let args = readme_pod_daemon_args(&uid);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert!(args.contains(&"--allowed-uid"), "{args:?}");
+    let mut d = Daemon::start(&args);
     // The shared emptyDir: the worker (kilntest) owns it and writes the context.
     d.context(
         "app",
@@ -138,11 +174,15 @@ fn the_readme_pod_worker_configures_builds_pushes_and_owns_its_outputs() {
         .unwrap()
         .contains("yourmirror.local"));
 
+    // Someone else's file in the shared folder: written over if asked, never given away.
+    let foreign = d.build_root().join("foreign.tar");
+    std::fs::write(&foreign, "root's").unwrap();
     // The worker's call: build, push with credentials, outputs into a folder not made yet.
     let script = format!(
         "ok = kiln_client.build_image('{addr}/team/app', '1.0', push_image=True, \
          registry_credentials=[('{addr}', '{user}', '{pw}')], context='app', \
-         outputs=['type=oci,dest=out/nested/app-oci', 'type=docker,dest=out/nested/app.tar'])\n\
+         outputs=['type=oci,dest=out/nested/app-oci', 'type=docker,dest=out/nested/app.tar', \
+         'type=docker,dest=foreign.tar'])\n\
          assert ok, 'build failed'\n",
         addr = reg.addr,
         user = registry_support::USER,
@@ -179,6 +219,7 @@ fn the_readme_pod_worker_configures_builds_pushes_and_owns_its_outputs() {
         .unwrap()
         .path();
     assert_eq!(owner_as_worker(&blobs), want);
+    assert_eq!(owner_as_worker(&foreign), "0:0");
     let rm = Command::new("runuser")
         .args(["-u", "kilntest", "--", "rm", "-rf"])
         .arg(&out_dir)
@@ -304,4 +345,42 @@ fn loopback_registries_need_no_insecure_setting_and_push_errors_read_well() {
     );
     assert!(msg.contains("local store"), "{msg}");
     assert!(!msg.contains("InvalidContentType"), "{msg}");
+}
+
+/// Item 8: `kiln builds ls` shows readable times and the tags of `name`+`tag` builds, and is quiet
+/// when piped to `head`; `/v1/info` reports cgroups as JSON.
+#[test]
+fn builds_ls_reads_well_and_info_is_structured() {
+    let d = Daemon::start(&[]);
+    d.context("ls", &[("Dockerfile", "FROM busybox:latest\nRUN true\n")]);
+    let body = serde_json::json!({"context": "ls", "name": "team/lsapp", "tag": "7"});
+    let (_, v) = d.post_json("/v1/builds", &body.to_string());
+    d.events(v["id"].as_str().unwrap());
+    let host = format!("unix://{}", d.socket().display());
+    let out = Command::new(kiln_bin())
+        .args(["--host", &host, "builds", "ls"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("team/lsapp:7"), "{text}");
+    let year = text.lines().nth(1).unwrap_or("").split_whitespace().nth(2);
+    assert!(
+        year.is_some_and(|y| y.len() == 10 && y.starts_with("20")),
+        "a date, not Unix seconds: {text}"
+    );
+    let piped = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -o pipefail; {} --host {host} builds ls | head -n 0",
+            kiln_bin().display()
+        ))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&piped.stderr);
+    assert!(
+        piped.status.success() && !stderr.contains("Broken pipe"),
+        "{stderr}"
+    );
+    let (_, info) = d.get("/v1/info");
+    assert!(info["cgroups"]["limits"].is_boolean(), "{info}");
 }

@@ -135,6 +135,29 @@ fn rootless_without_flags_or_config_works_end_to_end() {
     daemon_without_flags_listens_where_clients_look(&u);
 }
 
+/// The README's "Rootless use" section states the defaults this test checks.
+#[test]
+fn the_readme_states_the_rootless_defaults() {
+    let readme = std::fs::read_to_string(manifest_dir().join("README.md")).unwrap();
+    let section = readme
+        .split("## Rootless use")
+        .nth(1)
+        .expect("README has a Rootless use section");
+    for want in [
+        "~/.local/share/kiln",
+        "~/.config/kiln/kiln.toml",
+        "$XDG_RUNTIME_DIR/kiln/kiln.sock",
+        "/tmp/kiln-<uid>/kiln.sock",
+        "kiln daemon &",
+        "kiln builds ls",
+    ] {
+        assert!(
+            section.contains(want),
+            "no {want:?} in the Rootless section"
+        );
+    }
+}
+
 fn cli_without_flags_uses_the_users_own_store(u: &User) {
     let info = u.kiln_ok(&["info"], &[]);
     let root = u.home().join(".local/share/kiln");
@@ -226,7 +249,7 @@ fn daemon_without_flags_listens_where_clients_look(u: &User) {
         .unwrap()
         .success());
     daemon_default_socket_is_found_by_clients(
-        &u,
+        u,
         &[("XDG_RUNTIME_DIR", run.display().to_string())],
         &run.join("kiln/kiln.sock"),
     );

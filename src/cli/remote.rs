@@ -138,6 +138,60 @@ fn need(host: &Option<String>) -> Result<Client> {
 }
 
 pub fn builds(host: &Option<String>, cmd: BuildsCmd) -> Result<i32> {
+    match builds_inner(host, cmd) {
+        // `kiln builds ls | head`: the reader went away; that is not an error.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            Ok(0)
+        }
+        r => r,
+    }
+}
+
+/// A build's tags: `tags`, and `name:tag` of the `build_image(name, tag)` form.
+fn spec_tags(spec: &serde_json::Value) -> String {
+    let mut tags: Vec<String> = spec["tags"]
+        .as_array()
+        .map(|t| {
+            t.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(name) = spec["name"].as_str() {
+        let t = format!("{name}:{}", spec["tag"].as_str().unwrap_or("latest"));
+        if !tags.contains(&t) {
+            tags.push(t);
+        }
+    }
+    tags.join(",")
+}
+
+/// `2026-11-30 18:30:34` (UTC) from Unix seconds.
+fn when(secs: i64) -> String {
+    let t = crate::daemon::log::format_utc(secs, 0);
+    t[..19].replace('T', " ")
+}
+
+fn took(b: &BuildInfo) -> String {
+    match b.finished {
+        Some(f) if f >= b.created => {
+            let s = f - b.created;
+            if s >= 60 {
+                format!("{}m{:02}s", s / 60, s % 60)
+            } else {
+                format!("{s}s")
+            }
+        }
+        _ => "-".into(),
+    }
+}
+
+fn builds_inner(host: &Option<String>, cmd: BuildsCmd) -> Result<i32> {
     let c = need(host)?;
     let mut out = std::io::stdout().lock();
     match cmd {
@@ -151,23 +205,20 @@ pub fn builds(host: &Option<String>, cmd: BuildsCmd) -> Result<i32> {
                 writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
                 return Ok(0);
             }
-            writeln!(out, "{:<18} {:<10} {:<12} TAGS", "ID", "STATUS", "CREATED")?;
+            writeln!(
+                out,
+                "{:<18} {:<10} {:<20} {:<8} TAGS",
+                "ID", "STATUS", "CREATED (UTC)", "TOOK"
+            )?;
             for b in list {
-                let tags = b.spec["tags"]
-                    .as_array()
-                    .map(|t| {
-                        t.iter()
-                            .filter_map(|v| v.as_str())
-                            .collect::<Vec<_>>()
-                            .join(",")
-                    })
-                    .unwrap_or_default();
                 writeln!(
                     out,
-                    "{:<18} {:<10} {:<12} {tags}",
+                    "{:<18} {:<10} {:<20} {:<8} {}",
                     b.id,
                     b.status.as_str(),
-                    b.created
+                    when(b.created),
+                    took(&b),
+                    spec_tags(&b.spec)
                 )?;
             }
         }

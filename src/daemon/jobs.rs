@@ -373,14 +373,17 @@ fn execute(state: &Shared, job: &Job, prepared: Prepared) -> Finish {
         job.log.append(&Event::from(e));
     };
     // Outputs in a shared folder: missing parents made, everything handed to the caller.
-    if let Err(e) = outputs::prepare(&prepared.req.outputs, job.peer) {
-        return Finish::Failed {
-            kind: kind::BUILD_FAILED,
-            message: error_chain(&e),
-            step: None,
-            line: None,
-        };
-    }
+    let ours = match outputs::prepare(&prepared.req.outputs, job.peer) {
+        Ok(ours) => ours,
+        Err(e) => {
+            return Finish::Failed {
+                kind: kind::BUILD_FAILED,
+                message: error_chain(&e),
+                step: None,
+                line: None,
+            }
+        }
+    };
     let result = engine::run(&state.store, &prepared.req, &mut on_event, &job.cancel);
     let steps_json = serde_json::to_string(&steps.values().collect::<Vec<_>>()).ok();
     let _ = state.store.db().update_build_details(
@@ -393,7 +396,7 @@ fn execute(state: &Shared, job: &Job, prepared: Prepared) -> Finish {
     let last_step = steps.keys().next_back().copied();
     match result {
         Ok(r) => {
-            if let Err(e) = outputs::hand_over(&prepared.req.outputs, job.peer) {
+            if let Err(e) = outputs::hand_over(&ours, job.peer) {
                 return Finish::Failed {
                     kind: kind::BUILD_FAILED,
                     message: error_chain(&e),

@@ -120,7 +120,8 @@ fn utc_now() -> String {
     format_utc(d.as_secs() as i64, d.subsec_millis())
 }
 
-fn format_utc(secs: i64, millis: u32) -> String {
+/// `secs` since the epoch as RFC 3339 UTC with milliseconds.
+pub fn format_utc(secs: i64, millis: u32) -> String {
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (y, m, d) = civil_from_days(days);
     format!(
@@ -132,7 +133,7 @@ fn format_utc(secs: i64, millis: u32) -> String {
 }
 
 /// Days since 1970-01-01 → (year, month, day) (Howard Hinnant's algorithm).
-pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

@@ -461,6 +461,24 @@ pub fn serve_forever(settings: DaemonSettings) -> Result<(), DaemonError> {
     r
 }
 
+/// `/v1/info`'s `cgroups`: `{"version": "v2", "base": …, "limits": true}`, or
+/// `{"version": null, "limits": false, "reason": …}` when --memory/--cpus cannot be enforced.
+pub(crate) fn cgroup_json(c: &crate::exec::CgroupStatus) -> serde_json::Value {
+    use crate::exec::CgroupStatus;
+    match c {
+        CgroupStatus::V1 { base } | CgroupStatus::V2 { base } => serde_json::json!({
+            "version": if matches!(c, CgroupStatus::V1 { .. }) { "v1" } else { "v2" },
+            "base": base.display().to_string(),
+            "limits": true,
+        }),
+        CgroupStatus::Unavailable(why) => serde_json::json!({
+            "version": null,
+            "limits": false,
+            "reason": why,
+        }),
+    }
+}
+
 /// Current Unix time in seconds.
 pub(crate) fn now() -> i64 {
     std::time::SystemTime::now()

@@ -38,11 +38,18 @@ pub(crate) fn dest(o: &Output) -> &Path {
     }
 }
 
-/// Create the missing parents of every output (mode 0755), owned by `peer`. Returns the
-/// directories created, to be handed over again after the build.
+/// Create the missing parents of every output (mode 0755), owned by `peer`. Returns the outputs
+/// to hand over after the build: those that do not exist yet or already belong to the peer (an
+/// existing path of someone else is written as before but never given away).
 pub(crate) fn prepare(outputs: &[Output], peer: Option<Peer>) -> Result<Vec<PathBuf>, OutputError> {
-    let mut made = Vec::new();
+    use std::os::unix::fs::MetadataExt;
+    let mut ours = Vec::new();
     for o in outputs {
+        match std::fs::symlink_metadata(dest(o)) {
+            Err(_) => ours.push(dest(o).to_path_buf()),
+            Ok(m) if peer.is_some_and(|p| p.uid == m.uid()) => ours.push(dest(o).to_path_buf()),
+            Ok(_) => {}
+        }
         let Some(parent) = dest(o).parent() else {
             continue;
         };
@@ -71,16 +78,14 @@ pub(crate) fn prepare(outputs: &[Output], peer: Option<Peer>) -> Result<Vec<Path
                 return Err(OutputError::NotADirectory(dir));
             }
             give(&dir, peer)?;
-            made.push(dir);
         }
     }
-    Ok(made)
+    Ok(ours)
 }
 
-/// After a build: every output (recursively, symlinks not followed) to `peer`.
-pub(crate) fn hand_over(outputs: &[Output], peer: Option<Peer>) -> Result<(), OutputError> {
-    for o in outputs {
-        let root = dest(o);
+/// After a build: the outputs [`prepare`] chose (recursively, symlinks not followed) to `peer`.
+pub(crate) fn hand_over(ours: &[PathBuf], peer: Option<Peer>) -> Result<(), OutputError> {
+    for root in ours {
         if std::fs::symlink_metadata(root).is_err() {
             continue;
         }

@@ -153,7 +153,7 @@ async fn info(AxState(state): AxState<Shared>) -> Result<Response, ApiError> {
                 .map(|(r, why)| serde_json::json!({"rung": r, "why": why}))
                 .collect::<Vec<_>>(),
             "snapshotter": probe.snapshotter,
-            "cgroups": format!("{:?}", probe.cgroup),
+            "cgroups": super::cgroup_json(&probe.cgroup),
             "warnings": probe.warnings,
             "storage_bytes": storage,
             "images": st.store.tags().map(|t| t.len()).unwrap_or(0),
