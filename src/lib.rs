@@ -33,6 +33,7 @@
 //! | `cli`        | flags → validated commands → embedded engine → rendering                 |
 
 pub mod api;
+pub mod engine;
 pub mod cache;
 pub mod cli;
 pub mod config;
@@ -40,7 +41,6 @@ pub mod context;
 pub mod daemon;
 pub mod digest;
 pub mod dockerfile;
-pub mod engine;
 pub mod exec;
 pub mod image;
 pub mod layer;

@@ -4,8 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::digest::Digest;
 use crate::engine;
+use crate::digest::Digest;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]

@@ -16,8 +16,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::Config;
 use crate::engine::{self, BuildRequest, Output};
+use crate::config::Config;
 use crate::exec::{self, Cancel};
 use crate::layer::Compression;
 use crate::reference::Reference;
@@ -444,10 +444,7 @@ fn cmd_build(root: &Option<PathBuf>, cfg: &Config, args: BuildArgs) -> Result<i3
     req.secrets = args
         .secrets
         .iter()
-        .map(|s| {
-            s.parse::<engine::SecretSource>()
-                .map_err(anyhow::Error::msg)
-        })
+        .map(|s| s.parse::<engine::SecretSource>().map_err(anyhow::Error::msg))
         .collect::<Result<_>>()?;
     req.sandbox.rung = match args.sandbox.as_ref().or(cfg.worker.sandbox.as_ref()) {
         Some(r) => Some(r.parse().map_err(anyhow::Error::msg)?),
