@@ -171,8 +171,16 @@ pub(super) fn prepare(
             Some(_) => vec![context.clone()],
             None => roots.to_vec(),
         };
-        let rel = spec.dockerfile.as_deref().unwrap_or("Dockerfile");
-        let joined = context.join(rel).display().to_string();
+        // Without one named: Dockerfile, else dockerfile, else Containerfile (as the CLI does).
+        let default = crate::context::default_dockerfile(&context);
+        let rel = match spec.dockerfile.as_deref() {
+            Some(f) => f.to_string(),
+            None => default
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "Dockerfile".into()),
+        };
+        let joined = context.join(&rel).display().to_string();
         let path = resolve_under(&context_roots, &joined, "dockerfile")?;
         let meta = fs::metadata(&path).map_err(|e| {
             ApiError::bad(kind::CONTEXT_NOT_FOUND, format!("dockerfile {rel:?}: {e}"))
