@@ -31,6 +31,7 @@ depends on it. buildah runs with overlay storage under a temp --root/--runroot, 
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -73,7 +74,8 @@ def log(*a):
 
 
 def show(cmd):
-    s = " ".join(cmd)
+    s = re.sub(r"127\.0\.0\.1:\d+", "REG", " ".join(cmd))
+    s = re.sub(r"/stores/(kiln|buildah)-[\w-]+", r"/stores/\1-RUN", s)
     if s not in COMMANDS:
         COMMANDS.append(s)
 
