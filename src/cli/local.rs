@@ -95,6 +95,8 @@ pub(super) fn cmd_rmi(store: &Store, image: &str) -> Result<i32> {
 }
 
 pub(super) fn cmd_prune(store: &Store) -> Result<i32> {
+    crate::engine::empty_trash(store.root())
+        .with_context(|| format!("emptying {}/builds/trash", store.root().display()))?;
     let report = store.gc()?;
     println!(
         "removed {} blob(s), freed {} bytes, kept {}",

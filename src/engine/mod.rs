@@ -25,10 +25,12 @@ mod schedule;
 mod stage;
 mod stage_defaults;
 mod url;
+mod workspace;
 
 pub use event::{Event, LayerSummary};
 pub use metadata::{apply_metadata, MetaState};
 pub use run::SecretSource;
+pub use workspace::empty_trash;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -304,17 +306,12 @@ pub fn run(
     }
 
     let workspace_root = store.root().join("builds");
-    fs::create_dir_all(&workspace_root).map_err(|source| BuildError::Workspace {
-        path: workspace_root.clone(),
-        source,
-    })?;
-    let workspace = tempfile::Builder::new()
-        .prefix("build-")
-        .tempdir_in(&workspace_root)
-        .map_err(|source| BuildError::Workspace {
+    let workspace =
+        workspace::Workspace::create(&workspace_root).map_err(|source| BuildError::Workspace {
             path: workspace_root.clone(),
             source,
         })?;
+
     let context = crate::context::SourceRoot::context(&req.context, &dockerfile_base(&file_name))?;
     // With --push, layers upload while later steps run (early_push.rs); the manifest goes last.
     let early = match req.push {
