@@ -86,24 +86,7 @@ impl Renderer {
 /// An error as the CLI prints it: every cause once (`pushing REF` + `REF: cannot reach …` names REF
 /// once), and for a failed push, where the built image is.
 pub fn error_line(e: &anyhow::Error) -> String {
-    let mut s = String::new();
-    for c in e.chain() {
-        let t = c.to_string();
-        if s.contains(&t) {
-            continue;
-        }
-        if s.is_empty() {
-            s = t;
-            continue;
-        }
-        let last = s.rsplit(' ').next().unwrap_or("").to_string();
-        let t = t
-            .strip_prefix(&format!("{last}: "))
-            .filter(|_| !last.is_empty())
-            .unwrap_or(&t);
-        s.push_str(": ");
-        s.push_str(t);
-    }
+    let mut s = crate::api::error_text(e.chain().map(|c| c.to_string()));
     let pushed = e.chain().find_map(|c| match c.downcast_ref() {
         Some(crate::engine::BuildError::Push { reference, .. }) => Some(reference.clone()),
         _ => None,

@@ -177,23 +177,7 @@ impl IntoResponse for ApiError {
 
 /// `outer: cause: cause` — every cause in the chain, as the CLI prints errors.
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            // "pushing REF" + "REF: cannot reach …" names REF once.
-            let last = s.rsplit(' ').next().unwrap_or("").to_string();
-            let t = t
-                .strip_prefix(&format!("{last}: "))
-                .filter(|_| !last.is_empty())
-                .unwrap_or(&t);
-            s.push_str(": ");
-            s.push_str(t);
-        }
-        src = c.source();
-    }
-    s
+    crate::api::error_text(std::iter::successors(Some(e), |c| c.source()).map(|c| c.to_string()))
 }
 
 /// The connection's peer (SO_PEERCRED), taken when the connection is accepted.

@@ -30,6 +30,21 @@ struct Target<'a> {
 }
 
 impl Target<'_> {
+    /// Where pushes of `dest` go (Docker Hub's API host for docker.io).
+    fn of(dest: &Reference) -> Target<'_> {
+        let host = if dest.domain == DEFAULT_DOMAIN {
+            "registry-1.docker.io".to_string()
+        } else {
+            dest.domain.clone()
+        };
+        Target {
+            ctx: Ctx::new(&dest.domain, &dest.to_string()),
+            host,
+            path: &dest.path,
+            domain: &dest.domain,
+        }
+    }
+
     fn scopes(&self) -> Vec<String> {
         vec![format!("repository:{}:pull,push", self.path)]
     }
@@ -67,17 +82,7 @@ pub fn push(
     dest: &Reference,
     on_progress: &mut dyn FnMut(Progress),
 ) -> Result<Descriptor, RegistryError> {
-    let host = if dest.domain == DEFAULT_DOMAIN {
-        "registry-1.docker.io".to_string()
-    } else {
-        dest.domain.clone()
-    };
-    let t = Target {
-        ctx: Ctx::new(&dest.domain, &dest.to_string()),
-        host,
-        path: &dest.path,
-        domain: &dest.domain,
-    };
+    let t = Target::of(dest);
     if let Some(d) = &dest.digest {
         if d != &manifest.digest {
             return Err(RegistryError::BadResponse {
@@ -148,17 +153,7 @@ pub fn push_blob_early(
     dest: &Reference,
     note: &dyn Fn(Progress),
 ) -> Result<(), RegistryError> {
-    let host = if dest.domain == DEFAULT_DOMAIN {
-        "registry-1.docker.io".to_string()
-    } else {
-        dest.domain.clone()
-    };
-    let t = Target {
-        ctx: Ctx::new(&dest.domain, &dest.to_string()),
-        host,
-        path: &dest.path,
-        domain: &dest.domain,
-    };
+    let t = Target::of(dest);
     let _slot = client.acquire(t.domain);
     push_blob(client, store, &t, blob, note)
 }
