@@ -71,6 +71,12 @@ pub(super) fn from_flags(args: &BuildArgs, reader: Reader) -> Result<BuildSpec> 
     for s in &args.secrets {
         spec.secrets.push(secret(s, reader)?);
     }
+    spec.packages = args.packages.packages()?;
+    spec.catalog = args.packages.catalog();
+    if spec.packages.is_some() && reader == Reader::Daemon && args.df.context == Path::new(".") {
+        // A package build reads no context: the daemon makes an empty one.
+        spec.context = None;
+    }
     Ok(spec)
 }
 
