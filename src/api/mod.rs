@@ -8,12 +8,12 @@ mod catalog;
 mod event;
 mod resolve;
 
+pub use crate::packages::PackageSpec;
 pub use catalog::{
     check_display_name, image_name, CatalogEntry, CatalogSpec, CatalogStatus, CatalogUpdate,
     ImageType,
 };
 pub use event::{Event, LayerSummary};
-pub use crate::packages::PackageSpec;
 pub use resolve::{resolve, SpecError};
 
 use std::collections::BTreeMap;

@@ -133,6 +133,7 @@ pub fn resolve(spec: &BuildSpec, cfg: &Config) -> Result<BuildRequest, SpecError
         req.threads = n.max(1);
     }
     resolve_sandbox(&s, &mut req)?;
+    req.sandbox.ca_injection = cfg.worker.ca_injection;
     req.secrets = resolve_secrets(&s)?;
     req.push = s.push;
     req.no_cache = s.no_cache;

@@ -36,7 +36,7 @@ pub struct PackageFlags {
     gpu_base: Option<String>,
     /// A packages file (TOML, or JSON when named *.json): base, apt, conda, pip, gpu_base.
     #[arg(long = "packages", value_name = "FILE")]
-    file: Option<PathBuf>,
+    packages_file: Option<PathBuf>,
     /// Create or update the catalog entry with this display name (daemon builds only).
     #[arg(long = "catalog", value_name = "DISPLAY_NAME")]
     catalog: Option<String>,
@@ -61,7 +61,7 @@ fn parse_type(s: &str) -> Result<ImageType, String> {
 impl PackageFlags {
     /// The spec's `packages`: from the file, with flag lines appended and `--base` winning.
     pub fn packages(&self) -> Result<Option<PackageSpec>> {
-        let mut spec = match &self.file {
+        let mut spec = match &self.packages_file {
             Some(f) => {
                 let text = std::fs::read_to_string(f)
                     .with_context(|| format!("reading packages file {}", f.display()))?;
@@ -210,7 +210,10 @@ pub fn catalog(host: &Option<String>, cmd: CatalogCmd) -> Result<i32> {
     let mut out = std::io::stdout().lock();
     let json = "application/json";
     match cmd {
-        CatalogCmd::Ls { query, json: as_json } => {
+        CatalogCmd::Ls {
+            query,
+            json: as_json,
+        } => {
             let path = match &query {
                 Some(q) => format!("/v1/catalog?q={}", encode(q)),
                 None => "/v1/catalog".into(),
@@ -240,7 +243,9 @@ pub fn catalog(host: &Option<String>, cmd: CatalogCmd) -> Result<i32> {
         } => {
             api::check_display_name(&display_name).map_err(anyhow::Error::msg)?;
             let body = serde_json::to_vec(&flags.update(Some(display_name)))?;
-            let e: CatalogEntry = c.request("POST", "/v1/catalog", Some(json), &body)?.json()?;
+            let e: CatalogEntry = c
+                .request("POST", "/v1/catalog", Some(json), &body)?
+                .json()?;
             writeln!(out, "{}", e.name)?;
         }
         CatalogCmd::Show { name } => {
@@ -256,13 +261,23 @@ pub fn catalog(host: &Option<String>, cmd: CatalogCmd) -> Result<i32> {
         } => {
             let body = serde_json::to_vec(&flags.update(display_name))?;
             let e: CatalogEntry = c
-                .request("PUT", &format!("/v1/catalog/{}", encode(&name)), Some(json), &body)?
+                .request(
+                    "PUT",
+                    &format!("/v1/catalog/{}", encode(&name)),
+                    Some(json),
+                    &body,
+                )?
                 .json()?;
             writeln!(out, "{}", serde_json::to_string_pretty(&e)?)?;
         }
         CatalogCmd::Rm { name } => {
             let _: serde_json::Value = c
-                .request("DELETE", &format!("/v1/catalog/{}", encode(&name)), None, &[])?
+                .request(
+                    "DELETE",
+                    &format!("/v1/catalog/{}", encode(&name)),
+                    None,
+                    &[],
+                )?
                 .json()?;
             writeln!(out, "removed {name}")?;
         }

@@ -151,7 +151,11 @@ impl Policy {
             target: "the catalog".into(),
             rule: format!(
                 "none of its groups ({}) has manage_catalog = true",
-                if groups.is_empty() { "none".to_string() } else { groups.join(", ") }
+                if groups.is_empty() {
+                    "none".to_string()
+                } else {
+                    groups.join(", ")
+                }
             ),
         })
     }
@@ -239,7 +243,10 @@ mod tests {
         .parse()
         .unwrap();
         let (p, w) = parse(&t, "kiln.toml").unwrap();
-        assert_eq!(w, ["kiln.toml: unknown key policy.groups.team-b.colour (ignored)"]);
+        assert_eq!(
+            w,
+            ["kiln.toml: unknown key policy.groups.team-b.colour (ignored)"]
+        );
         p
     }
 
@@ -250,20 +257,32 @@ mod tests {
         assert_eq!(p.groups_of(7, 2000), ["team-b"]);
         assert!(p.groups_of(7, 7).is_empty());
         let a = p.groups_of(1000, 0);
-        p.check_pull("uid 1000", &a, "docker.io/library/debian").unwrap();
-        p.check_push("uid 1000", &a, "registry.example.com/team-a/app").unwrap();
+        p.check_pull("uid 1000", &a, "docker.io/library/debian")
+            .unwrap();
+        p.check_push("uid 1000", &a, "registry.example.com/team-a/app")
+            .unwrap();
         let e = p
             .check_push("uid 1000", &a, "registry.example.com/team-b/app")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("may not push registry.example.com/team-b/app"), "{e}");
+        assert!(
+            e.contains("may not push registry.example.com/team-b/app"),
+            "{e}"
+        );
         assert!(e.contains("[policy.groups.team-a] push"), "{e}");
         let b = p.groups_of(7, 2000);
-        p.check_pull("gid 2000", &b, "registry.example.com/any/thing").unwrap();
-        assert!(p.check_pull("gid 2000", &b, "docker.io/library/debian").is_err());
+        p.check_pull("gid 2000", &b, "registry.example.com/any/thing")
+            .unwrap();
+        assert!(p
+            .check_pull("gid 2000", &b, "docker.io/library/debian")
+            .is_err());
         assert!(p.check_manage("gid 2000", &b).is_err());
         p.check_manage("uid 1000", &a).unwrap();
-        assert!(p.check_pull("uid 7", &[], "x.io/y").unwrap_err().to_string().contains("no [policy.groups.*]"));
+        assert!(p
+            .check_pull("uid 7", &[], "x.io/y")
+            .unwrap_err()
+            .to_string()
+            .contains("no [policy.groups.*]"));
     }
 
     #[test]

@@ -32,7 +32,9 @@ fn lock() -> std::sync::MutexGuard<'static, ()> {
 
 fn load(state: &Shared, name: &str) -> Result<Option<CatalogEntry>, ApiError> {
     match state.store.db().record_get(NS, name)? {
-        Some(v) => serde_json::from_str(&v).map(Some).map_err(ApiError::internal),
+        Some(v) => serde_json::from_str(&v)
+            .map(Some)
+            .map_err(ApiError::internal),
         None => Ok(None),
     }
 }
@@ -68,7 +70,11 @@ fn check_url(field: &str, url: &Option<String>) -> Result<(), ApiError> {
 
 fn check_groups(groups: &[String]) -> Result<(), ApiError> {
     for g in groups {
-        if g.is_empty() || !g.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+        if g.is_empty()
+            || !g
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
             return Err(bad(format!("group {g:?}: letters, digits, - _ . only")));
         }
     }
@@ -202,9 +208,10 @@ fn settle_if_ended(state: &Shared, id: &str) {
 pub(super) fn build_ended(state: &Shared, id: &str, tags: Option<&[String]>, error: Option<&str>) {
     let _g = lock();
     let Ok(entries) = all(state) else { return };
-    let Some(mut e) = entries.into_iter().find(|e| {
-        e.build_id.as_deref() == Some(id) || e.gpu_build_id.as_deref() == Some(id)
-    }) else {
+    let Some(mut e) = entries
+        .into_iter()
+        .find(|e| e.build_id.as_deref() == Some(id) || e.gpu_build_id.as_deref() == Some(id))
+    else {
         return;
     };
     let is_gpu = e.gpu_build_id.as_deref() == Some(id);

@@ -160,6 +160,9 @@ mod tests {
     #[test]
     fn bases_of_a_dockerfile() {
         let df = "ARG V=1\nFROM busybox AS a\nFROM a\nFROM scratch\nFROM debian:$V\nFROM registry.example.com/x/y:2\n";
-        assert_eq!(dockerfile_bases(df), ["busybox", "registry.example.com/x/y:2"]);
+        assert_eq!(
+            dockerfile_bases(df),
+            ["busybox", "registry.example.com/x/y:2"]
+        );
     }
 }

@@ -33,7 +33,10 @@ pub(super) fn router(state: Shared) -> Router {
         .route("/v1/builds/{id}/logs", get(build_logs))
         .route("/v1/builds/{id}/cancel", post(cancel_build))
         .route("/v1/builds/{id}/rebuild", post(rebuild))
-        .route("/v1/catalog", get(super::catalog::list).post(super::catalog::create))
+        .route(
+            "/v1/catalog",
+            get(super::catalog::list).post(super::catalog::create),
+        )
         .route(
             "/v1/catalog/{name}",
             get(super::catalog::show)
@@ -97,7 +100,11 @@ fn query(raw: &Option<String>) -> HashMap<String, String> {
         .collect()
 }
 
-pub(super) async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+pub(super) async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     let too_big = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -243,13 +250,16 @@ async fn start(
     .await
     .map_err(ApiError::internal)??;
     super::catalog::check_spec(&spec)?;
-    super::policy::caller(state, peer.0)
-        .check_build(&spec, prepared.dockerfile_text.as_deref())?;
+    super::policy::caller(state, peer.0).check_build(&spec, prepared.dockerfile_text.as_deref())?;
     let twin = super::catalog::gpu_twin(&spec);
     let id = jobs::submit(state, &spec, prepared, peer.0)?;
     let gpu_id = match twin {
         // A `universal` package build on two bases: the GPU image is a second build.
-        Some(t) => Some(Box::pin(start(state, t, None, peer)).await.and_then(accepted_id)?),
+        Some(t) => Some(
+            Box::pin(start(state, t, None, peer))
+                .await
+                .and_then(accepted_id)?,
+        ),
         None => None,
     };
     if let Some(c) = &spec.catalog {

@@ -148,9 +148,12 @@ pub fn run_step(
     };
     spec.resources = ctx.resources;
     spec.timeout = ctx.timeout;
+    // `sharing=locked` cache mounts: held exclusively until the step ends.
+    let mut _locks = Vec::new();
     for (i, m) in run.mounts.iter().enumerate() {
-        add_mount(ctx, &mut spec, m, i)?;
+        _locks.extend(add_mount(ctx, &mut spec, m, i)?);
     }
+    add_platform_ca(ctx, &mut spec)?;
     let result = exec::run(ctx.sandbox, &spec, ctx.cancel, &mut |l| on_line(l.0));
     // Secret files copied for env= secrets are removed whatever happened.
     let _ = fs::remove_dir_all(ctx.scratch.join("secrets"));
@@ -173,6 +176,27 @@ pub fn run_step(
     }
     apply_recorded_chowns(&mut set, &outcome.recorded_chowns);
     Ok(set)
+}
+
+/// CA injection: the platform's bundle bound at `exec::CA_TARGET` (and by exec over the image's
+/// CA files), the CA and proxy variables in the step's environment only.
+fn add_platform_ca(ctx: &RunContext<'_>, spec: &mut SandboxSpec) -> Result<(), RunError> {
+    let out = ctx.scratch.join("ca-bundle.crt");
+    let ca = if ctx.sandbox.ca_injection {
+        exec::platform_ca_bundle(Path::new(exec::PLATFORM_CA_DIR), &out)
+            .map_err(io("writing the platform CA bundle", &out))?
+    } else {
+        None
+    };
+    exec::step_env(&mut spec.env, ca.is_some(), |k| std::env::var(k).ok());
+    if let Some(source) = ca {
+        spec.mounts.push(ExtraMount::Bind {
+            source,
+            target: exec::CA_TARGET.into(),
+            readonly: true,
+        });
+    }
+    Ok(())
 }
 
 /// The single-uid rung records chowns instead of applying them: they become owners in the layer.
@@ -223,12 +247,14 @@ fn inside(root: &Path, source: &Option<String>) -> Result<PathBuf, RunError> {
     Ok(p)
 }
 
+/// Adds `m` to the sandbox's mounts; returns the lock of a `sharing=locked` cache, to hold for
+/// the step.
 fn add_mount(
     ctx: &RunContext<'_>,
     spec: &mut SandboxSpec,
     m: &Mount,
     i: usize,
-) -> Result<(), RunError> {
+) -> Result<Option<fs::File>, RunError> {
     match m {
         Mount::Bind {
             target,
@@ -262,6 +288,7 @@ fn add_mount(
             uid,
             gid,
             readonly,
+            sharing,
             ..
         } => {
             // One directory per cache id, kept across builds, never part of a layer.
@@ -281,10 +308,20 @@ fn add_mount(
                     readonly: true,
                 });
             } else {
+                let lock = if *sharing == plan::Sharing::Locked {
+                    let path = dir.with_extension("lock");
+                    let f = fs::File::create(&path).map_err(io("creating", &path))?;
+                    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
+                        .map_err(|e| io("locking", &path)(e.into()))?;
+                    Some(f)
+                } else {
+                    None
+                };
                 spec.mounts.push(ExtraMount::Cache {
                     source: dir,
                     target: target.clone(),
                 });
+                return Ok(lock);
             }
         }
         Mount::Tmpfs { target, size } => spec.mounts.push(ExtraMount::Tmpfs {
@@ -307,7 +344,7 @@ fn add_mount(
                         why: "required but not given (--secret id=ID,src=PATH)".into(),
                     });
                 }
-                return Ok(());
+                return Ok(None);
             };
             let value_file = match (&src.src, &src.env) {
                 (Some(p), _) => p.clone(),
@@ -357,7 +394,7 @@ fn add_mount(
             }
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 #[cfg(test)]
