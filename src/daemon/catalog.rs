@@ -433,6 +433,7 @@ pub(super) async fn update(
     policy::caller(&state, peer.0).may_manage_catalog()?;
     let _g = lock();
     let mut e = visible(&state, peer, &name)?;
+    policy::caller(&state, peer.0).may_use_groups(e.global, &e.groups)?;
     apply(&mut e, u)?;
     policy::caller(&state, peer.0).may_use_groups(e.global, &e.groups)?;
     save(&state, &e)?;
@@ -447,7 +448,8 @@ pub(super) async fn delete(
 ) -> Result<Response, ApiError> {
     policy::caller(&state, peer.0).may_manage_catalog()?;
     let _g = lock();
-    visible(&state, peer, &name)?;
+    let e = visible(&state, peer, &name)?;
+    policy::caller(&state, peer.0).may_use_groups(e.global, &e.groups)?;
     state.store.db().record_delete(NS, &name)?;
     Ok(Json(serde_json::json!({"removed": name})).into_response())
 }
