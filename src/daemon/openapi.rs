@@ -42,7 +42,7 @@ fn error_schema() -> Value {
 
 fn build_spec_schema() -> Value {
     let s = |d: &str| json!({"type": "string", "description": d});
-    json!({
+    let mut v = json!({
         "type": "object",
         "additionalProperties": false,
         "properties": {
@@ -74,16 +74,29 @@ fn build_spec_schema() -> Value {
                 "properties": {"id": {"type": "string"}, "value": {"type": "string"}, "src": {"type": "string"}}}},
             "sandbox": {"enum": ["full", "no-proc", "single-uid", "chroot"]},
             "snapshotter": {"enum": ["auto", "overlayfs", "fuse-overlayfs", "native"]},
-            "step_timeout": {"type": "integer"},
-            "packages": {"type": "object", "additionalProperties": false, "required": ["base"],
+            "step_timeout": {"type": "integer"}
+        }
+    });
+    v["properties"]["packages"] = packages_schema();
+    v["properties"]["catalog"] = catalog_schema();
+    v
+}
+
+fn packages_schema() -> Value {
+    let s = |d: &str| json!({"type": "string", "description": d});
+    json!({"type": "object", "additionalProperties": false, "required": ["base"],
                 "description": "A package build instead of a Dockerfile: kiln generates the Dockerfile; a bad line is a 400 naming it",
                 "properties": {
                     "base": s("Base image"),
                     "apt": {"type": "array", "items": {"type": "string"}, "description": "name, name=1.2*, name/release"},
                     "conda": {"type": "array", "items": {"type": "string"}, "description": "conda match specs, optionally after -c CHANNEL"},
                     "pip": {"type": "array", "items": {"type": "string"}, "description": "PEP 508 requirements"},
-                    "gpu_base": s("GPU base of a universal catalog image")}},
-            "catalog": {"type": "object", "additionalProperties": false, "required": ["display_name"],
+                    "gpu_base": s("GPU base of a universal catalog image")}})
+}
+
+fn catalog_schema() -> Value {
+    let s = |d: &str| json!({"type": "string", "description": d});
+    json!({"type": "object", "additionalProperties": false, "required": ["display_name"],
                 "description": "The catalog entry this build creates (building) and completes (ready / failed)",
                 "properties": {
                     "display_name": s("Lowercase letters, digits, - and .; the image name is generated from it"),
@@ -92,9 +105,7 @@ fn build_spec_schema() -> Value {
                     "gpu_url": s("GPU image URL (universal; default: the same)"),
                     "global": {"type": "boolean"},
                     "groups": {"type": "array", "items": {"type": "string"}},
-                    "pull_secret": s("A reference to the pull secret (a name, never the secret)")}}
-        }
-    })
+                    "pull_secret": s("A reference to the pull secret (a name, never the secret)")}})
 }
 
 /// The whole document.
