@@ -154,7 +154,12 @@ fn package_dockerfile(
             "give either packages or a Dockerfile (dockerfile, dockerfile_text), not both",
         ));
     }
-    p.dockerfile(&p.base)
+    // A `gpu` catalog image is built on the GPU base.
+    let base = match &s.catalog {
+        Some(c) if c.image_type == super::ImageType::Gpu => p.gpu_base(),
+        _ => &p.base,
+    };
+    p.dockerfile(base)
         .map_err(|e| bad("packages", e.to_string()))
 }
 
