@@ -493,4 +493,5 @@ print("python ok")
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(d.entry("py-tools")["status"], "ready");
+    let _ = std::fs::remove_dir_all(debian_layout());
 }
