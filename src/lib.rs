@@ -29,6 +29,7 @@
 //! | `config`     | kiln.toml (buildkitd.toml's registry/worker sections + kiln's own)       |
 //! | `dockerfile` | text → typed instructions with spans; directives, heredocs, expansion    |
 //! | `plan`       | instructions + build args + target → stages, DAG, steps                  |
+//! | `packages`   | package build spec (base + apt/conda/pip lines) → a generated Dockerfile |
 //! | `context`    | build context: `.dockerignore`, walking, path-escape guards              |
 //! | `snapshot`   | a RUN step's writable layer: prepare, mount spec, diff, remove           |
 //! | `exec`       | one process in a sandbox (namespaces, id maps, cgroups); the only unsafe |
@@ -58,6 +59,7 @@ pub mod engine;
 pub mod exec;
 pub mod image;
 pub mod layer;
+pub mod packages;
 pub mod plan;
 pub mod reference;
 pub mod registry;

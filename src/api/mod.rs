@@ -4,9 +4,15 @@
 //! Must not: do I/O, validate paths against the filesystem or run anything — the daemon resolves and
 //! checks what these types carry; they only describe shapes and redaction.
 
+mod catalog;
 mod event;
 mod resolve;
 
+pub use crate::packages::PackageSpec;
+pub use catalog::{
+    check_display_name, image_name, CatalogEntry, CatalogSpec, CatalogStatus, CatalogUpdate,
+    ImageType,
+};
 pub use event::{Event, LayerSummary};
 pub use resolve::{resolve, SpecError};
 
@@ -74,6 +80,12 @@ pub struct BuildSpec {
     pub snapshotter: Option<String>,
     /// Kill a RUN step running longer than this many seconds.
     pub step_timeout: Option<u64>,
+    /// A package build instead of a Dockerfile: base image + APT / conda / pip lines.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packages: Option<PackageSpec>,
+    /// The catalog entry this build creates (`building`) and completes (`ready` / `failed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub catalog: Option<CatalogSpec>,
 }
 
 impl BuildSpec {

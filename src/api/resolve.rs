@@ -89,7 +89,11 @@ pub fn resolve(spec: &BuildSpec, cfg: &Config) -> Result<BuildRequest, SpecError
             )
         })?;
     let mut req = BuildRequest::new(context);
+    if let Some(p) = &s.packages {
+        req.dockerfile_text = Some(package_dockerfile(&s, p)?);
+    }
     match (&s.dockerfile_text, &s.dockerfile) {
+        _ if s.packages.is_some() => {}
         (Some(t), _) if t.trim().is_empty() => return Err(bad("dockerfile_text", "is empty")),
         (Some(t), _) => req.dockerfile_text = Some(t.clone()),
         (None, Some(f)) => req.dockerfile = Some(req.context.join(f)),
@@ -129,12 +133,34 @@ pub fn resolve(spec: &BuildSpec, cfg: &Config) -> Result<BuildRequest, SpecError
         req.threads = n.max(1);
     }
     resolve_sandbox(&s, &mut req)?;
+    req.sandbox.ca_injection = cfg.worker.ca_injection;
     req.secrets = resolve_secrets(&s)?;
     req.push = s.push;
     req.no_cache = s.no_cache;
     req.pull = !s.no_pull;
     req.registry = resolve_registry(&s, cfg, &req.tags)?;
     Ok(req)
+}
+
+/// A package build's generated Dockerfile (the daemon builds the GPU image of a `universal`
+/// entry from a copy of the spec whose `base` is the GPU base).
+fn package_dockerfile(
+    s: &BuildSpec,
+    p: &crate::packages::PackageSpec,
+) -> Result<String, SpecError> {
+    if s.dockerfile.is_some() || s.dockerfile_text.is_some() {
+        return Err(bad(
+            "packages",
+            "give either packages or a Dockerfile (dockerfile, dockerfile_text), not both",
+        ));
+    }
+    // A `gpu` catalog image is built on the GPU base.
+    let base = match &s.catalog {
+        Some(c) if c.image_type == super::ImageType::Gpu => p.gpu_base(),
+        _ => &p.base,
+    };
+    p.dockerfile(base)
+        .map_err(|e| bad("packages", e.to_string()))
 }
 
 fn checked_map(

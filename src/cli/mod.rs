@@ -4,6 +4,7 @@
 //!
 //! Must not: build, parse Dockerfiles or touch the store's files itself — it calls the modules.
 
+mod catalog;
 mod client;
 mod local;
 mod progress;
@@ -57,6 +58,11 @@ enum Command {
         #[command(subcommand)]
         cmd: remote::BuildsCmd,
     },
+    /// The daemon's image catalog.
+    Catalog {
+        #[command(subcommand)]
+        cmd: catalog::CatalogCmd,
+    },
     /// The daemon's registry settings.
     Config {
         #[command(subcommand)]
@@ -103,7 +109,8 @@ struct DockerfileArgs {
     /// Build only up to this stage.
     #[arg(long)]
     target: Option<String>,
-    /// The build context directory.
+    /// The build context directory (default: the current directory).
+    #[arg(default_value = ".")]
     context: PathBuf,
 }
 
@@ -165,6 +172,8 @@ struct BuildArgs {
     /// Run every step even when the step cache holds its result.
     #[arg(long = "no-cache")]
     no_cache: bool,
+    #[command(flatten)]
+    packages: catalog::PackageFlags,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -235,6 +244,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Login(args) => registry::cmd_login(&load_config(&cli.config)?, args),
         Command::Daemon(args) => remote::daemon(&cli.root, &cli.config, args),
         Command::Builds { cmd } => remote::builds(&cli.host, cmd),
+        Command::Catalog { cmd } => catalog::catalog(&cli.host, cmd),
         Command::Config { cmd } => remote::config(&cli.host, cmd),
         Command::Plan(args) => cmd_plan(&cli.root, args),
         Command::Images => local::cmd_images(&open_store(&cli.root)?),

@@ -71,6 +71,15 @@ pub(super) fn from_flags(args: &BuildArgs, reader: Reader) -> Result<BuildSpec> 
     for s in &args.secrets {
         spec.secrets.push(secret(s, reader)?);
     }
+    spec.packages = args.packages.packages()?;
+    spec.catalog = args.packages.catalog();
+    if spec.catalog.is_some() && reader == Reader::Local {
+        bail!("--catalog: the catalog lives in the daemon; build through one (--host unix:///path/to/kiln.sock)");
+    }
+    if spec.packages.is_some() && reader == Reader::Daemon && args.df.context == Path::new(".") {
+        // A package build reads no context: the daemon makes an empty one.
+        spec.context = None;
+    }
     Ok(spec)
 }
 

@@ -12,6 +12,7 @@
 
 pub mod defaults;
 mod parse;
+pub mod policy;
 mod size;
 
 pub use size::{parse_size, SizeError};
@@ -153,6 +154,9 @@ pub struct WorkerConfig {
     pub max_used_space: Option<DiskSpace>,
     #[serde(rename = "minFreeSpace")]
     pub min_free_space: Option<DiskSpace>,
+    /// kiln's own: bind the platform's CA bundle into RUN steps (default: when one exists).
+    #[serde(rename = "ca-injection")]
+    pub ca_injection: Option<bool>,
 }
 
 /// `[daemon]` (kiln's own).
@@ -192,6 +196,8 @@ pub struct Config {
     pub worker: WorkerConfig,
     pub daemon: DaemonConfig,
     pub build: BuildConfig,
+    /// `[policy]`: groups and what they may pull, push and manage (none: no restriction).
+    pub policy: Option<policy::Policy>,
     /// Unknown keys and ignored buildkit settings, each naming the key and the file.
     #[serde(skip)]
     pub warnings: Vec<String>,

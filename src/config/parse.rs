@@ -246,6 +246,11 @@ pub(super) fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
                 let t = w.table("build", v)?;
                 cfg.build = build(&mut w, t)?;
             }
+            "policy" => {
+                let (p, warnings) = super::policy::parse(w.table("policy", v)?, origin)?;
+                w.warnings.extend(warnings);
+                cfg.policy = Some(p);
+            }
             other => w.unknown(other),
         }
     }
@@ -384,6 +389,7 @@ fn worker(w: &mut Walker, t: &Table) -> Result<WorkerConfig, ConfigError> {
                 }
                 wc.sandbox = Some(s);
             }
+            "ca-injection" => wc.ca_injection = Some(w.bool(&key, v)?),
             "gc" => wc.gc = Some(w.bool(&key, v)?),
             "gckeepstorage" => wc.gckeepstorage = Some(w.disk_space(&key, v)?),
             "reservedSpace" => wc.reserved_space = Some(w.disk_space(&key, v)?),

@@ -242,6 +242,7 @@ fn finish(state: &Shared, job: &Job, outcome: Finish) {
                     ..BuildDetails::default()
                 },
             );
+            super::catalog::build_ended(state, &job.id, Some(&out.tags), None);
             if let Ok(manifest) = out.manifest.parse() {
                 job.log.append(&Event::Succeeded { manifest });
             }
@@ -290,6 +291,7 @@ fn finish(state: &Shared, job: &Job, outcome: Finish) {
                 Some(t),
                 Some(&format!("{kind}: {text}")),
             );
+            super::catalog::build_ended(state, &job.id, None, Some(&format!("{kind}: {text}")));
             state.metrics.finished(Status::Failed);
         }
         Finish::Cancelled => {
@@ -313,6 +315,7 @@ fn finish(state: &Shared, job: &Job, outcome: Finish) {
                 Some(t),
                 Some(&reason),
             );
+            super::catalog::build_ended(state, &job.id, None, Some(&reason));
             state.metrics.finished(Status::Cancelled);
         }
     }

@@ -6,6 +6,7 @@
 //! Must not: fork (builds run on blocking threads and the sandbox re-executes `/proc/self/exe`
 //! itself), hold credentials beyond one build's memory, or answer bad input with a 500.
 
+mod catalog;
 mod config_api;
 mod events;
 mod jobs;
@@ -13,6 +14,7 @@ pub mod log;
 mod metrics;
 pub mod openapi;
 mod outputs;
+mod policy;
 mod resolve;
 mod routes;
 pub mod systemd;

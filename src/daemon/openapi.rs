@@ -17,6 +17,11 @@ pub const ROUTES: &[(&str, &str, &str, u16)] = &[
     ("get", "/v1/builds/{id}/logs", "The build's log as plain text (?offset=N events)", 200),
     ("post", "/v1/builds/{id}/cancel", "Cancel a queued or running build", 202),
     ("post", "/v1/builds/{id}/rebuild", "Start a new build from a record's spec with optional changes (credentials must be given again)", 202),
+    ("get", "/v1/catalog", "Catalog entries the caller may see (?q= keyword search over name, display name, description, URL)", 200),
+    ("post", "/v1/catalog", "Add an existing image to the catalog: {display_name, url, type, gpu_url, description, global | groups, pull_secret}", 201),
+    ("get", "/v1/catalog/{name}", "One catalog entry: type, URL(s), visibility, status (building with the build id, ready, failed)", 200),
+    ("put", "/v1/catalog/{name}", "Change a catalog entry's fields", 200),
+    ("delete", "/v1/catalog/{name}", "Remove a catalog entry", 200),
     ("get", "/v1/config", "Registry settings, secrets redacted", 200),
     ("put", "/v1/config", "Update registry settings: {insecure_registries} and/or {config_content} (TOML)", 200),
     ("get", "/v1/images", "Images in the store", 200),
@@ -37,7 +42,7 @@ fn error_schema() -> Value {
 
 fn build_spec_schema() -> Value {
     let s = |d: &str| json!({"type": "string", "description": d});
-    json!({
+    let mut v = json!({
         "type": "object",
         "additionalProperties": false,
         "properties": {
@@ -71,7 +76,36 @@ fn build_spec_schema() -> Value {
             "snapshotter": {"enum": ["auto", "overlayfs", "fuse-overlayfs", "native"]},
             "step_timeout": {"type": "integer"}
         }
-    })
+    });
+    v["properties"]["packages"] = packages_schema();
+    v["properties"]["catalog"] = catalog_schema();
+    v
+}
+
+fn packages_schema() -> Value {
+    let s = |d: &str| json!({"type": "string", "description": d});
+    json!({"type": "object", "additionalProperties": false, "required": ["base"],
+                "description": "A package build instead of a Dockerfile: kiln generates the Dockerfile; a bad line is a 400 naming it",
+                "properties": {
+                    "base": s("Base image"),
+                    "apt": {"type": "array", "items": {"type": "string"}, "description": "name, name=1.2*, name/release"},
+                    "conda": {"type": "array", "items": {"type": "string"}, "description": "conda match specs, optionally after -c CHANNEL"},
+                    "pip": {"type": "array", "items": {"type": "string"}, "description": "PEP 508 requirements"},
+                    "gpu_base": s("GPU base of a universal catalog image")}})
+}
+
+fn catalog_schema() -> Value {
+    let s = |d: &str| json!({"type": "string", "description": d});
+    json!({"type": "object", "additionalProperties": false, "required": ["display_name"],
+                "description": "The catalog entry this build creates (building) and completes (ready / failed)",
+                "properties": {
+                    "display_name": s("Lowercase letters, digits, - and .; the image name is generated from it"),
+                    "description": s("Free text"),
+                    "type": {"enum": ["cpu", "gpu", "universal"]},
+                    "gpu_url": s("GPU image URL (universal; default: the same)"),
+                    "global": {"type": "boolean"},
+                    "groups": {"type": "array", "items": {"type": "string"}},
+                    "pull_secret": s("A reference to the pull secret (a name, never the secret)")}})
 }
 
 /// The whole document.

@@ -147,6 +147,17 @@ pub(super) fn prepare(
     context_dir: Option<tempfile::TempDir>,
     secrets_root: &Path,
 ) -> Result<Prepared, ApiError> {
+    let context_dir = match context_dir {
+        // A package build reads no context: it gets an empty one.
+        None if spec.packages.is_some() && spec.context.is_none() => Some(
+            tempfile::Builder::new()
+                .prefix("pkg-")
+                .tempdir_in(secrets_root.with_file_name("contexts"))
+                .or_else(|_| tempfile::tempdir())
+                .map_err(ApiError::internal)?,
+        ),
+        d => d,
+    };
     let context = match (&context_dir, &spec.context) {
         (Some(d), _) => d.path().to_path_buf(),
         (None, Some(c)) => resolve_under(roots, c, "context")?,
@@ -165,7 +176,7 @@ pub(super) fn prepare(
     let mut local = spec.clone();
     local.context = Some(context.display().to_string());
     let mut dockerfile_text = spec.dockerfile_text.clone();
-    if spec.dockerfile_text.is_none() {
+    if spec.dockerfile_text.is_none() && spec.packages.is_none() {
         // The Dockerfile may be a symlink, but never to outside the context (or the roots).
         let context_roots: Vec<PathBuf> = match &context_dir {
             Some(_) => vec![context.clone()],
@@ -197,6 +208,9 @@ pub(super) fn prepare(
         .collect();
     let secret_dir = local_secrets(&mut local, roots, secrets_root, &mut sensitive)?;
     let mut req = crate::api::resolve(&local, config).map_err(|e| bad(e.to_string()))?;
+    if spec.packages.is_some() {
+        dockerfile_text.clone_from(&req.dockerfile_text);
+    }
     for out in &mut req.outputs {
         let (Output::Oci { dest } | Output::Docker { dest }) = out;
         *dest = resolve_dest(roots, &dest.to_string_lossy())?;

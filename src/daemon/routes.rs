@@ -33,6 +33,16 @@ pub(super) fn router(state: Shared) -> Router {
         .route("/v1/builds/{id}/logs", get(build_logs))
         .route("/v1/builds/{id}/cancel", post(cancel_build))
         .route("/v1/builds/{id}/rebuild", post(rebuild))
+        .route(
+            "/v1/catalog",
+            get(super::catalog::list).post(super::catalog::create),
+        )
+        .route(
+            "/v1/catalog/{name}",
+            get(super::catalog::show)
+                .put(super::catalog::update)
+                .delete(super::catalog::delete),
+        )
         .route("/v1/config", get(show_config).put(put_config))
         .route("/v1/images", get(list_images))
         .route("/v1/images/{*name}", get(show_image).delete(delete_image))
@@ -90,7 +100,11 @@ fn query(raw: &Option<String>) -> HashMap<String, String> {
         .collect()
 }
 
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+pub(super) async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     let too_big = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -113,7 +127,7 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
 }
 
 /// Parse a JSON object, naming the field, line and column serde stopped at.
-fn parse_json<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, ApiError> {
+pub(super) fn parse_json<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, ApiError> {
     // serde accepts a JSON array for a struct (fields by position); the API takes objects only.
     if let Some(b) = bytes.iter().find(|b| !b.is_ascii_whitespace()) {
         if *b != b'{' {
@@ -235,8 +249,33 @@ async fn start(
     })
     .await
     .map_err(ApiError::internal)??;
+    super::catalog::check_spec(&spec)?;
+    super::policy::caller(state, peer.0).check_build(&spec, prepared.dockerfile_text.as_deref())?;
+    let twin = super::catalog::gpu_twin(&spec);
     let id = jobs::submit(state, &spec, prepared, peer.0)?;
-    Ok((StatusCode::ACCEPTED, Json(Accepted { id })).into_response())
+    let gpu_id = match twin {
+        // A `universal` package build on two bases: the GPU image is a second build.
+        Some(t) => Some(
+            Box::pin(start(state, t, None, peer))
+                .await
+                .and_then(accepted_id)?,
+        ),
+        None => None,
+    };
+    if let Some(c) = &spec.catalog {
+        super::catalog::building(state, c, &id, gpu_id.as_deref())?;
+    }
+    let mut resp = (StatusCode::ACCEPTED, Json(Accepted { id: id.clone() })).into_response();
+    resp.extensions_mut().insert(Accepted { id });
+    Ok(resp)
+}
+
+/// The id of a `202 {"id"}` answer.
+fn accepted_id(r: Response) -> Result<String, ApiError> {
+    r.extensions()
+        .get::<Accepted>()
+        .map(|a| a.id.clone())
+        .ok_or_else(|| ApiError::internal("the GPU build was not accepted"))
 }
 
 /// Stream a tar body to disk (bounded), then unpack it into a private directory.
@@ -470,9 +509,11 @@ async fn show_config(AxState(state): AxState<Shared>) -> Response {
 
 async fn put_config(
     AxState(state): AxState<Shared>,
+    ConnectInfo(peer): ConnectInfo<PeerCred>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    super::policy::caller(&state, peer.0).must_be_exempt("change the daemon's configuration")?;
     let bytes = read_body(&headers, body, state.settings.max_json_body).await?;
     let update: ConfigUpdate = parse_json(&bytes, "config update")?;
     let mut cfg = state.config.lock().unwrap_or_else(|p| p.into_inner());

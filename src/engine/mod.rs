@@ -208,6 +208,8 @@ pub struct SandboxOptions {
     pub step_timeout: Option<std::time::Duration>,
     /// The network of RUN steps that do not say `--network` (BuildKit's `--network` build flag).
     pub network: crate::exec::Network,
+    /// `[worker.oci] ca-injection` (not given: on when the platform mounted a CA).
+    pub ca_injection: Option<bool>,
 }
 
 impl SandboxOptions {

@@ -146,11 +146,12 @@ pub fn run_step(
     };
     spec.resources = ctx.resources;
     spec.timeout = ctx.timeout;
+    // `sharing=locked` cache mounts: held exclusively until the step ends.
+    let mut _locks = Vec::new();
     for (i, m) in run.mounts.iter().enumerate() {
-        add_mount(ctx, &mut spec, m, i)?;
+        _locks.extend(add_mount(ctx, &mut spec, m, i)?);
     }
-    // Held until the step ends: `sharing=locked` cache mounts, one writer at a time.
-    let _cache_locks = lock_caches(ctx, run)?;
+    add_platform_ca(ctx, &mut spec)?;
     let result = exec::run(ctx.sandbox, &spec, ctx.cancel, &mut |l| on_line(l.0));
     // Secret files copied for env= secrets are removed whatever happened.
     let _ = fs::remove_dir_all(ctx.scratch.join("secrets"));
@@ -175,34 +176,25 @@ pub fn run_step(
     Ok(set)
 }
 
-/// `RUN --mount=type=cache,sharing=locked|private`: an exclusive flock on `<cache dir>.lock` for
-/// the step's duration, so parallel stages (and concurrent daemon builds) never run two package
-/// managers over one cache. BuildKit gives `private` a fresh directory when the cache is busy;
-/// kiln waits for it instead (same isolation, one directory). `shared` (the default) takes no lock.
-fn lock_caches(ctx: &RunContext<'_>, run: &plan::Run) -> Result<Vec<fs::File>, RunError> {
-    let mut held = Vec::new();
-    for m in &run.mounts {
-        if let Mount::Cache { id, sharing, .. } = m {
-            if *sharing == plan::Sharing::Shared {
-                continue;
-            }
-            fs::create_dir_all(ctx.cache_root).map_err(io("creating", ctx.cache_root))?;
-            let path = ctx.cache_root.join(format!(
-                "{}.lock",
-                crate::digest::Digest::of(id.as_bytes()).hex()
-            ));
-            let f = fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)
-                .map_err(io("opening the cache lock", &path))?;
-            rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
-                .map_err(|e| io("locking the cache", &path)(e.into()))?;
-            held.push(f);
-        }
+/// CA injection: the platform's bundle bound at `exec::CA_TARGET` (and by exec over the image's
+/// CA files), the CA and proxy variables in the step's environment only.
+fn add_platform_ca(ctx: &RunContext<'_>, spec: &mut SandboxSpec) -> Result<(), RunError> {
+    let out = ctx.scratch.join("ca-bundle.crt");
+    let ca = if ctx.sandbox.ca_injection {
+        exec::platform_ca_bundle(Path::new(exec::PLATFORM_CA_DIR), &out)
+            .map_err(io("writing the platform CA bundle", &out))?
+    } else {
+        None
+    };
+    exec::step_env(&mut spec.env, ca.is_some(), |k| std::env::var(k).ok());
+    if let Some(source) = ca {
+        spec.mounts.push(ExtraMount::Bind {
+            source,
+            target: exec::CA_TARGET.into(),
+            readonly: true,
+        });
     }
-    Ok(held)
+    Ok(())
 }
 
 /// The single-uid rung records chowns instead of applying them: they become owners in the layer.
@@ -253,12 +245,14 @@ fn inside(root: &Path, source: &Option<String>) -> Result<PathBuf, RunError> {
     Ok(p)
 }
 
+/// Adds `m` to the sandbox's mounts; returns the lock of a `sharing=locked` cache, to hold for
+/// the step.
 fn add_mount(
     ctx: &RunContext<'_>,
     spec: &mut SandboxSpec,
     m: &Mount,
     i: usize,
-) -> Result<(), RunError> {
+) -> Result<Option<fs::File>, RunError> {
     match m {
         Mount::Bind {
             target,
@@ -292,6 +286,7 @@ fn add_mount(
             uid,
             gid,
             readonly,
+            sharing,
             ..
         } => {
             // One directory per cache id, kept across builds, never part of a layer.
@@ -311,10 +306,23 @@ fn add_mount(
                     readonly: true,
                 });
             } else {
+                // `locked` (and `private`: BuildKit gives it a fresh directory when the cache is
+                // busy; kiln waits for it instead, same isolation) take an exclusive flock for the
+                // step, so parallel stages and concurrent daemon builds never share a writer.
+                let lock = if *sharing != plan::Sharing::Shared {
+                    let path = dir.with_extension("lock");
+                    let f = fs::File::create(&path).map_err(io("creating", &path))?;
+                    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
+                        .map_err(|e| io("locking", &path)(e.into()))?;
+                    Some(f)
+                } else {
+                    None
+                };
                 spec.mounts.push(ExtraMount::Cache {
                     source: dir,
                     target: target.clone(),
                 });
+                return Ok(lock);
             }
         }
         Mount::Tmpfs { target, size } => spec.mounts.push(ExtraMount::Tmpfs {
@@ -337,7 +345,7 @@ fn add_mount(
                         why: "required but not given (--secret id=ID,src=PATH)".into(),
                     });
                 }
-                return Ok(());
+                return Ok(None);
             };
             let value_file = match (&src.src, &src.env) {
                 (Some(p), _) => p.clone(),
@@ -387,7 +395,7 @@ fn add_mount(
             }
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 #[cfg(test)]

@@ -578,6 +578,7 @@ impl Engine<'_> {
             let mut cfg = SandboxConfig::new(&self.inputs.store.root().join("exec"));
             cfg.rung = self.inputs.req.sandbox.rung;
             cfg.snapshotter = self.inputs.req.sandbox.snapshotter;
+            cfg.ca_injection = self.inputs.req.sandbox.ca_injection.unwrap_or(true);
             if let Some(h) = &self.inputs.req.sandbox.helper {
                 cfg.helper = h.clone();
             }

@@ -29,6 +29,7 @@ mod userns;
 
 pub use cgroup::CgroupStatus;
 pub use helper::sandbox_main;
+pub use mounts::{platform_ca_bundle, step_env, CA_TARGET, PLATFORM_CA_DIR};
 pub use probe::{probe, Probe};
 pub use userns::maybe_reexec_into_userns;
 
@@ -157,6 +158,8 @@ pub struct SandboxConfig {
     pub state_dir: PathBuf,
     /// Name of kiln's cgroup below each hierarchy.
     pub cgroup_parent: String,
+    /// Bind the platform's CA bundle into RUN steps (`[worker.oci] ca-injection`).
+    pub ca_injection: bool,
 }
 
 impl SandboxConfig {
@@ -167,6 +170,7 @@ impl SandboxConfig {
             snapshotter: SnapshotterKind::Auto,
             state_dir: state_dir.to_path_buf(),
             cgroup_parent: "kiln".into(),
+            ca_injection: true,
         }
     }
 }

@@ -1,5 +1,12 @@
 //! The sandbox's mount table, built by pid 1 inside its own mount namespace: rootfs, /proc,
-//! minimal /dev, read-only /sys, resolv.conf/hosts, extra mounts, then `pivot_root`.
+//! minimal /dev, read-only /sys, resolv.conf/hosts, extra mounts, then `pivot_root`. Also the CA
+//! injection: the platform's CA bundle (host system roots + `/usr/local/share/ca-certificates/
+//! *.crt`) at `/run/kiln/ca-certificates.crt` and read-only over the image's own CA files during
+//! RUN, with `SSL_CERT_FILE` & co. and kiln's proxy variables in the step's environment.
+//!
+//! Must not: write the bundle or a variable into the step's root filesystem (binds and
+//! environment only, so neither can reach a layer or the image config), or bind through a
+//! symlink in the image.
 
 use super::{ExtraMount, Rung};
 use crate::snapshot::Mount;
@@ -283,6 +290,7 @@ pub(crate) fn setup(
             }
         }
     }
+    bind_ca_over_image(root, extra)?;
     Ok(warnings)
 }
 
@@ -313,4 +321,185 @@ pub(crate) fn make_private() -> R<()> {
         MsFlags::MS_REC | MsFlags::MS_PRIVATE,
         None,
     )
+}
+
+/// Where a RUN step finds the platform's CA bundle (always; bound read-only, never in a layer).
+pub const CA_TARGET: &str = "/run/kiln/ca-certificates.crt";
+
+/// The images' own CA bundle locations (Debian/Ubuntu, Alpine, RHEL/Fedora, SUSE): the platform
+/// bundle is bound read-only over each one that is a regular file in the step's root.
+pub const IMAGE_CA_PATHS: [&str; 5] = [
+    "etc/ssl/certs/ca-certificates.crt",
+    "etc/ssl/cert.pem",
+    "etc/pki/tls/certs/ca-bundle.crt",
+    "etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+    "etc/ssl/ca-bundle.pem",
+];
+
+/// Where platforms mount a private CA (one PEM per `*.crt`), as Debian's update-ca-certificates.
+pub const PLATFORM_CA_DIR: &str = "/usr/local/share/ca-certificates";
+
+/// The host's system bundle, first that exists.
+const SYSTEM_BUNDLES: [&str; 3] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+];
+
+/// The variables that point TLS clients at a bundle, set for the step only.
+pub const CA_ENV: [&str; 4] = [
+    "SSL_CERT_FILE",
+    "PIP_CERT",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+];
+
+/// Proxy variables passed from kiln's environment to RUN steps, as BuildKit's predefined args:
+/// in the step's environment, never in the image config or the history.
+pub const PROXY_ENV: [&str; 10] = [
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+
+/// Write the bundle RUN steps trust to `out`: the host's system bundle plus every
+/// `PLATFORM_CA_DIR/*.crt`. `None` when the platform mounted no private CA (nothing to inject).
+pub fn platform_ca_bundle(ca_dir: &Path, out: &Path) -> std::io::Result<Option<PathBuf>> {
+    let mut certs: Vec<PathBuf> = match std::fs::read_dir(ca_dir) {
+        Ok(d) => d
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "crt") && p.is_file())
+            .collect(),
+        Err(_) => return Ok(None),
+    };
+    if certs.is_empty() {
+        return Ok(None);
+    }
+    certs.sort();
+    let mut bundle = String::new();
+    if let Some(sys) = SYSTEM_BUNDLES.iter().find(|p| Path::new(p).is_file()) {
+        bundle.push_str(&std::fs::read_to_string(sys)?);
+    }
+    for c in certs {
+        let pem = std::fs::read_to_string(&c)?;
+        if !bundle.contains(pem.trim()) {
+            if !bundle.is_empty() && !bundle.ends_with('\n') {
+                bundle.push('\n');
+            }
+            bundle.push_str(&pem);
+        }
+    }
+    std::fs::write(out, bundle)?;
+    Ok(Some(out.to_path_buf()))
+}
+
+/// The step's environment plus the CA variables (when a bundle is injected) and kiln's proxy
+/// variables, each only where the step does not set it itself.
+pub fn step_env(env: &mut Vec<String>, ca: bool, host_env: impl Fn(&str) -> Option<String>) {
+    let has = |env: &[String], k: &str| env.iter().any(|e| e.split('=').next() == Some(k));
+    if ca {
+        for k in CA_ENV {
+            if !has(env, k) {
+                env.push(format!("{k}={CA_TARGET}"));
+            }
+        }
+    }
+    for k in PROXY_ENV {
+        if let (false, Some(v)) = (has(env, k), host_env(k)) {
+            env.push(format!("{k}={v}"));
+        }
+    }
+}
+
+/// `rel` below `root` is a regular file reached through real directories only (a symlink on
+/// the way could point a bind mount outside the step's root).
+fn plain_file_below(root: &Path, rel: &str) -> bool {
+    let mut cur = root.to_path_buf();
+    let parts: Vec<&str> = rel.split('/').collect();
+    for (i, c) in parts.iter().enumerate() {
+        cur.push(c);
+        let Ok(m) = std::fs::symlink_metadata(&cur) else {
+            return false;
+        };
+        let last = i + 1 == parts.len();
+        if (last && !m.file_type().is_file()) || (!last && !m.file_type().is_dir()) {
+            return false;
+        }
+    }
+    true
+}
+
+/// Bind the injected bundle (the extra mount at `CA_TARGET`, if any) read-only over the image's
+/// own CA files, below the mounted `root` and before `pivot_root`.
+pub(crate) fn bind_ca_over_image(root: &Path, extra: &[ExtraMount]) -> R<()> {
+    let bundle = extra.iter().find_map(|e| match e {
+        ExtraMount::Bind { source, target, .. } if target == CA_TARGET => Some(source),
+        _ => None,
+    });
+    let Some(bundle) = bundle else {
+        return Ok(());
+    };
+    for rel in IMAGE_CA_PATHS {
+        if plain_file_below(root, rel) {
+            bind(bundle, &root.join(rel), true)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod ca_tests {
+    use super::*;
+
+    #[test]
+    fn the_bundle_holds_the_platform_certs_and_env_is_added_only_where_unset() {
+        let d = tempfile::tempdir().unwrap();
+        let ca = d.path().join("ca");
+        std::fs::create_dir(&ca).unwrap();
+        let out = d.path().join("bundle.crt");
+        assert_eq!(platform_ca_bundle(&ca, &out).unwrap(), None);
+        std::fs::write(
+            ca.join("corp.crt"),
+            "-----BEGIN CERTIFICATE-----\nCORP\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        std::fs::write(ca.join("notes.txt"), "not a cert").unwrap();
+        assert_eq!(platform_ca_bundle(&ca, &out).unwrap(), Some(out.clone()));
+        let text = std::fs::read_to_string(&out).unwrap();
+        assert!(text.contains("CORP") && !text.contains("not a cert"));
+        let mut env = vec!["PIP_CERT=/mine.pem".to_string()];
+        step_env(&mut env, true, |k| {
+            (k == "HTTPS_PROXY").then(|| "http://proxy:3128".into())
+        });
+        assert!(env.contains(&"PIP_CERT=/mine.pem".to_string()));
+        assert!(env.contains(&format!("SSL_CERT_FILE={CA_TARGET}")));
+        assert!(env.contains(&"HTTPS_PROXY=http://proxy:3128".to_string()));
+        assert!(!env.iter().any(|e| e.starts_with("PIP_CERT=/run")));
+    }
+
+    #[test]
+    fn only_plain_files_are_bound_over() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        std::fs::create_dir_all(r.join("etc/ssl/certs")).unwrap();
+        std::fs::write(r.join("etc/ssl/certs/ca-certificates.crt"), "x").unwrap();
+        std::os::unix::fs::symlink(
+            "/etc/ssl/certs/ca-certificates.crt",
+            r.join("etc/ssl/cert.pem"),
+        )
+        .unwrap();
+        std::fs::create_dir_all(r.join("etc/pki")).unwrap();
+        std::os::unix::fs::symlink("/etc", r.join("etc/pki/tls")).unwrap();
+        assert!(plain_file_below(r, "etc/ssl/certs/ca-certificates.crt"));
+        assert!(!plain_file_below(r, "etc/ssl/cert.pem"));
+        assert!(!plain_file_below(r, "etc/pki/tls/certs/ca-bundle.crt"));
+    }
 }

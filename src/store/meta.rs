@@ -164,6 +164,30 @@ impl Metadata {
             .map_err(self.err("writing a record"))
     }
 
+    /// Every `(key, value)` under `namespace`, by key.
+    pub fn record_list(&self, namespace: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let conn = self.conn();
+        let mut st = conn
+            .prepare("SELECT key, value FROM records WHERE namespace = ?1 ORDER BY key")
+            .map_err(self.err("listing records"))?;
+        let rows = st
+            .query_map([namespace], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(self.err("listing records"))?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(self.err("listing records"))
+    }
+
+    /// Remove `namespace`/`key`; whether it was there.
+    pub fn record_delete(&self, namespace: &str, key: &str) -> Result<bool, StoreError> {
+        self.conn()
+            .execute(
+                "DELETE FROM records WHERE namespace = ?1 AND key = ?2",
+                rusqlite::params![namespace, key],
+            )
+            .map(|n| n > 0)
+            .map_err(self.err("removing a record"))
+    }
+
     pub fn schema_version(&self) -> Result<i64, StoreError> {
         self.conn()
             .query_row("SELECT version FROM schema_version", [], |r| r.get(0))

@@ -1,0 +1,466 @@
+//! The image catalog: entries (display name, generated image name, type, URLs, visibility,
+//! status) kept in kiln.db's `catalog` records, the `/v1/catalog` routes, and the status a build
+//! with a `"catalog"` field drives: `building` when accepted, `ready` with the pushed URL(s) when
+//! it succeeds, `failed` otherwise.
+//!
+//! Must not: run builds (jobs.rs does) or decide who may do what (policy.rs does; this module
+//! asks it).
+
+use std::sync::Mutex;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, RawQuery, State as AxState};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use crate::api::{
+    self, kind, BuildSpec, CatalogEntry, CatalogSpec, CatalogStatus, CatalogUpdate, ImageType,
+};
+
+use super::{now, policy, ApiError, PeerCred, Shared};
+
+/// The records namespace in kiln.db.
+const NS: &str = "catalog";
+
+/// Serialises read-modify-write of entries (two builds of one `universal` entry end together).
+static LOCK: Mutex<()> = Mutex::new(());
+
+fn lock() -> std::sync::MutexGuard<'static, ()> {
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn load(state: &Shared, name: &str) -> Result<Option<CatalogEntry>, ApiError> {
+    match state.store.db().record_get(NS, name)? {
+        Some(v) => serde_json::from_str(&v)
+            .map(Some)
+            .map_err(ApiError::internal),
+        None => Ok(None),
+    }
+}
+
+fn save(state: &Shared, e: &CatalogEntry) -> Result<(), ApiError> {
+    let v = serde_json::to_string(e).map_err(ApiError::internal)?;
+    state.store.db().record_put(NS, &e.name, &v)?;
+    Ok(())
+}
+
+fn all(state: &Shared) -> Result<Vec<CatalogEntry>, ApiError> {
+    let mut out = Vec::new();
+    for (_, v) in state.store.db().record_list(NS)? {
+        if let Ok(e) = serde_json::from_str::<CatalogEntry>(&v) {
+            out.push(e);
+        }
+    }
+    Ok(out)
+}
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::bad(kind::INVALID_REQUEST, message)
+}
+
+/// A URL an entry may point at: an image reference.
+fn check_url(field: &str, url: &Option<String>) -> Result<(), ApiError> {
+    if let Some(u) = url {
+        u.parse::<crate::reference::Reference>()
+            .map_err(|e| bad(format!("{field} {u:?} is not an image reference: {e}")))?;
+    }
+    Ok(())
+}
+
+fn check_groups(groups: &[String]) -> Result<(), ApiError> {
+    for g in groups {
+        if g.is_empty()
+            || !g
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err(bad(format!("group {g:?}: letters, digits, - _ . only")));
+        }
+    }
+    Ok(())
+}
+
+/// A build spec's `"catalog"` checked before the build is accepted (a 400 otherwise).
+pub(super) fn check_spec(spec: &BuildSpec) -> Result<(), ApiError> {
+    let Some(c) = &spec.catalog else {
+        return Ok(());
+    };
+    api::check_display_name(&c.display_name).map_err(|m| bad(format!("catalog.{m}")))?;
+    check_url("catalog.gpu_url", &c.gpu_url)?;
+    check_groups(&c.groups)?;
+    if c.global == Some(true) && !c.groups.is_empty() {
+        return Err(bad("catalog: give global or groups, not both"));
+    }
+    if spec.all_tags().is_empty() {
+        return Err(bad(
+            "catalog: the build needs a tag (tags, or name and tag): it becomes the image URL",
+        ));
+    }
+    Ok(())
+}
+
+/// The builds a `universal` package spec needs: its GPU twin when the GPU base differs — same
+/// packages on `gpu_base`, each tag suffixed `-gpu`.
+pub(super) fn gpu_twin(spec: &BuildSpec) -> Option<BuildSpec> {
+    let c = spec.catalog.as_ref()?;
+    let p = spec.packages.as_ref()?;
+    let gpu = p.gpu_base.as_deref().filter(|g| *g != p.base)?;
+    if c.image_type != ImageType::Universal {
+        return None;
+    }
+    let mut twin = spec.clone();
+    let tp = twin.packages.as_mut().expect("checked above");
+    tp.base = gpu.to_string();
+    tp.gpu_base = None;
+    twin.catalog = None;
+    twin.tags = spec
+        .all_tags()
+        .iter()
+        .map(|t| match t.parse::<crate::reference::Reference>() {
+            Ok(r) => format!("{}:{}-gpu", r.repository(), r.tag_or_latest()),
+            Err(_) => format!("{t}-gpu"),
+        })
+        .collect();
+    twin.name = None;
+    twin.tag = None;
+    Some(twin)
+}
+
+/// The entry of a just-accepted build becomes `building` (created if new; its settings replaced
+/// by the spec's when it exists: a rebuild with changes goes through the same entry).
+pub(super) fn building(
+    state: &Shared,
+    c: &CatalogSpec,
+    build_id: &str,
+    gpu_build_id: Option<&str>,
+) -> Result<(), ApiError> {
+    let _g = lock();
+    let name = api::image_name(&c.display_name);
+    let t = now();
+    let mut e = load(state, &name)?.unwrap_or_else(|| CatalogEntry {
+        name: name.clone(),
+        display_name: c.display_name.clone(),
+        description: String::new(),
+        image_type: c.image_type,
+        url: None,
+        gpu_url: None,
+        pull_secret: None,
+        global: true,
+        groups: Vec::new(),
+        status: CatalogStatus::Building,
+        build_id: None,
+        gpu_build_id: None,
+        error: None,
+        created: t,
+        updated: t,
+    });
+    e.display_name.clone_from(&c.display_name);
+    if let Some(d) = &c.description {
+        e.description.clone_from(d);
+    }
+    e.image_type = c.image_type;
+    if c.gpu_url.is_some() {
+        e.gpu_url.clone_from(&c.gpu_url);
+    }
+    if c.pull_secret.is_some() {
+        e.pull_secret.clone_from(&c.pull_secret);
+    }
+    e.global = c.global.unwrap_or(c.groups.is_empty());
+    e.groups.clone_from(&c.groups);
+    e.status = CatalogStatus::Building;
+    e.build_id = Some(build_id.to_string());
+    e.gpu_build_id = gpu_build_id.map(str::to_string);
+    e.error = None;
+    e.updated = t;
+    save(state, &e)?;
+    drop(_g);
+    // A build that ended before its entry was written (a fast failure) settles it now.
+    for b in [Some(build_id), gpu_build_id].into_iter().flatten() {
+        settle_if_ended(state, b);
+    }
+    Ok(())
+}
+
+fn settle_if_ended(state: &Shared, id: &str) {
+    let db = state.store.db();
+    let Ok(Some(rec)) = db.get_build(id) else {
+        return;
+    };
+    match api::Status::parse(&rec.status) {
+        Some(api::Status::Succeeded) => {
+            let tags: Option<Vec<String>> = db
+                .get_build_details(id)
+                .ok()
+                .flatten()
+                .and_then(|d| d.result_json)
+                .and_then(|j| serde_json::from_str::<api::BuildOutcome>(&j).ok())
+                .map(|o| o.tags);
+            build_ended(state, id, Some(&tags.unwrap_or_default()), None);
+        }
+        Some(st) if st.is_final() => build_ended(state, id, None, rec.error.as_deref()),
+        _ => {}
+    }
+}
+
+/// A build ended: the entry it drives takes its URL(s) and becomes `ready` once every build of it
+/// succeeded, `failed` as soon as one did not.
+pub(super) fn build_ended(state: &Shared, id: &str, tags: Option<&[String]>, error: Option<&str>) {
+    let _g = lock();
+    let Ok(entries) = all(state) else { return };
+    let Some(mut e) = entries
+        .into_iter()
+        .find(|e| e.build_id.as_deref() == Some(id) || e.gpu_build_id.as_deref() == Some(id))
+    else {
+        return;
+    };
+    let is_gpu = e.gpu_build_id.as_deref() == Some(id);
+    match (tags, error) {
+        (Some(t), _) => {
+            let url = t.first().cloned();
+            if is_gpu {
+                e.gpu_url = url;
+            } else {
+                e.url = url;
+            }
+        }
+        (None, err) => {
+            e.status = CatalogStatus::Failed;
+            e.error = Some(err.unwrap_or("the build did not succeed").to_string());
+        }
+    }
+    if e.status != CatalogStatus::Failed {
+        let ended_ok = |b: &Option<String>| match b {
+            None => true,
+            Some(b) if b == id => tags.is_some(),
+            Some(b) => matches!(
+                state.store.db().get_build(b),
+                Ok(Some(r)) if r.status == api::Status::Succeeded.as_str()
+            ),
+        };
+        if ended_ok(&e.build_id) && ended_ok(&e.gpu_build_id) {
+            e.status = CatalogStatus::Ready;
+            if e.image_type == ImageType::Universal && e.gpu_url.is_none() {
+                e.gpu_url.clone_from(&e.url);
+            }
+        }
+    }
+    e.updated = now();
+    let _ = save(state, &e);
+}
+
+fn matches(e: &CatalogEntry, q: &str) -> bool {
+    let q = q.to_lowercase();
+    [
+        Some(&e.name),
+        Some(&e.display_name),
+        Some(&e.description),
+        e.url.as_ref(),
+        e.gpu_url.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .any(|f| f.to_lowercase().contains(&q))
+}
+
+/// `%XX` and `+` decoded (a `?q=` value).
+fn decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(v) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `GET /v1/catalog[?q=]`: the entries the caller may see, keyword-filtered.
+pub(super) async fn list(
+    AxState(state): AxState<Shared>,
+    ConnectInfo(peer): ConnectInfo<PeerCred>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let q = q
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("q="))
+        .map(decode);
+    let who = policy::caller(&state, peer.0);
+    let out: Vec<CatalogEntry> = all(&state)?
+        .into_iter()
+        .filter(|e| who.may_see(e.global, &e.groups))
+        .filter(|e| q.as_deref().is_none_or(|q| matches(e, q)))
+        .collect();
+    Ok(Json(out).into_response())
+}
+
+fn visible(state: &Shared, peer: PeerCred, name: &str) -> Result<CatalogEntry, ApiError> {
+    let who = policy::caller(state, peer.0);
+    match load(state, name)? {
+        Some(e) if who.may_see(e.global, &e.groups) => Ok(e),
+        _ => Err(ApiError::not_found(format!("no catalog entry {name:?}"))),
+    }
+}
+
+pub(super) async fn show(
+    AxState(state): AxState<Shared>,
+    ConnectInfo(peer): ConnectInfo<PeerCred>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(visible(&state, peer, &name)?).into_response())
+}
+
+fn apply(e: &mut CatalogEntry, u: CatalogUpdate) -> Result<(), ApiError> {
+    if let Some(d) = u.display_name {
+        api::check_display_name(&d).map_err(bad)?;
+        e.display_name = d;
+    }
+    check_url("url", &u.url)?;
+    check_url("gpu_url", &u.gpu_url)?;
+    if let Some(g) = &u.groups {
+        check_groups(g)?;
+    }
+    if let Some(d) = u.description {
+        e.description = d;
+    }
+    if let Some(t) = u.image_type {
+        e.image_type = t;
+    }
+    if u.url.is_some() {
+        e.url = u.url;
+    }
+    if u.gpu_url.is_some() {
+        e.gpu_url = u.gpu_url;
+    }
+    if u.pull_secret.is_some() {
+        e.pull_secret = u.pull_secret;
+    }
+    if let Some(g) = u.groups {
+        e.global = u.global.unwrap_or(g.is_empty());
+        e.groups = g;
+    } else if let Some(gl) = u.global {
+        e.global = gl;
+    }
+    e.updated = now();
+    Ok(())
+}
+
+async fn body_json<T: serde::de::DeserializeOwned>(
+    state: &Shared,
+    headers: &HeaderMap,
+    body: Body,
+    what: &str,
+) -> Result<T, ApiError> {
+    let bytes = super::routes::read_body(headers, body, state.settings.max_json_body).await?;
+    super::routes::parse_json(&bytes, what)
+}
+
+/// `POST /v1/catalog`: an existing image (its `url` required) becomes a `ready` entry.
+pub(super) async fn create(
+    AxState(state): AxState<Shared>,
+    ConnectInfo(peer): ConnectInfo<PeerCred>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let u: CatalogUpdate = body_json(&state, &headers, body, "catalog entry").await?;
+    let who = policy::caller(&state, peer.0);
+    who.may_manage_catalog()?;
+    let display = u
+        .display_name
+        .clone()
+        .ok_or_else(|| bad("display_name: missing"))?;
+    api::check_display_name(&display).map_err(bad)?;
+    if u.url.is_none() {
+        return Err(bad("url: missing (the image to list; builds create entries with a build spec's \"catalog\")"));
+    }
+    let _g = lock();
+    let name = api::image_name(&display);
+    if load(&state, &name)?.is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            kind::CONFLICT,
+            format!("catalog entry {name:?} exists (PUT /v1/catalog/{name} changes it)"),
+        ));
+    }
+    let t = now();
+    let mut e = CatalogEntry {
+        name,
+        display_name: display,
+        description: String::new(),
+        image_type: ImageType::Cpu,
+        url: None,
+        gpu_url: None,
+        pull_secret: None,
+        global: true,
+        groups: Vec::new(),
+        status: CatalogStatus::Ready,
+        build_id: None,
+        gpu_build_id: None,
+        error: None,
+        created: t,
+        updated: t,
+    };
+    apply(&mut e, u)?;
+    who.may_use_groups(e.global, &e.groups)?;
+    save(&state, &e)?;
+    Ok((StatusCode::CREATED, Json(e)).into_response())
+}
+
+/// `PUT /v1/catalog/{name}`: change the fields given.
+pub(super) async fn update(
+    AxState(state): AxState<Shared>,
+    ConnectInfo(peer): ConnectInfo<PeerCred>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let u: CatalogUpdate = body_json(&state, &headers, body, "catalog changes").await?;
+    policy::caller(&state, peer.0).may_manage_catalog()?;
+    let _g = lock();
+    let mut e = visible(&state, peer, &name)?;
+    policy::caller(&state, peer.0).may_use_groups(e.global, &e.groups)?;
+    apply(&mut e, u)?;
+    policy::caller(&state, peer.0).may_use_groups(e.global, &e.groups)?;
+    save(&state, &e)?;
+    Ok(Json(e).into_response())
+}
+
+/// `DELETE /v1/catalog/{name}`.
+pub(super) async fn delete(
+    AxState(state): AxState<Shared>,
+    ConnectInfo(peer): ConnectInfo<PeerCred>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    policy::caller(&state, peer.0).may_manage_catalog()?;
+    let _g = lock();
+    let e = visible(&state, peer, &name)?;
+    policy::caller(&state, peer.0).may_use_groups(e.global, &e.groups)?;
+    state.store.db().record_delete(NS, &name)?;
+    Ok(Json(serde_json::json!({"removed": name})).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_are_decoded() {
+        assert_eq!(decode("py%20tools+x"), "py tools x");
+        assert_eq!(decode("100%"), "100%");
+    }
+}
