@@ -289,11 +289,16 @@ fn ctrl_c_cancels_a_run_and_leaves_no_process_or_mount() {
         !mountinfo.contains(root.path().to_str().unwrap()),
         "a mount outlived its step"
     );
+    // The workspace leaves builds/ at once (moved to builds/trash, deleted in the background,
+    // swept by the next build or `kiln prune` if the process exited first).
     let builds = root.path().join("builds");
     let left: Vec<_> = fs::read_dir(&builds)
         .map(|d| d.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
+    let left: Vec<_> = left.iter().filter(|p| !p.ends_with("trash")).collect();
     assert!(left.is_empty(), "build workspace left behind: {left:?}");
+    kiln_ok(root.path(), &["prune"]);
+    assert!(!builds.join("trash").exists(), "kiln prune left the trash");
 }
 
 #[test]
