@@ -21,9 +21,9 @@ pub struct DaemonArgs {
     /// Socket path (default /run/kiln/kiln.sock, rootless $XDG_RUNTIME_DIR/kiln/kiln.sock).
     #[arg(long)]
     socket: Option<PathBuf>,
-    /// Socket permission bits, octal.
-    #[arg(long = "socket-mode", default_value = "0660")]
-    socket_mode: String,
+    /// Socket permission bits, octal (default: [daemon] socket_mode, else 0660).
+    #[arg(long = "socket-mode")]
+    socket_mode: Option<String>,
     /// Group owning the socket (name or gid); its members may use the daemon.
     #[arg(long = "socket-group")]
     socket_group: Option<String>,
@@ -36,9 +36,10 @@ pub struct DaemonArgs {
     /// A directory contexts, secrets and outputs may be under (repeatable; default /build).
     #[arg(long = "context-root")]
     context_roots: Vec<PathBuf>,
-    /// Builds running at once; more wait in the queue.
-    #[arg(long = "max-concurrent-builds", default_value_t = 4)]
-    max_concurrent_builds: usize,
+    /// Builds running at once; more wait in the queue (default: [daemon] max_concurrent_builds,
+    /// else 4).
+    #[arg(long = "max-concurrent-builds")]
+    max_concurrent_builds: Option<usize>,
     /// Default share of the machine per build, in percent.
     #[arg(long)]
     capacity: Option<u8>,
@@ -67,10 +68,12 @@ pub fn daemon(root: &Option<PathBuf>, config: &Option<PathBuf>, a: DaemonArgs) -
     // The file's warnings are logged by the daemon once it runs (config.warning lines).
     let d = &cfg.daemon;
     s.socket = a.socket.or(d.socket.clone()).unwrap_or(s.socket);
-    s.socket_mode = match (d.socket_mode, a.socket_mode.as_str()) {
-        (Some(m), "0660") => m,
-        (_, flag) => u32::from_str_radix(flag.trim_start_matches("0o"), 8)
+    // A flag given (even with the default value) wins over [daemon], which wins over the default.
+    s.socket_mode = match (&a.socket_mode, d.socket_mode) {
+        (Some(flag), _) => u32::from_str_radix(flag.trim_start_matches("0o"), 8)
             .with_context(|| format!("invalid --socket-mode {flag:?}"))?,
+        (None, Some(m)) => m,
+        (None, None) => 0o660,
     };
     s.socket_group = a.socket_group.or(d.socket_group.clone());
     s.allowed_uids = [a.allowed_uids, d.allowed_uids.clone()].concat();
@@ -80,11 +83,11 @@ pub fn daemon(root: &Option<PathBuf>, config: &Option<PathBuf>, a: DaemonArgs) -
     } else if !d.context_roots.is_empty() {
         s.context_roots = d.context_roots.clone();
     }
-    s.max_concurrent_builds = match (d.max_concurrent_builds, a.max_concurrent_builds) {
-        (Some(n), 4) => n,
-        (_, flag) => flag,
-    }
-    .max(1);
+    s.max_concurrent_builds = a
+        .max_concurrent_builds
+        .or(d.max_concurrent_builds)
+        .unwrap_or(4)
+        .max(1);
     s.capacity = a.capacity.or(d.capacity);
     s.max_parallelism = cfg.worker.max_parallelism;
     s.cancel_on_shutdown = !a.finish_on_shutdown;

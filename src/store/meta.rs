@@ -263,13 +263,14 @@ impl Metadata {
             .map_err(self.err("reading build record"))
     }
 
-    /// The most recent builds first, at most `limit`.
+    /// The most recent builds first, at most `limit`. Builds started in the same second come in
+    /// the order they were recorded (rowid), not by their random ids.
     pub fn list_builds(&self, limit: usize) -> Result<Vec<BuildRecord>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare(
                 "SELECT id, status, spec_json, result_digest, started, finished, error
-                 FROM builds ORDER BY started DESC, id DESC LIMIT ?1",
+                 FROM builds ORDER BY started DESC, rowid DESC LIMIT ?1",
             )
             .map_err(self.err("listing build records"))?;
         let rows = stmt
@@ -351,7 +352,7 @@ impl Metadata {
         let mut stmt = conn
             .prepare(
                 "SELECT id, status, spec_json, result_digest, started, finished, error
-                 FROM builds WHERE status = ?1 ORDER BY started DESC, id DESC LIMIT ?2",
+                 FROM builds WHERE status = ?1 ORDER BY started DESC, rowid DESC LIMIT ?2",
             )
             .map_err(self.err("listing build records"))?;
         let rows = stmt
