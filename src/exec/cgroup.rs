@@ -54,6 +54,7 @@ impl Cgroup {
     /// Creates the run's cgroup and writes the limits; Err is the reason none is usable.
     pub(crate) fn create(parent: &str, name: &str, r: &Resources) -> Result<Cgroup, String> {
         let v2 = Path::new(ROOT).join("cgroup.controllers").exists();
+        sweep_stale(parent, v2);
         let cg = if v2 {
             let base = v2_base(parent)?;
             std::fs::create_dir_all(&base)
@@ -69,8 +70,12 @@ impl Cgroup {
         } else {
             let mut dirs = Vec::new();
             for ctl in ["cpu", "memory", "pids"] {
-                let dir = Path::new(ROOT).join(ctl).join(parent).join(name);
-                if let Err(e) = std::fs::create_dir_all(&dir) {
+                let base = Path::new(ROOT).join(ctl).join(parent);
+                let dir = base.join(name);
+                // The leaf must be new: adopting a stale directory (left by a killed process
+                // whose pid this one reuses, possibly root's) would make joining it fail.
+                let made = std::fs::create_dir_all(&base).and_then(|_| std::fs::create_dir(&dir));
+                if let Err(e) = made {
                     let cg = Cgroup { v2, dirs };
                     cg.destroy();
                     return Err(format!("creating {}: {e}", dir.display()));
@@ -188,6 +193,42 @@ impl Cgroup {
                     break;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// Remove the step cgroups of processes that are gone (a kiln killed mid-step cannot destroy its
+/// own): leaves named `<pid>-…`, an hour old, whose pid no longer exists. rmdir(2) of a cgroup
+/// only succeeds when it is empty, so one with processes is never touched.
+fn sweep_stale(parent: &str, v2: bool) {
+    let bases: Vec<PathBuf> = if v2 {
+        v2_base(parent).into_iter().collect()
+    } else {
+        ["cpu", "memory", "pids"]
+            .iter()
+            .map(|c| Path::new(ROOT).join(c).join(parent))
+            .collect()
+    };
+    for base in bases {
+        let Ok(entries) = std::fs::read_dir(&base) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let pid = name.split('-').next().and_then(|p| p.parse::<u32>().ok());
+            // An hour old at least: a kiln in another pid namespace sharing this cgroupfs may
+            // have just made a leaf it has not joined yet.
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age.as_secs() > 3600);
+            if let (Some(pid), true) = (pid, old) {
+                if !Path::new("/proc").join(pid.to_string()).exists() {
+                    let _ = std::fs::remove_dir(e.path());
+                }
             }
         }
     }

@@ -353,10 +353,16 @@ enum Event {
     OutputClosed,
 }
 
+/// A name no other process uses: pid, a counter, and the start time (pids are reused, and a
+/// killed process can leave its run directory or cgroup behind).
 fn unique_name() -> String {
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
     format!(
-        "{}-{}",
+        "{}-{}-{nanos:x}",
         std::process::id(),
         N.fetch_add(1, Ordering::SeqCst)
     )
