@@ -148,35 +148,10 @@ fn uid_of(user: &str) -> u32 {
 
 /// One request as kilntest (so the daemon sees kilntest's uid through SO_PEERCRED).
 fn as_kilntest(d: &Daemon, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-    let mut cmd = Command::new("runuser");
-    cmd.args([
-        "-u",
-        "kilntest",
-        "--",
-        "curl",
-        "-s",
-        "-w",
-        "\n%{http_code}",
-        "-X",
-        method,
-    ])
-    .arg("--unix-socket")
-    .arg(d.socket());
-    if let Some(b) = body {
-        cmd.args([
-            "-H",
-            "Content-Type: application/json",
-            "--data-binary",
-            &b.to_string(),
-        ]);
-    }
-    let out = cmd.arg(format!("http://kiln{path}")).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (b, code) = text.rsplit_once('\n').unwrap();
-    (
-        code.trim().parse().unwrap(),
-        serde_json::from_str(b).unwrap_or(Value::String(b.into())),
-    )
+    let text = body.map(|b| b.to_string()).unwrap_or_default();
+    let ctype = body.map(|_| "application/json");
+    let (code, b) = socket_request(&d.socket(), Some("kilntest"), method, path, ctype, &text);
+    (code, serde_json::from_str(&b).unwrap_or(Value::String(b)))
 }
 
 fn forbidden(r: (u16, Value), needle: &str) {

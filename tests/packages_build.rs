@@ -132,42 +132,12 @@ impl RootlessDaemon {
     }
 
     fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-        use std::io::Write as _;
         // As kilntest: inside the daemon's user namespace root is unmapped (nobody), kilntest is 0.
-        let mut cmd = Command::new("runuser");
-        cmd.args(["-u", "kilntest", "--", "curl"])
-            .args([
-                "-s",
-                "-N",
-                "-w",
-                "\n%{http_code}",
-                "-X",
-                method,
-                "--unix-socket",
-            ])
-            .arg(self.socket());
-        if body.is_some() {
-            cmd.args([
-                "-H",
-                "Content-Type: application/json",
-                "--data-binary",
-                "@-",
-            ]);
-        }
-        cmd.arg(format!("http://kiln{path}"))
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        if let Some(b) = body {
-            stdin.write_all(b.to_string().as_bytes()).unwrap();
-        }
-        drop(stdin);
-        let out = child.wait_with_output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (b, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-        let v = serde_json::from_str(b).unwrap_or(Value::String(b.to_string()));
-        (code.trim().parse().unwrap_or(0), v)
+        let text = body.map(|b| b.to_string()).unwrap_or_default();
+        let ctype = body.map(|_| "application/json");
+        let (code, b) =
+            socket_request(&self.socket(), Some("kilntest"), method, path, ctype, &text);
+        (code, serde_json::from_str(&b).unwrap_or(Value::String(b)))
     }
 
     fn submit(&self, body: Value) -> String {

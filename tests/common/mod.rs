@@ -285,6 +285,51 @@ pub fn ensure_kilntest() {
     }
 }
 
+/// One HTTP request to a kiln socket with curl, as root or (through runuser) as `as_user`, so the
+/// daemon sees that uid through SO_PEERCRED; returns (status, body).
+pub fn socket_request(
+    socket: &Path,
+    as_user: Option<&str>,
+    method: &str,
+    path: &str,
+    ctype: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    use std::io::Write as _;
+    let mut cmd = match as_user {
+        Some(u) => {
+            let mut c = Command::new("runuser");
+            c.args(["-u", u, "--", "curl"]);
+            c
+        }
+        None => Command::new("curl"),
+    };
+    cmd.args([
+        "-s",
+        "-N",
+        "-w",
+        "\n%{http_code}",
+        "-X",
+        method,
+        "--unix-socket",
+    ])
+    .arg(socket);
+    if let Some(ct) = ctype {
+        cmd.args(["-H", &format!("Content-Type: {ct}"), "--data-binary", "@-"]);
+    }
+    cmd.arg(format!("http://kiln{path}"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("running curl");
+    let mut stdin = child.stdin.take().unwrap();
+    let _ = stdin.write_all(body.as_bytes());
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
 /// A live `kiln daemon` on a temp socket, with its own store (busybox imported) and context root.
 /// Dropping it sends SIGTERM and waits.
 pub struct Daemon {
@@ -374,32 +419,7 @@ impl Daemon {
 
     /// One request with curl; returns (status, body).
     pub fn raw(&self, method: &str, path: &str, ctype: Option<&str>, body: &str) -> (u16, String) {
-        use std::io::Write as _;
-        let mut cmd = Command::new("curl");
-        cmd.args([
-            "-s",
-            "-N",
-            "-w",
-            "\n%{http_code}",
-            "-X",
-            method,
-            "--unix-socket",
-        ])
-        .arg(self.socket());
-        if let Some(ct) = ctype {
-            cmd.args(["-H", &format!("Content-Type: {ct}"), "--data-binary", "@-"]);
-        }
-        cmd.arg(format!("http://kiln{path}"))
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped());
-        let mut child = cmd.spawn().expect("running curl");
-        let mut stdin = child.stdin.take().unwrap();
-        let _ = stdin.write_all(body.as_bytes());
-        drop(stdin);
-        let out = child.wait_with_output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-        (code.trim().parse().unwrap_or(0), body.to_string())
+        socket_request(&self.socket(), None, method, path, ctype, body)
     }
 
     pub fn raw_json(
