@@ -309,6 +309,19 @@ fn golden_images_as_root() {
     report("root", failures, all.len());
 }
 
+/// Files under `dir` with set-uid or set-gid bits, and their modes.
+fn special_modes(dir: &Path) -> Vec<(PathBuf, u32)> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .filter_map(|e| {
+            let mode = e.metadata().ok()?.permissions().mode() & 0o7777;
+            (mode & 0o6000 != 0).then(|| (e.into_path(), mode))
+        })
+        .collect()
+}
+
 /// The same cases built by a non-root user. If rootless kiln cannot run here, this fails: it never
 /// passes by skipping.
 #[test]
@@ -322,12 +335,17 @@ fn golden_images_rootless() {
         let df = r.dir.path().join("golden/df").join(&case.name);
         let out = r.dir.path().join("golden/out").join(&case.name);
         prepare_context(case, &ctx, &df);
+        // chown(2) clears set-uid/set-gid bits: put back what setup.sh set.
+        let special = special_modes(&ctx);
         let st = Command::new("chown")
             .args(["-R", "kilntest:kilntest"])
             .arg(r.dir.path().join("golden"))
             .status()
             .unwrap();
         assert!(st.success(), "chown the rootless contexts");
+        for (path, mode) in special {
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+        }
         let args = build_args(case, &ctx, &df, &out, &http);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         // Rootless::kiln insists on success; an expected failure shows as its panic message.

@@ -72,19 +72,67 @@ pub struct Staged {
     pub owners_applied: bool,
 }
 
-struct Stager<'a> {
-    spec: &'a CopySpec<'a>,
-    staging: &'a Path,
-    rootfs: &'a Path,
-    owners_applied: bool,
+/// What one source operand (a match of a source pattern, or a download) does.
+pub enum Action {
+    /// A directory: its contents are copied into `target`.
+    Dir,
+    /// A local tar archive ADD unpacks into the destination.
+    Unpack,
+    /// Anything else: copied to `target`.
+    File,
 }
 
-pub fn stage_copy(
+/// One source operand with where it lands (relative to the image root).
+pub struct Operand {
+    pub m: crate::context::Matched,
+    pub meta: fs::Metadata,
+    pub target: PathBuf,
+    pub action: Action,
+}
+
+/// A COPY/ADD resolved against its sources and the image: every operand and heredoc with its
+/// place. Computing this reads the sources' metadata and the image's own symlinks only.
+pub struct Resolved {
+    pub operands: Vec<Operand>,
+    pub heredocs: Vec<(PathBuf, String, Vec<u8>)>,
+    pub dest_rel: PathBuf,
+}
+
+impl Resolved {
+    /// Whether the step can be written straight into its layer ([`super::copy_plan`]): only ADD's
+    /// archive extraction needs a staged tree.
+    pub fn is_direct(&self) -> bool {
+        !self
+            .operands
+            .iter()
+            .any(|o| matches!(o.action, Action::Unpack))
+    }
+}
+
+/// Where a copy goes: a staging directory ([`Stager`]) or a layer plan ([`super::copy_plan`]).
+/// [`copy_into`] decides Docker's semantics once; a sink only records or writes entries.
+pub trait Sink {
+    /// The next entries come from source operand `index` (hard links stay within one operand).
+    fn begin_operand(&mut self, index: usize);
+    /// Create `rel` and its missing parents, a new one with `mode` and the copy's owner; one the
+    /// image already has keeps the image's metadata.
+    fn ensure_dir(&mut self, rel: &Path, mode: u32) -> Result<(), CopyError>;
+    /// Copy the entry at `src` to `rel`, owned by the copy's owner, `--chmod` applied.
+    fn put(&mut self, src: &Path, meta: &fs::Metadata, rel: &Path) -> Result<(), CopyError>;
+    /// Give the directory at `rel` the mtime of `meta` (after its children were added).
+    fn dir_time(&mut self, rel: &Path, meta: &fs::Metadata) -> Result<(), CopyError>;
+    /// Extract a local archive into `dest_rel` (ADD).
+    fn unpack(&mut self, archive: &Path, dest_rel: &Path) -> Result<(), CopyError>;
+    /// A heredoc file at `rel` holding `content`.
+    fn heredoc(&mut self, name: &str, rel: &Path, content: &[u8]) -> Result<(), CopyError>;
+}
+
+/// Resolve what the step copies and where each operand lands, with Docker's rules.
+pub fn resolve(
     spec: &CopySpec<'_>,
     from: &SourceRoot,
     rootfs: &Path,
-    staging: &Path,
-) -> Result<Staged, CopyError> {
+) -> Result<Resolved, CopyError> {
     let mut matches = Vec::new();
     for pattern in spec.sources {
         matches.extend(
@@ -115,14 +163,8 @@ pub fn stage_copy(
         .unwrap_or(Path::new(""))
         .to_path_buf();
     let dest_is_dir = trailing || many || dest_on_disk.is_dir();
-
-    let mut st = Stager {
-        spec,
-        staging,
-        rootfs,
-        owners_applied: true,
-    };
-    for (m, unpack) in &matches {
+    let mut operands = Vec::with_capacity(matches.len());
+    for (m, unpack) in matches {
         let meta = fs::metadata(&m.path).map_err(|source| CopyError::Io {
             from: m.path.clone(),
             to: spec.dest.clone(),
@@ -136,39 +178,178 @@ pub fn stage_copy(
         } else {
             dest_rel.join(&name)
         };
-        if meta.is_dir() {
-            st.copy_dir(from, m, &target)?;
-        } else if *unpack && super::add::is_tar_archive(&m.path) {
-            st.ensure_dir(&dest_rel, 0o755)?;
-            st.unpack(&m.path, &dest_rel)?;
+        let action = if meta.is_dir() {
+            Action::Dir
+        } else if unpack && super::add::is_tar_archive(&m.path) {
+            Action::Unpack
         } else {
-            if let Some(parent) = target.parent() {
-                st.ensure_dir(parent, st.created_dir_mode())?;
+            Action::File
+        };
+        operands.push(Operand {
+            m,
+            meta,
+            target,
+            action,
+        });
+    }
+    let heredocs = spec
+        .heredocs
+        .iter()
+        .map(|(name, content)| {
+            let target = if dest_is_dir {
+                dest_rel.join(name)
+            } else {
+                dest_rel.clone()
+            };
+            (target, name.clone(), content.clone().into_bytes())
+        })
+        .collect();
+    Ok(Resolved {
+        operands,
+        heredocs,
+        dest_rel,
+    })
+}
+
+/// The mode of a directory the copy creates (missing destination and parents): fsutil's
+/// `MkdirAll(…, perm)` with `perm` the octal `--chmod` when given (`ci.Mode`), else 0755 — a
+/// symbolic `--chmod` (`ci.ModeStr`) does not apply to them.
+pub fn created_dir_mode(spec: &CopySpec<'_>) -> u32 {
+    match &spec.chmod {
+        Some(Chmod::Octal(m)) => m & 0o777,
+        _ => 0o755,
+    }
+}
+
+/// Copy what `resolved` names into `sink`, in source walk order.
+pub fn copy_into(
+    spec: &CopySpec<'_>,
+    from: &SourceRoot,
+    resolved: &Resolved,
+    sink: &mut dyn Sink,
+) -> Result<(), CopyError> {
+    let dir_mode = created_dir_mode(spec);
+    for (i, op) in resolved.operands.iter().enumerate() {
+        sink.begin_operand(i);
+        match op.action {
+            Action::Dir => copy_dir(spec, from, op, sink)?,
+            Action::Unpack => {
+                sink.ensure_dir(&resolved.dest_rel, 0o755)?;
+                sink.unpack(&op.m.path, &resolved.dest_rel)?;
             }
-            st.put(&m.path, &meta, &target, &mut HardLinks::default())?;
+            Action::File => {
+                if let Some(parent) = op.target.parent() {
+                    sink.ensure_dir(parent, dir_mode)?;
+                }
+                sink.put(&op.m.path, &op.meta, &op.target)?;
+            }
         }
     }
-    for (name, content) in &spec.heredocs {
-        let target = if dest_is_dir {
-            dest_rel.join(name)
-        } else {
-            dest_rel.clone()
-        };
+    for (target, name, content) in &resolved.heredocs {
         if let Some(parent) = target.parent() {
-            st.ensure_dir(parent, st.created_dir_mode())?;
+            sink.ensure_dir(parent, dir_mode)?;
         }
-        let on_disk = staging.join(&target);
-        let io_err = |source| CopyError::Io {
-            from: PathBuf::from(format!("<<{name}")),
-            to: spec.dest.clone(),
-            source,
-        };
-        fs::write(&on_disk, content).map_err(io_err)?;
-        fs::set_permissions(&on_disk, fs::Permissions::from_mode(0o644)).map_err(io_err)?;
-        st.finish_entry(&on_disk, false).map_err(io_err)?;
-        let t = FileTime::from_unix_time(spec.created_mtime, 0);
-        filetime::set_file_times(&on_disk, t, t).map_err(io_err)?;
+        sink.heredoc(name, target, content)?;
     }
+    Ok(())
+}
+
+fn excluded(spec: &CopySpec<'_>, from: &SourceRoot, context_rel: &Path, within: &Path) -> bool {
+    if from.is_excluded(context_rel) {
+        return true;
+    }
+    match (&spec.excludes, within.to_str()) {
+        (Some(ex), Some(s)) if !s.is_empty() => ex.is_excluded(s),
+        _ => false,
+    }
+}
+
+/// A directory operand: its entries in sorted walk order, then the directories' mtimes (children
+/// changed them), deepest first, the target last with the source directory's own.
+fn copy_dir(
+    spec: &CopySpec<'_>,
+    from: &SourceRoot,
+    op: &Operand,
+    sink: &mut dyn Sink,
+) -> Result<(), CopyError> {
+    let io = |p: &Path, source| CopyError::Io {
+        from: p.to_path_buf(),
+        to: spec.dest.clone(),
+        source,
+    };
+    let dir_mode = created_dir_mode(spec);
+    sink.ensure_dir(&op.target, dir_mode)?;
+    let walker = walkdir::WalkDir::new(&op.m.path)
+        .follow_links(false)
+        .sort_by_file_name()
+        .min_depth(1);
+    let mut dirs = Vec::new();
+    let mut parent_done: Option<PathBuf> = None;
+    for entry in walker {
+        let entry = entry.map_err(|e| {
+            let p = e.path().map(Path::to_path_buf).unwrap_or_default();
+            io(&p, io::Error::other(e))
+        })?;
+        let within = entry
+            .path()
+            .strip_prefix(&op.m.path)
+            .unwrap_or(entry.path())
+            .to_path_buf();
+        if excluded(spec, from, &op.m.rel.join(&within), &within) {
+            continue;
+        }
+        let meta = entry.metadata().map_err(|e| {
+            io(
+                entry.path(),
+                e.into_io_error().unwrap_or(io::Error::other("walk")),
+            )
+        })?;
+        let rel = op.target.join(&within);
+        // Parents of an entry are made once per directory, not once per file.
+        if let Some(parent) = rel.parent() {
+            if parent_done.as_deref() != Some(parent) {
+                sink.ensure_dir(parent, dir_mode)?;
+                parent_done = Some(parent.to_path_buf());
+            }
+        }
+        sink.put(entry.path(), &meta, &rel)?;
+        if meta.is_dir() {
+            dirs.push((rel, meta));
+        }
+    }
+    dirs.push((op.target.clone(), op.meta.clone()));
+    for (rel, meta) in dirs.iter().rev() {
+        sink.dir_time(rel, meta)?;
+    }
+    Ok(())
+}
+
+/// The staging sink: writes every entry into a directory tree.
+struct Stager<'a> {
+    spec: &'a CopySpec<'a>,
+    staging: &'a Path,
+    rootfs: &'a Path,
+    owners_applied: bool,
+    links: HardLinks,
+}
+
+/// Copy into the staging directory `staging` (ADD's archives, WORKDIR): the tree that becomes the
+/// layer and is then moved into the stage's rootfs.
+pub fn stage_copy(
+    spec: &CopySpec<'_>,
+    resolved: &Resolved,
+    from: &SourceRoot,
+    rootfs: &Path,
+    staging: &Path,
+) -> Result<Staged, CopyError> {
+    let mut st = Stager {
+        spec,
+        staging,
+        rootfs,
+        owners_applied: true,
+        links: HardLinks::default(),
+    };
+    copy_into(spec, from, resolved, &mut st)?;
     Ok(Staged {
         owners_applied: st.owners_applied,
     })
@@ -189,6 +370,7 @@ pub fn stage_dir_only(
         staging,
         rootfs,
         owners_applied: true,
+        links: HardLinks::default(),
     };
     let resolved = SourceRoot::rootfs(rootfs).resolve_in_root(Path::new(dest))?;
     let rel = resolved.strip_prefix(rootfs).unwrap_or(Path::new(""));
@@ -216,18 +398,28 @@ impl Stager<'_> {
         }
     }
 
-    /// The mode of a directory the copy creates (missing destination and parents): fsutil's
-    /// `MkdirAll(…, perm)` with `perm` the octal `--chmod` when given (`ci.Mode`), else 0755 — a
-    /// symbolic `--chmod` (`ci.ModeStr`) does not apply to them.
-    fn created_dir_mode(&self) -> u32 {
-        match &self.spec.chmod {
-            Some(Chmod::Octal(m)) => m & 0o777,
-            _ => 0o755,
+    /// Owner and `--chmod` of an entry the step creates.
+    fn finish_entry(&mut self, path: &Path, is_dir: bool) -> io::Result<()> {
+        let (uid, gid) = self.spec.owner;
+        if !try_lchown(path, uid, gid)? {
+            self.owners_applied = false;
         }
+        if let Some(chmod) = &self.spec.chmod {
+            let meta = fs::symlink_metadata(path)?;
+            if !meta.file_type().is_symlink() {
+                let mode = chmod.apply(meta.mode() & 0o7777, is_dir);
+                fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Sink for Stager<'_> {
+    fn begin_operand(&mut self, _index: usize) {
+        self.links = HardLinks::default();
     }
 
-    /// Create `rel` and its parents in the staging tree. A directory the image already has keeps its
-    /// metadata (the layer must not change it); a new one gets `mode`, owned like the copied files.
     fn ensure_dir(&mut self, rel: &Path, mode: u32) -> Result<(), CopyError> {
         let mut cur = PathBuf::new();
         for c in rel.components() {
@@ -265,31 +457,9 @@ impl Stager<'_> {
         Ok(())
     }
 
-    /// Owner and `--chmod` of an entry the step creates.
-    fn finish_entry(&mut self, path: &Path, is_dir: bool) -> io::Result<()> {
-        let (uid, gid) = self.spec.owner;
-        if !try_lchown(path, uid, gid)? {
-            self.owners_applied = false;
-        }
-        if let Some(chmod) = &self.spec.chmod {
-            let meta = fs::symlink_metadata(path)?;
-            if !meta.file_type().is_symlink() {
-                let mode = chmod.apply(meta.mode() & 0o7777, is_dir);
-                fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
-            }
-        }
-        Ok(())
-    }
-
-    fn put(
-        &mut self,
-        src: &Path,
-        meta: &fs::Metadata,
-        rel: &Path,
-        links: &mut HardLinks,
-    ) -> Result<(), CopyError> {
+    fn put(&mut self, src: &Path, meta: &fs::Metadata, rel: &Path) -> Result<(), CopyError> {
         let dst = self.staging.join(rel);
-        if let Some(first) = links.source_for(meta, &dst) {
+        if let Some(first) = self.links.source_for(meta, &dst) {
             // The shared inode already has its owner, mode and mtime (fsutil: `os.Link`).
             if fs::symlink_metadata(&dst).is_ok() {
                 fs::remove_file(&dst).map_err(|e| self.io(src, e))?;
@@ -306,66 +476,10 @@ impl Stager<'_> {
         Ok(())
     }
 
-    fn excluded(&self, from: &SourceRoot, context_rel: &Path, within: &Path) -> bool {
-        if from.is_excluded(context_rel) {
-            return true;
-        }
-        match (&self.spec.excludes, within.to_str()) {
-            (Some(ex), Some(s)) if !s.is_empty() => ex.is_excluded(s),
-            _ => false,
-        }
-    }
-
-    fn copy_dir(
-        &mut self,
-        from: &SourceRoot,
-        m: &crate::context::Matched,
-        target: &Path,
-    ) -> Result<(), CopyError> {
-        self.ensure_dir(target, self.created_dir_mode())?;
-        let top = fs::metadata(&m.path).map_err(|e| self.io(&m.path, e))?;
-        let mut links = HardLinks::default();
-        let walker = walkdir::WalkDir::new(&m.path)
-            .follow_links(false)
-            .sort_by_file_name()
-            .min_depth(1);
-        let mut dirs = Vec::new();
-        for entry in walker {
-            let entry = entry.map_err(|e| {
-                let p = e.path().map(Path::to_path_buf).unwrap_or_default();
-                self.io(&p, io::Error::other(e))
-            })?;
-            let within = entry
-                .path()
-                .strip_prefix(&m.path)
-                .unwrap_or(entry.path())
-                .to_path_buf();
-            if self.excluded(from, &m.rel.join(&within), &within) {
-                continue;
-            }
-            let meta = entry.metadata().map_err(|e| {
-                self.io(
-                    entry.path(),
-                    e.into_io_error().unwrap_or(io::Error::other("walk")),
-                )
-            })?;
-            let rel = target.join(&within);
-            if let Some(parent) = rel.parent() {
-                self.ensure_dir(parent, self.created_dir_mode())?;
-            }
-            self.put(entry.path(), &meta, &rel, &mut links)?;
-            if meta.is_dir() {
-                dirs.push((rel, meta));
-            }
-        }
-        // Children changed the directories' mtimes: restore them, deepest first.
-        dirs.push((target.to_path_buf(), top));
-        for (rel, meta) in dirs.iter().rev() {
-            let t = FileTime::from_last_modification_time(meta);
-            let p = self.staging.join(rel);
-            filetime::set_file_times(&p, t, t).map_err(|e| self.io(&p, e))?;
-        }
-        Ok(())
+    fn dir_time(&mut self, rel: &Path, meta: &fs::Metadata) -> Result<(), CopyError> {
+        let t = FileTime::from_last_modification_time(meta);
+        let p = self.staging.join(rel);
+        filetime::set_file_times(&p, t, t).map_err(|e| self.io(&p, e))
     }
 
     fn unpack(&mut self, archive: &Path, dest_rel: &Path) -> Result<(), CopyError> {
@@ -382,5 +496,19 @@ impl Stager<'_> {
             }
         }
         Ok(())
+    }
+
+    fn heredoc(&mut self, name: &str, rel: &Path, content: &[u8]) -> Result<(), CopyError> {
+        let on_disk = self.staging.join(rel);
+        let io_err = |source| CopyError::Io {
+            from: PathBuf::from(format!("<<{name}")),
+            to: self.spec.dest.clone(),
+            source,
+        };
+        fs::write(&on_disk, content).map_err(io_err)?;
+        fs::set_permissions(&on_disk, fs::Permissions::from_mode(0o644)).map_err(io_err)?;
+        self.finish_entry(&on_disk, false).map_err(io_err)?;
+        let t = FileTime::from_unix_time(self.spec.created_mtime, 0);
+        filetime::set_file_times(&on_disk, t, t).map_err(io_err)
     }
 }

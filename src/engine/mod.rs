@@ -15,6 +15,7 @@ mod flight;
 pub use base::StoreBases;
 mod chmod;
 mod copy;
+mod copy_plan;
 mod event;
 mod fsutil;
 mod hardlink;

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use super::base::StoreBases;
 use super::chmod::Chmod;
-use super::copy::{stage_copy, CopySpec};
+use super::copy::CopySpec;
 use super::fsutil;
 use super::metadata::{apply_metadata, MetaState};
 use super::{BuildError, BuildRequest, Event, LayerSummary};
@@ -691,7 +691,9 @@ impl Engine<'_> {
         })
     }
 
-    /// Stage what the step adds, make a layer of it, store it, and apply it to the stage's rootfs.
+    /// Make the step's layer. A COPY is written straight from its sources into the layer
+    /// (`copy_plan.rs`) and the rootfs catches up only if a later step reads it; ADD's archives
+    /// and WORKDIR are staged, and the staged tree is then moved into the rootfs (`merge.rs`).
     fn commit_staged(
         &self,
         step: &Step,
@@ -700,13 +702,6 @@ impl Engine<'_> {
         from_root: Option<&Path>,
         created: &str,
     ) -> Result<Option<LayerSummary>, BuildError> {
-        let staging = tempfile::Builder::new()
-            .prefix("layer-")
-            .tempdir_in(self.inputs.workspace)
-            .map_err(|source| BuildError::Workspace {
-                path: self.inputs.workspace.to_path_buf(),
-                source,
-            })?;
         let rootfs_source;
         let from = match from_root {
             Some(dir) => {
@@ -715,14 +710,39 @@ impl Engine<'_> {
             }
             None => self.inputs.context,
         };
-        let staged = if spec.instruction == "WORKDIR" {
-            // WORKDIR: only the directory itself.
-            let dest = spec.dest.trim_matches('/').to_string();
-            super::copy::stage_dir_only(spec, &st.rootfs, staging.path(), &dest)
-                .map_err(|e| self.step_err(step, "creating the directory", Some(Box::new(e))))?
+        let resolved = if spec.instruction == "WORKDIR" {
+            None
         } else {
-            stage_copy(spec, from, &st.rootfs, staging.path())
-                .map_err(|e| self.step_err(step, e.to_string(), None))?
+            Some(
+                super::copy::resolve(spec, from, &st.rootfs)
+                    .map_err(|e| self.step_err(step, e.to_string(), None))?,
+            )
+        };
+        if let Some(resolved) = resolved.as_ref().filter(|r| r.is_direct()) {
+            let mut planner = super::copy_plan::Planner::new(spec, &st.rootfs);
+            super::copy::copy_into(spec, from, resolved, &mut planner)
+                .map_err(|e| self.step_err(step, e.to_string(), None))?;
+            let changes = planner.into_changes();
+            return self.commit_changes(step, st, changes, created).map(Some);
+        }
+        let staging = tempfile::Builder::new()
+            .prefix("layer-")
+            .tempdir_in(self.inputs.workspace)
+            .map_err(|source| BuildError::Workspace {
+                path: self.inputs.workspace.to_path_buf(),
+                source,
+            })?;
+        let staged = match &resolved {
+            Some(resolved) => {
+                super::copy::stage_copy(spec, resolved, from, &st.rootfs, staging.path())
+                    .map_err(|e| self.step_err(step, e.to_string(), None))?
+            }
+            None => {
+                // WORKDIR: only the directory itself.
+                let dest = spec.dest.trim_matches('/').to_string();
+                super::copy::stage_dir_only(spec, &st.rootfs, staging.path(), &dest)
+                    .map_err(|e| self.step_err(step, "creating the directory", Some(Box::new(e))))?
+            }
         };
         let mut changes = ChangeSet::from_dir(staging.path())
             .map_err(|e| self.step_err(step, "reading the staged files", Some(Box::new(e))))?;

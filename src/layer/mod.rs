@@ -151,16 +151,57 @@ pub struct LayerInfo {
 pub enum Change {
     /// Archive what is at `source` (lstat'ed, symlinks not followed) under `path`.
     Add { path: String, source: PathBuf },
+    /// Archive `source` under `path` as COPY writes it (the layer is made straight from the
+    /// sources, nothing staged): `attrs` replace what the source's metadata says, and a file
+    /// becomes a hard link only to an earlier entry of the same `link_group` with its inode
+    /// (fsutil keeps links within one source operand, never across).
+    Copied {
+        path: String,
+        source: PathBuf,
+        attrs: Overrides,
+        link_group: u32,
+    },
+    /// An entry the step makes up, with no source on disk: a directory (`content: None`) or a
+    /// regular file holding `content` (a heredoc).
+    Made {
+        path: String,
+        attrs: Attrs,
+        content: Option<Vec<u8>>,
+    },
     /// Delete `path` from lower layers (`<dir>/.wh.<name>`).
     Whiteout { path: String },
     /// Hide everything lower layers have under `dir` (`<dir>/.wh..wh..opq`).
     Opaque { dir: String },
 }
 
+/// What a [`Change::Copied`] entry gets instead of its source's metadata (`None`: the source's).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// Permission bits (`--chmod`).
+    pub mode: Option<u32>,
+    /// Seconds since the epoch (a destination directory takes its source directory's mtime).
+    pub mtime: Option<i64>,
+}
+
+/// The whole metadata of a [`Change::Made`] entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attrs {
+    /// Permission bits.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Seconds since the epoch.
+    pub mtime: i64,
+}
+
 impl Change {
-    fn path(&self) -> &str {
+    /// The entry's layer path as given.
+    pub fn path(&self) -> &str {
         match self {
-            Change::Add { path, .. } | Change::Whiteout { path } => path,
+            Change::Add { path, .. }
+            | Change::Copied { path, .. }
+            | Change::Made { path, .. }
+            | Change::Whiteout { path } => path,
             Change::Opaque { dir } => dir,
         }
     }
@@ -214,7 +255,8 @@ impl ChangeSet {
         Ok(set)
     }
 
-    /// Override uid/gid of every added entry (COPY resets owners to 0:0, or `--chown`).
+    /// Override uid/gid of every added or copied entry (COPY resets owners to 0:0, or `--chown`);
+    /// [`Change::Made`] entries keep the owner they carry.
     pub fn with_owner(mut self, uid: u32, gid: u32) -> Self {
         self.owner = Some((uid, gid));
         self
@@ -258,7 +300,7 @@ impl ChangeSet {
         for c in &self.changes {
             let p = normalize_layer_path(c.path())?;
             let key = match c {
-                Change::Add { .. } => p,
+                Change::Add { .. } | Change::Copied { .. } | Change::Made { .. } => p,
                 Change::Whiteout { .. } => match p.rsplit_once('/') {
                     Some((dir, base)) => format!("{dir}/{WHITEOUT_PREFIX}{base}"),
                     None => format!("{WHITEOUT_PREFIX}{p}"),
@@ -287,7 +329,7 @@ pub const OPAQUE_MARKER: &str = ".wh..wh..opq";
 
 /// Compare `/`-separated paths component by component (so `a/b` sorts before `a.txt`, like a
 /// sorted directory walk).
-pub(crate) fn path_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+pub fn path_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     fn key(s: &str) -> impl Iterator<Item = u8> + '_ {
         s.bytes().map(|c| if c == b'/' { 0 } else { c })
     }

@@ -20,7 +20,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
-use super::{Change, ChangeSet, LayerError};
+use super::{Attrs, Change, ChangeSet, LayerError, Overrides};
 
 const BLOCK: usize = 512;
 /// Largest value of an 8-byte octal field (7 digits + NUL).
@@ -43,7 +43,28 @@ pub(crate) fn write_tar<W: Write>(
     };
     for (name, change) in changes.sorted()? {
         match change {
-            Change::Add { source, .. } => w.add(&name, source, changes.owner_of(&name))?,
+            Change::Add { source, .. } => {
+                let how = How {
+                    owner: changes.owner_of(&name),
+                    attrs: Overrides::default(),
+                    link_group: 0,
+                };
+                w.add(&name, source, how)?
+            }
+            Change::Copied {
+                source,
+                attrs,
+                link_group,
+                ..
+            } => {
+                let how = How {
+                    owner: changes.owner_of(&name),
+                    attrs: *attrs,
+                    link_group: *link_group,
+                };
+                w.add(&name, source, how)?
+            }
+            Change::Made { attrs, content, .. } => w.made(&name, attrs, content.as_deref())?,
             Change::Whiteout { .. } | Change::Opaque { .. } => {
                 let meta = Meta::marker(source_date_epoch.unwrap_or(0));
                 w.header(&name, &meta).map_err(tar_err)?;
@@ -87,22 +108,47 @@ impl Meta {
     }
 }
 
+/// How one entry with a source on disk is archived, besides what its metadata says.
+struct How {
+    /// Per-path owner override (`ChangeSet::set_owner`), after the set-wide one.
+    owner: (Option<u32>, Option<u32>),
+    attrs: Overrides,
+    /// Files become hard links only to earlier entries of the same group.
+    link_group: u32,
+}
+
 struct TarWriter<W> {
     out: W,
-    /// (dev, ino) → first layer path, for files with more than one link.
-    links: HashMap<(u64, u64), String>,
+    /// (link group, dev, ino) → first layer path, for files with more than one link.
+    links: HashMap<(u32, u64, u64), String>,
     buf: Vec<u8>,
     owner: Option<(u32, u32)>,
     sde: Option<i64>,
 }
 
 impl<W: Write> TarWriter<W> {
-    fn add(
-        &mut self,
-        name: &str,
-        source: &Path,
-        over: (Option<u32>, Option<u32>),
-    ) -> Result<(), LayerError> {
+    /// An entry the step made up: a directory, or a file whose bytes are `content`.
+    fn made(&mut self, name: &str, a: &Attrs, content: Option<&[u8]>) -> Result<(), LayerError> {
+        let mut meta = Meta::marker(self.sde.map_or(a.mtime, |e| a.mtime.min(e)));
+        meta.mode = a.mode & 0o7777;
+        meta.uid = u64::from(a.uid);
+        meta.gid = u64::from(a.gid);
+        match content {
+            None => {
+                meta.kind = ::tar::EntryType::Directory;
+                self.header(&format!("{name}/"), &meta).map_err(tar_err)
+            }
+            Some(bytes) => {
+                meta.size = bytes.len() as u64;
+                self.header(name, &meta).map_err(tar_err)?;
+                self.out.write_all(bytes).map_err(tar_err)?;
+                pad(&mut self.out, meta.size).map_err(tar_err)
+            }
+        }
+    }
+
+    fn add(&mut self, name: &str, source: &Path, how: How) -> Result<(), LayerError> {
+        let over = how.owner;
         let md = std::fs::symlink_metadata(source).map_err(|e| LayerError::Stat {
             path: source.to_path_buf(),
             source: e,
@@ -117,13 +163,14 @@ impl<W: Write> TarWriter<W> {
         };
         let uid = over.0.map_or(uid, u64::from);
         let gid = over.1.map_or(gid, u64::from);
+        let mtime = how.attrs.mtime.unwrap_or(md.mtime());
         let mtime = match self.sde {
-            Some(e) => md.mtime().min(e),
-            None => md.mtime(),
+            Some(e) => mtime.min(e),
+            None => mtime,
         };
         let mut meta = Meta {
             kind: ::tar::EntryType::Regular,
-            mode: md.mode() & 0o7777,
+            mode: how.attrs.mode.unwrap_or(md.mode()) & 0o7777,
             uid,
             gid,
             mtime,
@@ -155,13 +202,14 @@ impl<W: Write> TarWriter<W> {
             meta.kind = ::tar::EntryType::Fifo;
         } else if ft.is_file() {
             if md.nlink() > 1 {
-                if let Some(first) = self.links.get(&(md.dev(), md.ino())) {
+                let inode = (how.link_group, md.dev(), md.ino());
+                if let Some(first) = self.links.get(&inode) {
                     meta.kind = ::tar::EntryType::Link;
                     meta.link = Some(first.as_bytes().to_vec());
                     meta.xattrs.clear();
                     return self.header(&entry_name, &meta).map_err(tar_err);
                 }
-                self.links.insert((md.dev(), md.ino()), name.to_string());
+                self.links.insert(inode, name.to_string());
             }
             meta.size = md.size();
             self.header(&entry_name, &meta).map_err(tar_err)?;
