@@ -19,7 +19,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::context::SourceRoot;
-use crate::digest::{hash_reader, Digest};
+use crate::digest::Digest;
 use crate::image::{canonical_json, Descriptor};
 use crate::store::{Store, StoreError};
 
@@ -114,14 +114,17 @@ pub fn save(store: &Store, key: &CacheKey, record: &Record) -> Result<(), CacheE
 /// A checksum of the COPY/ADD sources `patterns` name in `root`: every entry's relative path, type,
 /// permission bits, link target and content digest, in walk order. Files hidden by `.dockerignore`
 /// or `--exclude` are not part of the copy, so they are not part of the key either.
+///
+/// The walk is sequential (its order is the checksum's); the contents are hashed on every core,
+/// because on a cold build this read is the one step before the layer pipeline can start.
 pub fn sources_checksum(
     root: &SourceRoot,
     patterns: &[String],
     excluded: &dyn Fn(&Path) -> bool,
 ) -> Result<Digest, CacheError> {
-    let mut lines = String::new();
+    let mut items: Vec<Item> = Vec::new();
     for pattern in patterns {
-        lines.push_str(&format!("pattern {pattern}\n"));
+        items.push(Item::Text(format!("pattern {pattern}\n")));
         for m in root.resolve(pattern)? {
             let walker = walkdir::WalkDir::new(&m.path)
                 .follow_links(false)
@@ -136,14 +139,68 @@ pub fn sources_checksum(
                 if !within.as_os_str().is_empty() && (root.is_excluded(&rel) || excluded(within)) {
                     continue;
                 }
-                lines.push_str(&entry_line(entry.path(), &rel)?);
+                items.push(Item::Entry(entry.into_path(), rel));
             }
         }
     }
-    Ok(Digest::of(lines.as_bytes()))
+    let lines = hash_items(&items)?;
+    let mut h = crate::digest::Hasher::new();
+    for line in &lines {
+        h.update(line.as_bytes());
+    }
+    Ok(h.finish())
 }
 
-fn entry_line(path: &Path, rel: &Path) -> Result<String, CacheError> {
+/// One line of the checksum: fixed text, or an entry (on-disk path, relative path) to describe.
+enum Item {
+    Text(String),
+    Entry(std::path::PathBuf, std::path::PathBuf),
+}
+
+/// Describe every item, on up to `available_parallelism` threads, keeping the items' order.
+fn hash_items(items: &[Item]) -> Result<Vec<String>, CacheError> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(items.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let work = || -> Result<Vec<(usize, String)>, CacheError> {
+        let mut buf = vec![0u8; 128 * 1024];
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(item) = items.get(i) else {
+                return Ok(done);
+            };
+            let line = match item {
+                Item::Text(t) => t.clone(),
+                Item::Entry(path, rel) => entry_line(path, rel, &mut buf)?,
+            };
+            done.push((i, line));
+        }
+    };
+    let parts: Vec<Result<Vec<(usize, String)>, CacheError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
+        let mut parts = vec![work()];
+        parts.extend(handles.into_iter().map(|h| {
+            h.join().unwrap_or_else(|_| {
+                Err(CacheError::Checksum {
+                    path: Default::default(),
+                    source: io::Error::other("a checksum thread panicked"),
+                })
+            })
+        }));
+        parts
+    });
+    let mut lines = vec![String::new(); items.len()];
+    for part in parts {
+        for (i, line) in part? {
+            lines[i] = line;
+        }
+    }
+    Ok(lines)
+}
+
+fn entry_line(path: &Path, rel: &Path, buf: &mut [u8]) -> Result<String, CacheError> {
     let err = |source| CacheError::Checksum {
         path: path.to_path_buf(),
         source,
@@ -157,7 +214,7 @@ fn entry_line(path: &Path, rel: &Path) -> Result<String, CacheError> {
         "dir".to_string()
     } else if ft.is_file() {
         let f = fs::File::open(path).map_err(err)?;
-        let (d, n) = hash_reader(f).map_err(err)?;
+        let (d, n) = crate::digest::hash_reader_with(f, buf).map_err(err)?;
         format!("file {n} {d}")
     } else {
         format!("special {}", meta.rdev())

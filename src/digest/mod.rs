@@ -207,11 +207,15 @@ impl<R: Read> Read for HashingReader<R> {
 }
 
 /// Hash a whole reader; returns the digest and the byte count.
-pub fn hash_reader<R: Read>(mut r: R) -> io::Result<(Digest, u64)> {
+pub fn hash_reader<R: Read>(r: R) -> io::Result<(Digest, u64)> {
+    hash_reader_with(r, &mut vec![0u8; 256 * 1024])
+}
+
+/// [`hash_reader`] through the caller's buffer (one allocation for many small files).
+pub fn hash_reader_with<R: Read>(mut r: R, buf: &mut [u8]) -> io::Result<(Digest, u64)> {
     let mut h = Hasher::new();
-    let mut buf = vec![0u8; 256 * 1024];
     loop {
-        let n = match r.read(&mut buf) {
+        let n = match r.read(buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
