@@ -110,3 +110,75 @@ fn build_from_a_pushed_base_and_push_the_result() {
     let db = fs::read(empty.path().join("kiln.db")).unwrap_or_default();
     assert!(!String::from_utf8_lossy(&db).contains(registry_support::PASSWORD));
 }
+
+/// A base pulled by the build is unpacked while it downloads (engine/prepare.rs) and the stage
+/// takes that tree: every layer applied in order (a later layer's whiteout removes an earlier
+/// file, a later layer's file replaces an earlier one). A second build, base already local, does
+/// not prepare anything.
+#[test]
+fn a_pulled_base_is_unpacked_while_it_downloads_layer_order_kept() {
+    let reg = registry_support::Registry::start(registry_support::Options::default());
+    let seeded = store_with_busybox();
+    let layered = context(&[(
+        "Dockerfile",
+        "FROM busybox\n\
+         RUN echo one > /f && echo gone > /g && mkdir -p /dir && echo x > /dir/x\n\
+         RUN echo two > /f && rm /g\n\
+         RUN rm -r /dir && mkdir /dir && echo y > /dir/y\n",
+    )]);
+    let base = format!("{}/library/layered:1", reg.addr);
+    kiln_ok(
+        seeded.path(),
+        &[
+            "build",
+            "-t",
+            &base,
+            "--push",
+            "--insecure-registry",
+            &reg.addr,
+            layered.path().to_str().unwrap(),
+        ],
+    );
+    let empty = tempfile::tempdir().unwrap();
+    let ctx = context(&[(
+        "Dockerfile",
+        &format!(
+            "FROM {base}\nRUN cat /f > /seen && ls /dir >> /seen && (test -e /g || echo no-g >> /seen)\n"
+        ),
+    )]);
+    let build = |root: &std::path::Path| {
+        let out = kiln(
+            root,
+            &[
+                "build",
+                "--progress",
+                "plain",
+                "--no-cache",
+                "--insecure-registry",
+                &reg.addr,
+                "-o",
+                &format!("type=oci,dest={}", root.join("out").display()),
+                "-t",
+                "t:1",
+                ctx.path().to_str().unwrap(),
+            ],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        let img = layout_image(&root.join("out"), "1");
+        let seen = all_entries(&img)["seen"].content.clone().unwrap();
+        (String::from_utf8(seen).unwrap(), stderr)
+    };
+    let (seen, stderr) = build(empty.path());
+    assert_eq!(seen, "two\ny\nno-g\n", "layers applied out of order");
+    assert!(
+        stderr.contains("was unpacked while it downloaded"),
+        "the pulled base was not prepared during the pull:\n{stderr}"
+    );
+    let (seen, stderr) = build(empty.path());
+    assert_eq!(seen, "two\ny\nno-g\n");
+    assert!(
+        !stderr.contains("was unpacked while it downloaded"),
+        "a local base was prepared again:\n{stderr}"
+    );
+}

@@ -25,6 +25,8 @@ pub struct StoreBases<'a> {
     client: Mutex<Option<crate::registry::RegistryClient>>,
     /// Images pulled while resolving (name, digest, bytes), reported once the plan is made.
     pulled: Mutex<Vec<(String, String, u64)>>,
+    /// Unpacks pulled bases while they download (prepare.rs).
+    preparer: Option<&'a super::prepare::Preparer>,
 }
 
 impl<'a> StoreBases<'a> {
@@ -35,12 +37,28 @@ impl<'a> StoreBases<'a> {
             registry: None,
             client: Mutex::new(None),
             pulled: Mutex::new(Vec::new()),
+            preparer: None,
         }
+    }
+
+    /// Unpack the bases this build pulls while they download.
+    pub fn with_preparer(mut self, preparer: &'a super::prepare::Preparer) -> Self {
+        self.preparer = Some(preparer);
+        self
     }
 
     pub fn with_registry(mut self, registry: Option<&'a super::RegistryAccess>) -> Self {
         self.registry = registry;
         self
+    }
+
+    /// The directory a pulled base `manifest` was unpacked into while it downloaded, for the
+    /// first stage that asks (prepare.rs).
+    pub fn claim_prepared(
+        &self,
+        manifest: &crate::digest::Digest,
+    ) -> Option<(std::path::PathBuf, usize)> {
+        self.preparer?.claim(manifest)
     }
 
     /// Tell what was pulled (during planning there is no event sink yet).
@@ -74,10 +92,28 @@ impl<'a> StoreBases<'a> {
         let client = client.as_ref().expect("set above");
         let mut sizes = BTreeMap::new();
         let mut bytes = 0u64;
-        let desc = crate::registry::pull(client, self.store, r, platform, &mut |p| {
+        let mut manifest = None;
+        let pulled = crate::registry::pull(client, self.store, r, platform, &mut |p| {
+            if let Some(prep) = self.preparer {
+                use crate::registry::Progress;
+                match &p {
+                    Progress::Fetching {
+                        manifest: m,
+                        layers,
+                    } => {
+                        manifest = Some(m.clone());
+                        prep.start(m, layers.clone());
+                    }
+                    Progress::BlobDone { digest, .. } => prep.blob_present(digest),
+                    _ => {}
+                }
+            }
             super::count_transfer(&p, &mut sizes, &mut bytes)
-        })
-        .map_err(|e| BuildError::Base {
+        });
+        if let (Some(prep), Some(m)) = (self.preparer, &manifest) {
+            prep.pull_over(m, pulled.is_ok());
+        }
+        let desc = pulled.map_err(|e| BuildError::Base {
             reference: r.to_string(),
             message: "pulling it".into(),
             source: Some(Box::new(e)),

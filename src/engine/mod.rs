@@ -21,6 +21,7 @@ mod fsutil;
 mod hardlink;
 mod merge;
 mod metadata;
+mod prepare;
 mod run;
 mod schedule;
 mod stage;
@@ -299,7 +300,18 @@ pub fn run(
         platform: plan::Platform::host(),
         file_name: file_name.clone(),
     };
-    let bases = base::StoreBases::new(store).with_registry(req.pull.then_some(&req.registry));
+    // The workspace comes first: bases pulled while planning are unpacked into it as they
+    // download (prepare.rs), and it outlives the preparer's threads.
+    let workspace_root = store.root().join("builds");
+    let workspace =
+        workspace::Workspace::create(&workspace_root).map_err(|source| BuildError::Workspace {
+            path: workspace_root.clone(),
+            source,
+        })?;
+    let preparer = prepare::Preparer::new(store, workspace.path());
+    let bases = base::StoreBases::new(store)
+        .with_registry(req.pull.then_some(&req.registry))
+        .with_preparer(&preparer);
     let plan = plan::plan(&df, &opts, &bases)?;
     bases.report(on_event);
     for w in &plan.warnings {
@@ -307,13 +319,6 @@ pub fn run(
             message: warning_text(&plan.file_name, w),
         });
     }
-
-    let workspace_root = store.root().join("builds");
-    let workspace =
-        workspace::Workspace::create(&workspace_root).map_err(|source| BuildError::Workspace {
-            path: workspace_root.clone(),
-            source,
-        })?;
 
     let context = crate::context::SourceRoot::context(&req.context, &dockerfile_base(&file_name))?;
     // With --push, layers upload while later steps run (early_push.rs); the manifest goes last.

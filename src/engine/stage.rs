@@ -152,6 +152,7 @@ impl Engine<'_> {
         };
         fs::create_dir_all(&rootfs).map_err(ws_err)?;
         let label = self.stage_label(index);
+        let mut base_manifest = None;
         let (mut config, layers, base_name, mut key) = match &stage.base {
             Base::Scratch => (
                 ImageConfig::new(&super::base::image_platform(&stage.platform)),
@@ -178,6 +179,7 @@ impl Engine<'_> {
             }
             Base::Image(reference) => {
                 let img = self.inputs.bases.resolve_for(reference, &stage.platform)?;
+                base_manifest = Some(img.manifest_desc.digest.clone());
                 (
                     img.config.clone(),
                     img.manifest.layers.clone(),
@@ -241,6 +243,17 @@ impl Engine<'_> {
                         self.replay(step, &mut state, record)?
                     }
                     None => {
+                        if let Some(m) = base_manifest.take() {
+                            if self.adopt_prepared(&mut state, &m)? {
+                                on_event(&Event::Log {
+                                    step: n,
+                                    line: format!(
+                                        "base {} was unpacked while it downloaded",
+                                        m.short()
+                                    ),
+                                });
+                            }
+                        }
                         self.materialize(&mut state)?;
                         self.materialize_sources(step)?;
                         let made = self.run_step(step, &mut state, &mut meta, n, on_event)?;
@@ -265,6 +278,29 @@ impl Engine<'_> {
             }),
         );
         Ok(())
+    }
+
+    /// Take the base unpacked while it downloaded (prepare.rs) as this stage's rootfs, when the
+    /// stage has applied nothing yet and no other stage took it first.
+    fn adopt_prepared(
+        &self,
+        st: &mut StageState,
+        manifest: &crate::digest::Digest,
+    ) -> Result<bool, BuildError> {
+        if st.applied != 0 {
+            return Ok(false);
+        }
+        let Some((dir, base_layers)) = self.inputs.bases.claim_prepared(manifest) else {
+            return Ok(false);
+        };
+        let ws_err = |source| BuildError::Workspace {
+            path: st.rootfs.clone(),
+            source,
+        };
+        fs::remove_dir(&st.rootfs).map_err(ws_err)?;
+        fs::rename(&dir, &st.rootfs).map_err(ws_err)?;
+        st.applied = base_layers;
+        Ok(true)
     }
 
     /// Bring a stage's rootfs up to date with its layers.

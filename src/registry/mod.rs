@@ -48,6 +48,12 @@ pub enum Progress {
         mirror: String,
         reason: String,
     },
+    /// A pull resolved its image manifest and is about to fetch what the store lacks; `layers`
+    /// are all the image's layers, in order (some may be in the store already).
+    Fetching {
+        manifest: Digest,
+        layers: Vec<Digest>,
+    },
     BlobStarted {
         digest: Digest,
         size: u64,

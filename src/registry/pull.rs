@@ -116,6 +116,10 @@ pub fn pull(
             what: "any endpoint".into(),
         });
     };
+    on_progress(Progress::Fetching {
+        manifest: desc.digest.clone(),
+        layers: manifest.layers.iter().map(|l| l.digest.clone()).collect(),
+    });
     let mut blobs: Vec<Descriptor> = Vec::new();
     for b in std::iter::once(&manifest.config).chain(&manifest.layers) {
         if blobs.iter().any(|x| x.digest == b.digest) {
