@@ -21,13 +21,18 @@
 //! encoder holds a few MiB whatever the stream length. The compressed output is written to `out` on the
 //! caller's thread, in order.
 //!
+//! Workers: one pool per process, one thread per core, shared by every encoder (parallel stages,
+//! concurrent daemon builds). Blocks are served first come, first served, so two layers written at
+//! once share the cores block by block instead of each starting a thread per core and making the
+//! kernel juggle `builds × cores` compressors against the RUN steps; and a small layer does not pay
+//! for spawning threads.
+//!
 //! Must not: decide which compression a layer uses (that is `compress`), buffer the whole stream.
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use flate2::{Compress, Compression, FlushCompress, Status};
 
@@ -41,6 +46,7 @@ const DICT_SIZE: usize = 32 * 1024;
 pub const STORED_ENTROPY: f64 = 7.97;
 
 struct Job {
+    level: u32,
     data: Arc<Vec<u8>>,
     dict: Option<Arc<Vec<u8>>>,
     last: bool,
@@ -60,28 +66,40 @@ pub struct ParallelGzip<W: Write> {
     prev: Option<Arc<Vec<u8>>>,
     pending: VecDeque<Receiver<io::Result<Done>>>,
     max_pending: usize,
-    jobs: Option<SyncSender<Job>>,
-    workers: Vec<JoinHandle<()>>,
+    level: u32,
     crc: crc32fast::Hasher,
     header_written: bool,
 }
 
+/// The process's compression workers and the queue they serve.
+struct Pool {
+    jobs: SyncSender<Job>,
+}
+
+/// The shared pool, started on first use with one worker per core.
+fn pool() -> &'static Pool {
+    static POOL: OnceLock<Pool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let (tx, rx) = mpsc::sync_channel::<Job>(threads);
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..threads {
+            let rx = Arc::clone(&rx);
+            // A worker that cannot start leaves the others; with none, sends fail (see dispatch).
+            let _ = std::thread::Builder::new()
+                .name(format!("kiln-gzip-{i}"))
+                .spawn(move || worker(rx));
+        }
+        Pool { jobs: tx }
+    })
+}
+
 impl<W: Write> ParallelGzip<W> {
-    /// `level` 0–9 (clamped), `threads` worker threads (at least 1).
+    /// `level` 0–9 (clamped); `threads` (at least 1) bounds how many blocks this encoder keeps
+    /// in the shared pool at once.
     pub fn new(out: W, level: u32, threads: usize) -> Self {
         let level = level.min(9);
         let threads = threads.max(1);
-        let (tx, rx) = mpsc::sync_channel::<Job>(threads);
-        let rx = Arc::new(Mutex::new(rx));
-        let workers = (0..threads)
-            .map(|i| {
-                let rx = Arc::clone(&rx);
-                std::thread::Builder::new()
-                    .name(format!("kiln-gzip-{i}"))
-                    .spawn(move || worker(rx, level))
-            })
-            .filter_map(Result::ok)
-            .collect();
         let xfl = match level {
             9 => 2,
             1 => 4,
@@ -94,8 +112,7 @@ impl<W: Write> ParallelGzip<W> {
             prev: None,
             pending: VecDeque::new(),
             max_pending: 2 * threads + 1,
-            jobs: Some(tx),
-            workers,
+            level,
             crc: crc32fast::Hasher::new(),
             header_written: false,
         }
@@ -124,16 +141,16 @@ impl<W: Write> ParallelGzip<W> {
         ));
         let (reply, rx) = mpsc::sync_channel(1);
         let job = Job {
+            level: self.level,
             data: Arc::clone(&data),
             dict: self.prev.take(),
             last,
             reply,
         };
-        let jobs = self
-            .jobs
-            .as_ref()
-            .ok_or_else(|| io::Error::other("gzip encoder already finished"))?;
-        if self.workers.is_empty() || jobs.send(job).is_err() {
+        if self.out.is_none() {
+            return Err(io::Error::other("gzip encoder already finished"));
+        }
+        if pool().jobs.send(job).is_err() {
             return Err(io::Error::other("gzip worker threads are gone"));
         }
         if !last {
@@ -222,19 +239,9 @@ impl<W: Write> Write for ParallelGzip<W> {
     }
 }
 
-impl<W: Write> Drop for ParallelGzip<W> {
-    fn drop(&mut self) {
-        // Closing the job channel ends the workers' loops.
-        self.jobs = None;
-        self.pending.clear();
-        for w in self.workers.drain(..) {
-            let _ = w.join();
-        }
-    }
-}
-
-fn worker(rx: Arc<Mutex<Receiver<Job>>>, level: u32) {
-    let mut c = Compress::new(Compression::new(level), false);
+fn worker(rx: Arc<Mutex<Receiver<Job>>>) {
+    // One deflate state per level this worker has served (reset for every block).
+    let mut states: Vec<Option<Compress>> = (0..=9).map(|_| None).collect();
     loop {
         let job = {
             let Ok(guard) = rx.lock() else { return };
@@ -243,7 +250,16 @@ fn worker(rx: Arc<Mutex<Receiver<Job>>>, level: u32) {
                 Err(_) => return,
             }
         };
-        let result = compress_block(&mut c, &job);
+        let level = job.level.min(9) as usize;
+        let c =
+            states[level].get_or_insert_with(|| Compress::new(Compression::new(job.level), false));
+        // A panic must not take the worker (and every later encoder's blocks) with it.
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| compress_block(c, &job)))
+                .unwrap_or_else(|_| {
+                    states[level] = None;
+                    Err(io::Error::other("deflating a block panicked"))
+                });
         let _ = job.reply.send(result);
     }
 }
