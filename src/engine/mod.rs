@@ -16,6 +16,7 @@ pub use base::StoreBases;
 mod chmod;
 mod copy;
 mod copy_plan;
+mod copy_step;
 mod event;
 mod fsutil;
 mod hardlink;

@@ -9,35 +9,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::base::StoreBases;
-use super::chmod::Chmod;
 use super::copy::CopySpec;
-use super::fsutil;
+use super::copy_step::CopyArgs;
 use super::metadata::{apply_metadata, MetaState};
 use super::{BuildError, BuildRequest, Event, LayerSummary};
 use crate::cache::CacheKey;
-use crate::context::ignore::DockerIgnore;
 use crate::context::SourceRoot;
 use crate::exec::{self, Cancel, Probe, SandboxConfig};
 use crate::image::{Descriptor, ImageConfig};
 use crate::layer::{self, ApplyOptions, ChangeSet, LayerOptions};
 use crate::plan::{self, Base, Instruction, Plan, Step};
 use crate::store::Store;
-
-/// COPY and ADD seen through one shape (ADD has no `--from`/`--parents`; COPY never unpacks).
-struct CopyArgs<'a> {
-    from: Option<&'a plan::CopySource>,
-    sources: &'a [String],
-    heredocs: &'a [plan::Heredoc],
-    dest: &'a str,
-    chown: Option<&'a str>,
-    chmod: Option<&'a str>,
-    parents: bool,
-    excludes: &'a [String],
-    unpack: bool,
-    /// ADD only: `--checksum`, and whether downloaded URLs are unpacked (`--unpack=true`).
-    checksum: Option<&'a str>,
-    unpack_urls: bool,
-}
 
 /// A built (or being built) stage: its image config, its layers, and its root filesystem — a
 /// directory holding the first `applied` layers. It is brought up to date only when a step needs
@@ -110,7 +92,7 @@ pub struct Engine<'a> {
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Whether this process is root (in its user namespace): owners and devices can be applied.
-fn is_root() -> bool {
+pub(super) fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
@@ -491,122 +473,6 @@ impl Engine<'_> {
         self.commit_staged(step, st, &spec, None, created)
     }
 
-    fn copy(
-        &self,
-        step: &Step,
-        st: &mut StageState,
-        copy: &CopyArgs<'_>,
-        created: &str,
-    ) -> Result<Option<LayerSummary>, BuildError> {
-        let instruction = if matches!(step.instruction, Instruction::Add(_)) {
-            "ADD"
-        } else {
-            "COPY"
-        };
-        let (urls, local): (Vec<String>, Vec<String>) = copy
-            .sources
-            .iter()
-            .cloned()
-            .partition(|s| instruction == "ADD" && super::url::is_url(s));
-        if let Some(src) = local.iter().find(|s| is_remote(s)) {
-            return Err(self.step_err(
-                step,
-                format!("{instruction} from a URL or git repository ({src}) is not supported here (ADD downloads http(s) URLs; COPY takes none)"),
-                None,
-            ));
-        }
-        let mut downloads = Vec::new();
-        for u in &urls {
-            downloads.push(self.download(step, u, copy.checksum)?.path);
-        }
-        let owner = match copy.chown {
-            Some(spec) => fsutil::resolve_chown(&st.rootfs, spec)
-                .map_err(|e| self.step_err(step, format!("--chown={spec}"), Some(Box::new(e))))?,
-            None => (0, 0),
-        };
-        let chmod = match copy.chmod {
-            Some(v) => Some(
-                Chmod::parse(v).map_err(|e| self.step_err(step, "--chmod", Some(Box::new(e))))?,
-            ),
-            None => None,
-        };
-        let excludes = if copy.excludes.is_empty() {
-            None
-        } else {
-            Some(
-                DockerIgnore::parse(&copy.excludes.join("\n"))
-                    .map_err(|e| self.step_err(step, "--exclude", Some(Box::new(e))))?,
-            )
-        };
-        let dest = if copy.dest.starts_with('/') {
-            copy.dest.to_string()
-        } else {
-            let base = if step.workdir.is_empty() {
-                "/"
-            } else {
-                &step.workdir
-            };
-            format!("{}/{}", base.trim_end_matches('/'), copy.dest)
-        };
-        let spec = CopySpec {
-            instruction,
-            sources: &local,
-            downloads,
-            unpack_downloads: copy.unpack_urls,
-            heredocs: copy
-                .heredocs
-                .iter()
-                .map(|h| (h.name.clone(), h.content.clone()))
-                .collect(),
-            dest,
-            owner,
-            explicit_owner: copy.chown.is_some(),
-            chmod,
-            excludes,
-            parents: copy.parents,
-            unpack_archives: copy.unpack,
-            created_mtime: self.inputs.sde.unwrap_or(0),
-        };
-        let from_root = match copy.from {
-            None => None,
-            Some(plan::CopySource::Stage(i)) => Some(
-                lock(
-                    &self
-                        .progress
-                        .finished(*i)
-                        .ok_or_else(|| self.step_err(step, "source stage was not built", None))?
-                        .state,
-                )
-                .rootfs
-                .clone(),
-            ),
-            Some(plan::CopySource::Image(reference)) => {
-                let dir = self.inputs.workspace.join(format!(
-                    "image-{}",
-                    crate::digest::Digest::of(reference.as_bytes()).hex()
-                ));
-                let _unpacking = lock(&self.progress.image_unpack);
-                if !dir.exists() {
-                    let img = self.inputs.bases.resolve(reference)?;
-                    fs::create_dir_all(&dir).map_err(|source| BuildError::Workspace {
-                        path: dir.clone(),
-                        source,
-                    })?;
-                    for l in &img.manifest.layers {
-                        self.apply_blob(&l.digest, &dir)
-                            .map_err(|e| BuildError::Base {
-                                reference: reference.clone(),
-                                message: format!("unpacking layer {}", l.digest),
-                                source: Some(e),
-                            })?;
-                    }
-                }
-                Some(dir)
-            }
-        };
-        self.commit_staged(step, st, &spec, from_root.as_deref(), created)
-    }
-
     /// The sandbox, probed at the first RUN (a build without RUN never needs one).
     fn sandbox(&self, step: &Step) -> Result<(SandboxConfig, Probe, exec::Rung), BuildError> {
         let mut sandbox = lock(&self.progress.sandbox);
@@ -693,7 +559,7 @@ impl Engine<'_> {
     }
 
     /// Write a change set as a layer, store it, apply it to the stage's rootfs, record history.
-    fn commit_changes(
+    pub(super) fn commit_changes(
         &self,
         step: &Step,
         st: &mut StageState,
@@ -726,82 +592,4 @@ impl Engine<'_> {
             uncompressed_size: info.uncompressed_size,
         })
     }
-
-    /// Make the step's layer. A COPY is written straight from its sources into the layer
-    /// (`copy_plan.rs`) and the rootfs catches up only if a later step reads it; ADD's archives
-    /// and WORKDIR are staged, and the staged tree is then moved into the rootfs (`merge.rs`).
-    fn commit_staged(
-        &self,
-        step: &Step,
-        st: &mut StageState,
-        spec: &CopySpec<'_>,
-        from_root: Option<&Path>,
-        created: &str,
-    ) -> Result<Option<LayerSummary>, BuildError> {
-        let rootfs_source;
-        let from = match from_root {
-            Some(dir) => {
-                rootfs_source = SourceRoot::rootfs(dir);
-                &rootfs_source
-            }
-            None => self.inputs.context,
-        };
-        let resolved = if spec.instruction == "WORKDIR" {
-            None
-        } else {
-            Some(
-                super::copy::resolve(spec, from, &st.rootfs)
-                    .map_err(|e| self.step_err(step, e.to_string(), None))?,
-            )
-        };
-        if let Some(resolved) = resolved.as_ref().filter(|r| r.is_direct()) {
-            let mut planner = super::copy_plan::Planner::new(spec, &st.rootfs);
-            super::copy::copy_into(spec, from, resolved, &mut planner)
-                .map_err(|e| self.step_err(step, e.to_string(), None))?;
-            let changes = planner.into_changes();
-            return self.commit_changes(step, st, changes, created).map(Some);
-        }
-        let staging = tempfile::Builder::new()
-            .prefix("layer-")
-            .tempdir_in(self.inputs.workspace)
-            .map_err(|source| BuildError::Workspace {
-                path: self.inputs.workspace.to_path_buf(),
-                source,
-            })?;
-        let staged = match &resolved {
-            Some(resolved) => {
-                super::copy::stage_copy(spec, resolved, from, &st.rootfs, staging.path())
-                    .map_err(|e| self.step_err(step, e.to_string(), None))?
-            }
-            None => {
-                // WORKDIR: only the directory itself.
-                let dest = spec.dest.trim_matches('/').to_string();
-                super::copy::stage_dir_only(spec, &st.rootfs, staging.path(), &dest)
-                    .map_err(|e| self.step_err(step, "creating the directory", Some(Box::new(e))))?
-            }
-        };
-        let mut changes = ChangeSet::from_dir(staging.path())
-            .map_err(|e| self.step_err(step, "reading the staged files", Some(Box::new(e))))?;
-        if !staged.owners_applied {
-            changes = changes.with_owner(spec.owner.0, spec.owner.1);
-        }
-        let up_to_date = st.applied == st.layers.len();
-        let summary = self.commit_changes(step, st, changes, created)?;
-        if up_to_date {
-            // Publish the staged tree itself: the files are written once (merge.rs).
-            super::merge::move_into(staging.path(), &st.rootfs, is_root()).map_err(|e| {
-                self.step_err(
-                    step,
-                    "moving the staged files into the stage",
-                    Some(Box::new(e)),
-                )
-            })?;
-            st.applied = st.layers.len();
-        }
-        Ok(Some(summary))
-    }
-}
-
-fn is_remote(src: &str) -> bool {
-    src.starts_with("http://") || src.starts_with("https://") || src.starts_with("git@")
 }

@@ -1,0 +1,232 @@
+//! COPY and ADD as steps: the instruction's flags become a [`CopySpec`] (owner, `--chmod`,
+//! excludes, destination under WORKDIR, the source stage's or image's tree), then the layer is made
+//! straight from the sources (`copy_plan.rs`) or, for ADD's archives and WORKDIR, from a staged
+//! tree moved into the rootfs afterwards (`merge.rs`). BuildKit's `dispatchCopy`.
+//!
+//! Must not: decide Docker's copy rules (`copy.rs` does) or write a layer another way than
+//! `commit_changes`.
+
+use std::fs;
+use std::path::Path;
+
+use super::chmod::Chmod;
+use super::copy::CopySpec;
+use super::fsutil;
+use super::stage::{is_root, lock, Engine, StageState};
+use super::{BuildError, LayerSummary};
+use crate::context::ignore::DockerIgnore;
+use crate::context::SourceRoot;
+use crate::layer::ChangeSet;
+use crate::plan::{self, Instruction, Step};
+
+/// COPY and ADD seen through one shape (ADD has no `--from`/`--parents`; COPY never unpacks).
+pub(super) struct CopyArgs<'a> {
+    pub from: Option<&'a plan::CopySource>,
+    pub sources: &'a [String],
+    pub heredocs: &'a [plan::Heredoc],
+    pub dest: &'a str,
+    pub chown: Option<&'a str>,
+    pub chmod: Option<&'a str>,
+    pub parents: bool,
+    pub excludes: &'a [String],
+    pub unpack: bool,
+    /// ADD only: `--checksum`, and whether downloaded URLs are unpacked (`--unpack=true`).
+    pub checksum: Option<&'a str>,
+    pub unpack_urls: bool,
+}
+
+impl Engine<'_> {
+    pub(super) fn copy(
+        &self,
+        step: &Step,
+        st: &mut StageState,
+        copy: &CopyArgs<'_>,
+        created: &str,
+    ) -> Result<Option<LayerSummary>, BuildError> {
+        let instruction = if matches!(step.instruction, Instruction::Add(_)) {
+            "ADD"
+        } else {
+            "COPY"
+        };
+        let (urls, local): (Vec<String>, Vec<String>) = copy
+            .sources
+            .iter()
+            .cloned()
+            .partition(|s| instruction == "ADD" && super::url::is_url(s));
+        if let Some(src) = local.iter().find(|s| is_remote(s)) {
+            return Err(self.step_err(
+                step,
+                format!("{instruction} from a URL or git repository ({src}) is not supported here (ADD downloads http(s) URLs; COPY takes none)"),
+                None,
+            ));
+        }
+        let mut downloads = Vec::new();
+        for u in &urls {
+            downloads.push(self.download(step, u, copy.checksum)?.path);
+        }
+        let owner = match copy.chown {
+            Some(spec) => fsutil::resolve_chown(&st.rootfs, spec)
+                .map_err(|e| self.step_err(step, format!("--chown={spec}"), Some(Box::new(e))))?,
+            None => (0, 0),
+        };
+        let chmod = match copy.chmod {
+            Some(v) => Some(
+                Chmod::parse(v).map_err(|e| self.step_err(step, "--chmod", Some(Box::new(e))))?,
+            ),
+            None => None,
+        };
+        let excludes = if copy.excludes.is_empty() {
+            None
+        } else {
+            Some(
+                DockerIgnore::parse(&copy.excludes.join("\n"))
+                    .map_err(|e| self.step_err(step, "--exclude", Some(Box::new(e))))?,
+            )
+        };
+        let dest = if copy.dest.starts_with('/') {
+            copy.dest.to_string()
+        } else {
+            let base = if step.workdir.is_empty() {
+                "/"
+            } else {
+                &step.workdir
+            };
+            format!("{}/{}", base.trim_end_matches('/'), copy.dest)
+        };
+        let spec = CopySpec {
+            instruction,
+            sources: &local,
+            downloads,
+            unpack_downloads: copy.unpack_urls,
+            heredocs: copy
+                .heredocs
+                .iter()
+                .map(|h| (h.name.clone(), h.content.clone()))
+                .collect(),
+            dest,
+            owner,
+            explicit_owner: copy.chown.is_some(),
+            chmod,
+            excludes,
+            parents: copy.parents,
+            unpack_archives: copy.unpack,
+            created_mtime: self.inputs.sde.unwrap_or(0),
+        };
+        let from_root = match copy.from {
+            None => None,
+            Some(plan::CopySource::Stage(i)) => Some(
+                lock(
+                    &self
+                        .progress
+                        .finished(*i)
+                        .ok_or_else(|| self.step_err(step, "source stage was not built", None))?
+                        .state,
+                )
+                .rootfs
+                .clone(),
+            ),
+            Some(plan::CopySource::Image(reference)) => {
+                let dir = self.inputs.workspace.join(format!(
+                    "image-{}",
+                    crate::digest::Digest::of(reference.as_bytes()).hex()
+                ));
+                let _unpacking = lock(&self.progress.image_unpack);
+                if !dir.exists() {
+                    let img = self.inputs.bases.resolve(reference)?;
+                    fs::create_dir_all(&dir).map_err(|source| BuildError::Workspace {
+                        path: dir.clone(),
+                        source,
+                    })?;
+                    for l in &img.manifest.layers {
+                        self.apply_blob(&l.digest, &dir)
+                            .map_err(|e| BuildError::Base {
+                                reference: reference.clone(),
+                                message: format!("unpacking layer {}", l.digest),
+                                source: Some(e),
+                            })?;
+                    }
+                }
+                Some(dir)
+            }
+        };
+        self.commit_staged(step, st, &spec, from_root.as_deref(), created)
+    }
+
+    /// Make the step's layer. A COPY is written straight from its sources into the layer
+    /// (`copy_plan.rs`) and the rootfs catches up only if a later step reads it; ADD's archives
+    /// and WORKDIR are staged, and the staged tree is then moved into the rootfs (`merge.rs`).
+    pub(super) fn commit_staged(
+        &self,
+        step: &Step,
+        st: &mut StageState,
+        spec: &CopySpec<'_>,
+        from_root: Option<&Path>,
+        created: &str,
+    ) -> Result<Option<LayerSummary>, BuildError> {
+        let rootfs_source;
+        let from = match from_root {
+            Some(dir) => {
+                rootfs_source = SourceRoot::rootfs(dir);
+                &rootfs_source
+            }
+            None => self.inputs.context,
+        };
+        let resolved = if spec.instruction == "WORKDIR" {
+            None
+        } else {
+            Some(
+                super::copy::resolve(spec, from, &st.rootfs)
+                    .map_err(|e| self.step_err(step, e.to_string(), None))?,
+            )
+        };
+        if let Some(resolved) = resolved.as_ref().filter(|r| r.is_direct()) {
+            let mut planner = super::copy_plan::Planner::new(spec, &st.rootfs);
+            super::copy::copy_into(spec, from, resolved, &mut planner)
+                .map_err(|e| self.step_err(step, e.to_string(), None))?;
+            let changes = planner.into_changes();
+            return self.commit_changes(step, st, changes, created).map(Some);
+        }
+        let staging = tempfile::Builder::new()
+            .prefix("layer-")
+            .tempdir_in(self.inputs.workspace)
+            .map_err(|source| BuildError::Workspace {
+                path: self.inputs.workspace.to_path_buf(),
+                source,
+            })?;
+        let staged = match &resolved {
+            Some(resolved) => {
+                super::copy::stage_copy(spec, resolved, from, &st.rootfs, staging.path())
+                    .map_err(|e| self.step_err(step, e.to_string(), None))?
+            }
+            None => {
+                // WORKDIR: only the directory itself.
+                let dest = spec.dest.trim_matches('/').to_string();
+                super::copy::stage_dir_only(spec, &st.rootfs, staging.path(), &dest)
+                    .map_err(|e| self.step_err(step, "creating the directory", Some(Box::new(e))))?
+            }
+        };
+        let mut changes = ChangeSet::from_dir(staging.path())
+            .map_err(|e| self.step_err(step, "reading the staged files", Some(Box::new(e))))?;
+        if !staged.owners_applied {
+            changes = changes.with_owner(spec.owner.0, spec.owner.1);
+        }
+        let up_to_date = st.applied == st.layers.len();
+        let summary = self.commit_changes(step, st, changes, created)?;
+        if up_to_date {
+            // Publish the staged tree itself: the files are written once (merge.rs).
+            super::merge::move_into(staging.path(), &st.rootfs, is_root()).map_err(|e| {
+                self.step_err(
+                    step,
+                    "moving the staged files into the stage",
+                    Some(Box::new(e)),
+                )
+            })?;
+            st.applied = st.layers.len();
+        }
+        Ok(Some(summary))
+    }
+}
+
+fn is_remote(src: &str) -> bool {
+    src.starts_with("http://") || src.starts_with("https://") || src.starts_with("git@")
+}
