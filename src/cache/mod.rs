@@ -122,7 +122,17 @@ pub fn sources_checksum(
     patterns: &[String],
     excluded: &dyn Fn(&Path) -> bool,
 ) -> Result<Digest, CacheError> {
-    let mut items: Vec<Item> = Vec::new();
+    // Items are described a window at a time, so memory stays flat however many files there are.
+    const WINDOW: usize = 4096;
+    let mut h = crate::digest::Hasher::new();
+    let mut items: Vec<Item> = Vec::with_capacity(WINDOW);
+    let mut flush = |items: &mut Vec<Item>| -> Result<(), CacheError> {
+        for line in hash_items(items)? {
+            h.update(line.as_bytes());
+        }
+        items.clear();
+        Ok(())
+    };
     for pattern in patterns {
         items.push(Item::Text(format!("pattern {pattern}\n")));
         for m in root.resolve(pattern)? {
@@ -140,14 +150,13 @@ pub fn sources_checksum(
                     continue;
                 }
                 items.push(Item::Entry(entry.into_path(), rel));
+                if items.len() == WINDOW {
+                    flush(&mut items)?;
+                }
             }
         }
     }
-    let lines = hash_items(&items)?;
-    let mut h = crate::digest::Hasher::new();
-    for line in &lines {
-        h.update(line.as_bytes());
-    }
+    flush(&mut items)?;
     Ok(h.finish())
 }
 
