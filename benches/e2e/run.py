@@ -14,7 +14,7 @@ Workloads (generated with a fixed seed under $WORK, default /tmp/kiln-e2e):
 plus
   real   FROM scratch + COPY data /data of ~20,000 real files from /usr/lib and /usr/share (kiln build,
          no push, cold store) vs `tar -cf - data | pigz -p2 -6 | sha256sum` on the same directory
-  rss    kiln's peak RSS (/usr/bin/time -v) while building and pushing w1
+  rss    kiln's peak RSS (/usr/bin/time -v) while building and pushing w1, and w2 (memory per file)
   prof   strace -f -c of kiln building w2 and real (syscalls per file) and kiln's --progress plain
          lines, time-stamped, for a rough split of the wall time (PROF=0 skips it)
 
@@ -413,21 +413,28 @@ def bench_real(results):
 
 # ---------------------------------------------------------------- peak RSS
 
-def bench_rss(results):
-    ctx = context("w1")
+def peak_rss(wl):
+    """kiln's peak RSS (KiB) and wall time building + pushing workload `wl`, cold."""
+    ctx = context(wl)
     reg = Registry("rss")
     k = Kiln("rss", False)
     try:
-        cmd = ["/usr/bin/time", "-v"] + k.build_cmd(ctx, f"{reg.addr}/bench/w1:rss", reg)
+        cmd = ["/usr/bin/time", "-v"] + k.build_cmd(ctx, f"{reg.addr}/bench/{wl}:rss", reg)
         dt, p = run(cmd)
         rss = None
         for line in p.stderr.decode(errors="replace").splitlines():
             if "Maximum resident set size" in line:
                 rss = int(line.split(":")[-1].strip())
-        results["rss"] = {"kib": rss, "seconds": dt}
+        return {"kib": rss, "seconds": dt}
     finally:
         k.clean()
         reg.stop()
+
+
+def bench_rss(results):
+    # w1: one big layer; w2: the same question with 50,000 files (memory per file).
+    results["rss"] = peak_rss("w1")
+    results["rss_files"] = peak_rss("w2")
 
 
 # ---------------------------------------------------------------- where kiln spends time
@@ -523,6 +530,9 @@ def report(results):
         r = results["rss"]
         p()
         p(f"kiln peak RSS building + pushing w1 (512 MiB COPY): {r['kib'] / 1024:.1f} MiB ({r['kib']} KiB, {r['seconds']:.2f} s under /usr/bin/time -v)")
+    if "rss_files" in results:
+        r = results["rss_files"]
+        p(f"kiln peak RSS building + pushing w2 (50,000 files): {r['kib'] / 1024:.1f} MiB ({r['kib']} KiB, {r['seconds']:.2f} s)")
     if "prof" in results:
         for wl, e in results["prof"].items():
             p()
