@@ -32,15 +32,20 @@ pub(super) fn explain(e: BuildError, root: &Path, run_saw_enospc: bool) -> Build
         c.downcast_ref::<std::io::Error>().is_some_and(|io| {
             matches!(io.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
                 || io.kind() == std::io::ErrorKind::StorageFull
-        }) || c.to_string().contains(ENOSPC_TEXT)
+        })
     });
+    // Otherwise only a program said so (a RUN command's output, in its log or its error).
+    let printed = run_saw_enospc || chain.iter().any(|c| c.to_string().contains(ENOSPC_TEXT));
     let what = match full {
         // The error just above the io::Error says what it was doing and where.
         Some(i) => {
             let doing = chain[i.saturating_sub(1)].to_string();
-            format!("{} ({doing})", describe(&doing, root))
+            // The path is in the action (`copying into /…`) or in the io error itself (tempfile's
+            // `… at path "/…"`).
+            let place = format!("{doing} {}", chain[i]);
+            format!("{} ({doing})", describe(&place, root))
         }
-        None if run_saw_enospc && matches!(e, BuildError::Step { .. }) => {
+        None if printed && matches!(e, BuildError::Step { .. }) => {
             "the RUN step's files (its changes live in the build workspace under builds/)".into()
         }
         None => return e,
@@ -54,10 +59,13 @@ pub(super) fn explain(e: BuildError, root: &Path, run_saw_enospc: bool) -> Build
 
 /// What a path in `doing` is, by where it lives in the store root.
 fn describe(doing: &str, root: &Path) -> String {
-    let path = doing
+    let paths: Vec<&str> = doing
         .split_whitespace()
-        .find(|w| w.starts_with('/'))
-        .map(|w| w.trim_end_matches([':', ',']));
+        .map(|w| w.trim_matches(['"', '\'', ':', ',', '(', ')']))
+        .filter(|w| w.starts_with('/'))
+        .collect();
+    let inside = paths.iter().find(|p| Path::new(p).starts_with(root));
+    let path = inside.or(paths.first()).copied();
     let Some(rel) = path.and_then(|p| Path::new(p).strip_prefix(root).ok()) else {
         return match path {
             Some(p) => p.to_string(),
