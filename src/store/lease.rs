@@ -44,6 +44,9 @@ impl std::fmt::Debug for Lease<'_> {
 pub(super) const RES_BLOB: &str = "blob";
 pub(super) const RES_DIR: &str = "dir";
 
+/// When each live lease began (unix ms), and what they protect explicitly (`(kind, key)`).
+pub(super) type Leases = (Vec<i64>, Vec<(String, String)>);
+
 pub(super) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -110,7 +113,7 @@ impl Store {
     }
 
     /// When each live lease began (unix ms), and what they protect explicitly (`[(kind, key)]`).
-    pub(super) fn leases(&self) -> Result<(Vec<i64>, Vec<(String, String)>), StoreError> {
+    pub(super) fn leases(&self) -> Result<Leases, StoreError> {
         let conn = self.meta.conn();
         let leases = {
             let mut st = conn
