@@ -507,3 +507,36 @@ fn the_daemon_collects_after_a_build_with_its_configured_policy() {
     assert_eq!(v["records"].as_array().unwrap().len(), 1, "{v}");
     fsck_clean(&d.root());
 }
+
+#[test]
+fn a_crashed_daemons_lease_is_cleared_when_it_starts_again() {
+    let mut d = Daemon::start(&[]);
+    d.context(
+        "slow",
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox:latest\nCOPY p /p\nRUN sleep 1019\n",
+            ),
+            ("p", "payload"),
+        ],
+    );
+    let (_, v) = d.post_json("/v1/builds", r#"{"context":"slow"}"#);
+    let id = v["id"].as_str().unwrap().to_string();
+    let t = Instant::now();
+    while pids_of("sleep 1019").is_empty() {
+        assert!(t.elapsed() < Duration::from_secs(30), "{}", d.log_text(&id));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    d.kill9();
+    for pid in pids_of("sleep 1019") {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    }
+    assert_eq!(leases(&d.root()), 1, "a crash leaves its lease behind");
+    d.restart();
+    assert_eq!(leases(&d.root()), 0, "cleared at start-up");
+    // With the lease gone, the interrupted build's COPY record is ordinary garbage.
+    let out = kiln_ok(&d.root(), &["prune"]);
+    assert!(out.contains("1 record(s)"), "{out}");
+    fsck_clean(&d.root());
+}

@@ -10,7 +10,8 @@
 //!
 //! Must not: run builds, or hold the GC lock longer than a run (the store's `collect` takes it).
 
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -27,16 +28,55 @@ const INTERVAL: Duration = Duration::from_secs(3600);
 /// The first timer run, after start-up.
 const FIRST_RUN: Duration = Duration::from_secs(1);
 
-/// Wakes the GC task when a build ends.
+/// How long `/v1/info` reuses a usage count: clients probe `/v1/info` often, and counting walks
+/// every cache mount. A build's end or a GC run invalidates it at once.
+const USAGE_TTL: Duration = Duration::from_secs(10);
+
+/// Wakes the GC task when a build ends; keeps the last usage count.
 #[derive(Default)]
 pub(crate) struct AutoGc {
     build_ended: Notify,
+    usage: Mutex<Option<(Instant, serde_json::Value)>>,
 }
 
 impl AutoGc {
     pub fn build_ended(&self) {
+        self.forget_usage();
         self.build_ended.notify_one();
     }
+
+    fn forget_usage(&self) {
+        *self.usage.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// `/v1/info`'s `usage`, counted at most every `USAGE_TTL`.
+    pub fn usage(&self, store: &store::Store) -> serde_json::Value {
+        let mut cached = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, v)) = cached.as_ref() {
+            if at.elapsed() < USAGE_TTL {
+                return v.clone();
+            }
+        }
+        let v = usage_json(store);
+        *cached = Some((Instant::now(), v.clone()));
+        v
+    }
+}
+
+/// Bytes and items by kind (null when the store cannot be read).
+fn usage_json(store: &store::Store) -> serde_json::Value {
+    let Ok(u) = store.usage(&crate::engine::scratch_dirs()) else {
+        return serde_json::Value::Null;
+    };
+    let rec = |k: &str| u.records.get(k).copied().unwrap_or_default();
+    serde_json::json!({
+        "images": u.images,
+        "build_cache": rec("regular"),
+        "cache_mounts": rec("exec.cachemount"),
+        "records": u.records,
+        "unreferenced_blobs": u.unreferenced,
+        "workspaces": u.scratch,
+    })
 }
 
 /// The GC task: runs until the runtime stops.
@@ -94,6 +134,7 @@ fn collect(state: &Shared, policies: Vec<GcPolicy>, trigger: &str) -> Result<GcR
         scratch: crate::engine::scratch_dirs(),
         trigger: trigger.into(),
     });
+    state.gc.forget_usage();
     match &r {
         Ok(report) => log::info(
             "gc.finished",

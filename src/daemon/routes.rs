@@ -170,7 +170,7 @@ async fn info(AxState(state): AxState<Shared>) -> Result<Response, ApiError> {
             "cgroups": super::cgroup_json(&probe.cgroup),
             "warnings": probe.warnings,
             "storage_bytes": storage,
-            "usage": usage_json(&st.store),
+            "usage": st.gc.usage(&st.store),
             "last_gc": st.store.last_gc().ok().flatten().map(|g| serde_json::json!({
                 "at": g.at, "trigger": g.trigger, "bytes_freed": g.bytes_freed,
                 "items": g.items(), "records": g.records.len(), "blobs": g.removed.len(),
@@ -185,22 +185,6 @@ async fn info(AxState(state): AxState<Shared>) -> Result<Response, ApiError> {
     .await
     .map_err(ApiError::internal)?;
     Ok(Json(v).into_response())
-}
-
-/// `/v1/info`'s `usage`: bytes and items by kind (null when the store cannot be read).
-fn usage_json(store: &crate::store::Store) -> serde_json::Value {
-    let Ok(u) = store.usage(&crate::engine::scratch_dirs()) else {
-        return serde_json::Value::Null;
-    };
-    let rec = |k: &str| u.records.get(k).copied().unwrap_or_default();
-    serde_json::json!({
-        "images": u.images,
-        "build_cache": rec("regular"),
-        "cache_mounts": rec("exec.cachemount"),
-        "records": u.records,
-        "unreferenced_blobs": u.unreferenced,
-        "workspaces": u.scratch,
-    })
 }
 
 async fn openapi() -> Response {
