@@ -31,3 +31,16 @@ pub fn used(store: &Store, id: &str) -> Result<PathBuf, StoreError> {
     store.put_tracked(NAMESPACE, key.hex(), id, &tracked)?;
     Ok(store.root().join(rel))
 }
+
+/// How `kiln info` names a record type (BuildKit's `UsageRecordType`s; the store only keeps them).
+pub fn kind_label(kind: &str) -> &'static str {
+    match kind {
+        "regular" => "build cache",
+        KIND => "cache mounts",
+        "source.local" => "local sources",
+        "source.git.checkout" => "git checkouts",
+        "internal" => "internal",
+        "frontend" => "frontend",
+        _ => "other",
+    }
+}

@@ -179,7 +179,7 @@ fn print_usage(store: &Store) -> Result<()> {
         if b.items > 0 || ["regular", "exec.cachemount"].contains(kind) {
             println!(
                 "  {} ({kind}): {} bytes in {} record(s)",
-                store::kind_label(kind),
+                crate::cache::mounts::kind_label(kind),
                 b.bytes,
                 b.items
             );

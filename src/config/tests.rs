@@ -285,3 +285,15 @@ fn gcpolicy_rules_name_the_bad_key() {
         c.warnings
     );
 }
+
+#[test]
+fn gcpolicy_rules_show_as_buildkitd_writes_them() {
+    let text = "[worker.oci]\ngc = true\n[[worker.oci.gcpolicy]]\nfilters = [\"type==regular\"]\nkeepDuration = \"48h\"\n[[worker.oci.gcpolicy]]\nall = true\nmaxUsedSpace = \"10%\"\n";
+    let c = Config::from_toml_str(text, "k.toml").unwrap();
+    let shown = c.to_redacted_toml();
+    assert!(shown.contains("[[worker.oci.gcpolicy]]"), "{shown}");
+    assert!(shown.contains("keepDuration = \"172800s\""), "{shown}");
+    assert!(shown.contains("maxUsedSpace = \"10%\""), "{shown}");
+    let again = Config::from_toml_str(&shown, "shown").unwrap();
+    assert_eq!(again.worker.gcpolicy, c.worker.gcpolicy, "{shown}");
+}

@@ -422,7 +422,7 @@ impl<'s> Sweep<'s> {
             }
         }
         let freed = self.report.bytes_freed - before;
-        self.report.records.push(super::gc::RemovedRecord {
+        self.report.records.push(RemovedRecord {
             namespace: r.namespace,
             key: r.key,
             kind: r.tracked.kind,
@@ -434,11 +434,12 @@ impl<'s> Sweep<'s> {
 
     /// One policy: `cacheManager.prune` — `pruneOnce` until nothing more goes.
     fn prune(&mut self, p: &GcPolicy, disk: &DiskStat) -> Result<(), StoreError> {
-        let total = self.total();
+        // Counted once, then decreased by what goes (BuildKit: `popt.totalSize -= releasedSize`).
+        let mut total = self.total();
         let keep = p.keep_bytes(total, disk);
         let cutoff = now_ms() - p.keep_duration.as_millis() as i64;
         loop {
-            if keep != 0 && self.total() < keep {
+            if keep != 0 && total < keep {
                 return Ok(());
             }
             let mut candidates: Vec<usize> = (0..self.records.len())
@@ -461,7 +462,7 @@ impl<'s> Sweep<'s> {
             // Highest index first, so earlier indexes stay valid while removing.
             candidates.sort_unstable_by(|a, b| b.cmp(a));
             for i in candidates {
-                self.remove_record(i)?;
+                total = total.saturating_sub(self.remove_record(i)?);
             }
         }
     }

@@ -62,19 +62,6 @@ pub const RECORD_TYPES: &[&str] = &[
     "frontend",
 ];
 
-/// How `kiln info` and `GET /v1/info` name a record type.
-pub fn kind_label(kind: &str) -> &'static str {
-    match kind {
-        "regular" => "build cache",
-        "exec.cachemount" => "cache mounts",
-        "source.local" => "local sources",
-        "source.git.checkout" => "git checkouts",
-        "internal" => "internal",
-        "frontend" => "frontend",
-        _ => "other",
-    }
-}
-
 impl Filter {
     pub fn parse(text: &str) -> Result<Filter, StoreError> {
         let bad = |message: String| StoreError::BadFilter {

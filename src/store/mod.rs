@@ -23,9 +23,7 @@ mod tracked;
 pub use check::{Damaged, FsckReport, Missing};
 pub use export::{import_oci_layout, write_docker_archive, write_oci_layout};
 pub use gc::{disk_usage, Bucket, GcOptions, GcReport, RemovedRecord, Usage};
-pub use gc_policy::{
-    as_bytes, kind_label, policies_from_config, DiskStat, Filter, GcPolicy, RECORD_TYPES,
-};
+pub use gc_policy::{as_bytes, policies_from_config, DiskStat, Filter, GcPolicy, RECORD_TYPES};
 pub use ingest::Ingest;
 pub use lease::Lease;
 pub use meta::{BuildDetails, BuildRecord, Metadata};
