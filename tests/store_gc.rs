@@ -534,6 +534,9 @@ fn a_crashed_daemons_lease_is_cleared_when_it_starts_again() {
     }
     assert_eq!(leases(&d.root()), 1, "a crash leaves its lease behind");
     d.restart();
+    // The socket listens before the daemon has started up; its first answer comes after.
+    let (s, _) = d.get("/v1/info");
+    assert_eq!(s, 200);
     assert_eq!(leases(&d.root()), 0, "cleared at start-up");
     // With the lease gone, the interrupted build's COPY record is ordinary garbage.
     let out = kiln_ok(&d.root(), &["prune"]);
