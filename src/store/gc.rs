@@ -538,3 +538,81 @@ fn lru_first(records: &[TrackedRecord], candidates: &[usize]) -> usize {
         })
         .unwrap_or(&candidates[0])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Tracked;
+
+    fn age(path: &Path, secs: i64) {
+        let t = filetime::FileTime::from_unix_time(now_ms() / 1000 - secs, 0);
+        filetime::set_file_mtime(path, t).unwrap();
+    }
+
+    #[test]
+    fn stale_scratch_goes_leased_and_fresh_scratch_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let builds = dir.path().join("builds");
+        for name in ["build-old", "build-leased", "build-new"] {
+            std::fs::create_dir_all(builds.join(name).join("rootfs")).unwrap();
+            std::fs::write(builds.join(name).join("rootfs/f"), b"12345").unwrap();
+        }
+        age(&builds.join("build-old"), 120);
+        age(&builds.join("build-leased"), 120);
+        let lease = store.lease("build").unwrap();
+        lease.protect_dir(&builds.join("build-leased")).unwrap();
+        let r = store
+            .collect(&GcOptions {
+                policies: vec![],
+                scratch: vec![PathBuf::from("builds")],
+                trigger: "test".into(),
+            })
+            .unwrap();
+        assert_eq!(r.dirs, vec!["builds/build-old".to_string()]);
+        assert!(r.bytes_freed >= 5, "{r:?}");
+        assert!(builds.join("build-leased").is_dir() && builds.join("build-new").is_dir());
+        drop(lease);
+        assert_eq!(store.last_gc().unwrap().unwrap().dirs, r.dirs);
+    }
+
+    #[test]
+    fn a_record_used_under_a_live_lease_survives_all_and_goes_once_the_lease_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let old = store.put_bytes(b"old layer", None).unwrap();
+        let t = |d: &Digest| Tracked {
+            kind: "regular".into(),
+            blobs: vec![d.clone()],
+            ..Tracked::default()
+        };
+        store.put_tracked("ns", "old", "v", &t(&old)).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let lease = store.lease("build").unwrap();
+        let fresh = store.put_bytes(b"fresh layer", None).unwrap();
+        store.put_tracked("ns", "fresh", "v", &t(&fresh)).unwrap();
+        let all = GcPolicy {
+            all: true,
+            max_used_space: 1,
+            ..GcPolicy::default()
+        };
+        let run = |p: &GcPolicy| {
+            store
+                .collect(&GcOptions {
+                    policies: vec![p.clone()],
+                    ..GcOptions::default()
+                })
+                .unwrap()
+        };
+        let r = run(&all);
+        // The record from before the lease goes; the one used under it stays.
+        assert_eq!(r.records.len(), 1, "{r:?}");
+        assert_eq!(r.records[0].key, "old");
+        assert!(!store.has_blob(&old) && store.has_blob(&fresh));
+        drop(lease);
+        let r = run(&all);
+        assert_eq!(r.records.len(), 1, "{r:?}");
+        assert!(!store.has_blob(&fresh));
+        assert!(store.tracked_records().unwrap().is_empty());
+    }
+}
