@@ -35,7 +35,7 @@
 //! | `exec`       | one process in a sandbox (namespaces, id maps, cgroups); the only unsafe |
 //! | `layer`      | tree → deterministic tar → parallel gzip/zstd → diff_id + digest; apply  |
 //! | `image`      | config (keeps Docker's fields), manifest, index, history; canonical JSON |
-//! | `store`      | OCI image layout: verified atomic ingest, tags, fsck, SQLite metadata    |
+//! | `store`      | OCI layout: verified ingest, tags, fsck, GC by policy, leases, SQLite    |
 //! | `cache`      | step cache keys (schema-versioned) and records of the layers they made   |
 //! | `registry`   | distribution client: pull, push, auth, per-host TLS/HTTP, mirrors        |
 //! | `engine`     | the one place that wires the pipeline                                    |

@@ -156,7 +156,6 @@ fn the_readme_pod_worker_configures_builds_pushes_and_owns_its_outputs() {
         "grpc",
         "worker.containerd",
         "worker.oci.enabled",
-        "worker.oci.gc = true",
         "frontend",
     ] {
         assert!(

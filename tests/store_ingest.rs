@@ -63,7 +63,7 @@ fn open_creates_an_oci_layout_and_database() {
             .unwrap()
     };
     assert_eq!(mode, "wal");
-    assert_eq!(store.db().schema_version().unwrap(), 3);
+    assert_eq!(store.db().schema_version().unwrap(), 4);
 }
 
 #[test]

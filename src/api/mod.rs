@@ -228,6 +228,16 @@ pub enum Memory {
     Text(String),
 }
 
+impl Memory {
+    /// The size in bytes (`"512m"` read as `docker run --memory` reads it).
+    pub fn bytes(&self) -> Result<u64, crate::config::SizeError> {
+        match self {
+            Memory::Bytes(b) => Ok(*b),
+            Memory::Text(t) => crate::config::parse_size(t),
+        }
+    }
+}
+
 /// A secret for `RUN --mount=type=secret,id=ID`: an inline `value` (written to a private file for
 /// the build and deleted after), a `src` file under an allowed root, or (embedded builds only: the
 /// daemon refuses it, its environment is not the caller's) an `env` variable.
@@ -358,6 +368,20 @@ pub struct BuildInfo {
 pub struct ConfigUpdate {
     pub insecure_registries: Option<HostList>,
     pub config_content: Option<String>,
+}
+
+/// `POST /v1/prune` (an empty body too): `docker buildx prune`'s options. Sizes are bytes or
+/// suffixed strings (`"1g"`); `filters` may hold `until=DURATION`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PruneRequest {
+    pub all: bool,
+    pub filters: Vec<String>,
+    /// Deprecated in buildx: the same as `reserved_space`.
+    pub keep_storage: Option<Memory>,
+    pub reserved_space: Option<Memory>,
+    pub max_used_space: Option<Memory>,
+    pub min_free_space: Option<Memory>,
 }
 
 /// `GET /v1/config`.

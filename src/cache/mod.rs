@@ -8,6 +8,9 @@
 //! — and the layer settings. `SCHEMA` is part of every key: changing what a key covers means bumping
 //! it, and old records simply stop matching.
 //!
+//! Cache mounts (`RUN --mount=type=cache`) are build cache too: `mounts` names their directories and
+//! records their use, so GC can collect them like BuildKit's `exec.cachemount` records.
+//!
 //! Must not: run steps, write layers or decide policy (`--no-cache` is the build's business); records
 //! never hold secrets (secret mounts are keyed by id, never by value).
 
@@ -18,10 +21,12 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub mod mounts;
+
 use crate::context::SourceRoot;
 use crate::digest::Digest;
 use crate::image::{canonical_json, Descriptor};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, Tracked};
 
 /// Bump when the inputs a key covers change.
 pub const SCHEMA: u32 = 1;
@@ -86,9 +91,10 @@ pub struct CachedLayer {
     pub uncompressed_size: u64,
 }
 
-/// Look a key up; a record whose layer blob is no longer in the store (pruned) is a miss.
+/// Look a key up (a hit counts as a use, which GC's keepDuration and LRU order go on); a record
+/// whose layer blob is no longer in the store (pruned) is a miss.
 pub fn lookup(store: &Store, key: &CacheKey) -> Result<Option<Record>, CacheError> {
-    let Some(text) = store.db().record_get(NAMESPACE, key.0.hex())? else {
+    let Some(text) = store.use_record(NAMESPACE, key.0.hex())? else {
         return Ok(None);
     };
     let Ok(record) = serde_json::from_str::<Record>(&text) else {
@@ -107,7 +113,25 @@ pub fn save(store: &Store, key: &CacheKey, record: &Record) -> Result<(), CacheE
             source: e,
         })
     })?;
-    store.db().record_put(NAMESPACE, key.0.hex(), &text)?;
+    // BuildKit's record type for a step's result is `regular`; GC removes the layer with the
+    // record when no tag and no other record needs it.
+    let tracked = Tracked {
+        kind: "regular".into(),
+        blobs: record
+            .layer
+            .iter()
+            .map(|l| l.descriptor.digest.clone())
+            .collect(),
+        dir: None,
+        description: match &record.layer {
+            Some(l) => format!(
+                "layer {} ({} bytes)",
+                l.descriptor.digest, l.descriptor.size
+            ),
+            None => "step without a layer".into(),
+        },
+    };
+    store.put_tracked(NAMESPACE, key.0.hex(), &text, &tracked)?;
     Ok(())
 }
 

@@ -74,6 +74,8 @@ pub(super) fn cmd_import(store: &Store, layout: &str, tag: Option<String>) -> Re
         }
         _ => (layout.to_string(), None),
     };
+    // Imported blobs are unreferenced until the tag: a concurrent GC must leave them (lease.rs).
+    let _lease = store.lease("import")?;
     let desc = store::import_oci_layout(store, Path::new(&dir), ref_name.as_deref())
         .with_context(|| format!("importing OCI layout {dir}"))?;
     let name = tag.or(ref_name).unwrap_or_else(|| "latest".to_string());
@@ -94,17 +96,114 @@ pub(super) fn cmd_rmi(store: &Store, image: &str) -> Result<i32> {
     Ok(0)
 }
 
-pub(super) fn cmd_prune(store: &Store) -> Result<i32> {
+/// `kiln prune`'s flags: `docker buildx prune`'s.
+#[derive(clap::Args, Debug, Default)]
+pub struct PruneArgs {
+    /// Remove shared records too (their layers stay while a tag needs them).
+    #[arg(short, long)]
+    all: bool,
+    /// `type==regular|exec.cachemount|…`, `id==…`, `description~=…`, or `until=DURATION`
+    /// (keep what was used within it, e.g. 24h). Repeatable: any filter may match.
+    #[arg(long = "filter")]
+    filters: Vec<String>,
+    /// Keep this much build cache (deprecated in buildx: same as --reserved-space).
+    #[arg(long = "keep-storage", value_parser = parse_size_arg)]
+    keep_storage: Option<u64>,
+    /// Never prune the build cache below this size.
+    #[arg(long = "reserved-space", value_parser = parse_size_arg)]
+    reserved_space: Option<u64>,
+    /// Prune until the build cache is at most this size.
+    #[arg(long = "max-used-space", value_parser = parse_size_arg)]
+    max_used_space: Option<u64>,
+    /// Prune until the disk has this much free (never below --reserved-space).
+    #[arg(long = "min-free-space", value_parser = parse_size_arg)]
+    min_free_space: Option<u64>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_size_arg(s: &str) -> Result<u64, String> {
+    crate::config::parse_size(s).map_err(|e| e.to_string())
+}
+
+pub(super) fn cmd_prune(store: &Store, a: &PruneArgs) -> Result<i32> {
+    let policy = store::GcPolicy::from_prune(
+        &a.filters,
+        a.all,
+        a.keep_storage.or(a.reserved_space),
+        a.max_used_space,
+        a.min_free_space,
+    )?;
     crate::engine::empty_trash(store.root())
         .with_context(|| format!("emptying {}/builds/trash", store.root().display()))?;
-    let report = store.gc()?;
+    let report = store.collect(&store::GcOptions {
+        policies: vec![policy],
+        scratch: crate::engine::scratch_dirs(),
+        trigger: "prune".into(),
+    })?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(0);
+    }
+    for r in &report.records {
+        println!(
+            "removed {} {} ({} bytes freed)",
+            r.kind, r.description, r.bytes
+        );
+    }
+    for d in &report.dirs {
+        println!("removed scratch {d}");
+    }
     println!(
-        "removed {} blob(s), freed {} bytes, kept {}",
+        "removed {} blob(s), {} record(s), {} scratch dir(s), freed {} bytes, kept {} blob(s)",
         report.removed.len(),
+        report.records.len(),
+        report.dirs.len(),
         report.bytes_freed,
         report.kept
     );
     Ok(0)
+}
+
+/// `kiln info`'s usage lines (and `GET /v1/info`'s `usage`).
+fn print_usage(store: &Store) -> Result<()> {
+    let u = store.usage(&crate::engine::scratch_dirs())?;
+    println!("usage:");
+    println!(
+        "  images: {} bytes in {} tag(s)",
+        u.images.bytes, u.images.items
+    );
+    for kind in store::RECORD_TYPES {
+        let b = u.records.get(*kind).copied().unwrap_or_default();
+        if b.items > 0 || ["regular", "exec.cachemount"].contains(kind) {
+            println!(
+                "  {} ({kind}): {} bytes in {} record(s)",
+                crate::cache::mounts::kind_label(kind),
+                b.bytes,
+                b.items
+            );
+        }
+    }
+    println!(
+        "  unreferenced blobs: {} bytes in {} blob(s)",
+        u.unreferenced.bytes, u.unreferenced.items
+    );
+    println!(
+        "  workspaces (builds/): {} bytes in {} entr(ies)",
+        u.scratch.bytes, u.scratch.items
+    );
+    match store.last_gc()? {
+        Some(g) => println!(
+            "last gc: at {} ({}): freed {} bytes, {} item(s)",
+            g.at,
+            g.trigger,
+            g.bytes_freed,
+            g.items()
+        ),
+        None => println!("last gc: never"),
+    }
+    Ok(())
 }
 
 /// Exit 2 when the store is damaged, so scripts can tell damage from a failure to check.
@@ -122,6 +221,7 @@ pub(super) fn cmd_info(root: &Option<PathBuf>) -> Result<i32> {
     println!("version: {}", env!("CARGO_PKG_VERSION"));
     println!("root: {}", root.display());
     println!("images: {}", store.tags()?.len());
+    print_usage(&store)?;
     let probe = exec::probe(&exec::SandboxConfig::new(&root.join("exec")));
     match probe.rung {
         Some(r) => println!("sandbox: {r}"),

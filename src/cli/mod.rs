@@ -90,8 +90,9 @@ enum Command {
     },
     /// Remove a tag from the local store (blobs go at the next `kiln prune`).
     Rmi { image: String },
-    /// Delete blobs no tag reaches.
-    Prune,
+    /// Remove build cache (step-cache records, cache mounts) and blobs no tag reaches, like
+    /// `docker buildx prune`; with size flags, least recently used first until under them.
+    Prune(local::PruneArgs),
     /// Re-hash every blob and check every tag's closure; non-zero exit on damage.
     Fsck,
     /// Where kiln keeps its state and what it holds.
@@ -253,7 +254,7 @@ fn run(cli: Cli) -> Result<i32> {
         }
         Command::Import { layout, tag } => local::cmd_import(&open_store(&cli.root)?, &layout, tag),
         Command::Rmi { image } => local::cmd_rmi(&open_store(&cli.root)?, &image),
-        Command::Prune => local::cmd_prune(&open_store(&cli.root)?),
+        Command::Prune(args) => local::cmd_prune(&open_store(&cli.root)?, &args),
         Command::Fsck => local::cmd_fsck(&open_store(&cli.root)?),
         Command::Info => local::cmd_info(&cli.root),
     }

@@ -143,6 +143,8 @@ pub fn cmd_pull(store: &Store, cfg: &Config, args: PullArgs) -> Result<i32> {
         None => Platform::host(),
     };
     let client = client_for(cfg, &args.flags)?;
+    // Pulled blobs are unreferenced until the tag: a concurrent GC must leave them (lease.rs).
+    let _lease = store.lease("pull")?;
     let desc = registry::pull(
         &client,
         store,
@@ -176,6 +178,9 @@ fn find_local(store: &Store, name: &str) -> Result<Descriptor> {
 
 pub fn cmd_push(store: &Store, cfg: &Config, args: PushArgs) -> Result<i32> {
     let mut desc = find_local(store, &args.source)?;
+    // What the push reads stays even if the tag is removed and pruned meanwhile.
+    let lease = store.lease("push")?;
+    lease.protect_closure(&desc)?;
     desc.annotations.clear();
     let dest: Reference = args
         .dest

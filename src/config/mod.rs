@@ -11,10 +11,12 @@
 //! modules that own each setting (registry, daemon, build) do that.
 
 pub mod defaults;
+mod duration;
 mod parse;
 pub mod policy;
 mod size;
 
+pub use duration::{parse_duration, DurationError};
 pub use size::{parse_size, SizeError};
 
 use std::collections::BTreeMap;
@@ -157,6 +159,35 @@ pub struct WorkerConfig {
     /// kiln's own: bind the platform's CA bundle into RUN steps (default: when one exists).
     #[serde(rename = "ca-injection")]
     pub ca_injection: Option<bool>,
+    /// `[[worker.oci.gcpolicy]]`, in order (none: BuildKit's defaults when `gc = true`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub gcpolicy: Vec<GcPolicyConfig>,
+}
+
+/// One `[[worker.oci.gcpolicy]]` rule, as buildkitd.toml writes it (`store::gc` applies it).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct GcPolicyConfig {
+    pub all: bool,
+    pub filters: Vec<String>,
+    /// Keep what was used within this long (seconds in the file's `keepDuration` syntax).
+    #[serde(rename = "keepDuration", serialize_with = "seconds")]
+    pub keep_duration: Option<std::time::Duration>,
+    /// Deprecated in BuildKit: `reservedSpace` when that is unset.
+    #[serde(rename = "keepBytes")]
+    pub keep_bytes: Option<DiskSpace>,
+    #[serde(rename = "reservedSpace")]
+    pub reserved_space: Option<DiskSpace>,
+    #[serde(rename = "maxUsedSpace")]
+    pub max_used_space: Option<DiskSpace>,
+    #[serde(rename = "minFreeSpace")]
+    pub min_free_space: Option<DiskSpace>,
+}
+
+fn seconds<S: serde::Serializer>(d: &Option<std::time::Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_str(&format!("{}s", d.as_secs())),
+        None => s.serialize_none(),
+    }
 }
 
 /// `[daemon]` (kiln's own).

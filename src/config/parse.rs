@@ -8,8 +8,8 @@ use serde::Serialize;
 use toml::{Table, Value};
 
 use super::{
-    BuildConfig, Config, ConfigError, DaemonConfig, DiskSpace, KeyPair, RegistryConfig, Secret,
-    UploadMode, WorkerConfig,
+    BuildConfig, Config, ConfigError, DaemonConfig, DiskSpace, GcPolicyConfig, KeyPair,
+    RegistryConfig, Secret, UploadMode, WorkerConfig,
 };
 use crate::reference::normalize_domain;
 
@@ -33,7 +33,6 @@ const BUILDKIT_IGNORED: &[&str] = &[
     "worker.oci.platforms",
     "worker.oci.rootless",
     "worker.oci.noProcessSandbox",
-    "worker.oci.gcpolicy",
     "worker.oci.binary",
     "worker.oci.apparmor-profile",
     "worker.oci.selinux",
@@ -395,17 +394,46 @@ fn worker(w: &mut Walker, t: &Table) -> Result<WorkerConfig, ConfigError> {
             "reservedSpace" => wc.reserved_space = Some(w.disk_space(&key, v)?),
             "maxUsedSpace" => wc.max_used_space = Some(w.disk_space(&key, v)?),
             "minFreeSpace" => wc.min_free_space = Some(w.disk_space(&key, v)?),
+            "gcpolicy" => {
+                let rules = v
+                    .as_array()
+                    .ok_or_else(|| w.bad(&key, "expected [[worker.oci.gcpolicy]] tables"))?;
+                for (i, rule) in rules.iter().enumerate() {
+                    let t = w.table(&format!("{key}[{i}]"), rule)?;
+                    wc.gcpolicy.push(gc_policy(w, &format!("{key}[{i}]"), t)?);
+                }
+            }
             _ => w.unknown(&key),
         }
     }
-    if wc.gc == Some(true) {
-        let place = w.place("gc");
-        w.warnings.push(format!(
-            "{place}: worker.oci.gc = true: kiln does not collect garbage on its own; nothing is \
-             removed until `kiln prune` or POST /v1/prune (the gc settings are kept)"
-        ));
-    }
     Ok(wc)
+}
+
+/// One `[[worker.oci.gcpolicy]]` (buildkitd's `config.GCPolicy`; filters are checked when the
+/// policy is applied, by the store, which owns their grammar).
+fn gc_policy(w: &mut Walker, prefix: &str, t: &Table) -> Result<GcPolicyConfig, ConfigError> {
+    let mut p = GcPolicyConfig::default();
+    for (k, v) in t {
+        let key = format!("{prefix}.{k}");
+        match k.as_str() {
+            "all" => p.all = w.bool(&key, v)?,
+            "filters" => p.filters = w.strings(&key, v)?,
+            "keepDuration" => {
+                let d = match v {
+                    Value::Integer(i) if *i >= 0 => Ok(std::time::Duration::from_secs(*i as u64)),
+                    Value::String(s) => super::parse_duration(s).map_err(|e| e.to_string()),
+                    _ => Err("expected a duration such as \"48h\" or seconds".to_string()),
+                };
+                p.keep_duration = Some(d.map_err(|m| w.bad(&key, m))?);
+            }
+            "keepBytes" => p.keep_bytes = Some(w.disk_space(&key, v)?),
+            "reservedSpace" => p.reserved_space = Some(w.disk_space(&key, v)?),
+            "maxUsedSpace" => p.max_used_space = Some(w.disk_space(&key, v)?),
+            "minFreeSpace" => p.min_free_space = Some(w.disk_space(&key, v)?),
+            _ => w.unknown(&key),
+        }
+    }
+    Ok(p)
 }
 
 fn daemon(w: &mut Walker, t: &Table) -> Result<DaemonConfig, ConfigError> {

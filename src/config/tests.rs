@@ -117,9 +117,9 @@ fn unknown_keys_warn_naming_key_and_file() {
             "no warning for {key}: {w}"
         );
     }
-    // The five unknown keys, and gc = true (kiln has no automatic GC to act on it).
-    assert!(w.contains("worker.oci.gc = true"), "{w}");
-    assert_eq!(c.warnings.len(), 6, "{w}");
+    // The five unknown keys; gc = true is applied (store::gc), so not warned about.
+    assert!(!w.contains("worker.oci.gc"), "{w}");
+    assert_eq!(c.warnings.len(), 5, "{w}");
 }
 
 #[test]
@@ -163,7 +163,26 @@ fn a_real_buildkitd_toml_is_applied_with_every_unused_key_warned() {
     assert_eq!(hub.keypairs.len(), 1);
     assert!(c.registry("yourmirror.local:5000").http);
     assert_eq!(c.worker.max_parallelism, Some(4));
+    // Both [[worker.oci.gcpolicy]] rules, as buildkitd reads them.
+    assert_eq!(c.worker.gc, Some(true));
+    assert_eq!(c.worker.gcpolicy.len(), 2);
+    let p0 = &c.worker.gcpolicy[0];
+    assert_eq!(p0.reserved_space, Some(DiskSpace::Bytes(512 << 20)));
+    assert_eq!(
+        p0.keep_duration,
+        Some(std::time::Duration::from_secs(48 * 3600))
+    );
+    assert_eq!(p0.filters.len(), 3);
+    assert!(!p0.all && c.worker.gcpolicy[1].all);
+    assert_eq!(
+        c.worker.gcpolicy[1].reserved_space,
+        Some(DiskSpace::Bytes(1_024_000_000))
+    );
     let w = c.warnings.join("\n");
+    assert!(
+        !w.contains("gcpolicy") && !w.contains("worker.oci.gc "),
+        "{w}"
+    );
     for key in [
         "debug",
         "trace",
@@ -186,8 +205,6 @@ fn a_real_buildkitd_toml_is_applied_with_every_unused_key_warned() {
         "worker.oci.apparmor-profile",
         "worker.oci.selinux",
         "worker.oci.labels",
-        "worker.oci.gcpolicy",
-        "worker.oci.gc = true",
     ] {
         assert!(
             c.warnings
@@ -239,4 +256,44 @@ fn sizes() {
     assert_eq!(super::parse_size("1.5MiB"), Ok(1_572_864));
     assert_eq!(super::parse_size("12"), Ok(12));
     assert!(super::parse_size("12 parsecs").is_err());
+}
+
+#[test]
+fn gcpolicy_rules_name_the_bad_key() {
+    let text = "[worker.oci]\ngc = true\n[[worker.oci.gcpolicy]]\nkeepDuration = \"soon\"\n";
+    let e = Config::from_toml_str(text, "k.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("worker.oci.gcpolicy[0].keepDuration") && e.contains("soon"),
+        "{e}"
+    );
+    let text =
+        "[worker.oci]\n[[worker.oci.gcpolicy]]\nkeepBytes = \"1g\"\nkeepDuration = 60\nbogus = 1\n";
+    let c = Config::from_toml_str(text, "k.toml").unwrap();
+    assert_eq!(
+        c.worker.gcpolicy[0].keep_bytes,
+        Some(DiskSpace::Bytes(1 << 30))
+    );
+    assert_eq!(
+        c.worker.gcpolicy[0].keep_duration,
+        Some(std::time::Duration::from_secs(60))
+    );
+    assert!(
+        c.warnings[0].contains("worker.oci.gcpolicy[0].bogus"),
+        "{:?}",
+        c.warnings
+    );
+}
+
+#[test]
+fn gcpolicy_rules_show_as_buildkitd_writes_them() {
+    let text = "[worker.oci]\ngc = true\n[[worker.oci.gcpolicy]]\nfilters = [\"type==regular\"]\nkeepDuration = \"48h\"\n[[worker.oci.gcpolicy]]\nall = true\nmaxUsedSpace = \"10%\"\n";
+    let c = Config::from_toml_str(text, "k.toml").unwrap();
+    let shown = c.to_redacted_toml();
+    assert!(shown.contains("[[worker.oci.gcpolicy]]"), "{shown}");
+    assert!(shown.contains("keepDuration = \"172800s\""), "{shown}");
+    assert!(shown.contains("maxUsedSpace = \"10%\""), "{shown}");
+    let again = Config::from_toml_str(&shown, "shown").unwrap();
+    assert_eq!(again.worker.gcpolicy, c.worker.gcpolicy, "{shown}");
 }

@@ -205,6 +205,7 @@ async fn drive(state: Shared, job: Arc<Job>, prepared: Prepared) {
     };
     finish(&state, &job, outcome);
     state.jobs.lock().remove(&job.id);
+    state.gc.build_ended();
 }
 
 enum Finish {

@@ -9,6 +9,7 @@
 mod catalog;
 mod config_api;
 mod events;
+mod gc;
 mod jobs;
 pub mod log;
 mod metrics;
@@ -206,6 +207,7 @@ pub(crate) struct State {
     pub metrics: metrics::Metrics,
     pub config: Mutex<config_api::RuntimeConfig>,
     pub shutting_down: AtomicBool,
+    pub gc: gc::AutoGc,
 }
 
 impl State {
@@ -295,9 +297,20 @@ pub async fn run(
         metrics: metrics::Metrics::default(),
         config: Mutex::new(config_api::RuntimeConfig::load(&settings)),
         shutting_down: AtomicBool::new(false),
+        gc: gc::AutoGc::default(),
         settings,
     });
     jobs::recover(&state).map_err(|e| DaemonError::Recover(Box::new(e)))?;
+    // Leases of a crashed daemon (or CLI) protect nothing any more.
+    match state.store.clear_dead_leases() {
+        Ok(n) if n > 0 => log::info("gc.leases_cleared", &[("count", (n as u64).into())]),
+        Ok(_) => {}
+        Err(e) => log::warn(
+            "gc.leases_not_cleared",
+            &[("error", error_chain(&e).as_str().into())],
+        ),
+    }
+    gc::spawn(state.clone());
     for w in &state
         .config
         .lock()

@@ -27,7 +27,7 @@ pub const ROUTES: &[(&str, &str, &str, u16)] = &[
     ("get", "/v1/images", "Images in the store", 200),
     ("get", "/v1/images/{name}", "One image: digest and manifest", 200),
     ("delete", "/v1/images/{name}", "Untag an image", 200),
-    ("post", "/v1/prune", "Delete blobs no tag reaches", 200),
+    ("post", "/v1/prune", "Remove build cache like docker buildx prune (body: all, filters, keep_storage, reserved_space, max_used_space, min_free_space)", 200),
     ("get", "/metrics", "Prometheus text metrics", 200),
 ];
 

@@ -18,7 +18,7 @@ use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use tokio::io::AsyncWriteExt;
 
-use crate::api::{kind, Accepted, BuildSpec, ConfigUpdate, Status};
+use crate::api::{kind, Accepted, BuildSpec, ConfigUpdate, PruneRequest, Status};
 use crate::reference::Reference;
 
 use super::{events, jobs, resolve, ApiError, PeerCred, Shared};
@@ -170,6 +170,11 @@ async fn info(AxState(state): AxState<Shared>) -> Result<Response, ApiError> {
             "cgroups": super::cgroup_json(&probe.cgroup),
             "warnings": probe.warnings,
             "storage_bytes": storage,
+            "usage": st.gc.usage(&st.store),
+            "last_gc": st.store.last_gc().ok().flatten().map(|g| serde_json::json!({
+                "at": g.at, "trigger": g.trigger, "bytes_freed": g.bytes_freed,
+                "items": g.items(), "records": g.records.len(), "blobs": g.removed.len(),
+            })),
             "images": st.store.tags().map(|t| t.len()).unwrap_or(0),
             "context_roots": st.roots,
             "max_concurrent_builds": st.settings.max_concurrent_builds,
@@ -573,15 +578,28 @@ async fn delete_image(
     }
 }
 
-async fn prune(AxState(state): AxState<Shared>) -> Result<Response, ApiError> {
+async fn prune(
+    AxState(state): AxState<Shared>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let bytes = read_body(&headers, body, state.settings.max_json_body).await?;
+    let req: PruneRequest = if bytes.iter().all(u8::is_ascii_whitespace) {
+        PruneRequest::default()
+    } else {
+        parse_json(&bytes, "prune request")?
+    };
     let st = state.clone();
-    let r = tokio::task::spawn_blocking(move || st.store.gc())
+    let r = tokio::task::spawn_blocking(move || super::gc::prune(&st, &req))
         .await
         .map_err(ApiError::internal)??;
     Ok(Json(serde_json::json!({
         "removed": r.removed.len(),
         "bytes_freed": r.bytes_freed,
         "kept": r.kept,
+        "items": r.items(),
+        "records": r.records,
+        "dirs": r.dirs,
     }))
     .into_response())
 }

@@ -22,6 +22,7 @@ mod fsutil;
 mod hardlink;
 mod merge;
 mod metadata;
+mod nospace;
 mod prepare;
 mod run;
 mod schedule;
@@ -33,7 +34,7 @@ mod workspace;
 pub use event::{Event, LayerSummary};
 pub use metadata::{apply_metadata, MetaState};
 pub use run::SecretSource;
-pub use workspace::empty_trash;
+pub use workspace::{empty_trash, scratch_dirs};
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -109,6 +110,16 @@ pub enum BuildError {
     Cache(#[source] Box<crate::cache::CacheError>),
     #[error("build cancelled")]
     Cancelled,
+    #[error(
+        "no space left on device while writing {what}; free space on the filesystem of {root} \
+         (`kiln prune` removes build cache) and build again"
+    )]
+    NoSpace {
+        what: String,
+        root: PathBuf,
+        #[source]
+        source: Box<BuildError>,
+    },
 }
 
 /// Where a built image goes besides the local store.
@@ -268,6 +279,26 @@ pub fn run(
     on_event: &mut dyn FnMut(&Event),
     cancel: &crate::exec::Cancel,
 ) -> Result<BuildResult, BuildError> {
+    // What this build uses or makes is safe from a concurrent GC until it returns (store/lease.rs).
+    let lease = store.lease("build")?;
+    let mut run_saw_enospc = false;
+    let mut watch = |e: &Event| {
+        if let Event::Log { line, .. } = e {
+            run_saw_enospc |= line.contains(nospace::ENOSPC_TEXT);
+        }
+        on_event(e)
+    };
+    let result = build(store, req, &mut watch, cancel, &lease);
+    result.map_err(|e| nospace::explain(e, store.root(), run_saw_enospc))
+}
+
+fn build(
+    store: &Store,
+    req: &BuildRequest,
+    on_event: &mut dyn FnMut(&Event),
+    cancel: &crate::exec::Cancel,
+    lease: &store::Lease<'_>,
+) -> Result<BuildResult, BuildError> {
     let started = Instant::now();
     let tags = req
         .tags
@@ -309,6 +340,7 @@ pub fn run(
             path: workspace_root.clone(),
             source,
         })?;
+    lease.protect_dir(workspace.path())?;
     let preparer = prepare::Preparer::new(store, workspace.path());
     let bases = base::StoreBases::new(store)
         .with_registry(req.pull.then_some(&req.registry))

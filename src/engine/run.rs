@@ -73,7 +73,8 @@ pub struct RunContext<'a> {
     pub scratch: &'a Path,
     pub context_dir: &'a Path,
     pub stage_roots: &'a BTreeMap<usize, PathBuf>,
-    pub cache_root: &'a Path,
+    /// Cache mounts live in the store (`cache::mounts`), which records each use for GC.
+    pub store: &'a crate::store::Store,
     pub secrets: &'a [SecretSource],
     pub resources: exec::Resources,
     pub timeout: Option<std::time::Duration>,
@@ -290,9 +291,8 @@ fn add_mount(
             ..
         } => {
             // One directory per cache id, kept across builds, never part of a layer.
-            let dir = ctx
-                .cache_root
-                .join(crate::digest::Digest::of(id.as_bytes()).hex());
+            let dir = crate::cache::mounts::used(ctx.store, id)
+                .map_err(|e| RunError::Mount(format!("recording cache mount {id:?}: {e}")))?;
             if !dir.exists() {
                 fs::create_dir_all(&dir).map_err(io("creating cache", &dir))?;
                 fs::set_permissions(&dir, fs::Permissions::from_mode(*mode))

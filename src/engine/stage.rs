@@ -527,7 +527,6 @@ impl Engine<'_> {
             .iter()
             .map(|(i, f)| (*i, lock(&f.state).rootfs.clone()))
             .collect();
-        let cache_root = self.inputs.store.root().join("cache");
         let ctx = super::run::RunContext {
             sandbox: &cfg,
             probe: &probe,
@@ -536,7 +535,7 @@ impl Engine<'_> {
             scratch: scratch.path(),
             context_dir: self.inputs.context.root(),
             stage_roots: &stage_roots,
-            cache_root: &cache_root,
+            store: self.inputs.store,
             secrets: &self.inputs.req.secrets,
             resources: self.inputs.req.sandbox.resources,
             timeout: self.inputs.req.sandbox.step_timeout,

@@ -69,6 +69,12 @@ fn sweep_in_background(trash: &Path) {
     }
 }
 
+/// The directories (relative to the store root) whose entries are build scratch: GC removes the
+/// ones no live build's lease names (`store::GcOptions::scratch`).
+pub fn scratch_dirs() -> Vec<PathBuf> {
+    vec![PathBuf::from("builds")]
+}
+
 /// Delete the trash now (`kiln prune`): what builds of processes that exited left behind.
 pub fn empty_trash(store_root: &Path) -> io::Result<()> {
     let trash = store_root.join("builds").join("trash");

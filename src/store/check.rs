@@ -1,10 +1,9 @@
-//! fsck (re-hash every blob, check every tag's closure) and gc (mark from tags, sweep the rest).
+//! fsck: re-hash every blob, check every tag's closure (gc.rs collects garbage).
 
 use std::collections::BTreeSet;
 use std::fmt;
 use std::fs;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use super::{io_err, Store, StoreError, MAX_JSON_BLOB};
 use crate::digest::{hash_reader, Digest};
@@ -92,14 +91,6 @@ impl fmt::Display for FsckReport {
         }
         Ok(())
     }
-}
-
-/// What `gc` removed.
-#[derive(Debug, Clone, Default)]
-pub struct GcReport {
-    pub removed: Vec<Digest>,
-    pub bytes_freed: u64,
-    pub kept: usize,
 }
 
 /// The blobs reachable from one root descriptor.
@@ -208,55 +199,6 @@ impl Store {
                 }
             }
         }
-        Ok(report)
-    }
-
-    /// Delete every blob not reachable from a tag.
-    ///
-    /// Blobs an in-flight build has ingested but not tagged yet are unreachable too: a daemon with
-    /// concurrent builds should use [`Store::gc_older_than`] with a grace period.
-    pub fn gc(&self) -> Result<GcReport, StoreError> {
-        self.gc_older_than(Duration::ZERO)
-    }
-
-    /// Like [`Store::gc`], but keeps unreachable blobs committed less than `grace` ago.
-    pub fn gc_older_than(&self, grace: Duration) -> Result<GcReport, StoreError> {
-        let _lock = self.lock_index()?;
-        let mut keep = BTreeSet::new();
-        for (_, desc) in self.tags()? {
-            keep.extend(self.walk(&desc).present.into_iter().map(|d| d.digest));
-        }
-        let mut report = GcReport::default();
-        let dir = self.content.join("blobs").join("sha256");
-        for entry in fs::read_dir(&dir).map_err(io_err("listing", &dir))? {
-            let entry = entry.map_err(io_err("listing", &dir))?;
-            let path = entry.path();
-            let name = entry.file_name();
-            let Some(digest) = name
-                .to_str()
-                .and_then(|n| format!("sha256:{n}").parse::<Digest>().ok())
-            else {
-                continue;
-            };
-            if keep.contains(&digest) {
-                report.kept += 1;
-                continue;
-            }
-            let meta = entry.metadata().map_err(io_err("inspecting", &path))?;
-            let young = meta
-                .modified()
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_none_or(|age| age < grace);
-            if !grace.is_zero() && young {
-                report.kept += 1;
-                continue;
-            }
-            fs::remove_file(&path).map_err(io_err("removing unreferenced blob", &path))?;
-            report.bytes_freed += meta.len();
-            report.removed.push(digest);
-        }
-        report.removed.sort();
         Ok(report)
     }
 }

@@ -13,6 +13,8 @@ pub struct Ingest {
     file: BufWriter<NamedTempFile>,
     hasher: Hasher,
     blobs_dir: PathBuf,
+    /// The store's GC lock file, opened (not held) up front: commit holds it shared.
+    root: PathBuf,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -35,6 +37,7 @@ impl Ingest {
             file: BufWriter::with_capacity(256 * 1024, tmp),
             hasher: Hasher::new(),
             blobs_dir: store.content_dir().join("blobs").join("sha256"),
+            root: store.root().to_path_buf(),
         })
     }
 
@@ -63,6 +66,7 @@ impl Ingest {
             file,
             hasher,
             blobs_dir,
+            root,
         } = self;
         let size = hasher.len();
         let digest = hasher.finish();
@@ -89,9 +93,14 @@ impl Ingest {
             }
         }
         let dest = blobs_dir.join(digest.hex());
-        // Another writer may have committed the same content meanwhile; ours is redundant then.
+        // Held shared until the blob is visible and stamped, so a GC sweep (exclusive) either
+        // sees it used under a lease or finishes before it exists (lease.rs).
+        let _use = super::lease::gc_lock_at(&root, false)?;
+        // Another writer may have committed the same content meanwhile; ours is redundant then,
+        // and the commit counts as a use of theirs (mtime = last use, see lease.rs).
         // A file of the wrong size (damage found by fsck) is replaced, which repairs it.
         if std::fs::metadata(&dest).is_ok_and(|m| m.is_file() && m.len() == size) {
+            let _ = filetime::set_file_mtime(&dest, filetime::FileTime::now());
             return Ok((digest, size));
         }
         tmp.as_file()

@@ -1,4 +1,6 @@
-//! SQLite metadata (`kiln.db`, WAL): what an OCI layout cannot hold. Today: build records.
+//! SQLite metadata (`kiln.db`, WAL): what an OCI layout cannot hold: build records, namespaced
+//! records other modules own (with what GC needs to know of them: type, blobs, directory, last
+//! use), leases and the last GC runs.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -9,7 +11,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::StoreError;
 
 /// Current schema version; migrations below bring older databases up to it.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// One build, as the daemon and `kiln builds` list them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,6 +128,45 @@ impl Metadata {
             )
             .map_err(db("migrating to schema 3"))?;
         }
+        if found < 4 {
+            // Schema 4: garbage collection. A record may say what it is (`kind`, which GC filters
+            // match; NULL = never collected), which blobs it keeps alive, which directory under
+            // the root it owns, and when it was last used (unix ms) and how often; leases protect
+            // what in-flight builds use; gc_runs remembers what GC freed.
+            conn.execute_batch(
+                "BEGIN IMMEDIATE;
+                 ALTER TABLE records ADD COLUMN kind TEXT;
+                 ALTER TABLE records ADD COLUMN blobs TEXT NOT NULL DEFAULT '[]';
+                 ALTER TABLE records ADD COLUMN dir TEXT;
+                 ALTER TABLE records ADD COLUMN description TEXT;
+                 ALTER TABLE records ADD COLUMN last_used INTEGER;
+                 ALTER TABLE records ADD COLUMN uses INTEGER NOT NULL DEFAULT 0;
+                 CREATE INDEX IF NOT EXISTS records_kind ON records (kind);
+                 CREATE TABLE IF NOT EXISTS leases (
+                   id TEXT PRIMARY KEY,
+                   label TEXT NOT NULL,
+                   pid INTEGER NOT NULL,
+                   pid_start INTEGER NOT NULL,
+                   created INTEGER NOT NULL
+                 );
+                 CREATE TABLE IF NOT EXISTS lease_resources (
+                   lease TEXT NOT NULL,
+                   kind TEXT NOT NULL,
+                   key TEXT NOT NULL,
+                   PRIMARY KEY (lease, kind, key)
+                 );
+                 CREATE TABLE IF NOT EXISTS gc_runs (
+                   at INTEGER NOT NULL,
+                   trigger TEXT NOT NULL,
+                   bytes INTEGER NOT NULL,
+                   items INTEGER NOT NULL,
+                   report TEXT NOT NULL
+                 );
+                 UPDATE schema_version SET version = 4;
+                 COMMIT;",
+            )
+            .map_err(db("migrating to schema 4"))?;
+        }
         Ok(Metadata {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
@@ -194,13 +235,13 @@ impl Metadata {
             .map_err(self.err("reading schema version"))
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
+    pub(super) fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite inconsistent (it has its own
         // transactions), so a poisoned mutex is still usable.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn err(&self, action: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    pub(super) fn err(&self, action: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
         let path = self.path.clone();
         move |source| StoreError::Db {
             action,

@@ -1,6 +1,7 @@
 //! The local content store: an OCI image layout under `<root>/content` (blobs, `index.json` tags),
-//! verified atomic ingest, fsck, gc, export to OCI layouts and docker-archives, and the SQLite
-//! metadata database (`<root>/kiln.db`) for what the layout cannot hold.
+//! verified atomic ingest, fsck, garbage collection by policy with leases protecting in-flight
+//! work, export to OCI layouts and docker-archives, and the SQLite metadata database
+//! (`<root>/kiln.db`) for what the layout cannot hold.
 //!
 //! Invariant: nothing the store calls committed is ever partial. Blobs are written to a temp file
 //! under `<root>/tmp`, hashed on the way, checked (size + digest), fsynced, then renamed into
@@ -11,15 +12,23 @@
 
 mod check;
 mod export;
+mod gc;
+mod gc_policy;
 mod ingest;
+mod lease;
 mod meta;
 mod tags;
+mod tracked;
 
-pub use check::{Damaged, FsckReport, GcReport, Missing};
+pub use check::{Damaged, FsckReport, Missing};
 pub use export::{import_oci_layout, write_docker_archive, write_oci_layout};
+pub use gc::{disk_usage, Bucket, GcOptions, GcReport, RemovedRecord, Usage};
+pub use gc_policy::{as_bytes, policies_from_config, DiskStat, Filter, GcPolicy, RECORD_TYPES};
 pub use ingest::Ingest;
+pub use lease::Lease;
 pub use meta::{BuildDetails, BuildRecord, Metadata};
 pub use tags::StoredImage;
+pub use tracked::{Tracked, TrackedRecord};
 
 use std::fs::{self, File};
 use std::io::{self, Read};
@@ -94,6 +103,8 @@ pub enum StoreError {
     },
     #[error("{0}")]
     Layout(String),
+    #[error("prune filter {filter:?}: {message}")]
+    BadFilter { filter: String, message: String },
     #[error("metadata database {path}: {action}")]
     Db {
         action: &'static str,

@@ -229,6 +229,12 @@ impl Store {
             digest: manifest.config.digest.clone(),
             source,
         })?;
+        // Loading an image is using it: a lease taken before protects it from GC (lease.rs).
+        self.touch_blobs(
+            [&desc.digest, &manifest.config.digest]
+                .into_iter()
+                .chain(manifest.layers.iter().map(|l| &l.digest)),
+        )?;
         Ok(StoredImage {
             manifest_desc: desc.clone(),
             manifest,
