@@ -285,3 +285,21 @@ fn gzip_and_zstd_blobs_are_detected() {
         assert_eq!(stats.diff_id, kiln::digest::Digest::of(&tarball));
     }
 }
+
+/// Found by tests/fuzz_inputs.rs: `.wh.` named the directory holding it and `.wh...` its parent,
+/// so applying the marker at the root removed `dest` itself, or everything beside it.
+#[test]
+fn whiteouts_naming_the_directory_or_its_parent_are_refused() {
+    for marker in [".wh.", ".wh..", ".wh...", "sub/.wh...", "sub/.wh."] {
+        let s = sandbox();
+        fs::create_dir(s.dest.join("sub")).unwrap();
+        fs::write(s.dest.join("sub/kept"), "lower").unwrap();
+        let tarball = RawTar::default().file(marker, "").done();
+        refused(&s, &tarball, marker);
+        assert_eq!(
+            fs::read_to_string(s.dest.join("sub/kept")).unwrap(),
+            "lower",
+            "{marker} removed a lower-layer file"
+        );
+    }
+}

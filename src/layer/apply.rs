@@ -410,6 +410,17 @@ impl Extractor<'_> {
         base: &[u8],
         hidden: &[u8],
     ) -> Result<(), LayerError> {
+        // A whiteout names a sibling in its own directory. `.wh.` names the directory itself and
+        // `.wh..` / `.wh...` resolve to it or its parent, so removing "the hidden entry" would
+        // delete the destination or what lies beside it. containerd's `validateWhiteout`
+        // (pkg/archive/tar.go) refuses any whiteout whose joined path is not strictly inside its
+        // directory; these three names are exactly those (a component holds no `/`).
+        if matches!(hidden, b"" | b"." | b"..") {
+            return Err(LayerError::Escape {
+                entry: name.to_string(),
+                reason: "a whiteout must name an entry inside its directory".into(),
+            });
+        }
         // Nothing to hide when the directory does not exist; a symlinked parent is still refused.
         let Some(dir) = self.walk(name, parents, false)? else {
             return Ok(());
