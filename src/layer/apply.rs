@@ -180,8 +180,8 @@ struct Extractor<'a> {
     opts: &'a ApplyOptions,
     /// Paths (relative, `/`-joined) this layer created, which an opaque marker must keep.
     unpacked: HashSet<Vec<u8>>,
-    /// Directories whose mode and mtime are applied at the end.
-    dirs: Vec<(PathBuf, String, Attrs)>,
+    /// Directories whose mode and mtime are applied at the end, by relative path.
+    dirs: Vec<(Vec<u8>, String, Attrs)>,
     buf: Vec<u8>,
     stats: Counts,
 }
@@ -278,7 +278,7 @@ impl Extractor<'_> {
                     }
                 }
                 self.stats.dirs += 1;
-                self.dirs.push((target, name, attrs));
+                self.dirs.push((rel.clone(), name, attrs));
             }
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
                 self.clear(&name, &target)?;
@@ -564,13 +564,29 @@ impl Extractor<'_> {
     /// Directory metadata, deepest first, once every child exists.
     fn finish_dirs(&mut self) -> Result<(), LayerError> {
         let dirs = std::mem::take(&mut self.dirs);
-        for (path, name, a) in dirs.iter().rev() {
+        for (rel, name, a) in dirs.iter().rev() {
             // A later entry of this layer may have replaced or removed it.
-            if !fs::symlink_metadata(path).is_ok_and(|md| md.is_dir()) {
-                continue;
+            if let Some(path) = self.still_dir(rel) {
+                self.attrs(name, &path, a, false)?;
             }
-            self.attrs(name, path, a, false)?;
         }
         Ok(())
+    }
+
+    /// `dest/rel` if every component on the way is still a real directory. A later entry may
+    /// have replaced an ancestor with a symlink (`a/sub/` then `a -> /etc`): a path checked only
+    /// at its end would then chmod, chown and touch `/etc/sub`. containerd re-resolves these
+    /// deferred directories with `fs.RootPath` (scoped to the root) before its chtimes
+    /// (pkg/archive/tar.go, `applyNaive`); kiln, which never resolves links while extracting,
+    /// skips a directory that is no longer there.
+    fn still_dir(&self, rel: &[u8]) -> Option<PathBuf> {
+        let mut p = self.dest.to_path_buf();
+        for c in rel.split(|b| *b == b'/') {
+            p.push(OsStr::from_bytes(c));
+            if !fs::symlink_metadata(&p).is_ok_and(|md| md.is_dir()) {
+                return None;
+            }
+        }
+        Some(p)
     }
 }
