@@ -12,7 +12,7 @@ use kiln::digest::Digest;
 use kiln::image::{Descriptor, ImageConfig, Manifest, Platform, MEDIA_OCI_MANIFEST};
 use kiln::registry::{pull, Credentials, RegistryClient, RegistryError, RetryPolicy};
 use kiln::store::Store;
-use scripted_http::{Request, Response, Server};
+use scripted_http::{Body, Request, Response, Server};
 
 fn client(server: &Server, creds: Credentials) -> RegistryClient {
     let toml = format!("[registry.\"{}\"]\nhttp = true\n", server.addr);
@@ -26,6 +26,68 @@ fn client(server: &Server, creds: Credentials) -> RegistryClient {
             base_delay: Duration::from_millis(1),
             max_delay: Duration::from_millis(1),
         })
+}
+
+fn login_creds(server: &Server) -> Credentials {
+    let mut c = Credentials::new();
+    c.add(&server.addr, "user", "pw-never-shown");
+    c
+}
+
+/// `/v2/` asks for a bearer token from this server's `/token`, which answers `token`.
+fn bearer_registry(server: &Server, token: Response) {
+    let realm = format!("http://{}/token", server.addr);
+    server.set(move |r: &Request| {
+        if r.path.starts_with("/token") {
+            token.clone()
+        } else if r.header("authorization") == Some("Bearer tok") {
+            Response::new(200, "{}")
+        } else {
+            Response::new(401, "").header(
+                "WWW-Authenticate",
+                format!("Bearer realm=\"{realm}\",service=\"reg\""),
+            )
+        }
+    });
+}
+
+#[test]
+fn token_lifetimes_beyond_the_clock_or_below_zero_are_accepted_and_bounded() {
+    for expires in ["18446744073709551615", "9223372036854775807", "-1", "0"] {
+        let server = Server::start();
+        let body = format!("{{\"token\":\"tok\",\"expires_in\":{expires}}}");
+        bearer_registry(&server, Response::new(200, body));
+        let c = client(&server, login_creds(&server));
+        c.check_login(&server.addr)
+            .unwrap_or_else(|e| panic!("expires_in {expires}: {e}"));
+    }
+}
+
+#[test]
+fn an_endless_token_answer_is_cut_off() {
+    let server = Server::start();
+    let body = Body::Endless {
+        chunk: vec![b' '; 64 * 1024],
+        limit: 1 << 30,
+    };
+    bearer_registry(
+        &server,
+        Response {
+            status: 200,
+            headers: Vec::new(),
+            body,
+        },
+    );
+    let c = client(&server, login_creds(&server));
+    let err = c.check_login(&server.addr).unwrap_err();
+    assert!(err.to_string().contains("token"), "{err}");
+    let sent = server
+        .endless_written
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        sent < 64 << 20,
+        "the client read {sent} bytes of a token answer"
+    );
 }
 
 /// A registry whose `/v2/fuzz/img/manifests/t` GET answers `manifest`, and blobs from `blobs`.
