@@ -156,3 +156,38 @@ fn a_blob_size_of_u64_max_is_a_size_error() {
         "{err:?}"
     );
 }
+
+#[test]
+fn an_endless_error_body_is_cut_off() {
+    let server = Server::start();
+    let body = Body::Endless {
+        chunk: b"{\"errors\":[".repeat(4096),
+        limit: 1 << 30,
+    };
+    image_registry(
+        &server,
+        Response {
+            status: 400,
+            headers: Vec::new(),
+            body,
+        },
+        Vec::new(),
+    );
+    let c = client(&server, Credentials::new());
+    let d = tempfile::tempdir().unwrap();
+    let store = Store::open(d.path()).unwrap();
+    let reference = format!("{}/fuzz/img:t", server.addr).parse().unwrap();
+    let err = pull(&c, &store, &reference, &Platform::host(), &mut |_| {}).unwrap_err();
+    assert!(err.to_string().contains("400"), "{err}");
+    assert!(
+        err.to_string().len() < 4096,
+        "an unbounded error message: {err}"
+    );
+    let sent = server
+        .endless_written
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        sent < 64 << 20,
+        "the client read {sent} bytes of an error body"
+    );
+}
