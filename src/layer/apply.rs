@@ -17,7 +17,12 @@
 //! - any parent component that is a symlink, whether planted by an earlier entry or already in
 //!   `dest` — kiln does not resolve symlinks inside the root the way containerd's `fs.RootPath` does,
 //!   it refuses, so no write can ever go through a link;
-//! - hardlinks whose target is missing, a directory, or reached through a symlink.
+//! - hardlinks whose target is missing, a directory, or reached through a symlink;
+//! - whiteouts naming no entry of their directory (`.wh.`, `.wh..`, `.wh...`: the directory itself
+//!   or its parent).
+//!
+//! Deferred directory metadata skips a directory whose path a later entry broke (an ancestor
+//! replaced by a symlink), rather than following the link.
 //!
 //! Absolute paths: a leading `/` is stripped, as containerd (`filepath.Clean` then joined under the
 //! root by `fs.RootPath`) and Docker (`filepath.Join(dest, hdr.Name)`) do; such a path names a file

@@ -223,8 +223,9 @@ fn plain_path(min: usize) -> impl Strategy<Value = Vec<&'static str>> {
 }
 
 /// An ancestor swap: an entry deep in a tree, then one of its ancestors replaced by a symlink
-/// (to outside, or anywhere), then maybe another entry under the same ancestor — the shape of
-/// every "write through a link planted earlier" attack, with the entries' kinds left random.
+/// (to outside, or anywhere), then maybe another entry under the same ancestor, or a link whose
+/// target goes through it — the shape of every "write through a link planted earlier" attack,
+/// with the entries' kinds left random.
 fn ancestor_swap() -> impl Strategy<Value = Vec<Entry>> {
     (
         plain_path(2),
@@ -242,7 +243,12 @@ fn ancestor_swap() -> impl Strategy<Value = Vec<Entry>> {
             link.kind = Kind::Symlink(target);
             let mut out = vec![first, link];
             if let Some(mut e) = then {
-                e.name = format!("{ancestor}/{}", e.name.trim_start_matches('/'));
+                let under = format!("{ancestor}/{}", e.name.trim_start_matches('/'));
+                match &mut e.kind {
+                    // A link elsewhere whose target goes through the swapped ancestor.
+                    Kind::Hardlink(t) | Kind::Symlink(t) => *t = under,
+                    _ => e.name = under,
+                }
                 out.push(e);
             }
             out
