@@ -105,6 +105,33 @@ fn sandbox() -> Sandbox {
     }
 }
 
+/// As a non-root user, give the owner rwx on every directory a layer made in `dir` (mode 000 is
+/// a valid layer directory), so the target can be walked and removed; root needs nothing.
+fn open_up(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if rustix::process::geteuid().is_root() {
+        return;
+    }
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        match fs::symlink_metadata(&d) {
+            Ok(md) if md.is_dir() => {
+                let _ = fs::set_permissions(&d, fs::Permissions::from_mode(md.mode() | 0o700));
+            }
+            _ => continue,
+        }
+        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+            stack.push(e.path());
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        open_up(&self.target);
+    }
+}
+
 /// Everything observable about one path, without following symlinks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Meta {
@@ -190,6 +217,7 @@ fn assert_contained(s: &Sandbox, before: &(BTreeMap<PathBuf, Meta>, (u32, u32, u
             (md.dev(), md.ino())
         })
         .collect();
+    open_up(&s.target);
     for e in walkdir::WalkDir::new(&s.target).min_depth(1) {
         let e = e.unwrap();
         let md = e.metadata().unwrap();
