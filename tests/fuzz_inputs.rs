@@ -5,7 +5,8 @@
 //!
 //! Targets:
 //! - `layer_tars_never_escape` — structured hostile tars (tests/support/tar_gen.rs), 1–3 layers in
-//!   a row, plain/gzip/zstd, header and byte mutations, applied into `sandbox/target`, which holds
+//!   a row, plain/gzip/zstd, header and byte mutations, applied into `sandbox/target`
+//!   (tests/support/sandbox.rs), which holds
 //!   pre-placed symlinks to `sandbox/sentinel` as traps. After every layer the whole sandbox
 //!   outside the target (modes, owners, mtimes, contents, link counts, xattrs, inode numbers) is
 //!   byte-for-byte what it was, the target's own metadata too, and no file in the target shares
@@ -25,15 +26,14 @@
 
 #[path = "support/json_gen.rs"]
 mod json_gen;
+#[path = "support/sandbox.rs"]
+mod sandbox;
 #[path = "support/scripted_http.rs"]
 mod scripted_http;
 #[path = "support/tar_gen.rs"]
 mod tar_gen;
 
-use std::collections::{BTreeMap, HashSet};
 use std::fs;
-use std::os::unix::fs::{symlink, MetadataExt};
-use std::path::{Path, PathBuf};
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -48,6 +48,7 @@ use kiln::layer::{apply_layer, ApplyOptions};
 use kiln::registry::{pull, Credentials, RegistryClient, RetryPolicy};
 use kiln::store::{Store, MAX_JSON_BLOB};
 use proptest::prelude::*;
+use sandbox::{assert_contained, outside, sandbox, Sandbox};
 use scripted_http::{Body, Request, Response, Server};
 use serde_json::{json, Value};
 
@@ -71,163 +72,6 @@ fn config(default: u32) -> ProptestConfig {
 // ---------------------------------------------------------------------------------------------
 // Layer tars
 // ---------------------------------------------------------------------------------------------
-
-/// `sandbox/{target,sentinel,sibling}`: layers go into `target`, which holds traps pointing out.
-struct Sandbox {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    target: PathBuf,
-    sentinel: PathBuf,
-}
-
-fn sandbox() -> Sandbox {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().to_path_buf();
-    let target = root.join("target");
-    let sentinel = root.join("sentinel");
-    for d in ["target/d", "sentinel/a", "sentinel/b", "sentinel/d"] {
-        fs::create_dir_all(root.join(d)).unwrap();
-    }
-    fs::write(sentinel.join("file"), "secret").unwrap();
-    fs::write(sentinel.join("a/file"), "secret a").unwrap();
-    fs::write(root.join("sibling"), "outside").unwrap();
-    fs::write(target.join("f"), "lower").unwrap();
-    fs::write(target.join("d/f"), "lower").unwrap();
-    // The traps: a relative and an absolute symlink to the sentinel, one to a file in it.
-    symlink("../sentinel", target.join("trap")).unwrap();
-    symlink(&sentinel, target.join("abs")).unwrap();
-    symlink("../sentinel/file", target.join("trapf")).unwrap();
-    Sandbox {
-        _tmp: tmp,
-        root,
-        target,
-        sentinel,
-    }
-}
-
-/// As a non-root user, give the owner rwx on every directory a layer made in `dir` (mode 000 is
-/// a valid layer directory), so the target can be walked and removed; root needs nothing.
-fn open_up(dir: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    if rustix::process::geteuid().is_root() {
-        return;
-    }
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        match fs::symlink_metadata(&d) {
-            Ok(md) if md.is_dir() => {
-                let _ = fs::set_permissions(&d, fs::Permissions::from_mode(md.mode() | 0o700));
-            }
-            _ => continue,
-        }
-        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
-            stack.push(e.path());
-        }
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        open_up(&self.target);
-    }
-}
-
-/// Everything observable about one path, without following symlinks.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Meta {
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    mtime: (i64, i64),
-    nlink: u64,
-    ino: u64,
-    content: Vec<u8>,
-    xattrs: Vec<(String, Vec<u8>)>,
-}
-
-fn meta(p: &Path) -> Meta {
-    let md = fs::symlink_metadata(p).unwrap();
-    let content = if md.file_type().is_symlink() {
-        fs::read_link(p)
-            .unwrap()
-            .into_os_string()
-            .into_encoded_bytes()
-    } else if md.is_file() {
-        fs::read(p).unwrap()
-    } else {
-        Vec::new()
-    };
-    let mut xattrs: Vec<_> = xattr::list(p)
-        .map(|l| {
-            l.map(|k| {
-                let v = xattr::get(p, &k).ok().flatten().unwrap_or_default();
-                (k.to_string_lossy().into_owned(), v)
-            })
-            .collect()
-        })
-        .unwrap_or_default();
-    xattrs.sort();
-    Meta {
-        mode: md.mode(),
-        uid: md.uid(),
-        gid: md.gid(),
-        mtime: (md.mtime(), md.mtime_nsec()),
-        nlink: md.nlink(),
-        ino: md.ino(),
-        content,
-        xattrs,
-    }
-}
-
-/// The sandbox outside the target (the sandbox root itself included), and the target's own mode
-/// and owner, which a layer never changes.
-fn outside(s: &Sandbox) -> (BTreeMap<PathBuf, Meta>, (u32, u32, u32)) {
-    let mut m = BTreeMap::new();
-    for e in walkdir::WalkDir::new(&s.root)
-        .into_iter()
-        .filter_entry(|e| e.path() != s.target)
-    {
-        let e = e.unwrap();
-        m.insert(e.path().to_path_buf(), meta(e.path()));
-    }
-    let t = fs::symlink_metadata(&s.target).expect("the target itself was removed");
-    assert!(t.is_dir(), "the target is no longer a directory");
-    (m, (t.mode(), t.uid(), t.gid()))
-}
-
-fn assert_contained(s: &Sandbox, before: &(BTreeMap<PathBuf, Meta>, (u32, u32, u32))) {
-    let after = outside(s);
-    for (p, m) in &before.0 {
-        let now = after.0.get(p);
-        assert_eq!(now, Some(m), "{} changed outside the target", p.display());
-    }
-    for p in after.0.keys() {
-        assert!(
-            before.0.contains_key(p),
-            "{} was created outside the target",
-            p.display()
-        );
-    }
-    assert_eq!(after.1, before.1, "the target's own mode or owner changed");
-    let outside_inodes: HashSet<(u64, u64)> = walkdir::WalkDir::new(&s.root)
-        .into_iter()
-        .filter_entry(|e| e.path() != s.target)
-        .map(|e| {
-            let md = e.unwrap().metadata().unwrap();
-            (md.dev(), md.ino())
-        })
-        .collect();
-    open_up(&s.target);
-    for e in walkdir::WalkDir::new(&s.target).min_depth(1) {
-        let e = e.unwrap();
-        let md = e.metadata().unwrap();
-        assert!(
-            !outside_inodes.contains(&(md.dev(), md.ino())),
-            "{} is a hard link to an inode outside the target",
-            e.path().display()
-        );
-    }
-}
 
 /// Apply `blob`; it may fail, it must not panic or write outside the target. An accepted
 /// uncompressed blob's diff_id is its own digest (every byte, padding included, was hashed).
