@@ -6,11 +6,10 @@
 //! Targets:
 //! - `layer_tars_never_escape` — structured hostile tars (tests/support/tar_gen.rs), 1–3 layers in
 //!   a row, plain/gzip/zstd, header and byte mutations, applied into `sandbox/target`
-//!   (tests/support/sandbox.rs), which holds
-//!   pre-placed symlinks to `sandbox/sentinel` as traps. After every layer the whole sandbox
-//!   outside the target (modes, owners, mtimes, contents, link counts, xattrs, inode numbers) is
-//!   byte-for-byte what it was, the target's own metadata too, and no file in the target shares
-//!   an inode with a file outside it.
+//!   (tests/support/sandbox.rs), which holds pre-placed symlinks to `sandbox/sentinel` as traps.
+//!   After every layer the whole sandbox outside the target (modes, owners, mtimes, contents,
+//!   link counts, xattrs, inode numbers) is byte-for-byte what it was, the target's own metadata
+//!   too, and no file in the target shares an inode with a file outside it.
 //! - `layer_blobs_of_random_bytes` — arbitrary bytes, also behind gzip/zstd magic.
 //! - `manifest_json_parsers` — `Manifest`/`Index`/`ImageConfig::from_slice`, `sniff_manifest_kind`
 //!   and `Index::select` on mutated valid documents (OCI and Docker schema 2) and on garbage.
