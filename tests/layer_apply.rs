@@ -285,3 +285,55 @@ fn gzip_and_zstd_blobs_are_detected() {
         assert_eq!(stats.diff_id, kiln::digest::Digest::of(&tarball));
     }
 }
+
+/// Found by tests/fuzz_inputs.rs: `.wh.` named the directory holding it and `.wh...` its parent,
+/// so applying the marker at the root removed `dest` itself, or everything beside it.
+#[test]
+fn whiteouts_naming_the_directory_or_its_parent_are_refused() {
+    for marker in [".wh.", ".wh..", ".wh...", "sub/.wh...", "sub/.wh."] {
+        let s = sandbox();
+        fs::create_dir(s.dest.join("sub")).unwrap();
+        fs::write(s.dest.join("sub/kept"), "lower").unwrap();
+        let tarball = RawTar::default().file(marker, "").done();
+        refused(&s, &tarball, marker);
+        assert_eq!(
+            fs::read_to_string(s.dest.join("sub/kept")).unwrap(),
+            "lower",
+            "{marker} removed a lower-layer file"
+        );
+    }
+}
+
+/// Directory modes and mtimes are applied after the last entry; by then a later entry may have
+/// replaced a parent with a symlink out of `dest`, and the deferred chmod/utimes must not follow it.
+#[test]
+fn deferred_directory_metadata_does_not_follow_a_later_symlink() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let s = sandbox();
+    let victim = s.outside.join("sub");
+    fs::create_dir(&victim).unwrap();
+    fs::set_permissions(&victim, fs::Permissions::from_mode(0o700)).unwrap();
+    let before = fs::metadata(&victim).unwrap();
+    let mut tarball = RawTar::default().dir("a").dir("a/sub");
+    // Make a/sub world-writable: what the escape would put on the victim.
+    let h = tarball.0.len() - 512;
+    tarball.0[h + 100..h + 108].copy_from_slice(b"0000777\0");
+    let mut hdr = Header::from_byte_slice(&tarball.0[h..h + 512]).clone();
+    hdr.set_cksum();
+    tarball.0[h..h + 512].copy_from_slice(hdr.as_bytes());
+    let tarball = tarball.symlink("a", "../outside").done();
+    let _ = apply_layer(&tarball[..], &s.dest, &ApplyOptions::default());
+    let after = fs::metadata(&victim).unwrap();
+    assert_eq!(
+        after.mode() & 0o7777,
+        0o700,
+        "the victim's mode was changed"
+    );
+    assert_eq!(
+        (after.mtime(), after.mtime_nsec()),
+        (before.mtime(), before.mtime_nsec()),
+        "the victim's mtime was changed"
+    );
+    fs::remove_dir(&victim).unwrap();
+    assert_outside_untouched(&s);
+}

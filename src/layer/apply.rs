@@ -17,7 +17,12 @@
 //! - any parent component that is a symlink, whether planted by an earlier entry or already in
 //!   `dest` — kiln does not resolve symlinks inside the root the way containerd's `fs.RootPath` does,
 //!   it refuses, so no write can ever go through a link;
-//! - hardlinks whose target is missing, a directory, or reached through a symlink.
+//! - hardlinks whose target is missing, a directory, or reached through a symlink;
+//! - whiteouts naming no entry of their directory (`.wh.`, `.wh..`, `.wh...`: the directory itself
+//!   or its parent).
+//!
+//! Deferred directory metadata skips a directory whose path a later entry broke (an ancestor
+//! replaced by a symlink), rather than following the link.
 //!
 //! Absolute paths: a leading `/` is stripped, as containerd (`filepath.Clean` then joined under the
 //! root by `fs.RootPath`) and Docker (`filepath.Join(dest, hdr.Name)`) do; such a path names a file
@@ -180,8 +185,8 @@ struct Extractor<'a> {
     opts: &'a ApplyOptions,
     /// Paths (relative, `/`-joined) this layer created, which an opaque marker must keep.
     unpacked: HashSet<Vec<u8>>,
-    /// Directories whose mode and mtime are applied at the end.
-    dirs: Vec<(PathBuf, String, Attrs)>,
+    /// Directories whose mode and mtime are applied at the end, by relative path.
+    dirs: Vec<(Vec<u8>, String, Attrs)>,
     buf: Vec<u8>,
     stats: Counts,
 }
@@ -278,7 +283,7 @@ impl Extractor<'_> {
                     }
                 }
                 self.stats.dirs += 1;
-                self.dirs.push((target, name, attrs));
+                self.dirs.push((rel.clone(), name, attrs));
             }
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
                 self.clear(&name, &target)?;
@@ -410,6 +415,17 @@ impl Extractor<'_> {
         base: &[u8],
         hidden: &[u8],
     ) -> Result<(), LayerError> {
+        // A whiteout names a sibling in its own directory. `.wh.` names the directory itself and
+        // `.wh..` / `.wh...` resolve to it or its parent, so removing "the hidden entry" would
+        // delete the destination or what lies beside it. containerd's `validateWhiteout`
+        // (pkg/archive/tar.go) refuses any whiteout whose joined path is not strictly inside its
+        // directory; these three names are exactly those (a component holds no `/`).
+        if matches!(hidden, b"" | b"." | b"..") {
+            return Err(LayerError::Escape {
+                entry: name.to_string(),
+                reason: "a whiteout must name an entry inside its directory".into(),
+            });
+        }
         // Nothing to hide when the directory does not exist; a symlinked parent is still refused.
         let Some(dir) = self.walk(name, parents, false)? else {
             return Ok(());
@@ -553,13 +569,29 @@ impl Extractor<'_> {
     /// Directory metadata, deepest first, once every child exists.
     fn finish_dirs(&mut self) -> Result<(), LayerError> {
         let dirs = std::mem::take(&mut self.dirs);
-        for (path, name, a) in dirs.iter().rev() {
+        for (rel, name, a) in dirs.iter().rev() {
             // A later entry of this layer may have replaced or removed it.
-            if !fs::symlink_metadata(path).is_ok_and(|md| md.is_dir()) {
-                continue;
+            if let Some(path) = self.still_dir(rel) {
+                self.attrs(name, &path, a, false)?;
             }
-            self.attrs(name, path, a, false)?;
         }
         Ok(())
+    }
+
+    /// `dest/rel` if every component on the way is still a real directory. A later entry may
+    /// have replaced an ancestor with a symlink (`a/sub/` then `a -> /etc`): a path checked only
+    /// at its end would then chmod, chown and touch `/etc/sub`. containerd re-resolves these
+    /// deferred directories with `fs.RootPath` (scoped to the root) before its chtimes
+    /// (pkg/archive/tar.go, `applyNaive`); kiln, which never resolves links while extracting,
+    /// skips a directory that is no longer there.
+    fn still_dir(&self, rel: &[u8]) -> Option<PathBuf> {
+        let mut p = self.dest.to_path_buf();
+        for c in rel.split(|b| *b == b'/') {
+            p.push(OsStr::from_bytes(c));
+            if !fs::symlink_metadata(&p).is_ok_and(|md| md.is_dir()) {
+                return None;
+            }
+        }
+        Some(p)
     }
 }

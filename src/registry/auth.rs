@@ -3,6 +3,7 @@
 //! expire; basic auth sent directly once a host asked for it.
 
 use std::collections::HashMap;
+use std::io::Read;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -266,11 +267,17 @@ pub(crate) fn fetch_token(
         #[serde(default)]
         access_token: String,
         #[serde(default)]
-        expires_in: Option<u64>,
+        expires_in: Option<serde_json::Number>,
     }
-    let body = resp
-        .bytes()
-        .map_err(|e| transport_error(ctx, &realm_host, e))?;
+    // A token answer is a few KiB; a service streaming more is refused once it passes the limit
+    // instead of being buffered whole.
+    let mut body = Vec::new();
+    resp.take(MAX_TOKEN_ANSWER + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| bad(format!("reading the answer: {e}")))?;
+    if body.len() as u64 > MAX_TOKEN_ANSWER {
+        return Err(bad(format!("larger than {MAX_TOKEN_ANSWER} bytes")));
+    }
     let a: TokenAnswer =
         serde_json::from_slice(&body).map_err(|e| bad(format!("not token JSON: {e}")))?;
     let tok = if a.token.is_empty() {
@@ -281,9 +288,28 @@ pub(crate) fn fetch_token(
     if tok.is_empty() {
         return Err(bad("no token in the answer".into()));
     }
-    // Distribution's default lifetime is 60 s; renew a little early.
-    let ttl = Duration::from_secs(a.expires_in.unwrap_or(60).max(10) - 5);
-    Ok((Secret::new(tok), ttl))
+    // Any whole number: one past i64 (a u64) is as good as "very long".
+    let expires_in = match a.expires_in {
+        None => None,
+        Some(n) => Some(
+            n.as_i64()
+                .or_else(|| n.as_u64().map(|_| i64::MAX))
+                .ok_or_else(|| bad(format!("expires_in {n} is not a whole number")))?,
+        ),
+    };
+    Ok((Secret::new(tok), token_ttl(expires_in)))
+}
+
+/// Largest token-service answer read.
+const MAX_TOKEN_ANSWER: u64 = 1 << 20;
+
+/// How long to keep a token: distribution's default of 60 s when `expires_in` is missing, zero or
+/// negative (containerd's `getExpirationTime` ignores a lifetime ≤ 0 too), at most a day (the
+/// number is the service's, and `Instant + Duration` panics past the clock's range), renewed a
+/// little early.
+fn token_ttl(expires_in: Option<i64>) -> Duration {
+    let secs = expires_in.filter(|s| *s > 0).unwrap_or(60);
+    Duration::from_secs(secs.clamp(10, 24 * 3600) as u64 - 5)
 }
 
 #[cfg(test)]
@@ -310,6 +336,19 @@ mod tests {
         assert_eq!(
             scope_key(&["b".into(), "a".into(), "b".into()]),
             "a b".to_string()
+        );
+    }
+
+    #[test]
+    fn token_lifetimes_are_bounded() {
+        assert_eq!(token_ttl(None), Duration::from_secs(55));
+        assert_eq!(token_ttl(Some(-1)), Duration::from_secs(55));
+        assert_eq!(token_ttl(Some(0)), Duration::from_secs(55));
+        assert_eq!(token_ttl(Some(3)), Duration::from_secs(5));
+        assert_eq!(token_ttl(Some(300)), Duration::from_secs(295));
+        assert_eq!(
+            token_ttl(Some(i64::MAX)),
+            Duration::from_secs(24 * 3600 - 5)
         );
     }
 }

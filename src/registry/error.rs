@@ -5,6 +5,7 @@
 //!
 //! Must not: send requests or hold credentials.
 
+use std::io::Read;
 use std::path::PathBuf;
 
 use reqwest::blocking::Response;
@@ -164,10 +165,18 @@ pub(crate) fn transport_error(ctx: &Ctx, host: &str, e: reqwest::Error) -> Regis
     }
 }
 
+/// Bytes of an error body read, and characters of the registry's messages kept.
+const MAX_ERROR_BODY: u64 = 64_000;
+const MAX_ERROR_MESSAGE: usize = 1000;
+
 /// The error for an unexpected status, with the registry's own error message when it sent one.
 pub(crate) fn status_error(ctx: &Ctx, host: &str, action: &str, resp: Response) -> RegistryError {
     let status = resp.status().as_u16();
-    let body = resp.text().unwrap_or_default();
+    // containerd reads at most 64000 bytes of an error body (remotes/errors, `NewUnexpectedStatusErr`);
+    // a registry streaming more must not be buffered whole.
+    let mut raw = Vec::new();
+    let _ = resp.take(MAX_ERROR_BODY).read_to_end(&mut raw);
+    let body = String::from_utf8_lossy(&raw);
     #[derive(serde::Deserialize)]
     struct Errs {
         errors: Vec<E>,
@@ -185,7 +194,10 @@ pub(crate) fn status_error(ctx: &Ctx, host: &str, action: &str, resp: Response) 
             .iter()
             .map(|e| format!("{} {}", e.code, e.message).trim().to_string())
             .collect::<Vec<_>>()
-            .join("; "),
+            .join("; ")
+            .chars()
+            .take(MAX_ERROR_MESSAGE)
+            .collect(),
         _ => body
             .chars()
             .take(200)

@@ -417,7 +417,9 @@ fn fetch_blob(
         let mut ingest = store
             .ingest()
             .map_err(|e| store_err(format!("storing blob {}", desc.digest), e))?;
-        let mut reader = resp.take(desc.size + 1);
+        // One byte past the size shows a longer body; the size is the registry's number, and
+        // u64::MAX + 1 would overflow (the commit then reports the size mismatch).
+        let mut reader = resp.take(desc.size.saturating_add(1));
         let mut buf = vec![0u8; 256 * 1024];
         let mut done = 0u64;
         let copied: io::Result<()> = loop {
