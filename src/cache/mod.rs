@@ -8,8 +8,17 @@
 //! — and the layer settings. `SCHEMA` is part of every key: changing what a key covers means bumping
 //! it, and old records simply stop matching.
 //!
+//! The same records travel between builders (`remote`: the artifact format and its checks,
+//! `export`: making one, `import`: reading a local one back and seeding cache mounts, `spec`: the
+//! `--cache-to`/`--cache-from` values); the engine moves them through the registry client.
+//!
 //! Must not: run steps, write layers or decide policy (`--no-cache` is the build's business); records
 //! never hold secrets (secret mounts are keyed by id, never by value).
+
+pub mod export;
+pub mod import;
+pub mod remote;
+pub mod spec;
 
 use std::fs;
 use std::io;
@@ -41,6 +50,14 @@ pub enum CacheError {
     Source(#[from] crate::context::ContextError),
     #[error("reading or writing a cache record")]
     Store(#[from] StoreError),
+    #[error("cache layout {path}: {why}")]
+    Layout { path: std::path::PathBuf, why: String },
+    #[error("cache mount {path}")]
+    Mount {
+        path: std::path::PathBuf,
+        #[source]
+        source: Box<crate::layer::LayerError>,
+    },
 }
 
 /// A step's cache key.

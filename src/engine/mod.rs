@@ -9,6 +9,7 @@
 
 mod add;
 mod base;
+mod cache_export;
 mod cached;
 mod early_push;
 mod flight;
@@ -20,6 +21,7 @@ mod fsutil;
 mod hardlink;
 mod merge;
 mod metadata;
+mod remote_cache;
 mod run;
 mod schedule;
 mod stage;
@@ -173,6 +175,10 @@ pub struct BuildRequest {
     /// Push every tag to its registry once the image is built.
     pub push: bool,
     pub registry: RegistryAccess,
+    /// `--cache-from`: shared caches read after the local step cache, in order.
+    pub cache_from: Vec<crate::cache::spec::ImportSpec>,
+    /// `--cache-to`: where the build's step records go (registry, OCI layout, inline).
+    pub cache_to: Vec<crate::cache::spec::ExportSpec>,
 }
 
 /// Registry settings and this build's credentials, for pulling bases and pushing results. Held in
@@ -245,6 +251,8 @@ impl BuildRequest {
             no_cache: false,
             push: false,
             registry: RegistryAccess::default(),
+            cache_from: Vec::new(),
+            cache_to: Vec::new(),
         }
     }
 }
@@ -315,6 +323,9 @@ pub fn run(
         })?;
 
     let context = crate::context::SourceRoot::context(&req.context, &dockerfile_base(&file_name))?;
+    let cache_client = cache_registry_client(req)?;
+    let remote = remote_cache::RemoteCaches::import(req, store, cache_client.clone(), on_event);
+    remote.seed_mounts(store, &plan, &store.root().join("cache"), on_event);
     // With --push, layers upload while later steps run (early_push.rs); the manifest goes last.
     let early = match req.push {
         true => Some(std::sync::Arc::new(req.registry.client()?))
@@ -345,6 +356,7 @@ pub fn run(
             created: engine_created(sde),
             cancel: &siblings,
             early_push: early.as_ref(),
+            remote: &remote,
         },
         progress: stage::Progress::default(),
         first_step,
@@ -377,6 +389,19 @@ pub fn run(
             .labels
             .insert(k.clone(), v.clone());
     }
+    let records = std::mem::take(&mut *stage::lock(&engine.progress.records));
+    let lineage = early_push::lineage(&plan);
+    let export = cache_export::Inputs {
+        store,
+        req,
+        plan: &plan,
+        records: &records,
+        lineage: &lineage,
+        image_layers: &final_state.layers,
+        remote: &remote,
+        client: cache_client,
+    };
+    cache_export::inline_config(&mut final_state.config, &export)?;
     let (config_bytes, config_desc) = final_state.config.to_blob()?;
     store.put_bytes(&config_bytes, Some(&config_desc.digest))?;
     let manifest = Manifest::new(config_desc.clone(), final_state.layers.clone());
@@ -387,17 +412,16 @@ pub fn run(
         digest,
         manifest_bytes.len() as u64,
     );
-    for t in &tags {
-        store.tag(t, &manifest_desc)?;
-        on_event(&Event::Exported {
-            kind: "store".into(),
-            dest: t.clone(),
-        });
-    }
+    tag_locally(store, req, &remote, &tags, &manifest_desc, &final_state.layers, on_event)?;
     export_outputs(store, req, &tags, &manifest_desc, on_event)?;
-    if req.push {
-        let early_bytes = early.as_ref().map_or(0, |e| e.finish());
-        push_tags(req, store, &tags, &manifest_desc, early_bytes, on_event)?;
+    let early_bytes = early.as_ref().map_or(0, |e| e.finish());
+    push_and_export(&export, &tags, &manifest_desc, early_bytes, on_event)?;
+    if remote.fetched_bytes() > 0 {
+        on_event(&Event::Cache {
+            action: "fetched".into(),
+            source: "--cache-from".into(),
+            detail: format!("{} bytes of cached blobs", remote.fetched_bytes()),
+        });
     }
     let size = config_desc.size
         + manifest_desc.size
@@ -490,6 +514,116 @@ pub(crate) fn count_transfer(
         } => *bytes += sizes.get(digest).copied().unwrap_or(0),
         _ => {}
     }
+}
+
+/// A registry client when a `--cache-from` or `--cache-to` names a registry.
+fn cache_registry_client(
+    req: &BuildRequest,
+) -> Result<Option<std::sync::Arc<crate::registry::RegistryClient>>, BuildError> {
+    use crate::cache::spec::{ExportTarget, ImportSource};
+    let needed = req
+        .cache_from
+        .iter()
+        .any(|s| matches!(s.source, ImportSource::Registry { .. }))
+        || req
+            .cache_to
+            .iter()
+            .any(|s| matches!(s.target, ExportTarget::Registry { .. }));
+    Ok(match needed {
+        true => Some(std::sync::Arc::new(req.registry.client()?)),
+        false => None,
+    })
+}
+
+/// Tag the image in the local store. A store tag must never name a blob the store lacks (`kiln
+/// fsck` stays clean), so layers replayed from a shared cache are fetched first — unless the build
+/// only pushes (no `--output`): then those layers go registry to registry by mount and the image
+/// is not tagged locally, which is said in a warning.
+fn tag_locally(
+    store: &Store,
+    req: &BuildRequest,
+    remote: &remote_cache::RemoteCaches,
+    tags: &[String],
+    manifest: &Descriptor,
+    layers: &[Descriptor],
+    on_event: &mut dyn FnMut(&Event),
+) -> Result<(), BuildError> {
+    let missing = remote.missing(store, layers);
+    let needs_bytes = !req.outputs.is_empty() || (!req.push && !tags.is_empty());
+    if needs_bytes {
+        for b in &missing {
+            remote.ensure_local(store, &b.digest)?;
+        }
+    } else if !missing.is_empty() && !tags.is_empty() {
+        on_event(&Event::Warning {
+            message: format!(
+                "not tagged in the local store: {} layer(s) of the image are only in the shared cache (pushed by cross-repository mount; `kiln pull` fetches the image)",
+                missing.len()
+            ),
+        });
+        return Ok(());
+    }
+    for t in tags {
+        store.tag(t, manifest)?;
+        on_event(&Event::Exported {
+            kind: "store".into(),
+            dest: t.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// `--push` and the `--cache-to` exports, in parallel: the exports upload what is not the image's
+/// while the image goes up, then mount the image's layers from its repository.
+fn push_and_export(
+    export: &cache_export::Inputs<'_>,
+    tags: &[String],
+    manifest: &Descriptor,
+    early_bytes: u64,
+    on_event: &mut dyn FnMut(&Event),
+) -> Result<(), BuildError> {
+    let req = export.req;
+    let latch = cache_export::Latch::default();
+    let (pushed, exported) = std::thread::scope(|s| {
+        let exporter = s.spawn(|| cache_export::run(export, &latch));
+        let pushed = if req.push {
+            let r = push_image(export, tags, manifest, early_bytes, on_event);
+            latch.open(r.is_ok());
+            r
+        } else {
+            latch.open(false);
+            Ok(())
+        };
+        let exported = exporter
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        (pushed, exported)
+    });
+    pushed?;
+    for e in exported? {
+        on_event(&e);
+    }
+    Ok(())
+}
+
+fn push_image(
+    export: &cache_export::Inputs<'_>,
+    tags: &[String],
+    manifest: &Descriptor,
+    early_bytes: u64,
+    on_event: &mut dyn FnMut(&Event),
+) -> Result<(), BuildError> {
+    let (req, store) = (export.req, export.store);
+    let dests: Vec<Reference> = tags.iter().filter_map(|t| t.parse().ok()).collect();
+    if !export.remote.is_empty() && !dests.is_empty() {
+        let client = req.registry.client()?;
+        cache_export::prepare_push(store, export.remote, &client, &dests, export.image_layers)?;
+    }
+    push_tags(req, store, tags, manifest, early_bytes, on_event)?;
+    for d in &dests {
+        crate::registry::remember_source(store, d, export.image_layers);
+    }
+    Ok(())
 }
 
 /// Push the built manifest to every tag's registry: blobs first, the manifest last.

@@ -245,6 +245,12 @@ fn inside(root: &Path, source: &Option<String>) -> Result<PathBuf, RunError> {
     Ok(p)
 }
 
+/// Where the cache mount `id` lives (its lock file is the same path with `.lock`); shared caches
+/// seed and export it here (`remote_cache.rs`, `cache_export.rs`).
+pub(super) fn cache_mount_dir(cache_root: &Path, id: &str) -> PathBuf {
+    cache_root.join(crate::digest::Digest::of(id.as_bytes()).hex())
+}
+
 /// Adds `m` to the sandbox's mounts; returns the lock of a `sharing=locked` cache, to hold for
 /// the step.
 fn add_mount(
@@ -290,9 +296,7 @@ fn add_mount(
             ..
         } => {
             // One directory per cache id, kept across builds, never part of a layer.
-            let dir = ctx
-                .cache_root
-                .join(crate::digest::Digest::of(id.as_bytes()).hex());
+            let dir = cache_mount_dir(ctx.cache_root, id);
             if !dir.exists() {
                 fs::create_dir_all(&dir).map_err(io("creating cache", &dir))?;
                 fs::set_permissions(&dir, fs::Permissions::from_mode(*mode))

@@ -65,6 +65,8 @@ pub struct Inputs<'a> {
     pub cancel: &'a Cancel,
     /// Uploads layers of the image while the build goes on (`--push` only).
     pub early_push: Option<&'a super::early_push::EarlyPush>,
+    /// `--cache-from` sources, read after the local step cache.
+    pub remote: &'a super::remote_cache::RemoteCaches,
 }
 
 /// A stage that has finished: the cache key it ended with (for FROM stage and COPY --from) and
@@ -83,6 +85,8 @@ pub struct Progress {
     pub sandbox_announced: AtomicBool,
     /// Held while an image named by `COPY --from=IMAGE` is unpacked, so two stages unpack it once.
     pub image_unpack: Mutex<()>,
+    /// Every layer step's key and result, by stage (what `--cache-to` exports).
+    pub records: Mutex<Vec<super::cache_export::StepRecord>>,
 }
 
 impl Progress {
@@ -238,13 +242,15 @@ impl Engine<'_> {
                 match hit {
                     Some(record) => {
                         cached = true;
+                        lock(&self.progress.records).push((index, key.clone(), record.clone()));
                         self.replay(step, &mut state, record)?
                     }
                     None => {
                         self.materialize(&mut state)?;
                         self.materialize_sources(step)?;
                         let made = self.run_step(step, &mut state, &mut meta, n, on_event)?;
-                        self.remember(&key, &state, &made)?;
+                        let record = self.remember(&key, &state, &made)?;
+                        lock(&self.progress.records).push((index, key.clone(), record));
                         made
                     }
                 }
@@ -321,6 +327,8 @@ impl Engine<'_> {
         digest: &crate::digest::Digest,
         rootfs: &Path,
     ) -> Result<(), BoxError> {
+        // A layer replayed from a shared cache is fetched only now, when its files are needed.
+        self.inputs.remote.ensure_local(self.inputs.store, digest)?;
         let blob = self.inputs.store.open_blob(digest)?;
         let opts = ApplyOptions {
             allow_devices: is_root(),
