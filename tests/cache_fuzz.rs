@@ -31,10 +31,7 @@ fn valid_artifact(n: usize) -> (Vec<u8>, Vec<u8>) {
         );
     }
     let config = canonical_json(&c).unwrap();
-    let m = Manifest::new(
-        Descriptor::for_bytes(remote::MEDIA_CONFIG, &config),
-        layers,
-    );
+    let m = Manifest::new(Descriptor::for_bytes(remote::MEDIA_CONFIG, &config), layers);
     (canonical_json(&m).unwrap(), config)
 }
 

@@ -56,7 +56,10 @@ fn build(root: &Path, args: &[&str], ctx: &Path) -> (String, String) {
     let out = kiln(root, &all);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "kiln build failed:\n{stderr}");
-    (String::from_utf8_lossy(&out.stdout).trim().to_string(), stderr)
+    (
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        stderr,
+    )
 }
 
 /// `kiln fsck` exits non-zero when a tag names a missing or damaged blob.
@@ -98,7 +101,11 @@ fn a_fresh_store_builds_from_the_registry_cache_without_running_anything() {
     let img2 = format!("{}/team/app:2", reg.addr);
     let (d2, err2) = build(
         b.path(),
-        &[&["-t", &img2, "--push", "--cache-from", &from][..], &insecure].concat(),
+        &[
+            &["-t", &img2, "--push", "--cache-from", &from][..],
+            &insecure,
+        ]
+        .concat(),
         ctx.path(),
     );
     assert!(ran(&err2).is_empty(), "every step is CACHED:\n{err2}");
@@ -194,7 +201,11 @@ fn an_inline_cache_is_read_back_from_the_image() {
     let a = store_with_busybox();
     let (d1, _) = build(
         a.path(),
-        &[&["-t", &img1, "--push", "--cache-to", "type=inline"][..], &insecure].concat(),
+        &[
+            &["-t", &img1, "--push", "--cache-to", "type=inline"][..],
+            &insecure,
+        ]
+        .concat(),
         ctx.path(),
     );
     let b = store_with_busybox();
@@ -236,16 +247,25 @@ fn an_inline_cache_is_read_back_from_the_image() {
     assert_eq!(ran(&err4), [1, 2], "{err4}");
 }
 
+/// A change to a cache layout's manifest and config JSON.
+type Mutation = dyn Fn(&mut Value, &mut Value);
+
 /// Rewrite the cache config of the layout at `dir` (its manifest and index follow the new digest).
 fn mutate_layout(dir: &Path, f: &dyn Fn(&mut Value, &mut Value)) {
-    let blob = |d: &str| dir.join("blobs/sha256").join(d.trim_start_matches("sha256:"));
+    let blob = |d: &str| {
+        dir.join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
     let put = |bytes: &[u8]| -> (String, usize) {
         let d = kiln::digest::Digest::of(bytes).to_string();
         fs::write(blob(&d), bytes).unwrap();
         (d, bytes.len())
     };
     let mut index = read_json(&dir.join("index.json"));
-    let mdesc = index["manifests"][0]["digest"].as_str().unwrap().to_string();
+    let mdesc = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let mut manifest: Value = serde_json::from_slice(&fs::read(blob(&mdesc)).unwrap()).unwrap();
     let cdesc = manifest["config"]["digest"].as_str().unwrap().to_string();
     let mut config: Value = serde_json::from_slice(&fs::read(blob(&cdesc)).unwrap()).unwrap();
@@ -269,7 +289,7 @@ fn mismatched_or_damaged_caches_warn_and_build() {
     let to = format!("type=local,dest={},mode=max", good.display());
     build_to_layout(a.path(), ctx.path(), &["--cache-to", &to]);
 
-    let variants: Vec<(&str, Box<dyn Fn(&mut Value, &mut Value)>, &str)> = vec![
+    let variants: Vec<(&str, Box<Mutation>, &str)> = vec![
         (
             "schema",
             Box::new(|_, c| c["keySchema"] = json!(999)),
@@ -301,7 +321,11 @@ fn mismatched_or_damaged_caches_warn_and_build() {
         let from = format!("type=local,src={}", dir.display());
         let (_, err) = build_to_layout(b.path(), ctx.path(), &["--cache-from", &from]);
         assert!(err.contains(warning), "{name}: {err}");
-        assert_eq!(ran(&err), [1, 2, 3, 4, 5], "{name}: built everything\n{err}");
+        assert_eq!(
+            ran(&err),
+            [1, 2, 3, 4, 5],
+            "{name}: built everything\n{err}"
+        );
     }
     // A manifest that is not JSON at all.
     let dir = base.path().join("garbage");
@@ -309,7 +333,8 @@ fn mismatched_or_damaged_caches_warn_and_build() {
     let index = read_json(&dir.join("index.json"));
     let m = index["manifests"][0]["digest"].as_str().unwrap();
     fs::write(
-        dir.join("blobs/sha256").join(m.trim_start_matches("sha256:")),
+        dir.join("blobs/sha256")
+            .join(m.trim_start_matches("sha256:")),
         "{not json",
     )
     .unwrap();

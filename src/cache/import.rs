@@ -192,10 +192,16 @@ mod tests {
         let dest = d.path().join("cache/x");
         let lock = d.path().join("cache/x.lock");
         assert!(seed_mount(&store, &blob.digest, &dest, &lock, owner).unwrap());
-        assert_eq!(fs::read_to_string(dest.join("wheels/a.whl")).unwrap(), "wheel");
+        assert_eq!(
+            fs::read_to_string(dest.join("wheels/a.whl")).unwrap(),
+            "wheel"
+        );
         fs::write(dest.join("wheels/a.whl"), "changed").unwrap();
         assert!(!seed_mount(&store, &blob.digest, &dest, &lock, owner).unwrap());
-        assert_eq!(fs::read_to_string(dest.join("wheels/a.whl")).unwrap(), "changed");
+        assert_eq!(
+            fs::read_to_string(dest.join("wheels/a.whl")).unwrap(),
+            "changed"
+        );
         let empty = d.path().join("empty");
         fs::create_dir(&empty).unwrap();
         assert!(super::super::export::mount_blob(

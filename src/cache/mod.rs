@@ -51,7 +51,10 @@ pub enum CacheError {
     #[error("reading or writing a cache record")]
     Store(#[from] StoreError),
     #[error("cache layout {path}: {why}")]
-    Layout { path: std::path::PathBuf, why: String },
+    Layout {
+        path: std::path::PathBuf,
+        why: String,
+    },
     #[error("cache mount {path}")]
     Mount {
         path: std::path::PathBuf,

@@ -37,7 +37,9 @@ const BUILDKIT_INLINE_KEY: &str = "moby.buildkit.cache.v0";
 /// Why a cache was not used. Every variant is a warning for the build, never a failure.
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
-    #[error("it is a BuildKit cache ({BUILDKIT_CONFIG}); kiln keys steps differently and cannot use it")]
+    #[error(
+        "it is a BuildKit cache ({BUILDKIT_CONFIG}); kiln keys steps differently and cannot use it"
+    )]
     BuildKit,
     #[error("it is not a kiln cache (config media type {0:?})")]
     NotKiln(String),
@@ -171,7 +173,8 @@ pub fn verify_inline(
     want: &Platform,
 ) -> Result<Imported, RemoteError> {
     check_blob(&manifest.config, config_bytes)?;
-    let image = ImageConfig::from_slice(config_bytes).map_err(|e| damaged("image config", chain(&e)))?;
+    let image =
+        ImageConfig::from_slice(config_bytes).map_err(|e| damaged("image config", chain(&e)))?;
     let Some(value) = image.extra.get(INLINE_KEY) else {
         return Err(if image.extra.contains_key(BUILDKIT_INLINE_KEY) {
             RemoteError::BuildKit
@@ -341,6 +344,9 @@ mod tests {
         );
         let bytes = crate::image::canonical_json(&m).unwrap();
         assert!(matches!(classify(&bytes), Err(RemoteError::BuildKit)));
-        assert!(matches!(classify(b"not json"), Err(RemoteError::Damaged { .. })));
+        assert!(matches!(
+            classify(b"not json"),
+            Err(RemoteError::Damaged { .. })
+        ));
     }
 }

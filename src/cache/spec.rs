@@ -105,10 +105,7 @@ impl fmt::Display for ExportSpec {
 }
 
 /// `k=v,k=v` → pairs, refusing repeated keys and fields that are not `key=value`.
-fn fields<'a>(
-    flag: &'static str,
-    value: &'a str,
-) -> Result<Vec<(&'a str, &'a str)>, SpecError> {
+fn fields<'a>(flag: &'static str, value: &'a str) -> Result<Vec<(&'a str, &'a str)>, SpecError> {
     let mut out: Vec<(&str, &str)> = Vec::new();
     for field in value.split(',').filter(|f| !f.trim().is_empty()) {
         let (k, v) = field.split_once('=').ok_or_else(|| SpecError {
@@ -279,17 +276,16 @@ impl FromStr for ImportSpec {
         let pairs = fields("--cache-from", value)?;
         let get = |k: &str| pairs.iter().find(|(key, _)| *key == k).map(|(_, v)| *v);
         let kind = get("type").ok_or_else(|| err("missing type=registry|local".into()))?;
-        let allowed: &[&str] = match kind {
-            "registry" => &["ref"],
-            "local" => &["src", "tag", "digest"],
-            "inline" => {
-                return Err(err(
+        let allowed: &[&str] =
+            match kind {
+                "registry" => &["ref"],
+                "local" => &["src", "tag", "digest"],
+                "inline" => return Err(err(
                     "type=inline is an export; import an inline cache with type=registry,ref=IMAGE"
                         .into(),
-                ))
-            }
-            other => return Err(err(format!("unsupported type {other:?} (registry, local)"))),
-        };
+                )),
+                other => return Err(err(format!("unsupported type {other:?} (registry, local)"))),
+            };
         const COMMON: &[&str] = &["type", "mounts", "registry.insecure"];
         if let Some((k, _)) = pairs
             .iter()
@@ -359,13 +355,19 @@ mod tests {
             ExportTarget::Inline
         );
         for (bad, why) in [
-            ("type=registry,ref=r/x,colour=red", "unknown attribute \"colour\""),
+            (
+                "type=registry,ref=r/x,colour=red",
+                "unknown attribute \"colour\"",
+            ),
             ("type=registry", "ref= is empty"),
             ("type=local", "missing dest"),
             ("type=inline,mode=max", "mode=min only"),
             ("type=registry,ref=r/x,mode=most", "expected min or max"),
             ("type=s3,bucket=b", "unsupported type \"s3\""),
-            ("type=registry,ref=r/x,ignore-error=yes", "expected true or false"),
+            (
+                "type=registry,ref=r/x,ignore-error=yes",
+                "expected true or false",
+            ),
             ("type=registry,ref=r/x,mode=min,mode=max", "given twice"),
             ("type=local,dest=d,ref=r/x", "unknown attribute \"ref\""),
         ] {
@@ -386,7 +388,10 @@ mod tests {
         for (bad, why) in [
             ("type=local", "missing src"),
             ("type=inline", "is an export"),
-            ("type=registry,ref=r/x,mode=max", "unknown attribute \"mode\""),
+            (
+                "type=registry,ref=r/x,mode=max",
+                "unknown attribute \"mode\"",
+            ),
             ("type=local,src=d,digest=nope", "digest="),
         ] {
             let e = bad.parse::<ImportSpec>().unwrap_err().to_string();

@@ -38,7 +38,10 @@ pub struct Latch {
 
 impl Latch {
     pub fn open(&self, pushed: bool) {
-        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = Some(pushed);
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if s.is_none() {
+            *s = Some(pushed);
+        }
         self.cv.notify_all();
     }
 
@@ -48,6 +51,19 @@ impl Latch {
             s = self.cv.wait(s).unwrap_or_else(|p| p.into_inner());
         }
         s.unwrap_or(false)
+    }
+}
+
+/// Opens its latch (as "not pushed") when dropped, whatever happened before.
+pub struct OpenOnDrop<'a>(pub &'a Latch);
+
+impl Drop for OpenOnDrop<'_> {
+    fn drop(&mut self) {
+        let mut s = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
+        if s.is_none() {
+            *s = Some(false);
+            self.0.cv.notify_all();
+        }
     }
 }
 
@@ -67,10 +83,9 @@ pub struct Inputs<'a> {
 fn records_for(inputs: &Inputs<'_>, mode: Mode) -> Vec<(CacheKey, Record)> {
     let mut out: Vec<(CacheKey, Record)> = Vec::new();
     for (stage, key, record) in inputs.records {
-        if mode == Mode::Max || inputs.lineage.contains(stage) {
-            if !out.iter().any(|(k, _)| k == key) {
-                out.push((key.clone(), record.clone()));
-            }
+        let wanted = mode == Mode::Max || inputs.lineage.contains(stage);
+        if wanted && !out.iter().any(|(k, _)| k == key) {
+            out.push((key.clone(), record.clone()));
         }
     }
     out
@@ -78,10 +93,7 @@ fn records_for(inputs: &Inputs<'_>, mode: Mode) -> Vec<(CacheKey, Record)> {
 
 /// Put the inline cache (mode=min records) into the image config when `type=inline` is asked for;
 /// an inline cache inherited from a base image is always dropped (it names the base's steps).
-pub fn inline_config(
-    config: &mut ImageConfig,
-    inputs: &Inputs<'_>,
-) -> Result<(), BuildError> {
+pub fn inline_config(config: &mut ImageConfig, inputs: &Inputs<'_>) -> Result<(), BuildError> {
     config.extra.remove(INLINE_KEY);
     if !inputs
         .req
@@ -109,7 +121,10 @@ pub fn run(inputs: &Inputs<'_>, pushed: &Latch) -> Result<Vec<Event>, BuildError
         match export_one(inputs, spec, pushed) {
             Ok(e) => events.push(e),
             Err(e) if spec.ignore_error => events.push(Event::Warning {
-                message: format!("cache export {spec} failed (ignore-error=true): {}", chain(&e)),
+                message: format!(
+                    "cache export {spec} failed (ignore-error=true): {}",
+                    chain(&e)
+                ),
             }),
             Err(e) => return Err(e),
         }
@@ -218,8 +233,14 @@ fn push_artifact(
     for b in own {
         confirm_blob(inputs, client, reference, b).map_err(|e| export_err(spec, e))?;
     }
-    crate::registry::push(client, inputs.store, &artifact.manifest, reference, &mut |_| {})
-        .map_err(|e| export_err(spec, chain(&e)))?;
+    crate::registry::push(
+        client,
+        inputs.store,
+        &artifact.manifest,
+        reference,
+        &mut |_| {},
+    )
+    .map_err(|e| export_err(spec, chain(&e)))?;
     Ok(())
 }
 

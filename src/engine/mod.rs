@@ -21,6 +21,7 @@ mod fsutil;
 mod hardlink;
 mod merge;
 mod metadata;
+mod publish;
 mod remote_cache;
 mod run;
 mod schedule;
@@ -323,7 +324,7 @@ pub fn run(
         })?;
 
     let context = crate::context::SourceRoot::context(&req.context, &dockerfile_base(&file_name))?;
-    let cache_client = cache_registry_client(req)?;
+    let cache_client = publish::cache_registry_client(req)?;
     let remote = remote_cache::RemoteCaches::import(req, store, cache_client.clone(), on_event);
     remote.seed_mounts(store, &plan, &store.root().join("cache"), on_event);
     // With --push, layers upload while later steps run (early_push.rs); the manifest goes last.
@@ -412,10 +413,21 @@ pub fn run(
         digest,
         manifest_bytes.len() as u64,
     );
-    tag_locally(store, req, &remote, &tags, &manifest_desc, &final_state.layers, on_event)?;
+    publish::tag_locally(
+        store,
+        req,
+        &remote,
+        &tags,
+        &manifest_desc,
+        &final_state.layers,
+        on_event,
+    )?;
     export_outputs(store, req, &tags, &manifest_desc, on_event)?;
     let early_bytes = early.as_ref().map_or(0, |e| e.finish());
-    push_and_export(&export, &tags, &manifest_desc, early_bytes, on_event)?;
+    publish::push_and_export(&export, &tags, &manifest_desc, early_bytes, on_event)?;
+    if !remote.is_empty() {
+        publish::keep_fetched_records(store, &records)?;
+    }
     if remote.fetched_bytes() > 0 {
         on_event(&Event::Cache {
             action: "fetched".into(),
@@ -516,118 +528,8 @@ pub(crate) fn count_transfer(
     }
 }
 
-/// A registry client when a `--cache-from` or `--cache-to` names a registry.
-fn cache_registry_client(
-    req: &BuildRequest,
-) -> Result<Option<std::sync::Arc<crate::registry::RegistryClient>>, BuildError> {
-    use crate::cache::spec::{ExportTarget, ImportSource};
-    let needed = req
-        .cache_from
-        .iter()
-        .any(|s| matches!(s.source, ImportSource::Registry { .. }))
-        || req
-            .cache_to
-            .iter()
-            .any(|s| matches!(s.target, ExportTarget::Registry { .. }));
-    Ok(match needed {
-        true => Some(std::sync::Arc::new(req.registry.client()?)),
-        false => None,
-    })
-}
-
-/// Tag the image in the local store. A store tag must never name a blob the store lacks (`kiln
-/// fsck` stays clean), so layers replayed from a shared cache are fetched first — unless the build
-/// only pushes (no `--output`): then those layers go registry to registry by mount and the image
-/// is not tagged locally, which is said in a warning.
-fn tag_locally(
-    store: &Store,
-    req: &BuildRequest,
-    remote: &remote_cache::RemoteCaches,
-    tags: &[String],
-    manifest: &Descriptor,
-    layers: &[Descriptor],
-    on_event: &mut dyn FnMut(&Event),
-) -> Result<(), BuildError> {
-    let missing = remote.missing(store, layers);
-    let needs_bytes = !req.outputs.is_empty() || (!req.push && !tags.is_empty());
-    if needs_bytes {
-        for b in &missing {
-            remote.ensure_local(store, &b.digest)?;
-        }
-    } else if !missing.is_empty() && !tags.is_empty() {
-        on_event(&Event::Warning {
-            message: format!(
-                "not tagged in the local store: {} layer(s) of the image are only in the shared cache (pushed by cross-repository mount; `kiln pull` fetches the image)",
-                missing.len()
-            ),
-        });
-        return Ok(());
-    }
-    for t in tags {
-        store.tag(t, manifest)?;
-        on_event(&Event::Exported {
-            kind: "store".into(),
-            dest: t.clone(),
-        });
-    }
-    Ok(())
-}
-
-/// `--push` and the `--cache-to` exports, in parallel: the exports upload what is not the image's
-/// while the image goes up, then mount the image's layers from its repository.
-fn push_and_export(
-    export: &cache_export::Inputs<'_>,
-    tags: &[String],
-    manifest: &Descriptor,
-    early_bytes: u64,
-    on_event: &mut dyn FnMut(&Event),
-) -> Result<(), BuildError> {
-    let req = export.req;
-    let latch = cache_export::Latch::default();
-    let (pushed, exported) = std::thread::scope(|s| {
-        let exporter = s.spawn(|| cache_export::run(export, &latch));
-        let pushed = if req.push {
-            let r = push_image(export, tags, manifest, early_bytes, on_event);
-            latch.open(r.is_ok());
-            r
-        } else {
-            latch.open(false);
-            Ok(())
-        };
-        let exported = exporter
-            .join()
-            .unwrap_or_else(|p| std::panic::resume_unwind(p));
-        (pushed, exported)
-    });
-    pushed?;
-    for e in exported? {
-        on_event(&e);
-    }
-    Ok(())
-}
-
-fn push_image(
-    export: &cache_export::Inputs<'_>,
-    tags: &[String],
-    manifest: &Descriptor,
-    early_bytes: u64,
-    on_event: &mut dyn FnMut(&Event),
-) -> Result<(), BuildError> {
-    let (req, store) = (export.req, export.store);
-    let dests: Vec<Reference> = tags.iter().filter_map(|t| t.parse().ok()).collect();
-    if !export.remote.is_empty() && !dests.is_empty() {
-        let client = req.registry.client()?;
-        cache_export::prepare_push(store, export.remote, &client, &dests, export.image_layers)?;
-    }
-    push_tags(req, store, tags, manifest, early_bytes, on_event)?;
-    for d in &dests {
-        crate::registry::remember_source(store, d, export.image_layers);
-    }
-    Ok(())
-}
-
 /// Push the built manifest to every tag's registry: blobs first, the manifest last.
-fn push_tags(
+pub(super) fn push_tags(
     req: &BuildRequest,
     store: &Store,
     tags: &[String],

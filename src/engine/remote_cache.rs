@@ -221,9 +221,10 @@ impl RemoteCaches {
         match &s.origin {
             Origin::Local(src) => import::fetch_local(store, src, desc).map_err(cache_err)?,
             Origin::Registry(reference) => {
-                let client = self.client.as_ref().ok_or_else(|| {
-                    failed("no registry client to fetch a cached layer".into())
-                })?;
+                let client = self
+                    .client
+                    .as_ref()
+                    .ok_or_else(|| failed("no registry client to fetch a cached layer".into()))?;
                 crate::registry::fetch_blobs(
                     client,
                     store,
@@ -231,7 +232,13 @@ impl RemoteCaches {
                     std::slice::from_ref(desc),
                     &mut |_| {},
                 )
-                .map_err(|e| failed(format!("fetching cached layer {}: {}", desc.digest, chain(&e))))?;
+                .map_err(|e| {
+                    failed(format!(
+                        "fetching cached layer {}: {}",
+                        desc.digest,
+                        chain(&e)
+                    ))
+                })?;
             }
         }
         self.fetched.fetch_add(desc.size, Ordering::SeqCst);

@@ -505,8 +505,14 @@ pub fn fetch_manifest(
         let mut expected = reference.digest.clone();
         let attempt = (|| {
             for _ in 0..4 {
-                let (bytes, media_type, digest) =
-                    get_manifest(client, &ctx, ep, &reference.path, &object, expected.as_ref())?;
+                let (bytes, media_type, digest) = get_manifest(
+                    client,
+                    &ctx,
+                    ep,
+                    &reference.path,
+                    &object,
+                    expected.as_ref(),
+                )?;
                 if manifest_kind(&media_type) != Some(ManifestKind::Index) {
                     let d = Descriptor::new(media_type, digest, bytes.len() as u64);
                     return Ok((bytes, d));
@@ -517,12 +523,14 @@ pub fn fetch_manifest(
                     what: "image index".into(),
                     detail: super::error::chain(&e),
                 })?;
-                let next = index.select(platform).ok_or_else(|| RegistryError::NoPlatform {
-                    host: ep.host.clone(),
-                    reference: ctx.reference.clone(),
-                    platform: platform.to_string(),
-                    available: String::new(),
-                })?;
+                let next = index
+                    .select(platform)
+                    .ok_or_else(|| RegistryError::NoPlatform {
+                        host: ep.host.clone(),
+                        reference: ctx.reference.clone(),
+                        platform: platform.to_string(),
+                        available: String::new(),
+                    })?;
                 object = next.digest.to_string();
                 expected = Some(next.digest.clone());
             }
