@@ -484,3 +484,90 @@ fn two_daemons_build_concurrently_from_one_cache() {
         assert_eq!(result["manifest"], d1.as_str());
     }
 }
+
+#[test]
+fn a_cache_on_another_registry_is_fetched_for_the_push() {
+    require_root();
+    let cache_reg = registry_support::Registry::plain();
+    let image_reg = registry_support::Registry::plain();
+    let ctx = context(&[("Dockerfile", DOCKERFILE), ("a.txt", "a"), ("b.txt", "b")]);
+    let cache = format!("{}/team/cache:x", cache_reg.addr);
+    let a = store_with_busybox();
+    let (d1, _) = build(
+        a.path(),
+        &[
+            "--cache-to",
+            &format!("type=registry,ref={cache},mode=max"),
+            "--insecure-registry",
+            &cache_reg.addr,
+        ],
+        ctx.path(),
+    );
+    // The layers cannot be mounted across registries: they are fetched, then uploaded.
+    let b = store_with_busybox();
+    let img = format!("{}/team/app:1", image_reg.addr);
+    let (d2, err) = build(
+        b.path(),
+        &[
+            "-t",
+            &img,
+            "--push",
+            "--cache-from",
+            &format!("type=registry,ref={cache}"),
+            "--insecure-registry",
+            &cache_reg.addr,
+            "--insecure-registry",
+            &image_reg.addr,
+        ],
+        ctx.path(),
+    );
+    assert!(ran(&err).is_empty(), "{err}");
+    assert_eq!(d2, d1);
+    assert!(err.contains("cache fetched"), "{err}");
+    let (ok, _, e) =
+        registry_support::skopeo(&["inspect", "--tls-verify=false", &format!("docker://{img}")]);
+    assert!(ok, "{e}");
+}
+
+#[test]
+fn a_failed_export_fails_the_build_unless_ignore_error() {
+    let root = store_with_busybox();
+    let ctx = context(&[
+        ("Dockerfile", "FROM busybox\nCOPY a.txt /a.txt\n"),
+        ("a.txt", "a"),
+    ]);
+    // Nothing listens on port 1.
+    let to = "type=registry,ref=127.0.0.1:1/team/cache:x";
+    let err = kiln_err(
+        root.path(),
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "--cache-to",
+            to,
+            ctx.path().to_str().unwrap(),
+        ],
+    );
+    assert!(
+        err.contains("--cache-to type=registry,ref=127.0.0.1:1/team/cache:x"),
+        "{err}"
+    );
+    let (_, err) = build(
+        root.path(),
+        &["--cache-to", &format!("{to},ignore-error=true")],
+        ctx.path(),
+    );
+    assert!(err.contains("failed (ignore-error=true)"), "{err}");
+    // An unknown attribute is refused before anything runs.
+    let err = kiln_err(
+        root.path(),
+        &[
+            "build",
+            "--cache-to",
+            "type=registry,ref=r/x,colour=red",
+            ctx.path().to_str().unwrap(),
+        ],
+    );
+    assert!(err.contains("unknown attribute \"colour\""), "{err}");
+}
