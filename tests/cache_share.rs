@@ -87,12 +87,30 @@ fn a_fresh_store_builds_from_the_registry_cache_without_running_anything() {
     let from = format!("type=registry,ref={cache}");
     let img1 = format!("{}/team/app:1", reg.addr);
     let insecure = ["--insecure-registry", reg.addr.as_str()];
+    // The first CI run: the cache does not exist yet, which is a warning, not a failure.
+    let missing = format!("type=registry,ref={}/team/cache:none", reg.addr);
     let (d1, err1) = build(
         a.path(),
-        &[&["-t", &img1, "--push", "--cache-to", &to][..], &insecure].concat(),
+        &[
+            &[
+                "-t",
+                &img1,
+                "--push",
+                "--cache-to",
+                &to,
+                "--cache-from",
+                &missing,
+            ][..],
+            &insecure,
+        ]
+        .concat(),
         ctx.path(),
     );
     assert_eq!(ran(&err1), [1, 2, 3, 4, 5], "{err1}");
+    assert!(
+        err1.contains(&format!("WARNING: cache {missing} not used")),
+        "{err1}"
+    );
     assert!(err1.contains(&format!("cache exported {cache}@")), "{err1}");
 
     // B: empty store, pushes to another repository of the same registry. Nothing runs, nothing is
