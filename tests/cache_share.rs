@@ -345,6 +345,33 @@ fn mismatched_or_damaged_caches_warn_and_build() {
             "{name}: built everything\n{err}"
         );
     }
+    // A cache whose records lie about what their layers hold: caught as soon as bytes are
+    // fetched (before any output or tag uses them), and the build fails saying so.
+    let dir = base.path().join("poisoned");
+    copy_dir(&good, &dir);
+    mutate_layout(&dir, &|_, c| {
+        for (_, r) in c["records"].as_object_mut().unwrap().iter_mut() {
+            if r["layer"].is_object() {
+                r["layer"]["diff_id"] = json!(kiln::digest::Digest::of(b"lie").to_string());
+            }
+        }
+    });
+    let b = store_with_busybox();
+    let from = format!("type=local,src={}", dir.display());
+    let out = ctx.path().join("poisoned-out");
+    let err = kiln_err(
+        b.path(),
+        &[
+            "build",
+            "--cache-from",
+            &from,
+            "-o",
+            &format!("type=oci,dest={}", out.display()),
+            ctx.path().to_str().unwrap(),
+        ],
+    );
+    assert!(err.contains("the cache is wrong"), "{err}");
+    kiln_ok(b.path(), &["fsck"]);
     // A manifest that is not JSON at all.
     let dir = base.path().join("garbage");
     copy_dir(&good, &dir);

@@ -47,6 +47,8 @@ pub struct RemoteCaches {
     sources: Vec<Source>,
     /// Blobs of replayed records that were not in the store: digest → (source, descriptor).
     lazy: Mutex<BTreeMap<Digest, (usize, Descriptor)>>,
+    /// Every layer a replayed remote record named, with the diff_id the record claims.
+    taken: Mutex<BTreeMap<Digest, Digest>>,
     client: Option<Arc<RegistryClient>>,
     /// Bytes fetched from the caches (lazy blobs, configs, mounts).
     fetched: AtomicU64,
@@ -189,6 +191,9 @@ impl RemoteCaches {
                 continue;
             };
             if let Some(l) = &r.layer {
+                lock(&self.taken)
+                    .entry(l.descriptor.digest.clone())
+                    .or_insert(l.diff_id.clone());
                 if !store.has_blob(&l.descriptor.digest) {
                     lock(&self.lazy)
                         .entry(l.descriptor.digest.clone())
@@ -242,6 +247,16 @@ impl RemoteCaches {
             }
         }
         self.fetched.fetch_add(desc.size, Ordering::SeqCst);
+        // The blob's digest was verified on the way in; the diff_id its record claims is checked
+        // here, before the bytes are used (a layer's config entry comes from the record).
+        let claimed = lock(&self.taken).get(&desc.digest).cloned();
+        if let Some(want) = claimed {
+            let got = diff_id_of(store, &desc.digest)
+                .map_err(|e| failed(format!("reading cached layer {}: {e}", desc.digest)))?;
+            if got != want {
+                return Err(failed(self.check_diff_id(&desc.digest, &got).unwrap_err()));
+            }
+        }
         Ok(())
     }
 
@@ -253,6 +268,18 @@ impl RemoteCaches {
             .filter(|l| lazy.contains_key(&l.digest) && !store.has_blob(&l.digest))
             .cloned()
             .collect()
+    }
+
+    /// When `blob` came from a remote record and unpacked to `diff_id`, whether that is what the
+    /// record said (a cache is trusted by digest; its diff_ids are checked whenever bytes are
+    /// unpacked). Blobs of local origin are always fine here.
+    pub fn check_diff_id(&self, blob: &Digest, diff_id: &Digest) -> Result<(), String> {
+        match lock(&self.taken).get(blob) {
+            Some(want) if want != diff_id => Err(format!(
+                "layer {blob} from a shared cache unpacks to {diff_id}, but the cache record says {want}: the cache is wrong (build with --no-cache, or without that --cache-from)"
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Bytes fetched from the caches so far.
@@ -305,6 +332,21 @@ impl RemoteCaches {
             }
         }
     }
+}
+
+/// The sha256 of a layer blob's uncompressed tar, streamed.
+fn diff_id_of(store: &Store, digest: &Digest) -> std::io::Result<Digest> {
+    use crate::layer::sniff::{read_prefix, Compressed, SNIFF_LEN};
+    use std::io::Read;
+    let mut f = store
+        .open_blob(digest)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let mut head = [0u8; SNIFF_LEN];
+    let n = read_prefix(&mut f, &mut head)?;
+    let kind = Compressed::sniff(&head[..n]);
+    let stream = std::io::Cursor::new(head[..n].to_vec()).chain(f);
+    let (d, _) = crate::digest::hash_reader(kind.decoder(stream)?)?;
+    Ok(d)
 }
 
 /// Every `RUN --mount=type=cache` id of the plan with how its directory is created (the first

@@ -277,12 +277,18 @@ impl Engine<'_> {
     fn materialize(&self, st: &mut StageState) -> Result<(), BuildError> {
         while st.applied < st.layers.len() {
             let l = &st.layers[st.applied];
-            self.apply_blob(&l.digest, &st.rootfs)
-                .map_err(|e| BuildError::Base {
-                    reference: st.rootfs.display().to_string(),
-                    message: format!("unpacking layer {}", l.digest),
-                    source: Some(e),
-                })?;
+            let err = |message: String, source| BuildError::Base {
+                reference: st.rootfs.display().to_string(),
+                message,
+                source,
+            };
+            let diff_id = self
+                .apply_blob(&l.digest, &st.rootfs)
+                .map_err(|e| err(format!("unpacking layer {}", l.digest), Some(e)))?;
+            self.inputs
+                .remote
+                .check_diff_id(&l.digest, &diff_id)
+                .map_err(|m| err(m, None))?;
             st.applied += 1;
         }
         Ok(())
@@ -326,7 +332,7 @@ impl Engine<'_> {
         &self,
         digest: &crate::digest::Digest,
         rootfs: &Path,
-    ) -> Result<(), BoxError> {
+    ) -> Result<crate::digest::Digest, BoxError> {
         // A layer replayed from a shared cache is fetched only now, when its files are needed.
         self.inputs.remote.ensure_local(self.inputs.store, digest)?;
         let blob = self.inputs.store.open_blob(digest)?;
@@ -334,8 +340,8 @@ impl Engine<'_> {
             allow_devices: is_root(),
             preserve_owners: is_root(),
         };
-        layer::apply_layer(std::io::BufReader::new(blob), rootfs, &opts)?;
-        Ok(())
+        let stats = layer::apply_layer(std::io::BufReader::new(blob), rootfs, &opts)?;
+        Ok(stats.diff_id)
     }
 
     /// The history's `created_by`: the instruction with the values the build used, like BuildKit
