@@ -133,9 +133,9 @@ pub fn run(inputs: &Inputs<'_>, pushed: &Latch) -> Result<Vec<Event>, BuildError
 }
 
 fn export_err(spec: &ExportSpec, message: String) -> BuildError {
-    BuildError::BadOutput {
-        value: format!("--cache-to {spec}"),
-        why: message,
+    BuildError::CacheExport {
+        spec: spec.to_string(),
+        message,
     }
 }
 

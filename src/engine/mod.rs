@@ -107,6 +107,8 @@ pub enum BuildError {
     Registry(#[source] Box<crate::registry::RegistryError>),
     #[error("step cache")]
     Cache(#[source] Box<crate::cache::CacheError>),
+    #[error("exporting the build cache to --cache-to {spec}: {message}")]
+    CacheExport { spec: String, message: String },
     #[error("build cancelled")]
     Cancelled,
 }
