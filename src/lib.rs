@@ -36,7 +36,7 @@
 //! | `layer`      | tree → deterministic tar → parallel gzip/zstd → diff_id + digest; apply  |
 //! | `image`      | config (keeps Docker's fields), manifest, index, history; canonical JSON |
 //! | `store`      | OCI layout: verified ingest, tags, fsck, GC by policy, leases, SQLite    |
-//! | `cache`      | step cache keys (schema-versioned) and records of the layers they made   |
+//! | `cache`      | step cache keys (schema-versioned), records; shared-cache artifact format |
 //! | `registry`   | distribution client: pull, push, auth, per-host TLS/HTTP, mirrors        |
 //! | `engine`     | the one place that wires the pipeline                                    |
 //! | `api`        | the daemon's wire types: requests, records, events, error kinds          |

@@ -280,17 +280,28 @@ def _wait_terminal(build_id, out, timeout=30):
         conn_resp.close()
 
 
+def _string_list(value):
+    """One string, or an iterable of strings, as a list (a lone string is one item, not one item
+    per character)."""
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value]
+
+
 def build_image(name, tag, push_image=True, registry_credentials=None, insecure_registry=False,
                 build_args=None, context="/build", dockerfile=None, labels=None,
                 target=None, no_cache=False, insecure_registries=None, secrets=None,
-                resources=None, outputs=None, out=None, **extra):
+                resources=None, outputs=None, cache_from=None, cache_to=None, out=None, **extra):
     """Build ``name:tag`` from ``context`` (a path under the daemon's /build) and, with
     ``push_image``, push it. Prints the build log; returns True on success, False when the build
     failed or the daemon refused it (the reason is printed).
 
     ``registry_credentials`` is a list of ``(host, user, password)``; they are used for this build
     only and never stored. ``build_args`` is a dict (numbers and booleans become strings) or its
-    JSON text. ``secrets`` maps secret ids to values for ``RUN --mount=type=secret``. Any other
+    JSON text. ``secrets`` maps secret ids to values for ``RUN --mount=type=secret``.
+    ``cache_from`` / ``cache_to`` take BuildKit's cache values (one string or a list), e.g.
+    ``cache_from="type=registry,ref=reg.example.com/team/cache:main"`` and
+    ``cache_to="type=registry,ref=reg.example.com/team/cache:main,mode=max"``. Any other
     build spec field may be passed as a keyword (e.g. ``compression="zstd"``). A daemon that does
     not answer raises ``DaemonUnreachable``; Ctrl-C cancels the build and re-raises.
     """
@@ -311,6 +322,10 @@ def build_image(name, tag, push_image=True, registry_credentials=None, insecure_
         spec["no_cache"] = True
     if outputs:
         spec["outputs"] = list(outputs)
+    if cache_from:
+        spec["cache_from"] = _string_list(cache_from)
+    if cache_to:
+        spec["cache_to"] = _string_list(cache_to)
     if target:
         spec["target"] = target
     if insecure_registries:

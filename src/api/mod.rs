@@ -80,6 +80,14 @@ pub struct BuildSpec {
     pub snapshotter: Option<String>,
     /// Kill a RUN step running longer than this many seconds.
     pub step_timeout: Option<u64>,
+    /// BuildKit `--cache-from` values, tried in order: `type=registry,ref=R`,
+    /// `type=local,src=DIR[,tag=T]` (src under an allowed root), or a bare image reference.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cache_from: Vec<String>,
+    /// BuildKit `--cache-to` values: `type=registry,ref=R[,mode=min|max][,mounts=true]…`,
+    /// `type=local,dest=DIR` (dest under an allowed root), `type=inline`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cache_to: Vec<String>,
     /// A package build instead of a Dockerfile: base image + APT / conda / pip lines.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub packages: Option<PackageSpec>,

@@ -139,7 +139,29 @@ pub fn resolve(spec: &BuildSpec, cfg: &Config) -> Result<BuildRequest, SpecError
     req.no_cache = s.no_cache;
     req.pull = !s.no_pull;
     req.registry = resolve_registry(&s, cfg, &req.tags)?;
+    resolve_cache(&s, &mut req)?;
     Ok(req)
+}
+
+/// `cache_from` / `cache_to` (BuildKit's CSV values) → typed specs; `registry.insecure=true` adds
+/// the cache's registry to this build's insecure hosts.
+fn resolve_cache(s: &BuildSpec, req: &mut BuildRequest) -> Result<(), SpecError> {
+    use crate::cache::spec::{ExportSpec, ExportTarget, ImportSource, ImportSpec};
+    for v in &s.cache_from {
+        let spec: ImportSpec = v.parse().map_err(|e| bad("cache_from", format!("{e}")))?;
+        if let (true, ImportSource::Registry { reference }) = (spec.insecure, &spec.source) {
+            req.registry.insecure.push(reference.domain.clone());
+        }
+        req.cache_from.push(spec);
+    }
+    for v in &s.cache_to {
+        let spec: ExportSpec = v.parse().map_err(|e| bad("cache_to", format!("{e}")))?;
+        if let (true, ExportTarget::Registry { reference }) = (spec.insecure, &spec.target) {
+            req.registry.insecure.push(reference.domain.clone());
+        }
+        req.cache_to.push(spec);
+    }
+    Ok(())
 }
 
 /// A package build's generated Dockerfile (the daemon builds the GPU image of a `universal`

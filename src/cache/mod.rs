@@ -11,8 +11,17 @@
 //! Cache mounts (`RUN --mount=type=cache`) are build cache too: `mounts` names their directories and
 //! records their use, so GC can collect them like BuildKit's `exec.cachemount` records.
 //!
+//! The same records travel between builders (`remote`: the artifact format and its checks,
+//! `export`: making one, `import`: reading a local one back and seeding cache mounts, `spec`: the
+//! `--cache-to`/`--cache-from` values); the engine moves them through the registry client.
+//!
 //! Must not: run steps, write layers or decide policy (`--no-cache` is the build's business); records
 //! never hold secrets (secret mounts are keyed by id, never by value).
+
+pub mod export;
+pub mod import;
+pub mod remote;
+pub mod spec;
 
 use std::fs;
 use std::io;
@@ -46,6 +55,17 @@ pub enum CacheError {
     Source(#[from] crate::context::ContextError),
     #[error("reading or writing a cache record")]
     Store(#[from] StoreError),
+    #[error("cache layout {path}: {why}")]
+    Layout {
+        path: std::path::PathBuf,
+        why: String,
+    },
+    #[error("cache mount {path}")]
+    Mount {
+        path: std::path::PathBuf,
+        #[source]
+        source: Box<crate::layer::LayerError>,
+    },
 }
 
 /// A step's cache key.

@@ -173,6 +173,14 @@ struct BuildArgs {
     /// Run every step even when the step cache holds its result.
     #[arg(long = "no-cache")]
     no_cache: bool,
+    /// Import a shared step cache (BuildKit syntax; repeatable, tried in order):
+    /// type=registry,ref=REF | type=local,src=DIR[,tag=T] | REF (an image with an inline cache).
+    #[arg(long = "cache-from")]
+    cache_from: Vec<String>,
+    /// Export the step cache (BuildKit syntax; repeatable): type=registry,ref=REF[,mode=min|max]
+    /// [,mounts=true][,ignore-error=true] | type=local,dest=DIR[,mode=…] | type=inline.
+    #[arg(long = "cache-to")]
+    cache_to: Vec<String>,
     #[command(flatten)]
     packages: catalog::PackageFlags,
 }

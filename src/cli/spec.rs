@@ -42,6 +42,8 @@ pub(super) fn from_flags(args: &BuildArgs, reader: Reader) -> Result<BuildSpec> 
         step_timeout: args.step_timeout,
         outputs: args.outputs.iter().map(|o| absolute_output(o)).collect(),
         insecure_registries: api::HostList(args.registry.insecure.clone()),
+        cache_from: args.cache_from.iter().map(|c| absolute_paths(c)).collect(),
+        cache_to: args.cache_to.iter().map(|c| absolute_paths(c)).collect(),
         ..BuildSpec::default()
     };
     spec.resources.cpus = args.cpus;
@@ -118,9 +120,20 @@ fn absolute(p: &Path) -> PathBuf {
 
 /// `type=…,dest=REL` → `dest=ABS`, so the destination means the same to a daemon.
 fn absolute_output(o: &str) -> String {
+    absolute_paths(o)
+}
+
+/// `dest=REL` / `src=REL` fields of a BuildKit CSV value (`--output`, `--cache-to`,
+/// `--cache-from`) made absolute; a bare reference is left alone.
+fn absolute_paths(o: &str) -> String {
+    if !o.contains('=') {
+        return o.to_string();
+    }
     o.split(',')
         .map(|f| match f.split_once('=') {
-            Some(("dest", d)) => format!("dest={}", absolute(Path::new(d)).display()),
+            Some((k @ ("dest" | "src"), d)) => {
+                format!("{k}={}", absolute(Path::new(d)).display())
+            }
             _ => f.to_string(),
         })
         .collect::<Vec<_>>()

@@ -376,8 +376,15 @@ fn execute(state: &Shared, job: &Job, prepared: Prepared) -> Finish {
         }
         job.log.append(&Event::from(e));
     };
-    // Outputs in a shared folder: missing parents made, everything handed to the caller.
-    let ours = match outputs::prepare(&prepared.req.outputs, job.peer) {
+    // Outputs in a shared folder (a `type=local` cache too): missing parents made, everything
+    // handed to the caller.
+    let mut handed = prepared.req.outputs.clone();
+    for c in &prepared.req.cache_to {
+        if let crate::cache::spec::ExportTarget::Local { dest, .. } = &c.target {
+            handed.push(engine::Output::Oci { dest: dest.clone() });
+        }
+    }
+    let ours = match outputs::prepare(&handed, job.peer) {
         Ok(ours) => ours,
         Err(e) => {
             return Finish::Failed {

@@ -59,6 +59,8 @@ fn build_spec_schema() -> Value {
             "no_pull": {"type": "boolean"},
             "push": {"type": "boolean", "description": "alias push_image"},
             "outputs": {"type": "array", "items": {"type": "string"}, "description": "type=oci|docker,dest=PATH under an allowed root"},
+            "cache_from": {"type": "array", "items": {"type": "string"}, "description": "BuildKit --cache-from: type=registry,ref=R | type=local,src=DIR under an allowed root | an image reference; tried in order"},
+            "cache_to": {"type": "array", "items": {"type": "string"}, "description": "BuildKit --cache-to: type=registry,ref=R[,mode=min|max][,mounts=true][,ignore-error=true] | type=local,dest=DIR | type=inline"},
             "compression": {"enum": ["gzip", "zstd", "uncompressed"]},
             "compression_level": {"type": "integer"},
             "source_date_epoch": {"type": "integer"},

@@ -145,6 +145,27 @@ impl Caller {
                 }
             }
         }
+        // A shared cache is read like a base and written like a tag.
+        for v in &spec.cache_from {
+            if let Ok(crate::cache::spec::ImportSpec {
+                source: crate::cache::spec::ImportSource::Registry { reference },
+                ..
+            }) = v.parse()
+            {
+                p.check_pull(&self.who, &self.groups, &reference.repository())
+                    .map_err(denied)?;
+            }
+        }
+        for v in &spec.cache_to {
+            if let Ok(crate::cache::spec::ExportSpec {
+                target: crate::cache::spec::ExportTarget::Registry { reference },
+                ..
+            }) = v.parse()
+            {
+                p.check_push(&self.who, &self.groups, &reference.repository())
+                    .map_err(denied)?;
+            }
+        }
         if let Some(c) = &spec.catalog {
             self.may_manage_catalog()?;
             self.may_use_groups(c.global.unwrap_or(c.groups.is_empty()), &c.groups)?;

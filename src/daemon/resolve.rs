@@ -215,6 +215,17 @@ pub(super) fn prepare(
         let (Output::Oci { dest } | Output::Docker { dest }) = out;
         *dest = resolve_dest(roots, &dest.to_string_lossy())?;
     }
+    // `type=local` caches read and write the caller's directories: under the roots only.
+    for c in &mut req.cache_to {
+        if let crate::cache::spec::ExportTarget::Local { dest, .. } = &mut c.target {
+            *dest = resolve_dest(roots, &dest.to_string_lossy())?;
+        }
+    }
+    for c in &mut req.cache_from {
+        if let crate::cache::spec::ImportSource::Local { src, .. } = &mut c.source {
+            *src = resolve_under(roots, &src.to_string_lossy(), "cache_from src")?;
+        }
+    }
     req.sandbox.helper = settings.helper.clone();
     apply_capacity(settings, &spec.resources, &mut req)?;
     sensitive.retain(|s| s.len() >= 3);

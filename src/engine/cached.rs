@@ -138,12 +138,16 @@ impl Engine<'_> {
         CacheKey::chain(parent, &inputs).map_err(key_err)
     }
 
-    /// A recorded result, when caching is on and the record's layer is still in the store.
+    /// A recorded result, when caching is on: the local record if its layer is still in the
+    /// store, else the first `--cache-from` source's (its layer fetched only when needed).
     pub fn cached(&self, key: &CacheKey) -> Result<Option<Record>, BuildError> {
         if self.inputs.req.no_cache {
             return Ok(None);
         }
-        cache::lookup(self.inputs.store, key).map_err(key_err)
+        match cache::lookup(self.inputs.store, key).map_err(key_err)? {
+            Some(r) => Ok(Some(r)),
+            None => Ok(self.inputs.remote.lookup(self.inputs.store, key)),
+        }
     }
 
     /// Remember what a step produced: the stage's newest layer when the step made one.
@@ -152,7 +156,7 @@ impl Engine<'_> {
         key: &CacheKey,
         st: &StageState,
         made: &Option<LayerSummary>,
-    ) -> Result<(), BuildError> {
+    ) -> Result<Record, BuildError> {
         let layer = match (made, st.layers.last()) {
             (Some(s), Some(desc)) => Some(CachedLayer {
                 descriptor: desc.clone(),
@@ -161,7 +165,9 @@ impl Engine<'_> {
             }),
             _ => None,
         };
-        cache::save(self.inputs.store, key, &Record { layer }).map_err(key_err)
+        let record = Record { layer };
+        cache::save(self.inputs.store, key, &record).map_err(key_err)?;
+        Ok(record)
     }
 
     /// Replay a cached step: its layer joins the image; config effects still apply.

@@ -66,6 +66,14 @@ pub enum Event {
         kind: String,
         dest: String,
     },
+    /// The shared step cache: a source imported or a cache exported (`action`: imported,
+    /// exported, seeded, fetched), with what it held or cost. A source that is not used is a
+    /// `Warning`.
+    Cache {
+        action: String,
+        source: String,
+        detail: String,
+    },
     Finished {
         manifest: Digest,
         config: Digest,
@@ -154,6 +162,11 @@ impl Event {
                 }
             }
             Event::Exported { kind, dest } => format!("exported {kind}: {dest}"),
+            Event::Cache {
+                action,
+                source,
+                detail,
+            } => format!("cache {action} {source}: {detail}"),
             Event::Transferred {
                 kind,
                 reference,

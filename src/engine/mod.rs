@@ -9,6 +9,7 @@
 
 mod add;
 mod base;
+mod cache_export;
 mod cached;
 mod early_push;
 mod flight;
@@ -24,6 +25,8 @@ mod merge;
 mod metadata;
 mod nospace;
 mod prepare;
+mod publish;
+mod remote_cache;
 mod run;
 mod schedule;
 mod stage;
@@ -108,6 +111,8 @@ pub enum BuildError {
     Registry(#[source] Box<crate::registry::RegistryError>),
     #[error("step cache")]
     Cache(#[source] Box<crate::cache::CacheError>),
+    #[error("exporting the build cache to --cache-to {spec}: {message}")]
+    CacheExport { spec: String, message: String },
     #[error("build cancelled")]
     Cancelled,
     #[error(
@@ -187,6 +192,10 @@ pub struct BuildRequest {
     /// Push every tag to its registry once the image is built.
     pub push: bool,
     pub registry: RegistryAccess,
+    /// `--cache-from`: shared caches read after the local step cache, in order.
+    pub cache_from: Vec<crate::cache::spec::ImportSpec>,
+    /// `--cache-to`: where the build's step records go (registry, OCI layout, inline).
+    pub cache_to: Vec<crate::cache::spec::ExportSpec>,
 }
 
 /// Registry settings and this build's credentials, for pulling bases and pushing results. Held in
@@ -259,6 +268,8 @@ impl BuildRequest {
             no_cache: false,
             push: false,
             registry: RegistryAccess::default(),
+            cache_from: Vec::new(),
+            cache_to: Vec::new(),
         }
     }
 }
@@ -354,6 +365,9 @@ fn build(
     }
 
     let context = crate::context::SourceRoot::context(&req.context, &dockerfile_base(&file_name))?;
+    let cache_client = publish::cache_registry_client(req)?;
+    let remote = remote_cache::RemoteCaches::import(req, store, cache_client.clone(), on_event);
+    remote.seed_mounts(store, &plan, on_event);
     // With --push, layers upload while later steps run (early_push.rs); the manifest goes last.
     let early = match req.push {
         true => Some(std::sync::Arc::new(req.registry.client()?))
@@ -384,6 +398,7 @@ fn build(
             created: engine_created(sde),
             cancel: &siblings,
             early_push: early.as_ref(),
+            remote: &remote,
         },
         progress: stage::Progress::default(),
         first_step,
@@ -416,6 +431,19 @@ fn build(
             .labels
             .insert(k.clone(), v.clone());
     }
+    let records = std::mem::take(&mut *stage::lock(&engine.progress.records));
+    let lineage = early_push::lineage(&plan);
+    let export = cache_export::Inputs {
+        store,
+        req,
+        plan: &plan,
+        records: &records,
+        lineage: &lineage,
+        image_layers: &final_state.layers,
+        remote: &remote,
+        client: cache_client,
+    };
+    cache_export::inline_config(&mut final_state.config, &export)?;
     let (config_bytes, config_desc) = final_state.config.to_blob()?;
     store.put_bytes(&config_bytes, Some(&config_desc.digest))?;
     let manifest = Manifest::new(config_desc.clone(), final_state.layers.clone());
@@ -426,17 +454,27 @@ fn build(
         digest,
         manifest_bytes.len() as u64,
     );
-    for t in &tags {
-        store.tag(t, &manifest_desc)?;
-        on_event(&Event::Exported {
-            kind: "store".into(),
-            dest: t.clone(),
-        });
-    }
+    publish::tag_locally(
+        store,
+        req,
+        &remote,
+        &tags,
+        &manifest_desc,
+        &final_state.layers,
+        on_event,
+    )?;
     export_outputs(store, req, &tags, &manifest_desc, on_event)?;
-    if req.push {
-        let early_bytes = early.as_ref().map_or(0, |e| e.finish());
-        push_tags(req, store, &tags, &manifest_desc, early_bytes, on_event)?;
+    let early_bytes = early.as_ref().map_or(0, |e| e.finish());
+    publish::push_and_export(&export, &tags, &manifest_desc, early_bytes, on_event)?;
+    if !remote.is_empty() {
+        publish::keep_fetched_records(store, &records)?;
+    }
+    if remote.fetched_bytes() > 0 {
+        on_event(&Event::Cache {
+            action: "fetched".into(),
+            source: "--cache-from".into(),
+            detail: format!("{} bytes of cached blobs", remote.fetched_bytes()),
+        });
     }
     let size = config_desc.size
         + manifest_desc.size
@@ -532,7 +570,7 @@ pub(crate) fn count_transfer(
 }
 
 /// Push the built manifest to every tag's registry: blobs first, the manifest last.
-fn push_tags(
+pub(super) fn push_tags(
     req: &BuildRequest,
     store: &Store,
     tags: &[String],

@@ -246,6 +246,12 @@ fn inside(root: &Path, source: &Option<String>) -> Result<PathBuf, RunError> {
     Ok(p)
 }
 
+/// Where the cache mount `id` of the store at `store_root` lives (its lock file is the same path
+/// with `.lock`); shared caches seed and export it here (`remote_cache.rs`, `cache_export.rs`).
+pub(super) fn cache_mount_dir(store_root: &Path, id: &str) -> PathBuf {
+    store_root.join(crate::cache::mounts::dir(id))
+}
+
 /// Adds `m` to the sandbox's mounts; returns the lock of a `sharing=locked` cache, to hold for
 /// the step.
 fn add_mount(

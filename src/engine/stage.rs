@@ -47,6 +47,8 @@ pub struct Inputs<'a> {
     pub cancel: &'a Cancel,
     /// Uploads layers of the image while the build goes on (`--push` only).
     pub early_push: Option<&'a super::early_push::EarlyPush>,
+    /// `--cache-from` sources, read after the local step cache.
+    pub remote: &'a super::remote_cache::RemoteCaches,
 }
 
 /// A stage that has finished: the cache key it ended with (for FROM stage and COPY --from) and
@@ -65,6 +67,8 @@ pub struct Progress {
     pub sandbox_announced: AtomicBool,
     /// Held while an image named by `COPY --from=IMAGE` is unpacked, so two stages unpack it once.
     pub image_unpack: Mutex<()>,
+    /// Every layer step's key and result, by stage (what `--cache-to` exports).
+    pub records: Mutex<Vec<super::cache_export::StepRecord>>,
 }
 
 impl Progress {
@@ -222,6 +226,7 @@ impl Engine<'_> {
                 match hit {
                     Some(record) => {
                         cached = true;
+                        lock(&self.progress.records).push((index, key.clone(), record.clone()));
                         self.replay(step, &mut state, record)?
                     }
                     None => {
@@ -239,7 +244,8 @@ impl Engine<'_> {
                         self.materialize(&mut state)?;
                         self.materialize_sources(step)?;
                         let made = self.run_step(step, &mut state, &mut meta, n, on_event)?;
-                        self.remember(&key, &state, &made)?;
+                        let record = self.remember(&key, &state, &made)?;
+                        lock(&self.progress.records).push((index, key.clone(), record));
                         made
                     }
                 }
@@ -289,12 +295,18 @@ impl Engine<'_> {
     fn materialize(&self, st: &mut StageState) -> Result<(), BuildError> {
         while st.applied < st.layers.len() {
             let l = &st.layers[st.applied];
-            self.apply_blob(&l.digest, &st.rootfs)
-                .map_err(|e| BuildError::Base {
-                    reference: st.rootfs.display().to_string(),
-                    message: format!("unpacking layer {}", l.digest),
-                    source: Some(e),
-                })?;
+            let err = |message: String, source| BuildError::Base {
+                reference: st.rootfs.display().to_string(),
+                message,
+                source,
+            };
+            let diff_id = self
+                .apply_blob(&l.digest, &st.rootfs)
+                .map_err(|e| err(format!("unpacking layer {}", l.digest), Some(e)))?;
+            self.inputs
+                .remote
+                .check_diff_id(&l.digest, &diff_id)
+                .map_err(|m| err(m, None))?;
             st.applied += 1;
         }
         Ok(())
@@ -338,14 +350,16 @@ impl Engine<'_> {
         &self,
         digest: &crate::digest::Digest,
         rootfs: &Path,
-    ) -> Result<(), BoxError> {
+    ) -> Result<crate::digest::Digest, BoxError> {
+        // A layer replayed from a shared cache is fetched only now, when its files are needed.
+        self.inputs.remote.ensure_local(self.inputs.store, digest)?;
         let blob = self.inputs.store.open_blob(digest)?;
         let opts = ApplyOptions {
             allow_devices: is_root(),
             preserve_owners: is_root(),
         };
-        layer::apply_layer(std::io::BufReader::new(blob), rootfs, &opts)?;
-        Ok(())
+        let stats = layer::apply_layer(std::io::BufReader::new(blob), rootfs, &opts)?;
+        Ok(stats.diff_id)
     }
 
     /// The history's `created_by`: the instruction with the values the build used, like BuildKit

@@ -22,7 +22,7 @@ pub use creds::{
     login_store, parse_credential_flag, Credential, Credentials, DockerConfig, Purpose,
 };
 pub use error::RegistryError;
-pub use pull::pull;
+pub use pull::{fetch_blobs, fetch_manifest, pull, remember_source};
 pub use push::{push, push_blob_early};
 pub use transport::conventional_ca_bundles;
 

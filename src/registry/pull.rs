@@ -494,3 +494,119 @@ fn fetch_blob(
         };
     }
 }
+
+/// GET the manifest `reference` names, without storing anything: an index is followed to the
+/// entry for `platform`. Returns the manifest's bytes (digest-verified) and descriptor. Used to
+/// read cache artifacts and images whose inline cache a build imports.
+pub fn fetch_manifest(
+    client: &RegistryClient,
+    reference: &Reference,
+    platform: &Platform,
+) -> Result<(Vec<u8>, Descriptor), RegistryError> {
+    let ctx = Ctx::new(&reference.domain, &reference.to_string());
+    let eps = endpoints(client, &reference.domain);
+    let mut last = None;
+    for ep in &eps {
+        let mut object = reference.object();
+        let mut expected = reference.digest.clone();
+        let attempt = (|| {
+            for _ in 0..4 {
+                let (bytes, media_type, digest) = get_manifest(
+                    client,
+                    &ctx,
+                    ep,
+                    &reference.path,
+                    &object,
+                    expected.as_ref(),
+                )?;
+                if manifest_kind(&media_type) != Some(ManifestKind::Index) {
+                    let d = Descriptor::new(media_type, digest, bytes.len() as u64);
+                    return Ok((bytes, d));
+                }
+                let index = Index::from_slice(&bytes).map_err(|e| RegistryError::BadResponse {
+                    host: ep.host.clone(),
+                    reference: ctx.reference.clone(),
+                    what: "image index".into(),
+                    detail: super::error::chain(&e),
+                })?;
+                let next = index
+                    .select(platform)
+                    .ok_or_else(|| RegistryError::NoPlatform {
+                        host: ep.host.clone(),
+                        reference: ctx.reference.clone(),
+                        platform: platform.to_string(),
+                        available: String::new(),
+                    })?;
+                object = next.digest.to_string();
+                expected = Some(next.digest.clone());
+            }
+            Err(RegistryError::BadResponse {
+                host: ep.host.clone(),
+                reference: ctx.reference.clone(),
+                what: "image index".into(),
+                detail: "indexes nested more than 4 deep".into(),
+            })
+        })();
+        match attempt {
+            Ok(r) => return Ok(r),
+            Err(e) if ep.mirror => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| RegistryError::NotFound {
+        host: ctx.host.clone(),
+        reference: ctx.reference.clone(),
+        what: "any endpoint".into(),
+    }))
+}
+
+/// Stream the blobs of `reference`'s repository that the store lacks into it, verified (mirrors
+/// first, as a pull does), and remember the repository as their source so a later push to the same
+/// registry mounts them instead of uploading.
+pub fn fetch_blobs(
+    client: &RegistryClient,
+    store: &Store,
+    reference: &Reference,
+    blobs: &[Descriptor],
+    on_progress: &mut dyn FnMut(Progress),
+) -> Result<(), RegistryError> {
+    let ctx = Ctx::new(&reference.domain, &reference.to_string());
+    let eps = endpoints(client, &reference.domain);
+    let missing: Vec<Descriptor> = blobs
+        .iter()
+        .filter(|b| !store.has_blob(&b.digest))
+        .cloned()
+        .collect();
+    let path = reference.path.as_str();
+    let work = |b: &Descriptor, note: &dyn Fn(Progress)| -> Result<(), RegistryError> {
+        let _slot = client.acquire(&reference.domain);
+        let mut last = None;
+        for ep in &eps {
+            match fetch_blob(client, &ctx, ep, path, b, store, note) {
+                Ok(()) => return Ok(()),
+                Err(e) if ep.mirror => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| RegistryError::NotFound {
+            host: ctx.host.clone(),
+            reference: ctx.reference.clone(),
+            what: format!("blob {}", b.digest),
+        }))
+    };
+    run_parallel(
+        &missing,
+        client.max_concurrency(&reference.domain),
+        on_progress,
+        &work,
+    )?;
+    remember_source(store, reference, blobs);
+    Ok(())
+}
+
+/// Note that `reference`'s repository holds `blobs` (pulled from it, or pushed to it), so a push to
+/// another repository of that registry can mount them.
+pub fn remember_source(store: &Store, reference: &Reference, blobs: &[Descriptor]) {
+    let digests: Vec<Digest> = blobs.iter().map(|b| b.digest.clone()).collect();
+    record_sources(store, &reference.repository(), &digests);
+}

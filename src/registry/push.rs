@@ -181,12 +181,9 @@ fn push_image(
     let mut blobs: Vec<Descriptor> = Vec::new();
     for b in std::iter::once(&m.config).chain(&m.layers) {
         if !blobs.iter().any(|x| x.digest == b.digest) {
-            if !store.has_blob(&b.digest) {
-                return Err(t.store_err(
-                    format!("pushing blob {}", b.digest),
-                    StoreError::BlobNotFound(b.digest.clone()),
-                ));
-            }
+            // A blob missing locally is still pushed when the registry has it or can mount it
+            // (a layer a build took from a shared cache); otherwise `push_blob_once` refuses it
+            // before the manifest is written.
             blobs.push(b.clone());
         }
     }
@@ -336,6 +333,12 @@ fn push_blob_once(
             202 => location = Some(location_of(t, &resp, base)?),
             _ => {}
         }
+    }
+    if !store.has_blob(&b.digest) {
+        return Err(t.store_err(
+            format!("pushing blob {}", b.digest),
+            StoreError::BlobNotFound(b.digest.clone()),
+        ));
     }
     note(Progress::BlobStarted {
         digest: b.digest.clone(),

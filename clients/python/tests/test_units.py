@@ -72,3 +72,28 @@ class Render(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class CacheKwargs(unittest.TestCase):
+    def test_cache_from_and_to_reach_the_spec(self):
+        sent = {}
+
+        def fake_request(method, path, body=None):
+            sent.update(body)
+            return {"id": "b1"}
+
+        saved = (kiln_client._request, kiln_client.follow_build)
+        kiln_client._request = fake_request
+        kiln_client.follow_build = lambda build_id, out: True
+        try:
+            ok = kiln_client.build_image(
+                "app", "1", push_image=True,
+                cache_from="type=registry,ref=r.example.com/t/cache:main",
+                cache_to=["type=registry,ref=r.example.com/t/cache:main,mode=max",
+                          "type=inline"])
+        finally:
+            kiln_client._request, kiln_client.follow_build = saved
+        self.assertTrue(ok)
+        self.assertEqual(sent["cache_from"], ["type=registry,ref=r.example.com/t/cache:main"])
+        self.assertEqual(sent["cache_to"], ["type=registry,ref=r.example.com/t/cache:main,mode=max",
+                                            "type=inline"])
