@@ -303,14 +303,17 @@ pub fn run(
     result.map_err(|e| nospace::explain(e, store.root(), run_saw_enospc))
 }
 
-fn build(
-    store: &Store,
-    req: &BuildRequest,
-    on_event: &mut dyn FnMut(&Event),
-    cancel: &crate::exec::Cancel,
-    lease: &store::Lease<'_>,
-) -> Result<BuildResult, BuildError> {
-    let started = Instant::now();
+/// What the request says before anything is planned: store names of the tags, the Dockerfile,
+/// and the plan options (SOURCE_DATE_EPOCH from the request or its build arg, as BuildKit).
+struct Parsed {
+    tags: Vec<String>,
+    file_name: String,
+    df: crate::dockerfile::Dockerfile,
+    opts: plan::PlanOptions,
+    sde: Option<i64>,
+}
+
+fn parse_request(req: &BuildRequest) -> Result<Parsed, BuildError> {
     let tags = req
         .tags
         .iter()
@@ -323,7 +326,6 @@ fn build(
                 })
         })
         .collect::<Result<Vec<_>, _>>()?;
-
     let (file_name, text) = read_dockerfile(req)?;
     let df = crate::dockerfile::parse(&text, &file_name)?;
     let mut build_args = req.build_args.clone();
@@ -343,6 +345,30 @@ fn build(
         platform: plan::Platform::host(),
         file_name: file_name.clone(),
     };
+    Ok(Parsed {
+        tags,
+        file_name,
+        df,
+        opts,
+        sde,
+    })
+}
+
+fn build(
+    store: &Store,
+    req: &BuildRequest,
+    on_event: &mut dyn FnMut(&Event),
+    cancel: &crate::exec::Cancel,
+    lease: &store::Lease<'_>,
+) -> Result<BuildResult, BuildError> {
+    let started = Instant::now();
+    let Parsed {
+        tags,
+        file_name,
+        df,
+        opts,
+        sde,
+    } = parse_request(req)?;
     // The workspace comes first: bases pulled while planning are unpacked into it as they
     // download (prepare.rs), and it outlives the preparer's threads.
     let workspace_root = store.root().join("builds");
@@ -412,18 +438,46 @@ fn build(
         return Err(BuildError::Cancelled);
     }
     schedule::run_stages(&engine, &plan.order, req.threads, &siblings, on_event)?;
-    let target = engine
+    let finish = Finish {
+        engine: &engine,
+        tags,
+        cache_client,
+        early: early.as_ref(),
+        started,
+    };
+    finish_image(finish, on_event)
+}
+
+/// What the end of a build needs besides the engine that ran it.
+struct Finish<'a> {
+    engine: &'a stage::Engine<'a>,
+    tags: Vec<String>,
+    cache_client: Option<std::sync::Arc<crate::registry::RegistryClient>>,
+    early: Option<&'a early_push::EarlyPush>,
+    started: Instant,
+}
+
+/// The target stage becomes the image: config (labels, created, inline cache), manifest, local
+/// tags, outputs, then the push and the cache export side by side (publish.rs).
+fn finish_image(
+    f: Finish<'_>,
+    on_event: &mut dyn FnMut(&Event),
+) -> Result<BuildResult, BuildError> {
+    let inputs = &f.engine.inputs;
+    let (store, req, plan) = (inputs.store, inputs.req, inputs.plan);
+    let target = f
+        .engine
         .progress
         .finished(plan.target)
         .ok_or_else(|| BuildError::Step {
-            file: file_name.clone(),
+            file: inputs.file_name.to_string(),
             line: 0,
             instruction: "FROM".into(),
             message: "the target stage was not built".into(),
             source: None,
         })?;
     let mut final_state = stage::lock(&target.state).clone();
-    final_state.config.created = Some(engine_created(sde));
+    final_state.config.created = Some(engine_created(inputs.sde));
     for (k, v) in &req.labels {
         final_state
             .config
@@ -431,17 +485,17 @@ fn build(
             .labels
             .insert(k.clone(), v.clone());
     }
-    let records = std::mem::take(&mut *stage::lock(&engine.progress.records));
-    let lineage = early_push::lineage(&plan);
+    let records = std::mem::take(&mut *stage::lock(&f.engine.progress.records));
+    let lineage = early_push::lineage(plan);
     let export = cache_export::Inputs {
         store,
         req,
-        plan: &plan,
+        plan,
         records: &records,
         lineage: &lineage,
         image_layers: &final_state.layers,
-        remote: &remote,
-        client: cache_client,
+        remote: inputs.remote,
+        client: f.cache_client,
     };
     cache_export::inline_config(&mut final_state.config, &export)?;
     let (config_bytes, config_desc) = final_state.config.to_blob()?;
@@ -454,42 +508,34 @@ fn build(
         digest,
         manifest_bytes.len() as u64,
     );
+    let tags = &f.tags;
     publish::tag_locally(
         store,
         req,
-        &remote,
-        &tags,
+        inputs.remote,
+        tags,
         &manifest_desc,
         &final_state.layers,
         on_event,
     )?;
-    export_outputs(store, req, &tags, &manifest_desc, on_event)?;
-    let early_bytes = early.as_ref().map_or(0, |e| e.finish());
-    publish::push_and_export(&export, &tags, &manifest_desc, early_bytes, on_event)?;
-    if !remote.is_empty() {
-        publish::keep_fetched_records(store, &records)?;
-    }
-    if remote.fetched_bytes() > 0 {
-        on_event(&Event::Cache {
-            action: "fetched".into(),
-            source: "--cache-from".into(),
-            detail: format!("{} bytes of cached blobs", remote.fetched_bytes()),
-        });
-    }
+    export_outputs(store, req, tags, &manifest_desc, on_event)?;
+    let early_bytes = f.early.map_or(0, |e| e.finish());
+    publish::push_and_export(&export, tags, &manifest_desc, early_bytes, on_event)?;
+    publish::after_remote_caches(store, inputs.remote, &records, on_event)?;
     let size = config_desc.size
         + manifest_desc.size
         + final_state.layers.iter().map(|l| l.size).sum::<u64>();
     on_event(&Event::Finished {
         manifest: manifest_desc.digest.clone(),
         config: config_desc.digest.clone(),
-        tags: tags.clone(),
+        tags: f.tags.clone(),
         size,
-        duration_ms: started.elapsed().as_millis() as u64,
+        duration_ms: f.started.elapsed().as_millis() as u64,
     });
     Ok(BuildResult {
         manifest: manifest_desc,
         config: config_desc.digest,
-        tags,
+        tags: f.tags,
     })
 }
 

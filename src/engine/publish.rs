@@ -67,9 +67,30 @@ pub(super) fn tag_locally(
     Ok(())
 }
 
+/// After a build that read shared caches: keep what it fetched as local records, and say how much
+/// it fetched.
+pub(super) fn after_remote_caches(
+    store: &Store,
+    remote: &super::remote_cache::RemoteCaches,
+    records: &[cache_export::StepRecord],
+    on_event: &mut dyn FnMut(&Event),
+) -> Result<(), BuildError> {
+    if !remote.is_empty() {
+        keep_fetched_records(store, records)?;
+    }
+    if remote.fetched_bytes() > 0 {
+        on_event(&Event::Cache {
+            action: "fetched".into(),
+            source: "--cache-from".into(),
+            detail: format!("{} bytes of cached blobs", remote.fetched_bytes()),
+        });
+    }
+    Ok(())
+}
+
 /// Records taken from a shared cache whose blobs are now in the store become local records, so
 /// the next build on this store hits without `--cache-from`.
-pub(super) fn keep_fetched_records(
+fn keep_fetched_records(
     store: &Store,
     records: &[cache_export::StepRecord],
 ) -> Result<(), BuildError> {
