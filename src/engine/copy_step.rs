@@ -112,7 +112,18 @@ impl Engine<'_> {
             unpack_archives: copy.unpack,
             created_mtime: self.inputs.sde.unwrap_or(0),
         };
-        let from_root = match copy.from {
+        let from_root = self.copy_source_root(step, copy.from)?;
+        self.commit_staged(step, st, &spec, from_root.as_deref(), created)
+    }
+
+    /// The tree a `--from` copies out of: a finished stage's rootfs, or an image unpacked once
+    /// into the workspace (two stages copying from it wait for one unpack). None: the context.
+    fn copy_source_root(
+        &self,
+        step: &Step,
+        from: Option<&plan::CopySource>,
+    ) -> Result<Option<std::path::PathBuf>, BuildError> {
+        Ok(match from {
             None => None,
             Some(plan::CopySource::Stage(i)) => Some(
                 lock(
@@ -148,8 +159,7 @@ impl Engine<'_> {
                 }
                 Some(dir)
             }
-        };
-        self.commit_staged(step, st, &spec, from_root.as_deref(), created)
+        })
     }
 
     /// Make the step's layer. A COPY is written straight from its sources into the layer

@@ -21,6 +21,16 @@ use crate::layer::{self, ApplyOptions, ChangeSet, LayerOptions};
 use crate::plan::{self, Base, Instruction, Plan, Step};
 use crate::store::Store;
 
+/// Where a stage starts (`FROM`): the config and layers it inherits, its name for the log, the
+/// cache key its steps chain from, and a base image's manifest digest.
+struct StageBase {
+    config: ImageConfig,
+    layers: Vec<Descriptor>,
+    name: String,
+    key: CacheKey,
+    manifest: Option<crate::digest::Digest>,
+}
+
 /// A built (or being built) stage: its image config, its layers, and its root filesystem — a
 /// directory holding the first `applied` layers. It is brought up to date only when a step needs
 /// to read or change it, so a rebuild whose steps all come from the cache never unpacks anything.
@@ -138,42 +148,13 @@ impl Engine<'_> {
         };
         fs::create_dir_all(&rootfs).map_err(ws_err)?;
         let label = self.stage_label(index);
-        let mut base_manifest = None;
-        let (mut config, layers, base_name, mut key) = match &stage.base {
-            Base::Scratch => (
-                ImageConfig::new(&super::base::image_platform(&stage.platform)),
-                Vec::new(),
-                "scratch".to_string(),
-                super::cached::root_key("scratch"),
-            ),
-            Base::Stage(parent) => {
-                let p = self
-                    .progress
-                    .finished(*parent)
-                    .ok_or_else(|| BuildError::Base {
-                        reference: self.stage_label(*parent),
-                        message: "stage was not built before its dependent".into(),
-                        source: None,
-                    })?;
-                let st = lock(&p.state);
-                (
-                    st.config.clone(),
-                    st.layers.clone(),
-                    self.stage_label(*parent),
-                    p.key.clone(),
-                )
-            }
-            Base::Image(reference) => {
-                let img = self.inputs.bases.resolve_for(reference, &stage.platform)?;
-                base_manifest = Some(img.manifest_desc.digest.clone());
-                (
-                    img.config.clone(),
-                    img.manifest.layers.clone(),
-                    reference.clone(),
-                    super::cached::root_key(&img.manifest_desc.digest.to_string()),
-                )
-            }
-        };
+        let StageBase {
+            mut config,
+            layers,
+            name: base_name,
+            mut key,
+            mut manifest,
+        } = self.stage_base(stage)?;
         super::stage_defaults::init_stage_config(&mut config);
         on_event(&Event::StageStarted {
             stage: label.clone(),
@@ -230,7 +211,7 @@ impl Engine<'_> {
                         self.replay(step, &mut state, record)?
                     }
                     None => {
-                        if let Some(m) = base_manifest.take() {
+                        if let Some(m) = manifest.take() {
                             if self.adopt_prepared(&mut state, &m)? {
                                 on_event(&Event::Log {
                                     step: n,
@@ -266,6 +247,48 @@ impl Engine<'_> {
             }),
         );
         Ok(())
+    }
+
+    /// Where a stage starts: `scratch`, a finished stage, or a base image (resolved, pulled if
+    /// missing).
+    fn stage_base(&self, stage: &plan::Stage) -> Result<StageBase, BuildError> {
+        Ok(match &stage.base {
+            Base::Scratch => StageBase {
+                config: ImageConfig::new(&super::base::image_platform(&stage.platform)),
+                layers: Vec::new(),
+                name: "scratch".to_string(),
+                key: super::cached::root_key("scratch"),
+                manifest: None,
+            },
+            Base::Stage(parent) => {
+                let p = self
+                    .progress
+                    .finished(*parent)
+                    .ok_or_else(|| BuildError::Base {
+                        reference: self.stage_label(*parent),
+                        message: "stage was not built before its dependent".into(),
+                        source: None,
+                    })?;
+                let st = lock(&p.state);
+                StageBase {
+                    config: st.config.clone(),
+                    layers: st.layers.clone(),
+                    name: self.stage_label(*parent),
+                    key: p.key.clone(),
+                    manifest: None,
+                }
+            }
+            Base::Image(reference) => {
+                let img = self.inputs.bases.resolve_for(reference, &stage.platform)?;
+                StageBase {
+                    config: img.config.clone(),
+                    layers: img.manifest.layers.clone(),
+                    name: reference.clone(),
+                    key: super::cached::root_key(&img.manifest_desc.digest.to_string()),
+                    manifest: Some(img.manifest_desc.digest.clone()),
+                }
+            }
+        })
     }
 
     /// Take the base unpacked while it downloaded (prepare.rs) as this stage's rootfs, when the
