@@ -23,6 +23,7 @@
 //!
 //! | module       | job                                                                      |
 //! |--------------|--------------------------------------------------------------------------|
+//! | `report`     | one line from an error's cause chain (CLI, daemon, fsck, warnings)       |
 //! | `atomic`     | durable whole-file replace (temp → fsync → rename → fsync dir)           |
 //! | `digest`     | typed `Digest`, streaming sha256 (aws-lc-rs)                             |
 //! | `reference`  | image references, normalised like Docker (`busybox` → docker.io/library) |
@@ -63,5 +64,6 @@ pub mod packages;
 pub mod plan;
 pub mod reference;
 pub mod registry;
+pub mod report;
 pub mod snapshot;
 pub mod store;

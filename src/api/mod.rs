@@ -422,29 +422,7 @@ pub mod kind {
     pub const INTERNAL: &str = "internal";
 }
 
-/// An error's causes on one line, each once, as the CLI prints errors and the daemon records them:
-/// `outer: cause: cause`, where a cause that repeats the last word of what precedes it drops it
-/// ("pushing REF" + "REF: cannot reach …" names REF once).
-pub fn error_text(causes: impl IntoIterator<Item = String>) -> String {
-    let mut s = String::new();
-    for t in causes {
-        if s.contains(&t) {
-            continue;
-        }
-        if s.is_empty() {
-            s = t;
-            continue;
-        }
-        let last = s.rsplit(' ').next().unwrap_or("").to_string();
-        let t = t
-            .strip_prefix(&format!("{last}: "))
-            .filter(|_| !last.is_empty())
-            .unwrap_or(&t);
-        s.push_str(": ");
-        s.push_str(t);
-    }
-    s
-}
+pub use crate::report::error_text;
 
 /// `{"error": {"kind", "message"}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -125,7 +125,8 @@ pub enum Kind {
 /// Classify manifest bytes: a kiln artifact, an image (inline cache), or an error naming what else
 /// it is (a BuildKit cache, garbage).
 pub fn classify(bytes: &[u8]) -> Result<Kind, RemoteError> {
-    let m = Manifest::from_slice(bytes).map_err(|e| damaged("manifest", chain(&e)))?;
+    let m =
+        Manifest::from_slice(bytes).map_err(|e| damaged("manifest", crate::report::chain(&e)))?;
     if !m.media_type.is_empty()
         && m.media_type != MEDIA_OCI_MANIFEST
         && m.media_type != crate::image::MEDIA_DOCKER_MANIFEST
@@ -141,17 +142,6 @@ pub fn classify(bytes: &[u8]) -> Result<Kind, RemoteError> {
         crate::image::MEDIA_OCI_CONFIG | crate::image::MEDIA_DOCKER_CONFIG => Ok(Kind::Image(m)),
         other => Err(RemoteError::NotKiln(other.to_string())),
     }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// Check an artifact's config blob against its manifest and this build's platform.
@@ -173,8 +163,8 @@ pub fn verify_inline(
     want: &Platform,
 ) -> Result<Imported, RemoteError> {
     check_blob(&manifest.config, config_bytes)?;
-    let image =
-        ImageConfig::from_slice(config_bytes).map_err(|e| damaged("image config", chain(&e)))?;
+    let image = ImageConfig::from_slice(config_bytes)
+        .map_err(|e| damaged("image config", crate::report::chain(&e)))?;
     let Some(value) = image.extra.get(INLINE_KEY) else {
         return Err(if image.extra.contains_key(BUILDKIT_INLINE_KEY) {
             RemoteError::BuildKit

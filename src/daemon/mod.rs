@@ -180,7 +180,7 @@ impl IntoResponse for ApiError {
 
 /// `outer: cause: cause` — every cause in the chain, as the CLI prints errors.
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    crate::api::error_text(std::iter::successors(Some(e), |c| c.source()).map(|c| c.to_string()))
+    crate::report::chain(e)
 }
 
 /// The connection's peer (SO_PEERCRED), taken when the connection is accepted.

@@ -245,14 +245,5 @@ pub(crate) fn is_tls_error(e: &reqwest::Error) -> bool {
 
 /// An error's whole cause chain on one line (reqwest's top level says little).
 pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut src = e.source();
-    while let Some(s) = src {
-        let m = s.to_string();
-        if !parts.iter().any(|p| p.contains(&m)) {
-            parts.push(m);
-        }
-        src = s.source();
-    }
-    parts.join(": ")
+    crate::report::chain(e)
 }

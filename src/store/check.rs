@@ -137,7 +137,7 @@ impl Store {
                     // Reverse so that the pop order follows document order.
                     Ok(c) => stack.extend(c.into_iter().rev()),
                     Err(e) => {
-                        w.unreadable.push((d.clone(), error_chain(&e)));
+                        w.unreadable.push((d.clone(), crate::report::chain(&e)));
                     }
                 }
             }
@@ -201,15 +201,4 @@ impl Store {
         }
         Ok(report)
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
