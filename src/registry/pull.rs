@@ -134,28 +134,14 @@ pub fn pull(
             blobs.push(b.clone());
         }
     }
-    let path = reference.path.as_str();
-    let work = |b: &Descriptor, note: &dyn Fn(Progress)| -> Result<(), RegistryError> {
-        let _slot = client.acquire(&reference.domain);
-        let mut last = None;
-        for ep in &eps[first..] {
-            match fetch_blob(client, &ctx, ep, path, b, store, note) {
-                Ok(()) => return Ok(()),
-                Err(e) if ep.mirror => last = Some(e),
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| RegistryError::NotFound {
-            host: ctx.host.clone(),
-            reference: ctx.reference.clone(),
-            what: format!("blob {}", b.digest),
-        }))
-    };
-    run_parallel(
+    download(
+        client,
+        &ctx,
+        &eps[first..],
+        reference,
+        store,
         &blobs,
-        client.max_concurrency(&reference.domain),
         on_progress,
-        &work,
     )?;
     let all: Vec<Digest> = std::iter::once(&manifest.config)
         .chain(&manifest.layers)
@@ -560,6 +546,43 @@ pub fn fetch_manifest(
     }))
 }
 
+/// Download `blobs` of `reference`'s repository into the store in parallel (up to the host's
+/// limit), each from the first of `eps` that has it: a mirror that fails gives way to the next,
+/// the registry itself has the last word.
+fn download(
+    client: &RegistryClient,
+    ctx: &Ctx,
+    eps: &[Endpoint],
+    reference: &Reference,
+    store: &Store,
+    blobs: &[Descriptor],
+    on_progress: &mut dyn FnMut(Progress),
+) -> Result<(), RegistryError> {
+    let path = reference.path.as_str();
+    let work = |b: &Descriptor, note: &dyn Fn(Progress)| -> Result<(), RegistryError> {
+        let _slot = client.acquire(&reference.domain);
+        let mut last = None;
+        for ep in eps {
+            match fetch_blob(client, ctx, ep, path, b, store, note) {
+                Ok(()) => return Ok(()),
+                Err(e) if ep.mirror => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| RegistryError::NotFound {
+            host: ctx.host.clone(),
+            reference: ctx.reference.clone(),
+            what: format!("blob {}", b.digest),
+        }))
+    };
+    run_parallel(
+        blobs,
+        client.max_concurrency(&reference.domain),
+        on_progress,
+        &work,
+    )
+}
+
 /// Stream the blobs of `reference`'s repository that the store lacks into it, verified (mirrors
 /// first, as a pull does), and remember the repository as their source so a later push to the same
 /// registry mounts them instead of uploading.
@@ -577,29 +600,7 @@ pub fn fetch_blobs(
         .filter(|b| !store.has_blob(&b.digest))
         .cloned()
         .collect();
-    let path = reference.path.as_str();
-    let work = |b: &Descriptor, note: &dyn Fn(Progress)| -> Result<(), RegistryError> {
-        let _slot = client.acquire(&reference.domain);
-        let mut last = None;
-        for ep in &eps {
-            match fetch_blob(client, &ctx, ep, path, b, store, note) {
-                Ok(()) => return Ok(()),
-                Err(e) if ep.mirror => last = Some(e),
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| RegistryError::NotFound {
-            host: ctx.host.clone(),
-            reference: ctx.reference.clone(),
-            what: format!("blob {}", b.digest),
-        }))
-    };
-    run_parallel(
-        &missing,
-        client.max_concurrency(&reference.domain),
-        on_progress,
-        &work,
-    )?;
+    download(client, &ctx, &eps, reference, store, &missing, on_progress)?;
     remember_source(store, reference, blobs);
     Ok(())
 }
