@@ -1,4 +1,5 @@
-//! COPY and ADD with Docker's semantics, staged into a directory that becomes the step's layer:
+//! COPY and ADD with Docker's semantics, decided once ([`copy_into`]) for two sinks — a staging
+//! directory ([`stage_copy`]: ADD's archives, WORKDIR) or the layer plan ([`super::copy_plan`]):
 //! a directory source copies its contents, several sources need a directory destination ending in
 //! `/`, an existing directory at the destination receives files, new entries belong to 0:0 unless
 //! `--chown`, `--chmod` applies to everything created, and ADD unpacks local files that are tar
@@ -342,13 +343,7 @@ pub fn stage_copy(
     rootfs: &Path,
     staging: &Path,
 ) -> Result<Staged, CopyError> {
-    let mut st = Stager {
-        spec,
-        staging,
-        rootfs,
-        owners_applied: true,
-        links: HardLinks::default(),
-    };
+    let mut st = Stager::new(spec, staging, rootfs);
     copy_into(spec, from, resolved, &mut st)?;
     Ok(Staged {
         owners_applied: st.owners_applied,
@@ -365,13 +360,7 @@ pub fn stage_dir_only(
     staging: &Path,
     dest: &str,
 ) -> Result<Staged, CopyError> {
-    let mut st = Stager {
-        spec,
-        staging,
-        rootfs,
-        owners_applied: true,
-        links: HardLinks::default(),
-    };
+    let mut st = Stager::new(spec, staging, rootfs);
     let resolved = SourceRoot::rootfs(rootfs).resolve_in_root(Path::new(dest))?;
     let rel = resolved.strip_prefix(rootfs).unwrap_or(Path::new(""));
     st.ensure_dir(rel, 0o755)?;
@@ -389,7 +378,17 @@ fn parents_rel(rel: &Path) -> PathBuf {
     }
 }
 
-impl Stager<'_> {
+impl<'a> Stager<'a> {
+    fn new(spec: &'a CopySpec<'a>, staging: &'a Path, rootfs: &'a Path) -> Stager<'a> {
+        Stager {
+            spec,
+            staging,
+            rootfs,
+            owners_applied: true,
+            links: HardLinks::default(),
+        }
+    }
+
     fn io(&self, from: &Path, source: io::Error) -> CopyError {
         CopyError::Io {
             from: from.to_path_buf(),
