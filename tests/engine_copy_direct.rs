@@ -17,15 +17,7 @@ fn mixed_context(dockerfile: &str) -> tempfile::TempDir {
     let ctx = context(&[("Dockerfile", dockerfile)]);
     let data = ctx.path().join("data");
     fs::create_dir_all(data.join("sub/deeper")).unwrap();
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let random: Vec<u8> = (0..3 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let random = noise(3 << 20);
     fs::write(data.join("random.bin"), &random).unwrap();
     let text: String = (0..60_000).map(|i| format!("line {i} of text\n")).collect();
     fs::write(data.join("sub/text.txt"), text).unwrap();

@@ -60,3 +60,73 @@ fn layers_upload_during_the_build_and_a_failed_build_leaves_no_manifest() {
     let tags = v2.join("repositories/team/early/_manifests/tags");
     assert!(!tags.exists(), "a manifest was pushed for a failed build");
 }
+
+/// The last layer of a build goes up while it is compressed: chunked PATCHes of the layer being
+/// written (registry access seen through a proxy), then the PUT once it is committed — kiln's
+/// default upload is one monolithic PUT, so PATCHes only come from the stream. A registry that
+/// refuses chunks still gets the image (the ordinary push takes over).
+#[test]
+fn a_layer_uploads_while_it_is_compressed_and_a_registry_refusing_chunks_still_gets_it() {
+    use registry_support::{Fault, FaultProxy, Registry};
+    let reg = Registry::plain();
+    let proxy = FaultProxy::start(&reg.addr);
+    let build = |repo: &str, seed: u8| {
+        let ctx = context(&[("Dockerfile", "FROM scratch\nCOPY big /big\n")]);
+        let mut data = noise(20 << 20);
+        data[0] = seed;
+        std::fs::write(ctx.path().join("big"), data).unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let tag = format!("{}/team/{repo}:1", proxy.addr);
+        let out = kiln(
+            root.path(),
+            &[
+                "build",
+                "-t",
+                &tag,
+                "--push",
+                "--insecure-registry",
+                &proxy.addr,
+                ctx.path().to_str().unwrap(),
+            ],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        let (ok, raw, err) = registry_support::skopeo(&[
+            "inspect",
+            "--tls-verify=false",
+            "--raw",
+            &format!("docker://{tag}"),
+        ]);
+        assert!(ok, "the pushed image is not readable: {err}");
+        let m: serde_json::Value = serde_json::from_str(&raw).unwrap();
+        assert_eq!(m["layers"].as_array().unwrap().len(), 1, "{raw}");
+    };
+    let patches = |repo: &str| {
+        proxy
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(w, hit)| {
+                !hit && w.starts_with(&format!("PATCH /v2/team/{repo}/blobs/uploads/"))
+            })
+            .count()
+    };
+    build("stream", 1);
+    // 20 MiB: at least one 8 MiB chunk sent as it appeared, then the rest at the commit.
+    assert!(
+        patches("stream") >= 2,
+        "the layer was not streamed: {:?}",
+        proxy.seen.lock().unwrap()
+    );
+
+    proxy.inject(
+        Fault::Refuse {
+            matching: "PATCH /v2/team/nochunk/".into(),
+            status: 405,
+        },
+        1000,
+    );
+    build("nochunk", 2);
+    assert_eq!(patches("nochunk"), 0);
+}

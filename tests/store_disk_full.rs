@@ -40,19 +40,6 @@ impl Drop for Tmpfs {
     }
 }
 
-/// Incompressible bytes: a layer of them is as big as they are.
-fn noise(n: usize) -> Vec<u8> {
-    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 /// Nothing half-written is left in the store's temp area.
 fn no_partial_ingest(root: &Path) {
     let left: Vec<_> = walkdir::WalkDir::new(root.join("tmp"))

@@ -169,7 +169,8 @@ fn until_keeps_what_was_used_recently_and_filters_pick_the_type() {
     let r = root.path();
     let old = context(&[("Dockerfile", "FROM busybox\nCOPY o /o\n"), ("o", "old")]);
     let m_old = build(r, old.path(), None);
-    std::thread::sleep(Duration::from_secs(3));
+    // Margins wide enough for a loaded CI machine: "old" is 6 s old, "recent" under 4 s.
+    std::thread::sleep(Duration::from_secs(6));
     let new = context(&[("Dockerfile", CACHE_DOCKERFILE), ("a", "new")]);
     let m_new = build(r, new.path(), None);
     let old_layer = layers(r, &m_old).last().unwrap().clone();
@@ -181,18 +182,18 @@ fn until_keeps_what_was_used_recently_and_filters_pick_the_type() {
     assert!(!cache_dir(r, "cm1").exists());
     assert_eq!(kinds(r, "regular").len(), 3, "{out}");
 
-    // until=2s: the old build's record (used 3 s ago) goes, the new ones stay.
-    let out = kiln_ok(r, &["prune", "--filter", "until=2s"]);
+    // until=4s: the old build's record (used 6 s ago) goes, the new ones stay.
+    let out = kiln_ok(r, &["prune", "--filter", "until=4s"]);
     assert!(record_of(r, &old_layer).is_none(), "{out}");
     assert!(!blob(r, &old_layer).exists());
     for l in &new_layers {
         assert!(record_of(r, l).is_some(), "recent {l} removed: {out}");
         assert!(blob(r, l).exists());
     }
-    // A use is a use: a cache hit now keeps the record through until=2s after it would expire.
-    std::thread::sleep(Duration::from_secs(3));
+    // A use is a use: a cache hit now keeps the record through until=4s after it would expire.
+    std::thread::sleep(Duration::from_secs(6));
     build(r, new.path(), None);
-    let out = kiln_ok(r, &["prune", "--filter", "until=2s"]);
+    let out = kiln_ok(r, &["prune", "--filter", "until=4s"]);
     for l in &new_layers {
         assert!(record_of(r, l).is_some(), "{l} was just used: {out}");
     }

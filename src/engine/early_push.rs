@@ -4,6 +4,10 @@
 //! `push_tags`, after `registry::push` has confirmed every blob (HEAD finds what was uploaded here),
 //! so a build killed mid-way never leaves a manifest naming a missing blob.
 //!
+//! A layer being written can go up while it is compressed ([`EarlyPush::stream`], chunked PATCHes
+//! following the blob's temp file, `registry::upload_growing`): with one destination, the upload
+//! then ends moments after the layer is committed instead of starting there.
+//!
 //! Early uploads are an optimisation only: a failed one is retried by the final push, which reports
 //! the error. Only stages whose layers end up in the image (the target and its `FROM stage` chain)
 //! feed it.
@@ -11,6 +15,7 @@
 //! Must not: push a manifest, or hold a layer in memory (blobs stream from the store).
 
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
@@ -34,6 +39,40 @@ pub struct EarlyPush {
     lineage: BTreeSet<usize>,
     /// Bytes uploaded here (the final push reports them with its own).
     uploaded: Arc<AtomicU64>,
+    client: Arc<RegistryClient>,
+    dests: Arc<Vec<Reference>>,
+}
+
+/// A layer uploading while it is written; the writer says how it ended.
+pub struct Streaming<'a> {
+    push: &'a EarlyPush,
+    growing: Arc<crate::registry::Growing>,
+    blob: Arc<Mutex<Option<Descriptor>>>,
+    ended: bool,
+}
+
+impl Streaming<'_> {
+    /// The layer is in the store as `blob`: the upload sends the rest and closes the session.
+    /// The ordinary early push skips it (a failed stream queues it there again).
+    pub fn committed(mut self, blob: &Descriptor) {
+        *lock(&self.blob) = Some(blob.clone());
+        lock(&self.push.seen).insert(blob.digest.clone());
+        self.growing.committed(blob.digest.clone(), blob.size);
+        self.ended = true;
+    }
+}
+
+impl Drop for Streaming<'_> {
+    /// Not committed (the layer failed): the upload stops.
+    fn drop(&mut self) {
+        if !self.ended {
+            self.growing.abandon();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl EarlyPush {
@@ -74,6 +113,51 @@ impl EarlyPush {
             workers: Mutex::new(workers),
             lineage: lineage(plan),
             uploaded,
+            client,
+            dests,
+        })
+    }
+
+    /// Start uploading the layer stage `index` is writing at `temp` (its store temp file), when
+    /// the stage's layers are the image's and there is one destination.
+    pub fn stream(&self, index: usize, temp: &Path) -> Option<Streaming<'_>> {
+        if !self.lineage.contains(&index) || self.dests.len() != 1 {
+            return None;
+        }
+        let file = std::fs::File::open(temp).ok()?;
+        let growing = Arc::new(crate::registry::Growing::new(file));
+        let blob = Arc::new(Mutex::new(None::<Descriptor>));
+        let tx = lock(&self.tx).clone()?;
+        let (g, b, client, dests, uploaded) = (
+            growing.clone(),
+            blob.clone(),
+            self.client.clone(),
+            self.dests.clone(),
+            self.uploaded.clone(),
+        );
+        let handle = std::thread::Builder::new()
+            .name("kiln-push-stream".into())
+            .spawn(move || {
+                let done = crate::registry::upload_growing(&client, &dests[0], &g, &|_| {});
+                let blob = lock(&b).clone();
+                match (done, blob) {
+                    (Ok(Some(_)), Some(blob)) => {
+                        uploaded.fetch_add(blob.size, Ordering::SeqCst);
+                    }
+                    // Refused or failed: the ordinary early push (and the final push) take it.
+                    (Err(_), Some(blob)) => {
+                        let _ = tx.send(blob);
+                    }
+                    _ => {}
+                }
+            })
+            .ok()?;
+        lock(&self.workers).push(handle);
+        Some(Streaming {
+            push: self,
+            growing,
+            blob,
+            ended: false,
         })
     }
 

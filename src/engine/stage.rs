@@ -40,6 +40,8 @@ pub struct StageState {
     pub layers: Vec<Descriptor>,
     pub rootfs: PathBuf,
     pub applied: usize,
+    /// The stage's index in the plan.
+    pub index: usize,
 }
 
 /// What a build reads and never changes, borrowed from the caller for the whole build: the
@@ -165,6 +167,7 @@ impl Engine<'_> {
             layers,
             rootfs,
             applied: 0,
+            index,
         };
         let offer = |st: &StageState| {
             if let Some(p) = self.inputs.early_push {
@@ -609,10 +612,18 @@ impl Engine<'_> {
             source_date_epoch: self.inputs.sde,
         };
         let ingest = self.inputs.store.ingest()?;
+        // With --push, the layer goes up while it is compressed (early_push.rs).
+        let streaming = self
+            .inputs
+            .early_push
+            .and_then(|p| p.stream(st.index, ingest.temp_path()));
         let (ingest, info) = layer::write_layer(&changes, &opts, ingest)
             .map_err(|e| self.step_err(step, "writing the layer", Some(Box::new(e))))?;
         let (digest, size) = ingest.commit(Some(&info.digest), Some(info.size))?;
         let desc = Descriptor::new(info.media_type.clone(), digest.clone(), size);
+        if let Some(s) = streaming {
+            s.committed(&desc);
+        }
         // The rootfs catches up lazily (`materialize`), or at once by moving a staged tree in
         // (`commit_staged`): a layer kiln has just written is never applied twice.
         st.layers.push(desc);

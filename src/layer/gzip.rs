@@ -240,8 +240,6 @@ impl<W: Write> Write for ParallelGzip<W> {
 }
 
 fn worker(rx: Arc<Mutex<Receiver<Job>>>) {
-    // One deflate state per level this worker has served (reset for every block).
-    let mut states: Vec<Option<Compress>> = (0..=9).map(|_| None).collect();
     loop {
         let job = {
             let Ok(guard) = rx.lock() else { return };
@@ -250,16 +248,16 @@ fn worker(rx: Arc<Mutex<Receiver<Job>>>) {
                 Err(_) => return,
             }
         };
-        let level = job.level.min(9) as usize;
-        let c =
-            states[level].get_or_insert_with(|| Compress::new(Compression::new(job.level), false));
-        // A panic must not take the worker (and every later encoder's blocks) with it.
-        let result =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| compress_block(c, &job)))
-                .unwrap_or_else(|_| {
-                    states[level] = None;
-                    Err(io::Error::other("deflating a block panicked"))
-                });
+        // A fresh deflate state for every block: a reset state that compressed other data before
+        // was seen to encode a block differently (zlib-rs keeps window bytes across
+        // deflateReset, and the match finder's result then depended on which blocks this worker
+        // had compressed — the layer's digest on the scheduling). A panic must not take the
+        // worker (and every later encoder's blocks) with it.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut c = Compress::new(Compression::new(job.level.min(9)), false);
+            compress_block(&mut c, &job)
+        }))
+        .unwrap_or_else(|_| Err(io::Error::other("deflating a block panicked")));
         let _ = job.reply.send(result);
     }
 }
@@ -314,7 +312,6 @@ fn compress_block(c: &mut Compress, job: &Job) -> io::Result<Done> {
             crc,
         });
     }
-    c.reset();
     if let Some(dict) = &job.dict {
         let start = dict.len().saturating_sub(DICT_SIZE);
         c.set_dictionary(&dict[start..])

@@ -16,6 +16,7 @@ mod error;
 mod http;
 mod pull;
 mod push;
+mod stream;
 mod transport;
 
 pub use creds::{
@@ -24,6 +25,7 @@ pub use creds::{
 pub use error::RegistryError;
 pub use pull::{fetch_blobs, fetch_manifest, pull, remember_source};
 pub use push::{push, push_blob_early};
+pub use stream::{upload_growing, Growing};
 pub use transport::conventional_ca_bundles;
 
 use std::collections::HashMap;

@@ -21,17 +21,17 @@ use crate::store::{Store, StoreError, MAX_JSON_BLOB};
 
 const DEFAULT_CHUNK: u64 = 16 << 20;
 
-struct Target<'a> {
-    ctx: Ctx,
+pub(super) struct Target<'a> {
+    pub(super) ctx: Ctx,
     /// Where requests go (Docker Hub's API host for docker.io).
-    host: String,
-    path: &'a str,
-    domain: &'a str,
+    pub(super) host: String,
+    pub(super) path: &'a str,
+    pub(super) domain: &'a str,
 }
 
 impl Target<'_> {
     /// Where pushes of `dest` go (Docker Hub's API host for docker.io).
-    fn of(dest: &Reference) -> Target<'_> {
+    pub(super) fn of(dest: &Reference) -> Target<'_> {
         let host = if dest.domain == DEFAULT_DOMAIN {
             "registry-1.docker.io".to_string()
         } else {
@@ -49,7 +49,7 @@ impl Target<'_> {
         vec![format!("repository:{}:pull,push", self.path)]
     }
 
-    fn req<'b>(&'b self, method: Method, url: String) -> Req<'b> {
+    pub(super) fn req<'b>(&'b self, method: Method, url: String) -> Req<'b> {
         Req {
             method,
             url,
@@ -226,7 +226,7 @@ fn put_manifest(
     Ok(())
 }
 
-fn check_digest(
+pub(super) fn check_digest(
     t: &Target,
     resp: &Response,
     want: &Digest,
@@ -399,7 +399,11 @@ impl From<RegistryError> for Upload {
     }
 }
 
-fn location_of(t: &Target, resp: &Response, base: &str) -> Result<String, RegistryError> {
+pub(super) fn location_of(
+    t: &Target,
+    resp: &Response,
+    base: &str,
+) -> Result<String, RegistryError> {
     let loc = resp
         .headers()
         .get("location")
@@ -421,7 +425,7 @@ fn location_of(t: &Target, resp: &Response, base: &str) -> Result<String, Regist
     ))
 }
 
-fn with_query(url: &str, q: &str) -> String {
+pub(super) fn with_query(url: &str, q: &str) -> String {
     format!("{url}{}{q}", if url.contains('?') { '&' } else { '?' })
 }
 

@@ -584,3 +584,16 @@ impl Rootless {
         (layout_image(&oci, "1"), stderr)
     }
 }
+
+/// `n` incompressible bytes (xorshift64, fixed seed): a layer of them is as big as they are.
+pub fn noise(n: usize) -> Vec<u8> {
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}

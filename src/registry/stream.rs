@@ -1,0 +1,206 @@
+//! An upload that follows a blob while it is still being written: the layer's compressed bytes go
+//! to the registry in PATCH chunks (distribution's chunked upload, `Content-Range` from the last
+//! offset) as the compressor produces them, and the PUT with the digest closes the session once the
+//! layer is committed. The upload overlaps the compression instead of starting after it.
+//!
+//! It reads the blob through a file handle opened before the first byte, so the store renaming the
+//! temp file into `blobs/` (or removing it, on failure) never changes what it reads. Only bytes
+//! already written are read: the writer appends, and the file's length is read before each chunk.
+//!
+//! Best effort: any refusal or failure abandons the session and returns the error; the caller
+//! then pushes the blob the ordinary way (HEAD, mount, upload), which also covers a registry that
+//! does not take chunked uploads.
+//!
+//! Must not: push a manifest, or decide the digest (the writer's commit does).
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+use reqwest::blocking::Body;
+use reqwest::Method;
+
+use super::push::{check_digest, location_of, with_query, Target};
+use super::{Progress, Purpose, RegistryClient, RegistryError};
+use crate::digest::Digest;
+use crate::reference::Reference;
+
+/// Send a chunk once this many new bytes are there (the last chunk may be smaller).
+const CHUNK: u64 = 8 << 20;
+
+/// How the writing ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum End {
+    Writing,
+    Committed { digest: Digest, size: u64 },
+    Abandoned,
+}
+
+/// A blob being written, as the uploader sees it.
+pub struct Growing {
+    file: File,
+    end: Mutex<End>,
+    changed: Condvar,
+}
+
+impl Growing {
+    /// Follow the file behind `file` (opened by the caller before writing starts).
+    pub fn new(file: File) -> Growing {
+        Growing {
+            file,
+            end: Mutex::new(End::Writing),
+            changed: Condvar::new(),
+        }
+    }
+
+    /// The writer committed the blob: `size` bytes with this digest.
+    pub fn committed(&self, digest: Digest, size: u64) {
+        *lock(&self.end) = End::Committed { digest, size };
+        self.changed.notify_all();
+    }
+
+    /// The writer gave up; the upload stops.
+    pub fn abandon(&self) {
+        *lock(&self.end) = End::Abandoned;
+        self.changed.notify_all();
+    }
+
+    fn len(&self) -> u64 {
+        self.file.metadata().map_or(0, |m| m.len())
+    }
+
+    /// Wait until `want` bytes are written or the writer is done; returns what is known then.
+    fn wait(&self, want: u64) -> (u64, End) {
+        let mut end = lock(&self.end);
+        loop {
+            let len = self.len();
+            if len >= want || *end != End::Writing {
+                return (len, end.clone());
+            }
+            end = self
+                .changed
+                .wait_timeout(end, Duration::from_millis(50))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Upload `blob` to `dest` while it is written; returns the digest uploaded, or None when the
+/// writer abandoned it.
+pub fn upload_growing(
+    client: &RegistryClient,
+    dest: &Reference,
+    blob: &Growing,
+    note: &dyn Fn(Progress),
+) -> Result<Option<Digest>, RegistryError> {
+    let t = Target::of(dest);
+    let _slot = client.acquire(t.domain);
+    let base = format!("{}/v2/{}", client.base(&t.ctx, &t.host)?, t.path);
+    let mut req = t.req(Method::POST, format!("{base}/blobs/uploads/"));
+    req.headers.push(("Content-Length", "0".into()));
+    let resp = client.send(&t.ctx, &req, note)?;
+    if resp.status().as_u16() != 202 {
+        return Err(client.refused(
+            &t.ctx,
+            &t.host,
+            t.path,
+            Purpose::Push,
+            "POST blob upload",
+            resp,
+        ));
+    }
+    let mut location = location_of(&t, &resp, &base)?;
+    let mut offset = 0u64;
+    loop {
+        let (len, end) = blob.wait(offset + CHUNK);
+        let upto = match &end {
+            End::Abandoned => return Ok(None),
+            End::Committed { size, .. } => *size,
+            End::Writing => offset + (len - offset) / CHUNK * CHUNK,
+        };
+        if upto > offset {
+            location = patch(
+                client,
+                &t,
+                blob,
+                &location,
+                &base,
+                offset,
+                upto - offset,
+                note,
+            )?;
+            offset = upto;
+        }
+        if let End::Committed { digest, .. } = end {
+            let mut req = t.req(
+                Method::PUT,
+                with_query(&location, &format!("digest={digest}")),
+            );
+            req.retry = false;
+            req.headers
+                .push(("Content-Type", "application/octet-stream".into()));
+            let resp = client.send(&t.ctx, &req, note)?;
+            if resp.status().as_u16() != 201 {
+                return Err(client.refused(
+                    &t.ctx,
+                    &t.host,
+                    t.path,
+                    Purpose::Push,
+                    "PUT blob",
+                    resp,
+                ));
+            }
+            check_digest(&t, &resp, &digest, "uploaded blob")?;
+            return Ok(Some(digest));
+        }
+    }
+}
+
+/// One PATCH of `len` bytes from `offset`; returns the session's next location.
+#[allow(clippy::too_many_arguments)]
+fn patch(
+    client: &RegistryClient,
+    t: &Target<'_>,
+    blob: &Growing,
+    location: &str,
+    base: &str,
+    offset: u64,
+    len: u64,
+    note: &dyn Fn(Progress),
+) -> Result<String, RegistryError> {
+    let body = || -> Result<Body, RegistryError> {
+        let io = |source| RegistryError::Io {
+            action: "reading the blob being written",
+            path: Default::default(),
+            source,
+        };
+        let mut f = blob.file.try_clone().map_err(io)?;
+        f.seek(SeekFrom::Start(offset)).map_err(io)?;
+        Ok(Body::sized(f.take(len), len))
+    };
+    let mut req = t.req(Method::PATCH, location.to_string());
+    req.retry = false;
+    req.body = Some(&body);
+    req.headers
+        .push(("Content-Type", "application/octet-stream".into()));
+    req.headers
+        .push(("Content-Range", format!("{offset}-{}", offset + len - 1)));
+    let resp = client.send(&t.ctx, &req, note)?;
+    if resp.status().as_u16() != 202 {
+        return Err(client.refused(
+            &t.ctx,
+            &t.host,
+            t.path,
+            Purpose::Push,
+            "PATCH blob chunk",
+            resp,
+        ));
+    }
+    location_of(t, &resp, base)
+}
