@@ -550,7 +550,7 @@ def report(results):
         for f in results["failures"]:
             p("  " + f)
     p()
-    p("commands (each run under `nice -n 10`; REG = a fresh docker-registry on 127.0.0.1:PORT per run):")
+    p(f"commands (each run under `{' '.join(NICE)}`; REG = a fresh docker-registry on 127.0.0.1:PORT per run):")
     for c in COMMANDS:
         p("  " + c)
     with open(os.path.join(WORK, "results.json"), "w") as f:
