@@ -447,24 +447,7 @@ fn upload(
 ) -> Result<(), Upload> {
     let mut location = match session {
         Some(l) => l,
-        None => {
-            let mut req = t.req(Method::POST, format!("{base}/blobs/uploads/"));
-            req.headers.push(("Content-Length", "0".into()));
-            let resp = client.send(&t.ctx, &req, note)?;
-            if resp.status().as_u16() != 202 {
-                return Err(client
-                    .refused(
-                        &t.ctx,
-                        &t.host,
-                        t.path,
-                        Purpose::Push,
-                        "POST blob upload",
-                        resp,
-                    )
-                    .into());
-            }
-            location_of(t, &resp, base)?
-        }
+        None => open_session(client, t, base, note)?,
     };
     let path = store.blob_path(&b.digest);
     let open = |offset: u64, len: u64| -> Result<Body, RegistryError> {
@@ -498,30 +481,12 @@ fn upload(
             while offset < b.size {
                 let len = chunk.min(b.size - offset);
                 let body = || open(offset, len);
-                let mut req = t.req(Method::PATCH, location.clone());
-                req.retry = false;
-                req.body = Some(&body);
-                req.headers
-                    .push(("Content-Type", "application/octet-stream".into()));
-                req.headers
-                    .push(("Content-Range", format!("{offset}-{}", offset + len - 1)));
-                let resp = client.send(&t.ctx, &req, note)?;
-                if resp.status().as_u16() != 202 {
-                    let e = client.refused(
-                        &t.ctx,
-                        &t.host,
-                        t.path,
-                        Purpose::Push,
-                        "PATCH blob chunk",
-                        resp,
-                    );
-                    return Err(if offset == 0 {
-                        classify(e)
-                    } else {
-                        Upload::Failed(e)
-                    });
-                }
-                location = location_of(t, &resp, base)?;
+                location = match patch_chunk(client, t, &location, base, (offset, len), &body, note)
+                {
+                    Ok(next) => next,
+                    Err(e) if offset == 0 => return Err(classify(e)),
+                    Err(e) => return Err(Upload::Failed(e)),
+                };
                 offset += len;
                 note(Progress::BlobBytes {
                     digest: b.digest.clone(),
@@ -536,23 +501,88 @@ fn upload(
         Some((o, l)) => open(o, l),
         None => Ok(Body::from(Vec::new())),
     };
+    match close_session(client, t, &location, &b.digest, &body_fn, note) {
+        Err(e) if mode == UploadMode::Monolithic && refused_mode(&e) => Err(Upload::Refused(e)),
+        r => r.map_err(Upload::Failed),
+    }
+}
+
+/// Open an upload session (`POST /blobs/uploads/`); returns where to send the bytes.
+pub(super) fn open_session(
+    client: &RegistryClient,
+    t: &Target,
+    base: &str,
+    note: &dyn Fn(Progress),
+) -> Result<String, RegistryError> {
+    let mut req = t.req(Method::POST, format!("{base}/blobs/uploads/"));
+    req.headers.push(("Content-Length", "0".into()));
+    let resp = client.send(&t.ctx, &req, note)?;
+    if resp.status().as_u16() != 202 {
+        return Err(client.refused(
+            &t.ctx,
+            &t.host,
+            t.path,
+            Purpose::Push,
+            "POST blob upload",
+            resp,
+        ));
+    }
+    location_of(t, &resp, base)
+}
+
+/// One chunk of a session (`PATCH`, `Content-Range: offset-end`): `(offset, len)` bytes from
+/// `body`; returns the session's next location.
+pub(super) fn patch_chunk(
+    client: &RegistryClient,
+    t: &Target,
+    location: &str,
+    base: &str,
+    (offset, len): (u64, u64),
+    body: &(dyn Fn() -> Result<Body, RegistryError> + Sync),
+    note: &dyn Fn(Progress),
+) -> Result<String, RegistryError> {
+    let mut req = t.req(Method::PATCH, location.to_string());
+    req.retry = false;
+    req.body = Some(body);
+    req.headers
+        .push(("Content-Type", "application/octet-stream".into()));
+    req.headers
+        .push(("Content-Range", format!("{offset}-{}", offset + len - 1)));
+    let resp = client.send(&t.ctx, &req, note)?;
+    if resp.status().as_u16() != 202 {
+        return Err(client.refused(
+            &t.ctx,
+            &t.host,
+            t.path,
+            Purpose::Push,
+            "PATCH blob chunk",
+            resp,
+        ));
+    }
+    location_of(t, &resp, base)
+}
+
+/// Close a session with the blob's digest (`PUT ?digest=`, with what `body` gives: the whole blob
+/// for a monolithic upload, nothing after chunks) and check what the registry stored.
+pub(super) fn close_session(
+    client: &RegistryClient,
+    t: &Target,
+    location: &str,
+    digest: &Digest,
+    body: &(dyn Fn() -> Result<Body, RegistryError> + Sync),
+    note: &dyn Fn(Progress),
+) -> Result<(), RegistryError> {
     let mut req = t.req(
         Method::PUT,
-        with_query(&location, &format!("digest={}", b.digest)),
+        with_query(location, &format!("digest={digest}")),
     );
     req.retry = false;
-    req.body = Some(&body_fn);
+    req.body = Some(body);
     req.headers
         .push(("Content-Type", "application/octet-stream".into()));
     let resp = client.send(&t.ctx, &req, note)?;
     if resp.status().as_u16() != 201 {
-        let e = client.refused(&t.ctx, &t.host, t.path, Purpose::Push, "PUT blob", resp);
-        return Err(if mode == UploadMode::Monolithic {
-            classify(e)
-        } else {
-            Upload::Failed(e)
-        });
+        return Err(client.refused(&t.ctx, &t.host, t.path, Purpose::Push, "PUT blob", resp));
     }
-    check_digest(t, &resp, &b.digest, "uploaded blob")?;
-    Ok(())
+    check_digest(t, &resp, digest, "uploaded blob")
 }

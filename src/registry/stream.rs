@@ -19,10 +19,9 @@ use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 use reqwest::blocking::Body;
-use reqwest::Method;
 
-use super::push::{check_digest, location_of, with_query, Target};
-use super::{Progress, Purpose, RegistryClient, RegistryError};
+use super::push::{close_session, open_session, patch_chunk, Target};
+use super::{Progress, RegistryClient, RegistryError};
 use crate::digest::Digest;
 use crate::reference::Reference;
 
@@ -66,6 +65,18 @@ impl Growing {
         self.changed.notify_all();
     }
 
+    /// `len` bytes from `offset`, read through a duplicate of the handle.
+    fn body(&self, offset: u64, len: u64) -> Result<Body, RegistryError> {
+        let io = |source| RegistryError::Io {
+            action: "reading the blob being written",
+            path: Default::default(),
+            source,
+        };
+        let mut f = self.file.try_clone().map_err(io)?;
+        f.seek(SeekFrom::Start(offset)).map_err(io)?;
+        Ok(Body::sized(f.take(len), len))
+    }
+
     fn len(&self) -> u64 {
         self.file.metadata().map_or(0, |m| m.len())
     }
@@ -102,20 +113,7 @@ pub fn upload_growing(
     let t = Target::of(dest);
     let _slot = client.acquire(t.domain);
     let base = format!("{}/v2/{}", client.base(&t.ctx, &t.host)?, t.path);
-    let mut req = t.req(Method::POST, format!("{base}/blobs/uploads/"));
-    req.headers.push(("Content-Length", "0".into()));
-    let resp = client.send(&t.ctx, &req, note)?;
-    if resp.status().as_u16() != 202 {
-        return Err(client.refused(
-            &t.ctx,
-            &t.host,
-            t.path,
-            Purpose::Push,
-            "POST blob upload",
-            resp,
-        ));
-    }
-    let mut location = location_of(&t, &resp, &base)?;
+    let mut location = open_session(client, &t, &base, note)?;
     let mut offset = 0u64;
     loop {
         let (len, end) = blob.wait(offset + CHUNK);
@@ -125,82 +123,15 @@ pub fn upload_growing(
             End::Writing => offset + (len - offset) / CHUNK * CHUNK,
         };
         if upto > offset {
-            location = patch(
-                client,
-                &t,
-                blob,
-                &location,
-                &base,
-                offset,
-                upto - offset,
-                note,
-            )?;
+            let len = upto - offset;
+            let body = || blob.body(offset, len);
+            location = patch_chunk(client, &t, &location, &base, (offset, len), &body, note)?;
             offset = upto;
         }
         if let End::Committed { digest, .. } = end {
-            let mut req = t.req(
-                Method::PUT,
-                with_query(&location, &format!("digest={digest}")),
-            );
-            req.retry = false;
-            req.headers
-                .push(("Content-Type", "application/octet-stream".into()));
-            let resp = client.send(&t.ctx, &req, note)?;
-            if resp.status().as_u16() != 201 {
-                return Err(client.refused(
-                    &t.ctx,
-                    &t.host,
-                    t.path,
-                    Purpose::Push,
-                    "PUT blob",
-                    resp,
-                ));
-            }
-            check_digest(&t, &resp, &digest, "uploaded blob")?;
+            let empty = || Ok(Body::from(Vec::new()));
+            close_session(client, &t, &location, &digest, &empty, note)?;
             return Ok(Some(digest));
         }
     }
-}
-
-/// One PATCH of `len` bytes from `offset`; returns the session's next location.
-#[allow(clippy::too_many_arguments)]
-fn patch(
-    client: &RegistryClient,
-    t: &Target<'_>,
-    blob: &Growing,
-    location: &str,
-    base: &str,
-    offset: u64,
-    len: u64,
-    note: &dyn Fn(Progress),
-) -> Result<String, RegistryError> {
-    let body = || -> Result<Body, RegistryError> {
-        let io = |source| RegistryError::Io {
-            action: "reading the blob being written",
-            path: Default::default(),
-            source,
-        };
-        let mut f = blob.file.try_clone().map_err(io)?;
-        f.seek(SeekFrom::Start(offset)).map_err(io)?;
-        Ok(Body::sized(f.take(len), len))
-    };
-    let mut req = t.req(Method::PATCH, location.to_string());
-    req.retry = false;
-    req.body = Some(&body);
-    req.headers
-        .push(("Content-Type", "application/octet-stream".into()));
-    req.headers
-        .push(("Content-Range", format!("{offset}-{}", offset + len - 1)));
-    let resp = client.send(&t.ctx, &req, note)?;
-    if resp.status().as_u16() != 202 {
-        return Err(client.refused(
-            &t.ctx,
-            &t.host,
-            t.path,
-            Purpose::Push,
-            "PATCH blob chunk",
-            resp,
-        ));
-    }
-    location_of(t, &resp, base)
 }
