@@ -15,20 +15,8 @@ RUN --mount=type=cache,target=/runs echo x >> /runs/count && wc -l < /runs/count
 COPY b.txt /b.txt\n\
 RUN echo \"$FLAVOUR\" > /flavour\n";
 
-fn steps(stderr: &str) -> Vec<(usize, bool)> {
-    // "  #N CACHED: ..." or "  #N done in ...: layer ..."
-    stderr
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix('#'))
-        .filter_map(|l| {
-            let (n, rest) = l.split_once(' ')?;
-            Some((n.parse().ok()?, rest.starts_with("CACHED")))
-        })
-        .collect()
-}
-
 fn cached(stderr: &str) -> Vec<usize> {
-    steps(stderr)
+    step_outcomes(stderr)
         .into_iter()
         .filter(|s| s.1)
         .map(|s| s.0)

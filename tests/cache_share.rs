@@ -29,20 +29,8 @@ fn require_root() {
     );
 }
 
-/// `(step, cached)` of every finished step in a plain log.
-fn steps(stderr: &str) -> Vec<(usize, bool)> {
-    stderr
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix('#'))
-        .filter_map(|l| {
-            let (n, rest) = l.split_once(' ')?;
-            Some((n.parse().ok()?, rest.starts_with("CACHED")))
-        })
-        .collect()
-}
-
 fn ran(stderr: &str) -> Vec<usize> {
-    steps(stderr)
+    step_outcomes(stderr)
         .into_iter()
         .filter(|s| !s.1)
         .map(|s| s.0)
@@ -127,7 +115,7 @@ fn a_fresh_store_builds_from_the_registry_cache_without_running_anything() {
         ctx.path(),
     );
     assert!(ran(&err2).is_empty(), "every step is CACHED:\n{err2}");
-    assert_eq!(steps(&err2).len(), 5, "{err2}");
+    assert_eq!(step_outcomes(&err2).len(), 5, "{err2}");
     assert!(!err2.contains("sandbox:"), "no RUN ran:\n{err2}");
     assert_eq!(d2, d1, "same image digest from the cache");
     assert!(err2.contains("cache imported"), "{err2}");

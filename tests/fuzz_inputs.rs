@@ -35,7 +35,6 @@ mod tar_gen;
 use std::fs;
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use kiln::digest::Digest;
 use kiln::image::{
@@ -44,7 +43,7 @@ use kiln::image::{
     MEDIA_OCI_INDEX, MEDIA_OCI_LAYER_GZIP, MEDIA_OCI_MANIFEST,
 };
 use kiln::layer::{apply_layer, ApplyOptions};
-use kiln::registry::{pull, Credentials, RegistryClient, RetryPolicy};
+use kiln::registry::{pull, Credentials, RegistryClient};
 use kiln::store::{Store, MAX_JSON_BLOB};
 use proptest::prelude::*;
 use sandbox::{assert_contained, outside, sandbox, Sandbox};
@@ -238,19 +237,8 @@ proptest! {
     }
 }
 
-/// A client for the scripted server: plain HTTP, no retries (a retry only repeats the answer).
 fn client(server: &Server, creds: Credentials) -> RegistryClient {
-    let toml = format!("[registry.\"{}\"]\nhttp = true\n", server.addr);
-    let cfg = kiln::config::Config::from_toml_str(&toml, "fuzz.toml").unwrap();
-    let empty = std::env::temp_dir().join("kiln-test-no-docker-config");
-    RegistryClient::new(&cfg, creds)
-        .unwrap()
-        .with_docker_config(kiln::registry::DockerConfig::at(&empty))
-        .with_retry(RetryPolicy {
-            attempts: 1,
-            base_delay: Duration::from_millis(1),
-            max_delay: Duration::from_millis(1),
-        })
+    scripted_http::kiln_client(server, creds)
 }
 
 /// What the tag's manifest GET says its content type is.

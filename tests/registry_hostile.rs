@@ -6,26 +6,14 @@
 #[path = "support/scripted_http.rs"]
 mod scripted_http;
 
-use std::time::Duration;
-
 use kiln::digest::Digest;
 use kiln::image::{Descriptor, ImageConfig, Manifest, Platform, MEDIA_OCI_MANIFEST};
-use kiln::registry::{pull, Credentials, RegistryClient, RegistryError, RetryPolicy};
+use kiln::registry::{pull, Credentials, RegistryClient, RegistryError};
 use kiln::store::Store;
 use scripted_http::{Body, Request, Response, Server};
 
 fn client(server: &Server, creds: Credentials) -> RegistryClient {
-    let toml = format!("[registry.\"{}\"]\nhttp = true\n", server.addr);
-    let cfg = kiln::config::Config::from_toml_str(&toml, "test.toml").unwrap();
-    let empty = std::env::temp_dir().join("kiln-test-no-docker-config");
-    RegistryClient::new(&cfg, creds)
-        .unwrap()
-        .with_docker_config(kiln::registry::DockerConfig::at(&empty))
-        .with_retry(RetryPolicy {
-            attempts: 1,
-            base_delay: Duration::from_millis(1),
-            max_delay: Duration::from_millis(1),
-        })
+    scripted_http::kiln_client(server, creds)
 }
 
 fn login_creds(server: &Server) -> Credentials {

@@ -597,3 +597,16 @@ pub fn noise(n: usize) -> Vec<u8> {
         })
         .collect()
 }
+
+/// `(step, cached)` of every finished step in a `--progress plain` log ("  #N CACHED: …" or
+/// "  #N done in …: layer …").
+pub fn step_outcomes(stderr: &str) -> Vec<(usize, bool)> {
+    stderr
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix('#'))
+        .filter_map(|l| {
+            let (n, rest) = l.split_once(' ')?;
+            Some((n.parse().ok()?, rest.starts_with("CACHED")))
+        })
+        .collect()
+}

@@ -174,3 +174,22 @@ fn serve(c: TcpStream, handler: &Handler, written: &AtomicU64) -> std::io::Resul
     }
     w.flush()
 }
+
+/// A kiln registry client for `server`: plain HTTP, no retries (a retry only repeats the script's
+/// answer), no docker config.
+pub fn kiln_client(
+    server: &Server,
+    creds: kiln::registry::Credentials,
+) -> kiln::registry::RegistryClient {
+    let toml = format!("[registry.\"{}\"]\nhttp = true\n", server.addr);
+    let cfg = kiln::config::Config::from_toml_str(&toml, "scripted.toml").unwrap();
+    let empty = std::env::temp_dir().join("kiln-test-no-docker-config");
+    kiln::registry::RegistryClient::new(&cfg, creds)
+        .unwrap()
+        .with_docker_config(kiln::registry::DockerConfig::at(&empty))
+        .with_retry(kiln::registry::RetryPolicy {
+            attempts: 1,
+            base_delay: std::time::Duration::from_millis(1),
+            max_delay: std::time::Duration::from_millis(1),
+        })
+}
