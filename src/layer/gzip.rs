@@ -248,11 +248,11 @@ fn worker(rx: Arc<Mutex<Receiver<Job>>>) {
                 Err(_) => return,
             }
         };
-        // A fresh deflate state for every block: a reset state that compressed other data before
-        // was seen to encode a block differently (zlib-rs keeps window bytes across
-        // deflateReset, and the match finder's result then depended on which blocks this worker
-        // had compressed — the layer's digest on the scheduling). A panic must not take the
-        // worker (and every later encoder's blocks) with it.
+        // A fresh deflate state for every block: a state reused after `reset()` was seen to
+        // encode a block differently depending on what this worker had compressed before (the
+        // layer's digest then depended on scheduling: 1 run in ~15 under load; not traced
+        // further inside zlib-rs). A panic must not take the worker (and every later encoder's
+        // blocks) with it.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let mut c = Compress::new(Compression::new(job.level.min(9)), false);
             compress_block(&mut c, &job)
