@@ -190,24 +190,6 @@ fn a_missing_daemon_is_one_clear_error_naming_the_socket() {
     );
 }
 
-/// Processes whose command line contains `marker`.
-fn pids_of(marker: &str) -> Vec<i32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmd)
-            .replace('\0', " ")
-            .contains(marker)
-        {
-            out.push(pid);
-        }
-    }
-    out
-}
-
 #[test]
 fn sigint_in_build_image_cancels_the_build_on_the_daemon() {
     require_tool("python3");

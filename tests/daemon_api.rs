@@ -230,15 +230,6 @@ fn wait_for_run(d: &Daemon, id: &str, marker: &str) {
     panic!("the RUN step of {id} never started: {}", d.log_text(id));
 }
 
-/// Pids whose command line contains `marker` (processes this test started).
-fn pids_of(marker: &str) -> Vec<i32> {
-    let out = Command::new("pgrep").args(["-f", marker]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect()
-}
-
 #[test]
 fn cancel_mid_run_leaves_no_process() {
     let d = Daemon::start(&[]);

@@ -253,15 +253,6 @@ fn keep_storage_removes_least_recently_used_first_until_under_it() {
     fsck_clean(r);
 }
 
-/// Pids whose command line contains `marker`.
-fn pids_of(marker: &str) -> Vec<i32> {
-    let out = Command::new("pgrep").args(["-f", marker]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect()
-}
-
 fn leases(root: &Path) -> i64 {
     let c = rusqlite::Connection::open(root.join("kiln.db")).unwrap();
     c.query_row("SELECT count(*) FROM leases", [], |r| r.get(0))

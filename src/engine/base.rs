@@ -26,7 +26,7 @@ pub struct StoreBases<'a> {
     /// Images pulled while resolving (name, digest, bytes), reported once the plan is made.
     pulled: Mutex<Vec<(String, String, u64)>>,
     /// Unpacks pulled bases while they download (prepare.rs).
-    preparer: Option<&'a super::prepare::Preparer>,
+    preparer: Option<&'a super::prepare::Preparer<'a>>,
 }
 
 impl<'a> StoreBases<'a> {
@@ -42,7 +42,7 @@ impl<'a> StoreBases<'a> {
     }
 
     /// Unpack the bases this build pulls while they download.
-    pub fn with_preparer(mut self, preparer: &'a super::prepare::Preparer) -> Self {
+    pub fn with_preparer(mut self, preparer: &'a super::prepare::Preparer<'a>) -> Self {
         self.preparer = Some(preparer);
         self
     }

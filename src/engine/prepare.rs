@@ -43,14 +43,16 @@ struct State {
 struct Preparation {
     dir: PathBuf,
     layers: Vec<Digest>,
+    /// Where each layer's blob is once the pull has committed it.
+    blobs: Vec<PathBuf>,
     state: Mutex<State>,
     changed: Condvar,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// Every base this build is preparing, by manifest digest.
-pub struct Preparer {
-    store_root: PathBuf,
+pub struct Preparer<'a> {
+    store: &'a Store,
     workspace: PathBuf,
     cancel: Arc<AtomicBool>,
     bases: Mutex<HashMap<Digest, Arc<Preparation>>>,
@@ -60,10 +62,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl Preparer {
-    pub fn new(store: &Store, workspace: &Path) -> Preparer {
+impl<'a> Preparer<'a> {
+    pub fn new(store: &'a Store, workspace: &Path) -> Preparer<'a> {
         Preparer {
-            store_root: store.root().to_path_buf(),
+            store,
             workspace: workspace.to_path_buf(),
             cancel: Arc::new(AtomicBool::new(false)),
             bases: Mutex::new(HashMap::new()),
@@ -79,19 +81,16 @@ impl Preparer {
         }
         let prep = Arc::new(Preparation {
             dir: self.workspace.join(format!("base-{}", manifest.hex())),
+            blobs: layers.iter().map(|d| self.store.blob_path(d)).collect(),
             layers,
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
             thread: Mutex::new(None),
         });
-        let (p, root, cancel) = (
-            Arc::clone(&prep),
-            self.store_root.clone(),
-            Arc::clone(&self.cancel),
-        );
+        let (p, cancel) = (Arc::clone(&prep), Arc::clone(&self.cancel));
         let spawned = std::thread::Builder::new()
             .name("kiln-base-unpack".into())
-            .spawn(move || p.run(&root, &cancel));
+            .spawn(move || p.run(&cancel));
         match spawned {
             Ok(h) => *lock(&prep.thread) = Some(h),
             Err(_) => return,
@@ -140,7 +139,7 @@ impl Preparer {
     }
 }
 
-impl Drop for Preparer {
+impl Drop for Preparer<'_> {
     /// Stop unclaimed preparations between layers and wait for them, so nothing writes into the
     /// workspace once the build is over.
     fn drop(&mut self) {
@@ -155,16 +154,15 @@ impl Drop for Preparer {
 }
 
 impl Preparation {
-    fn run(&self, store_root: &Path, cancel: &AtomicBool) {
-        let result = self.apply_all(store_root, cancel);
+    fn run(&self, cancel: &AtomicBool) {
+        let result = self.apply_all(cancel);
         let mut st = lock(&self.state);
         if let Err(e) = result {
             st.error = Some(e);
         }
     }
 
-    fn apply_all(&self, store_root: &Path, cancel: &AtomicBool) -> Result<(), String> {
-        let store = Store::open(store_root).map_err(|e| format!("opening the store: {e}"))?;
+    fn apply_all(&self, cancel: &AtomicBool) -> Result<(), String> {
         fs::create_dir_all(&self.dir)
             .map_err(|e| format!("creating {}: {e}", self.dir.display()))?;
         let root = rustix::process::geteuid().is_root();
@@ -172,11 +170,10 @@ impl Preparation {
             allow_devices: root,
             preserve_owners: root,
         };
-        for (i, digest) in self.layers.iter().enumerate() {
+        for (i, (digest, path)) in self.layers.iter().zip(&self.blobs).enumerate() {
             self.wait_for(digest, cancel)?;
-            let blob = store
-                .open_blob(digest)
-                .map_err(|e| format!("opening layer {digest}: {e}"))?;
+            // The pull verified and committed it before reporting it done.
+            let blob = fs::File::open(path).map_err(|e| format!("opening layer {digest}: {e}"))?;
             layer::apply_layer(BufReader::new(blob), &self.dir, &opts)
                 .map_err(|e| format!("unpacking layer {digest}: {e}"))?;
             lock(&self.state).applied = i + 1;

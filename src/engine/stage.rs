@@ -42,6 +42,8 @@ pub struct StageState {
     pub applied: usize,
     /// The stage's index in the plan.
     pub index: usize,
+    /// The base image's manifest while the tree prepared during its pull may still be taken.
+    pub base_manifest: Option<crate::digest::Digest>,
 }
 
 /// What a build reads and never changes, borrowed from the caller for the whole build: the
@@ -155,7 +157,7 @@ impl Engine<'_> {
             layers,
             name: base_name,
             mut key,
-            mut manifest,
+            manifest,
         } = self.stage_base(stage)?;
         super::stage_defaults::init_stage_config(&mut config);
         on_event(&Event::StageStarted {
@@ -168,6 +170,7 @@ impl Engine<'_> {
             rootfs,
             applied: 0,
             index,
+            base_manifest: manifest,
         };
         let offer = |st: &StageState| {
             if let Some(p) = self.inputs.early_push {
@@ -214,18 +217,15 @@ impl Engine<'_> {
                         self.replay(step, &mut state, record)?
                     }
                     None => {
-                        if let Some(m) = manifest.take() {
-                            if self.adopt_prepared(&mut state, &m)? {
-                                on_event(&Event::Log {
-                                    step: n,
-                                    line: format!(
-                                        "base {} was unpacked while it downloaded",
-                                        m.short()
-                                    ),
-                                });
-                            }
+                        if let Some(base) = self.materialize(&mut state)? {
+                            on_event(&Event::Log {
+                                step: n,
+                                line: format!(
+                                    "base {} was unpacked while it downloaded",
+                                    base.short()
+                                ),
+                            });
                         }
-                        self.materialize(&mut state)?;
                         self.materialize_sources(step)?;
                         let made = self.run_step(step, &mut state, &mut meta, n, on_event)?;
                         let record = self.remember(&key, &state, &made)?;
@@ -301,9 +301,6 @@ impl Engine<'_> {
         st: &mut StageState,
         manifest: &crate::digest::Digest,
     ) -> Result<bool, BuildError> {
-        if st.applied != 0 {
-            return Ok(false);
-        }
         let Some((dir, base_layers)) = self.inputs.bases.claim_prepared(manifest) else {
             return Ok(false);
         };
@@ -317,8 +314,20 @@ impl Engine<'_> {
         Ok(true)
     }
 
-    /// Bring a stage's rootfs up to date with its layers.
-    fn materialize(&self, st: &mut StageState) -> Result<(), BuildError> {
+    /// Bring a stage's rootfs up to date with its layers: first, the base image's tree unpacked
+    /// while it downloaded when there is one to take; returns that base's manifest digest then.
+    fn materialize(
+        &self,
+        st: &mut StageState,
+    ) -> Result<Option<crate::digest::Digest>, BuildError> {
+        let mut adopted = None;
+        if st.applied == 0 {
+            if let Some(m) = st.base_manifest.take() {
+                if self.adopt_prepared(st, &m)? {
+                    adopted = Some(m);
+                }
+            }
+        }
         while st.applied < st.layers.len() {
             let l = &st.layers[st.applied];
             let err = |message: String, source| BuildError::Base {
@@ -335,7 +344,7 @@ impl Engine<'_> {
                 .map_err(|m| err(m, None))?;
             st.applied += 1;
         }
-        Ok(())
+        Ok(adopted)
     }
 
     /// Bring up to date the stages a step reads (`COPY --from`, `RUN --mount from=`).

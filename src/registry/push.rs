@@ -63,6 +63,16 @@ impl Target<'_> {
         }
     }
 
+    /// The registry answered `resp` instead of what `what` expects (status, body, auth hints).
+    pub(super) fn refused(
+        &self,
+        client: &RegistryClient,
+        what: &'static str,
+        resp: Response,
+    ) -> RegistryError {
+        client.refused(&self.ctx, &self.host, self.path, Purpose::Push, what, resp)
+    }
+
     fn store_err(&self, action: String, source: StoreError) -> RegistryError {
         RegistryError::Store {
             host: self.ctx.host.clone(),
@@ -216,7 +226,7 @@ fn put_manifest(
     let progress = std::cell::RefCell::new(&mut *on_progress);
     let resp = client.send(&t.ctx, &req, &|p| (progress.borrow_mut())(p))?;
     if !resp.status().is_success() {
-        return Err(client.refused(&t.ctx, &t.host, t.path, Purpose::Push, "PUT manifest", resp));
+        return Err(t.refused(client, "PUT manifest", resp));
     }
     check_digest(t, &resp, &desc.digest, "manifest")?;
     on_progress(Progress::ManifestPushed {
@@ -307,7 +317,7 @@ fn push_blob_once(
         return Ok(BlobOutcome::AlreadyRemote);
     }
     if resp.status().as_u16() != 404 {
-        return Err(client.refused(&t.ctx, &t.host, t.path, Purpose::Push, "HEAD blob", resp));
+        return Err(t.refused(client, "HEAD blob", resp));
     }
     // A blob pulled from another repository of this registry can be mounted, not uploaded.
     let prefix = format!("{}/", t.domain);
@@ -518,14 +528,7 @@ pub(super) fn open_session(
     req.headers.push(("Content-Length", "0".into()));
     let resp = client.send(&t.ctx, &req, note)?;
     if resp.status().as_u16() != 202 {
-        return Err(client.refused(
-            &t.ctx,
-            &t.host,
-            t.path,
-            Purpose::Push,
-            "POST blob upload",
-            resp,
-        ));
+        return Err(t.refused(client, "POST blob upload", resp));
     }
     location_of(t, &resp, base)
 }
@@ -550,14 +553,7 @@ pub(super) fn patch_chunk(
         .push(("Content-Range", format!("{offset}-{}", offset + len - 1)));
     let resp = client.send(&t.ctx, &req, note)?;
     if resp.status().as_u16() != 202 {
-        return Err(client.refused(
-            &t.ctx,
-            &t.host,
-            t.path,
-            Purpose::Push,
-            "PATCH blob chunk",
-            resp,
-        ));
+        return Err(t.refused(client, "PATCH blob chunk", resp));
     }
     location_of(t, &resp, base)
 }
@@ -582,7 +578,7 @@ pub(super) fn close_session(
         .push(("Content-Type", "application/octet-stream".into()));
     let resp = client.send(&t.ctx, &req, note)?;
     if resp.status().as_u16() != 201 {
-        return Err(client.refused(&t.ctx, &t.host, t.path, Purpose::Push, "PUT blob", resp));
+        return Err(t.refused(client, "PUT blob", resp));
     }
     check_digest(t, &resp, digest, "uploaded blob")
 }

@@ -610,3 +610,12 @@ pub fn step_outcomes(stderr: &str) -> Vec<(usize, bool)> {
         })
         .collect()
 }
+
+/// Pids whose command line contains `marker` (`pgrep -f`; processes this test started).
+pub fn pids_of(marker: &str) -> Vec<i32> {
+    let out = Command::new("pgrep").args(["-f", marker]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
