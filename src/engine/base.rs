@@ -15,6 +15,7 @@ use crate::plan::{BaseImageInfo, BaseImages, Platform};
 use crate::reference::Reference;
 use crate::store::{self, StoredImage};
 
+use super::stage::lock;
 use super::BuildError;
 
 pub struct StoreBases<'a> {
@@ -281,9 +282,4 @@ impl BaseImages for StoreBases<'_> {
             on_build: c.on_build.clone(),
         })
     }
-}
-
-/// Stages resolve bases from several threads; a panic elsewhere never makes the cache unusable.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -21,6 +21,7 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use super::stage::lock;
 use crate::digest::Digest;
 use crate::image::Descriptor;
 use crate::plan::{Base, Plan};
@@ -69,10 +70,6 @@ impl Drop for Streaming<'_> {
             self.growing.abandon();
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl EarlyPush {
@@ -166,8 +163,8 @@ impl EarlyPush {
         if !self.lineage.contains(&index) {
             return;
         }
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+        let mut seen = lock(&self.seen);
+        let tx = lock(&self.tx);
         for l in layers {
             if seen.insert(l.digest.clone()) {
                 if let Some(tx) = tx.as_ref() {
@@ -180,8 +177,8 @@ impl EarlyPush {
     /// Wait for the queued uploads (their failures are left to the final push to report);
     /// returns the bytes they uploaded.
     pub fn finish(&self) -> u64 {
-        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|p| p.into_inner()));
+        lock(&self.tx).take();
+        let workers = std::mem::take(&mut *lock(&self.workers));
         for w in workers {
             let _ = w.join();
         }
@@ -192,7 +189,7 @@ impl EarlyPush {
 impl Drop for EarlyPush {
     fn drop(&mut self) {
         // Queued uploads end with the build; nothing waits for them to be reported.
-        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        lock(&self.tx).take();
     }
 }
 

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
+use super::stage::lock;
 use crate::digest::Digest;
 use crate::layer::{self, ApplyOptions};
 use crate::store::Store;
@@ -56,10 +57,6 @@ pub struct Preparer<'a> {
     workspace: PathBuf,
     cancel: Arc<AtomicBool>,
     bases: Mutex<HashMap<Digest, Arc<Preparation>>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl<'a> Preparer<'a> {

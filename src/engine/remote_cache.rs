@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use super::stage::lock;
 use super::{BuildError, BuildRequest, Event};
 use crate::cache::import::{self, MountOwner};
 use crate::cache::remote::{self, Imported, Kind, RemoteError};
@@ -375,10 +376,6 @@ pub fn plan_cache_mounts(plan: &Plan) -> Vec<(String, MountOwner)> {
         }
     }
     out
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 pub(super) use crate::report::chain;
