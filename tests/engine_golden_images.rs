@@ -5,6 +5,7 @@
 //! A case is a directory with:
 //! - `Dockerfile` — the first comment line cites the BuildKit test or source the case follows. Left
 //!   out when the case is about finding the Dockerfile in the context (then `-f` is not passed);
+//! - `Dockerfile.dockerignore` — optional, put beside the Dockerfile (BuildKit reads it there);
 //! - `context/` — the build context (optional). Files are made 0644 and directories 0755 first, so
 //!   the checkout's umask does not matter;
 //! - `setup.sh` — optional, run by `sh -e` inside the copied context (hard links, symlinks, modes,
@@ -60,6 +61,10 @@ fn prepare_context(case: &Case, dest: &Path, df_dir: &Path) {
     if df.exists() {
         fs::create_dir_all(df_dir).unwrap();
         fs::copy(&df, df_dir.join("Dockerfile")).unwrap();
+        let own_ignore = case.dir.join("Dockerfile.dockerignore");
+        if own_ignore.exists() {
+            fs::copy(&own_ignore, df_dir.join("Dockerfile.dockerignore")).unwrap();
+        }
     }
     let src = case.dir.join("context");
     if src.is_dir() {

@@ -37,8 +37,9 @@ use crate::digest::Digest;
 use crate::image::{canonical_json, Descriptor};
 use crate::store::{Store, StoreError, Tracked};
 
-/// Bump when the inputs a key covers change.
-pub const SCHEMA: u32 = 1;
+/// Bump when the inputs a key covers change, or what a step makes from the same inputs. 2: a
+/// single-match wildcard copies to the destination path, `COPY --from` keeps the source's owners.
+pub const SCHEMA: u32 = 2;
 const NAMESPACE: &str = "step-cache";
 
 #[derive(Debug, thiserror::Error)]

@@ -3,7 +3,8 @@
 //! never cross `/`, `**` matches any number of directories, `!` re-includes, the last matching
 //! pattern wins, and a pattern matching a parent directory excludes everything below it. The
 //! Dockerfile and `.dockerignore` may themselves be excluded: the builder still reads them, but
-//! COPY/ADD do not see them. `<Dockerfile>.dockerignore` takes precedence over `.dockerignore`.
+//! COPY/ADD do not see them. `<Dockerfile>.dockerignore` beside the Dockerfile takes precedence over
+//! the context's `.dockerignore`.
 //!
 //! Must not: read files or walk directories (callers pass text and relative paths); depends only on
 //! std and thiserror.
@@ -258,11 +259,11 @@ impl DockerIgnore {
 }
 
 /// The ignore files consulted for a Dockerfile, in precedence order: BuildKit's dockerui
-/// (`<name>.dockerignore`, then `.dockerignore`), and — for podman/buildah users, never preferred
-/// over Docker's names — `.containerignore` last.
-pub fn ignore_file_for(dockerfile_name: &str) -> [String; 3] {
+/// (`<dockerfile path>.dockerignore` beside the Dockerfile, then the context's `.dockerignore`),
+/// and — for podman/buildah users, never preferred over Docker's names — `.containerignore` last.
+pub fn ignore_file_for(dockerfile_path: &str) -> [String; 3] {
     [
-        format!("{dockerfile_name}.dockerignore"),
+        format!("{dockerfile_path}.dockerignore"),
         ".dockerignore".to_string(),
         ".containerignore".to_string(),
     ]

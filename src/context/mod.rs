@@ -87,8 +87,9 @@ pub struct Matched {
 }
 
 impl SourceRoot {
-    /// The build context directory, filtered by `<dockerfile>.dockerignore` or `.dockerignore`.
-    pub fn context(dir: &Path, dockerfile_name: &str) -> Result<SourceRoot, ContextError> {
+    /// The build context directory, filtered by `<dockerfile>.dockerignore` beside the Dockerfile
+    /// (when there is a Dockerfile file) or the context's `.dockerignore`.
+    pub fn context(dir: &Path, dockerfile: Option<&Path>) -> Result<SourceRoot, ContextError> {
         let meta = fs::metadata(dir).map_err(|source| ContextError::Open {
             path: dir.to_path_buf(),
             source,
@@ -101,10 +102,18 @@ impl SourceRoot {
             source,
         })?;
         let mut ignore = None;
-        for candidate in ignore::ignore_file_for(dockerfile_name) {
-            // The Dockerfile-specific file may sit next to a Dockerfile outside the context; both
-            // forms are looked up relative to the context, like BuildKit's dockerui does.
-            let path = root.join(&candidate);
+        let [own, docker, podman] = ignore::ignore_file_for(
+            &dockerfile
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+        );
+        // dockerui `ReadEntrypoint` reads `<filename>.dockerignore` from the Dockerfile's own
+        // directory (its `dockerfile` local), wherever that is; only without it the context's.
+        let candidates = dockerfile
+            .map(|_| PathBuf::from(own))
+            .into_iter()
+            .chain([root.join(docker), root.join(podman)]);
+        for path in candidates {
             match fs::read_to_string(&path) {
                 Ok(text) => {
                     ignore = Some(
@@ -341,7 +350,7 @@ mod tests {
     #[test]
     fn wildcards_match_per_component_sorted() {
         let d = tree();
-        let ctx = SourceRoot::context(d.path(), "Dockerfile").unwrap();
+        let ctx = SourceRoot::context(d.path(), None).unwrap();
         let m = ctx.resolve("src/*.txt").unwrap();
         let rels: Vec<_> = m.iter().map(|m| m.rel.to_str().unwrap()).collect();
         assert_eq!(rels, ["src/a.txt", "src/b.txt"]);
@@ -353,7 +362,7 @@ mod tests {
     #[test]
     fn dockerignored_files_are_not_found() {
         let d = tree();
-        let ctx = SourceRoot::context(d.path(), "Dockerfile").unwrap();
+        let ctx = SourceRoot::context(d.path(), None).unwrap();
         let e = ctx.resolve("secret.key").unwrap_err().to_string();
         assert!(
             e.contains("secret.key") && e.contains(".dockerignore"),
@@ -364,7 +373,7 @@ mod tests {
     #[test]
     fn escapes_are_refused_and_symlinks_stay_inside() {
         let d = tree();
-        let ctx = SourceRoot::context(d.path(), "Dockerfile").unwrap();
+        let ctx = SourceRoot::context(d.path(), None).unwrap();
         let e = ctx.resolve("../outside").unwrap_err().to_string();
         assert!(e.contains("outside the build context"), "{e}");
         let root = d.path().canonicalize().unwrap();

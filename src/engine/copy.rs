@@ -1,7 +1,7 @@
 //! COPY and ADD with Docker's semantics, decided once ([`copy_into`]) for two sinks — a staging
 //! directory ([`stage_copy`]: ADD's archives, WORKDIR) or the layer plan ([`super::copy_plan`]):
-//! a directory source copies its contents, several sources need a directory destination ending in
-//! `/`, an existing directory at the destination receives files, new entries belong to 0:0 unless
+//! a directory source copies its contents, several sources (counted after wildcards matched) need
+//! a directory destination ending in `/`, an existing directory at the destination receives files, new entries belong to 0:0 unless
 //! `--chown`, `--chmod` applies to everything created, and ADD unpacks local files that are tar
 //! archives by content (see [`super::add`]). The destination is resolved through the image's own
 //! symlinks. Follows tonistiigi/fsutil `copy/copy.go` (`Copy`, `prepareTargetDir`, `MkdirAll`):
@@ -16,11 +16,11 @@ use std::path::{Path, PathBuf};
 
 use filetime::FileTime;
 
-use super::chmod::Chmod;
 use super::fsutil::{copy_entry, try_lchown};
 use super::hardlink::HardLinks;
 use crate::context::ignore::DockerIgnore;
 use crate::context::{ContextError, SourceRoot};
+use crate::plan::Chmod;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {
@@ -55,7 +55,13 @@ pub struct CopySpec<'a> {
     pub heredocs: Vec<(String, String)>,
     /// Absolute destination inside the image (WORKDIR already applied), as written (trailing `/` kept).
     pub dest: String,
+    /// The owner of what the step creates, and of every copied entry unless `keep_source_owners`.
     pub owner: (u32, u32),
+    /// Copied entries keep the source's uid/gid: `COPY --from` without `--chown` (fsutil's
+    /// `copyFileInfo` keeps the owner when no chowner is given; BuildKit
+    /// `testCopyChownExistingDir`). Context files are sent to BuildKit as 0:0, so a context copy
+    /// resets them.
+    pub keep_source_owners: bool,
     /// Whether `--chown` was given: then entries extracted by ADD get `owner` too (else they keep
     /// the archive's owners).
     pub explicit_owner: bool,
@@ -150,8 +156,10 @@ pub fn resolve(
         };
         matches.push((m, spec.unpack_downloads));
     }
-    let wildcard = spec.sources.iter().any(|s| s.contains(['*', '?', '[']));
-    let many = matches.len() + spec.heredocs.len() > 1 || wildcard;
+    // Decided on what the patterns matched, not on how they are written: a wildcard with one
+    // match is one source and lands at the destination path (BuildKit `testCopyWildcards`:
+    // `COPY f*.go foo2.go`; fsutil `Copy` runs `prepareTargetDir` once per match).
+    let many = matches.len() + spec.heredocs.len() > 1;
     let trailing = spec.dest.ends_with('/') || spec.dest.ends_with("/.");
     if many && !trailing {
         return Err(CopyError::DestNotDir(spec.instruction));
@@ -216,9 +224,9 @@ pub fn resolve(
 /// `MkdirAll(…, perm)` with `perm` the octal `--chmod` when given (`ci.Mode`), else 0755 — a
 /// symbolic `--chmod` (`ci.ModeStr`) does not apply to them.
 pub fn created_dir_mode(spec: &CopySpec<'_>) -> u32 {
-    match &spec.chmod {
-        Some(Chmod::Octal(m)) => m & 0o777,
-        _ => 0o755,
+    match spec.chmod.as_ref().and_then(Chmod::octal) {
+        Some(m) => m & 0o777,
+        None => 0o755,
     }
 }
 
@@ -398,8 +406,8 @@ impl<'a> Stager<'a> {
     }
 
     /// Owner and `--chmod` of an entry the step creates.
-    fn finish_entry(&mut self, path: &Path, is_dir: bool) -> io::Result<()> {
-        let (uid, gid) = self.spec.owner;
+    fn finish_entry(&mut self, path: &Path, is_dir: bool, owner: (u32, u32)) -> io::Result<()> {
+        let (uid, gid) = owner;
         if !try_lchown(path, uid, gid)? {
             self.owners_applied = false;
         }
@@ -466,7 +474,12 @@ impl Sink for Stager<'_> {
             return fs::hard_link(&first, &dst).map_err(|e| self.io(src, e));
         }
         copy_entry(src, &dst, meta).map_err(|e| self.io(src, e))?;
-        self.finish_entry(&dst, meta.is_dir())
+        let owner = if self.spec.keep_source_owners {
+            (meta.uid(), meta.gid())
+        } else {
+            self.spec.owner
+        };
+        self.finish_entry(&dst, meta.is_dir(), owner)
             .map_err(|e| self.io(src, e))?;
         // chmod/chown touch the inode's ctime only; put back the source mtime on directories that
         // copy_entry created before their metadata changed.
@@ -506,7 +519,8 @@ impl Sink for Stager<'_> {
         };
         fs::write(&on_disk, content).map_err(io_err)?;
         fs::set_permissions(&on_disk, fs::Permissions::from_mode(0o644)).map_err(io_err)?;
-        self.finish_entry(&on_disk, false).map_err(io_err)?;
+        self.finish_entry(&on_disk, false, self.spec.owner)
+            .map_err(io_err)?;
         let t = FileTime::from_unix_time(self.spec.created_mtime, 0);
         filetime::set_file_times(&on_disk, t, t).map_err(io_err)
     }

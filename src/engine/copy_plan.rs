@@ -59,11 +59,15 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// The layer's change set: copied entries owned by the copy's owner, made-up ones by theirs.
+    /// The layer's change set: copied entries owned by the copy's owner (or keeping the source's,
+    /// [`CopySpec::keep_source_owners`]), made-up ones by theirs.
     pub fn into_changes(self) -> ChangeSet {
         let mut set = ChangeSet::new();
         for (_, (change, _)) in self.entries {
             set.push(change);
+        }
+        if self.spec.keep_source_owners {
+            return set;
         }
         set.with_owner(self.spec.owner.0, self.spec.owner.1)
     }

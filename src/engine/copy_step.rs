@@ -9,7 +9,6 @@
 use std::fs;
 use std::path::Path;
 
-use super::chmod::Chmod;
 use super::copy::CopySpec;
 use super::fsutil;
 use super::stage::{is_root, lock, Engine, StageState};
@@ -26,7 +25,7 @@ pub(super) struct CopyArgs<'a> {
     pub heredocs: &'a [plan::Heredoc],
     pub dest: &'a str,
     pub chown: Option<&'a str>,
-    pub chmod: Option<&'a str>,
+    pub chmod: Option<&'a crate::plan::Chmod>,
     pub parents: bool,
     pub excludes: &'a [String],
     pub unpack: bool,
@@ -69,12 +68,6 @@ impl Engine<'_> {
                 .map_err(|e| self.step_err(step, format!("--chown={spec}"), Some(Box::new(e))))?,
             None => (0, 0),
         };
-        let chmod = match copy.chmod {
-            Some(v) => Some(
-                Chmod::parse(v).map_err(|e| self.step_err(step, "--chmod", Some(Box::new(e))))?,
-            ),
-            None => None,
-        };
         let excludes = if copy.excludes.is_empty() {
             None
         } else {
@@ -105,8 +98,9 @@ impl Engine<'_> {
                 .collect(),
             dest,
             owner,
+            keep_source_owners: copy.from.is_some() && copy.chown.is_none(),
             explicit_owner: copy.chown.is_some(),
-            chmod,
+            chmod: copy.chmod.cloned(),
             excludes,
             parents: copy.parents,
             unpack_archives: copy.unpack,

@@ -14,7 +14,6 @@ mod cached;
 mod early_push;
 mod flight;
 pub use base::StoreBases;
-mod chmod;
 mod copy;
 mod copy_plan;
 mod copy_step;
@@ -41,7 +40,7 @@ pub use workspace::{empty_trash, scratch_dirs};
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Instant;
 
@@ -390,7 +389,14 @@ fn build(
         });
     }
 
-    let context = crate::context::SourceRoot::context(&req.context, &dockerfile_base(&file_name))?;
+    // The Dockerfile-specific ignore file sits beside a Dockerfile read from disk; inline text
+    // has none.
+    let dockerfile_path = match (&req.dockerfile_text, &req.dockerfile) {
+        (Some(_), _) => None,
+        (None, Some(p)) => Some(p.clone()),
+        (None, None) => Some(crate::context::default_dockerfile(&req.context)),
+    };
+    let context = crate::context::SourceRoot::context(&req.context, dockerfile_path.as_deref())?;
     let cache_client = publish::cache_registry_client(req)?;
     let remote = remote_cache::RemoteCaches::import(req, store, cache_client.clone(), on_event);
     remote.seed_mounts(store, &plan, on_event);
@@ -684,13 +690,6 @@ fn read_dockerfile(req: &BuildRequest) -> Result<(String, String), BuildError> {
         source,
     })?;
     Ok((path.display().to_string(), text))
-}
-
-fn dockerfile_base(file_name: &str) -> String {
-    Path::new(file_name)
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "Dockerfile".to_string())
 }
 
 fn engine_created(sde: Option<i64>) -> String {

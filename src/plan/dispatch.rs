@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::chmod::Chmod;
 use super::lint::Lints;
 use super::types::{
     Add, Copy, CopySource, Healthcheck, Heredoc, Instruction, Network, Run, Security, ShellOrExec,
@@ -568,7 +569,7 @@ struct CopyArgs {
     heredocs: Vec<Heredoc>,
     dest: String,
     chown: Option<String>,
-    chmod: Option<String>,
+    chmod: Option<Chmod>,
     excludes: Vec<String>,
 }
 
@@ -598,17 +599,12 @@ fn expand_copy_args(
     }
     let dest = ctx.expand(st, &a.dest, span, orig)?;
     let chown = expand_opt(ctx, st, ins, &a.chown)?;
-    let chmod = expand_opt(ctx, st, ins, &a.chmod)?;
-    if let Some(m) = &chmod {
-        if !values::valid_chmod(m) {
-            return Err(at(
-                ctx.file,
-                span,
-                format!("invalid chmod parameter: '{m}'. it should be octal string and between 0 and 07777"),
-                orig,
-            ));
-        }
-    }
+    // BuildKit's `dispatchCopy`: an empty value is no `--chmod`; any other is parsed here, once,
+    // and the engine applies what was parsed.
+    let chmod = match expand_opt(ctx, st, ins, &a.chmod)?.filter(|m| !m.is_empty()) {
+        Some(m) => Some(Chmod::parse(&m).map_err(|e| at(ctx.file, span, e.to_string(), orig))?),
+        None => None,
+    };
     let mut excludes = Vec::new();
     for e in &a.excludes {
         excludes.push(ctx.expand(st, e, span, orig)?);

@@ -8,6 +8,7 @@
 //! Must not: do I/O (base image facts come through [`BaseImages`]) or compute cache keys of file
 //! content.
 
+pub mod chmod;
 mod convert;
 mod dispatch;
 mod lint;
@@ -18,6 +19,7 @@ mod values;
 
 use std::collections::BTreeMap;
 
+pub use chmod::{Chmod, ChmodError};
 pub use platform::Platform;
 pub use types::*;
 

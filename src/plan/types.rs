@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use super::chmod::Chmod;
 use super::platform::Platform;
 use crate::dockerfile::Span;
 
@@ -56,7 +57,8 @@ pub struct Copy {
     /// Expanded; relative destinations are relative to the step's `workdir`.
     pub dest: String,
     pub chown: Option<String>,
-    pub chmod: Option<String>,
+    /// Parsed once here; serialised as written.
+    pub chmod: Option<Chmod>,
     pub link: bool,
     pub parents: bool,
     pub excludes: Vec<String>,
@@ -68,7 +70,8 @@ pub struct Add {
     pub heredocs: Vec<Heredoc>,
     pub dest: String,
     pub chown: Option<String>,
-    pub chmod: Option<String>,
+    /// Parsed once here; serialised as written.
+    pub chmod: Option<Chmod>,
     pub link: bool,
     pub excludes: Vec<String>,
     pub checksum: Option<String>,

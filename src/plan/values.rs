@@ -1,7 +1,7 @@
 //! Validators and parsers for expanded instruction values, as BuildKit and its libraries apply them:
 //! `RUN --mount` CSV options (`instructions/commands_runmount.go`), EXPOSE port specs
-//! (`go-connections/nat`), STOPSIGNAL names (`moby/sys/signal`), `--chmod` (octal or symbolic),
-//! tmpfs sizes (`go-units.RAMInBytes`) and image references (`distribution/reference`).
+//! (`go-connections/nat`), STOPSIGNAL names (`moby/sys/signal`), tmpfs
+//! sizes (`go-units.RAMInBytes`) and image references (`distribution/reference`).
 //!
 //! Must not: look up stages or expand variables itself (callers pass an expander).
 
@@ -419,29 +419,6 @@ pub(crate) fn valid_signal(s: &str) -> bool {
     rt("RTMIN", '+') || rt("RTMAX", '-')
 }
 
-/// `--chmod`: octal up to 07777, or symbolic (`u+x,g-w`, `a=rX`).
-pub(crate) fn valid_chmod(s: &str) -> bool {
-    if s.chars().all(|c| c.is_ascii_digit()) && !s.is_empty() {
-        return u32::from_str_radix(s, 8).is_ok_and(|m| m <= 0o7777);
-    }
-    s.split(',').all(|clause| {
-        let rest = clause.trim_start_matches(['u', 'g', 'o', 'a']);
-        if rest.is_empty() {
-            return false;
-        }
-        let mut chars = rest.chars().peekable();
-        while let Some(op) = chars.next() {
-            if !matches!(op, '+' | '-' | '=') {
-                return false;
-            }
-            while chars.peek().is_some_and(|c| "rwxXstugo".contains(*c)) {
-                chars.next();
-            }
-        }
-        true
-    })
-}
-
 /// `reference.ParseNormalizedNamed` validity (the text is distribution's error).
 pub(crate) fn check_reference(r: &str) -> Result<(), String> {
     // kiln's local source: an OCI image layout on disk (`oci-layout://PATH[:tag]`), resolved by the
@@ -561,7 +538,7 @@ mod tests {
     }
 
     #[test]
-    fn ports_signals_chmod() {
+    fn ports_and_signals() {
         assert_eq!(
             parse_ports("8000-8002/udp").unwrap(),
             vec!["8000/udp", "8001/udp", "8002/udp"]
@@ -573,13 +550,6 @@ mod tests {
                 && valid_signal("9")
                 && valid_signal("RTMIN+3")
                 && !valid_signal("SIGFOO")
-        );
-        assert!(
-            valid_chmod("0755")
-                && valid_chmod("u+x,g-w")
-                && valid_chmod("a=rX")
-                && !valid_chmod("8888")
-                && !valid_chmod("u!x")
         );
     }
 }
