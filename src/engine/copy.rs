@@ -1,13 +1,14 @@
 //! COPY and ADD with Docker's semantics, decided once ([`copy_into`]) for two sinks — a staging
 //! directory ([`stage_copy`]: ADD's archives, WORKDIR) or the layer plan ([`super::copy_plan`]):
 //! a directory source copies its contents, several sources (counted after wildcards matched) need
-//! a directory destination ending in `/`, an existing directory at the destination receives files, new entries belong to 0:0 unless
-//! `--chown`, `--chmod` applies to everything created, and ADD unpacks local files that are tar
-//! archives by content (see [`super::add`]). The destination is resolved through the image's own
-//! symlinks. Follows tonistiigi/fsutil `copy/copy.go` (`Copy`, `prepareTargetDir`, `MkdirAll`):
-//! missing destination and parent directories are created with the octal `--chmod` (else 0755) and
-//! the `--chown` owner, directories that exist keep their metadata, and hard links within one
-//! source operand stay hard links ([`super::hardlink`]).
+//! a directory destination ending in `/`, an existing directory at the destination receives
+//! files, new entries belong to 0:0 unless `--chown` (a `COPY --from` keeps the source's owners),
+//! `--chmod` applies to everything created, and ADD unpacks local files that are tar archives by
+//! content (see [`super::add`]). The destination is resolved through the image's own symlinks.
+//! Follows tonistiigi/fsutil `copy/copy.go` (`Copy`, `prepareTargetDir`, `MkdirAll`): missing
+//! destination and parent directories are created with the octal `--chmod` (else 0755) and the
+//! `--chown` owner, directories that exist keep their metadata, and hard links within one source
+//! operand stay hard links ([`super::hardlink`]).
 
 use std::fs;
 use std::io;
