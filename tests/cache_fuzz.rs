@@ -27,6 +27,7 @@ fn valid_artifact(n: usize) -> (Vec<u8>, Vec<u8>) {
                     diff_id: Digest::of(b"diff"),
                     uncompressed_size: 5,
                 }),
+                created: None,
             },
         );
     }

@@ -141,11 +141,18 @@ mod tests {
                 diff_id: crate::digest::Digest::of(b"d"),
                 uncompressed_size: 2,
             }),
+            created: None,
         };
         let records = vec![
             (CacheKey::root("a"), rec.clone()),
             (CacheKey::root("b"), rec),
-            (CacheKey::root("c"), Record { layer: None }),
+            (
+                CacheKey::root("c"),
+                Record {
+                    layer: None,
+                    created: None,
+                },
+            ),
         ];
         let c = cache_config(&records, &[], &Platform::host());
         let a = build_artifact(&store, &c).unwrap();

@@ -103,6 +103,11 @@ impl CacheKey {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
     pub layer: Option<CachedLayer>,
+    /// When the layer was made (RFC 3339): a replay writes it as the history entry's `created`,
+    /// so a rebuild from cache is the same image (BuildKit keeps a ref's `createdAt`). Absent in
+    /// records of steps without a layer and in those of an older kiln.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

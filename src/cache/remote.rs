@@ -280,6 +280,7 @@ mod tests {
                     diff_id: Digest::of(b"diff"),
                     uncompressed_size: 99,
                 }),
+                created: None,
             },
         );
         c

@@ -165,7 +165,9 @@ impl Engine<'_> {
             }),
             _ => None,
         };
-        let record = Record { layer };
+        // The layer's time travels with it (history.rs): a replay writes the same entry.
+        let created = layer.as_ref().map(|_| self.inputs.created.clone());
+        let record = Record { layer, created };
         cache::save(self.inputs.store, key, &record).map_err(key_err)?;
         Ok(record)
     }
@@ -177,14 +179,14 @@ impl Engine<'_> {
         st: &mut StageState,
         record: Record,
     ) -> Result<Option<LayerSummary>, BuildError> {
-        let created = self.inputs.created.clone();
         if let Instruction::Workdir(dir) = &step.instruction {
             st.config.config.working_dir = Some(dir.clone());
         }
         let history = Self::history_text(step);
+        let created = self.replayed_created(&record).to_string();
         match record.layer {
             None => {
-                st.config.push_empty(&history, Some(&created));
+                st.config.push_empty(&history, self.empty_created());
                 Ok(None)
             }
             Some(l) => {

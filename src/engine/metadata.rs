@@ -46,6 +46,9 @@ pub fn apply_metadata(
         Instruction::User(u) => c.user = Some(u.clone()),
         Instruction::Cmd(cmd) => {
             c.cmd = Some(argv(cmd, &c.shell));
+            // dispatchCmd sets ArgsEscaped (deprecated in the OCI spec, kept by BuildKit for the
+            // Docker image spec); dispatchEntrypoint leaves it as it was.
+            c.args_escaped = Some(true);
             st.cmd_set = true;
         }
         Instruction::Entrypoint(ep) => {

@@ -13,6 +13,7 @@ mod cache_export;
 mod cached;
 mod early_push;
 mod flight;
+mod history;
 pub use base::StoreBases;
 mod copy;
 mod copy_plan;
@@ -483,7 +484,11 @@ fn finish_image(
             source: None,
         })?;
     let mut final_state = stage::lock(&target.state).clone();
-    final_state.config.created = Some(engine_created(inputs.sde));
+    match inputs.sde {
+        Some(_) => final_state.config.created = Some(engine_created(inputs.sde)),
+        // Times come from the layers (history.rs), so a rebuild from cache is the same image.
+        None => history::normalize(&mut final_state.config),
+    }
     for (k, v) in &req.labels {
         final_state
             .config

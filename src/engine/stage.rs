@@ -397,32 +397,9 @@ impl Engine<'_> {
         Ok(stats.diff_id)
     }
 
-    /// The history's `created_by`: the instruction with the values the build used, like BuildKit
-    /// writes it, but never build-arg values (they often carry tokens; BuildKit's `|N K=V` prefix
-    /// would put them in the image).
+    /// The history's `created_by` of a step that makes a layer (history.rs).
     pub(super) fn history_text(step: &Step) -> String {
-        let pairs = |kw: &str, p: &[(String, String)]| {
-            let items: Vec<String> = p.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            format!("{kw} {}", items.join(" "))
-        };
-        let json = |v: &[String]| serde_json::to_string(v).unwrap_or_default();
-        match &step.instruction {
-            Instruction::Env(p) => pairs("ENV", p),
-            Instruction::Label(p) => pairs("LABEL", p),
-            Instruction::Workdir(d) => format!("WORKDIR {d}"),
-            Instruction::User(u) => format!("USER {u}"),
-            Instruction::Expose(p) => format!("EXPOSE {}", p.join(" ")),
-            Instruction::Volume(v) => format!("VOLUME {}", json(v)),
-            Instruction::StopSignal(s) => format!("STOPSIGNAL {s}"),
-            Instruction::Shell(s) => format!("SHELL {}", json(s)),
-            Instruction::Cmd(c) => format!("CMD {}", json(&c.argv(&step.shell))),
-            Instruction::Entrypoint(c) => format!("ENTRYPOINT {}", json(&c.argv(&step.shell))),
-            Instruction::Run(r) => format!("RUN {} # kiln", r.argv(&step.shell).join(" ")),
-            _ => {
-                let first = step.source.lines().next().unwrap_or("");
-                first.split_whitespace().collect::<Vec<_>>().join(" ")
-            }
-        }
+        super::history::created_by(step).unwrap_or_default()
     }
 
     /// One step: config-only instructions go through `apply_metadata`; RUN, COPY/ADD and a
@@ -437,7 +414,6 @@ impl Engine<'_> {
     ) -> Result<Option<LayerSummary>, BuildError> {
         let created = self.inputs.created.clone();
         match &step.instruction {
-            Instruction::Arg(_) => return Ok(None),
             Instruction::Workdir(dir) => {
                 apply_metadata(&mut st.config, &step.instruction, meta);
                 return self.workdir(step, st, dir, &created);
@@ -479,8 +455,10 @@ impl Engine<'_> {
                 apply_metadata(&mut st.config, other, meta);
             }
         }
-        st.config
-            .push_empty(&Self::history_text(step), Some(&created));
+        // ARG writes an entry too; ONBUILD none (BuildKit's dispatchArg, dispatchOnbuild).
+        if let Some(text) = super::history::created_by(step) {
+            st.config.push_empty(&text, self.empty_created());
+        }
         Ok(None)
     }
 
@@ -497,7 +475,7 @@ impl Engine<'_> {
             .unwrap_or(false);
         if exists {
             st.config
-                .push_empty(&Self::history_text(step), Some(created));
+                .push_empty(&Self::history_text(step), self.empty_created());
             return Ok(None);
         }
         // BuildKit creates a missing WORKDIR as a layer of its own, owned by the current USER.
@@ -601,7 +579,7 @@ impl Engine<'_> {
         })?;
         if changes.is_empty() {
             st.config
-                .push_empty(&Self::history_text(step), Some(created));
+                .push_empty(&Self::history_text(step), self.empty_created());
             return Ok(None);
         }
         self.commit_changes(step, st, changes, created).map(Some)

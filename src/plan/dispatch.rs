@@ -203,6 +203,7 @@ fn step(
         instruction,
         on_build,
         args,
+        declared_args: st.declared.clone(),
         env: st.image_env.0.clone(),
         run_env: run_env.0,
         workdir: st.workdir.clone(),

@@ -43,21 +43,7 @@ impl Lints {
     /// `SecretsUsedInArgOrEnv`: `(?i)(?:_|^)(?:apikey|auth|credential|credentials|key|password|pword|passwd|secret|token)(?:_|$)`
     /// unless a `public` token appears.
     pub fn secret_key(&mut self, instruction: &str, key: &str, span: Span) {
-        let lower = key.to_ascii_lowercase();
-        let tokens: Vec<&str> = lower.split('_').collect();
-        let deny = [
-            "apikey",
-            "auth",
-            "credential",
-            "credentials",
-            "key",
-            "password",
-            "pword",
-            "passwd",
-            "secret",
-            "token",
-        ];
-        if tokens.iter().any(|t| deny.contains(t)) && !tokens.contains(&"public") {
+        if secret_name(key) {
             self.add(
                 checks::SECRETS_USED_IN_ARG_OR_ENV,
                 format!(
@@ -67,6 +53,27 @@ impl Lints {
             );
         }
     }
+}
+
+/// Whether BuildKit's `SecretsUsedInArgOrEnv` rule takes `key` for a secret's name:
+/// `(?i)(?:_|^)(?:apikey|auth|credential|credentials|key|password|pword|passwd|secret|token)(?:_|$)`
+/// unless a `public` token appears. The build also keeps such build-arg values out of history.
+pub fn secret_name(key: &str) -> bool {
+    let lower = key.to_ascii_lowercase();
+    let tokens: Vec<&str> = lower.split('_').collect();
+    let deny = [
+        "apikey",
+        "auth",
+        "credential",
+        "credentials",
+        "key",
+        "password",
+        "pword",
+        "passwd",
+        "secret",
+        "token",
+    ];
+    tokens.iter().any(|t| deny.contains(t)) && !tokens.contains(&"public")
 }
 
 fn is_lower(s: &str) -> bool {

@@ -20,6 +20,7 @@ mod values;
 use std::collections::BTreeMap;
 
 pub use chmod::{Chmod, ChmodError};
+pub use lint::secret_name;
 pub use platform::Platform;
 pub use types::*;
 

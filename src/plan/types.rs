@@ -238,6 +238,10 @@ pub struct Step {
     pub on_build: bool,
     /// Build args in scope (visible to RUN as environment, never persisted).
     pub args: BTreeMap<String, String>,
+    /// The ARG names the stage declared so far (a FROM-stage's first), each once, in declaration
+    /// order: what BuildKit's RUN history lists (`runCommandString` over `d.buildArgs`).
+    #[serde(skip)]
+    pub declared_args: Vec<String>,
     /// The image env after this step (base env + ENVs so far).
     pub env: Vec<(String, String)>,
     /// The environment a RUN at this step sees, in BuildKit's order (image env and ARG values, later
