@@ -54,7 +54,10 @@ struct Env {
 
 /// An active snapshot `key` over the busybox rootfs; its mounts for the sandbox.
 fn prepare(e: &Env, key: &str) -> Mounts {
-    let a = e.snap.prepare(&e.lower, &e.dir.path().join(key)).unwrap();
+    let a = e
+        .snap
+        .prepare(std::slice::from_ref(&e.lower), &e.dir.path().join(key))
+        .unwrap();
     let mounts = a.mounts();
     e.actives.borrow_mut().insert(key.into(), a);
     mounts

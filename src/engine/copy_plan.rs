@@ -22,6 +22,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::copy::{CopyError, CopySpec, Sink};
+use crate::context::SourceRoot;
 use crate::layer::{Attrs, Change, ChangeSet, Overrides};
 
 /// A layer path ordered as the tar writer orders it (component-wise), so a directory's entries
@@ -44,16 +45,16 @@ impl PartialOrd for Key {
 /// The plan: layer path → change, later entries replacing earlier ones as a staged copy would.
 pub struct Planner<'a> {
     spec: &'a CopySpec<'a>,
-    rootfs: &'a Path,
+    image: &'a SourceRoot,
     entries: BTreeMap<Key, (Change, bool)>,
     operand: u32,
 }
 
 impl<'a> Planner<'a> {
-    pub fn new(spec: &'a CopySpec<'a>, rootfs: &'a Path) -> Planner<'a> {
+    pub fn new(spec: &'a CopySpec<'a>, image: &'a SourceRoot) -> Planner<'a> {
         Planner {
             spec,
-            rootfs,
+            image,
             entries: BTreeMap::new(),
             operand: 0,
         }
@@ -142,7 +143,7 @@ impl Sink for Planner<'_> {
                 }
                 None => {}
             }
-            let attrs = match fs::symlink_metadata(self.rootfs.join(&cur)) {
+            let attrs = match self.image.lstat(&cur) {
                 // The image's directory: the layer must not change its metadata.
                 Ok(m) if m.is_dir() => Attrs {
                     mode: m.mode() & 0o7777,

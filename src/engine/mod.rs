@@ -21,7 +21,6 @@ mod copy_step;
 mod event;
 mod fsutil;
 mod hardlink;
-mod merge;
 mod metadata;
 mod nospace;
 mod prepare;
@@ -378,7 +377,7 @@ fn build(
             source,
         })?;
     lease.protect_dir(workspace.path())?;
-    let preparer = prepare::Preparer::new(store, workspace.path());
+    let preparer = prepare::Preparer::new(store);
     let bases = base::StoreBases::new(store)
         .with_registry(req.pull.then_some(&req.registry))
         .with_preparer(&preparer);

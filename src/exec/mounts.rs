@@ -33,6 +33,17 @@ fn m(
 }
 
 /// Inside a user namespace other than the initial one (rootless kiln, or the single-uid rung).
+/// The xattr that marks a directory opaque in a snapshot this process's overlays will mount:
+/// `user.overlay.opaque` when mounts are made with `userxattr` (inside a user namespace: trusted.*
+/// is not writable there), else `trusted.overlay.opaque`.
+pub fn overlay_opaque_xattr() -> &'static str {
+    if in_user_namespace() || !rustix::process::geteuid().is_root() {
+        "user.overlay.opaque"
+    } else {
+        "trusted.overlay.opaque"
+    }
+}
+
 pub(crate) fn in_user_namespace() -> bool {
     let map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
     let first: Vec<&str> = map.split_whitespace().take(3).collect();

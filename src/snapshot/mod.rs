@@ -17,9 +17,11 @@
 mod active;
 mod diff;
 mod native;
+mod view;
 
 pub use active::{Active, Snapshotter};
 pub use native::copy_tree;
+pub use view::{flatten, View};
 
 use serde::{Deserialize, Serialize};
 use std::ffi::OsStr;
