@@ -330,7 +330,7 @@ struct Stager<'a> {
 }
 
 /// Copy into the staging directory `staging` (ADD's archives, WORKDIR): the tree that becomes the
-/// layer and is then moved into the stage's rootfs.
+/// layer and then becomes the stage's next committed snapshot.
 pub fn stage_copy(
     spec: &CopySpec<'_>,
     resolved: &Resolved,

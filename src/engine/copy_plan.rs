@@ -1,10 +1,11 @@
 //! COPY straight into its layer: a [`Sink`] that records, for every entry the copy makes, where
 //! its bytes are (the source file itself) and what metadata the layer gives it, so the layer tar is
-//! streamed from the sources and nothing is written to disk first. The stage's rootfs catches up
-//! later by applying the layer, only if a later step reads the filesystem (`Engine::materialize`);
-//! a build whose last step is a big COPY never creates one inode for it. BuildKit gets the same
-//! effect from its snapshotter (the copy is written once, into the step's snapshot, and the layer
-//! is the snapshot's diff); here the layer comes first and the snapshot is made from it.
+//! streamed from the sources and nothing is written to disk first. The stage's filesystem catches
+//! up later by committing the layer's snapshot, only if a later step reads the filesystem
+//! (`Engine::materialize`); a build whose last step is a big COPY never creates one inode for it.
+//! BuildKit gets the same effect from its snapshotter (the copy is written once, into the step's
+//! snapshot, and the layer is the snapshot's diff); here the layer comes first and the snapshot is
+//! made from it.
 //!
 //! Same entries, modes, owners, mtimes and links as [`super::copy::stage_copy`] would stage (both
 //! run [`super::copy::copy_into`], which owns Docker's rules), with two differences that follow

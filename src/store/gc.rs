@@ -95,6 +95,10 @@ pub struct Usage {
     pub unreferenced: Bucket,
     /// Scratch directories (build workspaces, the trash); items = entries.
     pub scratch: Bucket,
+    /// Committed snapshots (unpacked layers, `store::snapshots`); also counted in `records`
+    /// under their kind, since GC collects them with the other records.
+    #[serde(default)]
+    pub snapshots: Bucket,
 }
 
 /// `du -sb`: apparent size of everything under `path` (itself included), hard links once.
@@ -175,14 +179,19 @@ impl Store {
         };
         let mut counted: BTreeSet<&Digest> = s.tagged.iter().collect();
         for r in &s.records {
-            let b = u.records.entry(r.tracked.kind.clone()).or_default();
-            b.items += 1;
-            b.bytes += r
+            let dir_bytes = r
                 .tracked
                 .dir
                 .as_ref()
                 .and_then(|d| self.record_dir(d))
                 .map_or(0, |d| disk_usage(&d));
+            if r.namespace == super::snapshots::NAMESPACE {
+                u.snapshots.items += 1;
+                u.snapshots.bytes += dir_bytes;
+            }
+            let b = u.records.entry(r.tracked.kind.clone()).or_default();
+            b.items += 1;
+            b.bytes += dir_bytes;
             for d in &r.tracked.blobs {
                 if let Some((size, _)) = s.blobs.get(d) {
                     if counted.insert(d) {
