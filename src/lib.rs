@@ -8,9 +8,11 @@
 //!                steps of a stage one after another; per step
 //!                cache (key → recorded layer: reuse it and stop here; identical steps of
 //!                concurrent builds run once)
-//!                RUN:      snapshot.prepare (writable layer over the stage rootfs) ─► exec mounts
-//!                          it and runs the command ─► snapshot.diff ─► snapshot.remove
-//!                COPY/ADD: context (or another stage) staged once, then moved into the rootfs
+//!                RUN:      snapshot.prepare (writable layer over the stage's committed snapshots)
+//!                          ─► exec mounts it and runs the command ─► snapshot.diff ─► the upper
+//!                          becomes the next committed snapshot (store)
+//!                COPY/ADD: written into the layer straight from the context (or another stage);
+//!                          its snapshot is made from the layer only when a later step needs it
 //!                metadata: image config only (ENV, CMD, LABEL, …)
 //!                ─► layer (changes → tar → compress → digest) ─► store (verified ingest)
 //!           ─► image (config, manifest, history) ─► output: store tag | OCI layout | docker-archive
@@ -31,12 +33,12 @@
 //! | `dockerfile` | text → typed instructions with spans; directives, heredocs, expansion    |
 //! | `plan`       | instructions + build args + target → stages, DAG, steps                  |
 //! | `packages`   | package build spec (base + apt/conda/pip lines) → a generated Dockerfile |
-//! | `context`    | build context: `.dockerignore`, walking, path-escape guards              |
-//! | `snapshot`   | a RUN step's writable layer: prepare, mount spec, diff, remove           |
+//! | `context`    | source roots: `.dockerignore`, walking, escape guards, snapshot views    |
+//! | `snapshot`   | RUN's writable layer over committed snapshots: prepare, diff, commit     |
 //! | `exec`       | one process in a sandbox (namespaces, id maps, cgroups); the only unsafe |
 //! | `layer`      | tree → deterministic tar → parallel gzip/zstd → diff_id + digest; apply  |
 //! | `image`      | config (keeps Docker's fields), manifest, index, history; canonical JSON |
-//! | `store`      | OCI layout: verified ingest, tags, fsck, GC by policy, leases, SQLite    |
+//! | `store`      | OCI layout: verified ingest, tags, committed snapshots, fsck, GC, leases |
 //! | `cache`      | step cache keys (schema-versioned), records; shared-cache artifact format |
 //! | `registry`   | distribution client: pull, push, auth, per-host TLS/HTTP, mirrors        |
 //! | `engine`     | the one place that wires the pipeline                                    |

@@ -87,6 +87,7 @@ fn options() -> impl Strategy<Value = ApplyOptions> {
     (prop::bool::weighted(0.3), prop::bool::weighted(0.3)).prop_map(|(d, o)| ApplyOptions {
         allow_devices: d,
         preserve_owners: o,
+        overlay_opaque_xattr: None,
     })
 }
 

@@ -111,10 +111,10 @@ fn build_from_a_pushed_base_and_push_the_result() {
     assert!(!String::from_utf8_lossy(&db).contains(registry_support::PASSWORD));
 }
 
-/// A base pulled by the build is unpacked while it downloads (engine/prepare.rs) and the stage
-/// takes that tree: every layer applied in order (a later layer's whiteout removes an earlier
-/// file, a later layer's file replaces an earlier one). A second build, base already local, does
-/// not prepare anything.
+/// A base pulled by the build is unpacked while it downloads (engine/prepare.rs) into committed
+/// snapshots, which the stage finds made: every layer in order (a later layer's whiteout removes
+/// an earlier file, a later layer's opaque directory hides an earlier one's entries). A second
+/// build, base already local, re-makes nothing.
 #[test]
 fn a_pulled_base_is_unpacked_while_it_downloads_layer_order_kept() {
     let reg = registry_support::Registry::start(registry_support::Options::default());
@@ -172,13 +172,30 @@ fn a_pulled_base_is_unpacked_while_it_downloads_layer_order_kept() {
     let (seen, stderr) = build(empty.path());
     assert_eq!(seen, "two\ny\nno-g\n", "layers applied out of order");
     assert!(
-        stderr.contains("was unpacked while it downloaded"),
-        "the pulled base was not prepared during the pull:\n{stderr}"
+        stderr.contains("from committed snapshots, 0 unpacked"),
+        "the pulled base was not unpacked during the pull:\n{stderr}"
     );
+    let inodes = |root: &std::path::Path| -> Vec<u64> {
+        use std::os::unix::fs::MetadataExt;
+        let mut v: Vec<u64> = std::fs::read_dir(root.join("snapshots"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_type().unwrap().is_dir())
+            .map(|e| e.metadata().unwrap().ino())
+            .collect();
+        v.sort();
+        v
+    };
+    let before = inodes(empty.path());
     let (seen, stderr) = build(empty.path());
     assert_eq!(seen, "two\ny\nno-g\n");
     assert!(
-        !stderr.contains("was unpacked while it downloaded"),
-        "a local base was prepared again:\n{stderr}"
+        stderr.contains("from committed snapshots, 0 unpacked"),
+        "a local base was unpacked again:\n{stderr}"
+    );
+    let after = inodes(empty.path());
+    assert!(
+        before.iter().all(|i| after.contains(i)),
+        "the base's snapshots were re-made"
     );
 }

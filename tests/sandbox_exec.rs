@@ -54,7 +54,10 @@ struct Env {
 
 /// An active snapshot `key` over the busybox rootfs; its mounts for the sandbox.
 fn prepare(e: &Env, key: &str) -> Mounts {
-    let a = e.snap.prepare(&e.lower, &e.dir.path().join(key)).unwrap();
+    let a = e
+        .snap
+        .prepare(std::slice::from_ref(&e.lower), &e.dir.path().join(key))
+        .unwrap();
     let mounts = a.mounts();
     e.actives.borrow_mut().insert(key.into(), a);
     mounts
@@ -500,4 +503,43 @@ fn rootless_inner() {
         chown_on_rung(&r, rung);
     }
     println!("ROOTLESS OK rung={:?}", e.rung);
+}
+
+/// A chain deeper than one page of absolute `lowerdir=` paths (committed snapshots live side by
+/// side, so the helper mounts them by relative name from their parent, as containerd does): every
+/// layer is seen, the top-most first.
+#[test]
+fn a_chain_of_150_snapshots_mounts_in_one_overlay() {
+    let e = env(SnapshotterKind::Overlayfs, None);
+    let parent = e.dir.path().join("snapshots");
+    let mut lowers = Vec::new();
+    for i in 0..150 {
+        let dir = parent.join(format!("{i:016x}"));
+        std::fs::create_dir_all(dir.join("layers")).unwrap();
+        std::fs::write(dir.join("layers").join(format!("n{i}")), "").unwrap();
+        std::fs::write(dir.join("layers/top"), format!("{i}\n")).unwrap();
+        lowers.push(dir);
+    }
+    lowers.reverse();
+    let absolute: usize = lowers.iter().map(|p| p.as_os_str().len() + 1).sum();
+    assert!(
+        absolute > 4096,
+        "the chain must not fit as absolute paths ({absolute} bytes)"
+    );
+    lowers.push(e.lower.clone());
+    let a = e.snap.prepare(&lowers, &e.dir.path().join("deep")).unwrap();
+    let mut spec = SandboxSpec::new(
+        a.mounts(),
+        vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "ls /layers | grep -c '^n' && cat /layers/top /etc/motd".into(),
+        ],
+        e.rung,
+    );
+    spec.hostname = "kiln-test".into();
+    let mut out = Vec::new();
+    exec::run(&e.cfg, &spec, &Cancel::new(), &mut |l| out.push(l.0))
+        .unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(out, ["150", "149", "hello"]);
 }

@@ -74,7 +74,10 @@ fn busybox_rootfs(root: &Path) {
 impl Fixture {
     fn prepare(&self, key: &str) -> Active {
         self.snap
-            .prepare(&self.lower, &self.dir.path().join(key))
+            .prepare(
+                std::slice::from_ref(&self.lower),
+                &self.dir.path().join(key),
+            )
             .unwrap()
     }
 

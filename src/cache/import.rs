@@ -155,6 +155,7 @@ pub fn seed_mount(
     let opts = ApplyOptions {
         allow_devices: false,
         preserve_owners: root,
+        overlay_opaque_xattr: None,
     };
     let f = store.open_blob(blob)?;
     layer::apply_layer(BufReader::new(f), dir, &opts).map_err(|e| CacheError::Mount {

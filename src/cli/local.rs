@@ -186,6 +186,10 @@ fn print_usage(store: &Store) -> Result<()> {
         }
     }
     println!(
+        "    of which snapshots (unpacked layers): {} bytes in {} snapshot(s)",
+        u.snapshots.bytes, u.snapshots.items
+    );
+    println!(
         "  unreferenced blobs: {} bytes in {} blob(s)",
         u.unreferenced.bytes, u.unreferenced.items
     );

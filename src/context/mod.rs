@@ -8,6 +8,9 @@
 //! Must not: write anything, or know about layers and images.
 
 pub mod ignore;
+pub mod layers;
+
+pub use layers::View;
 
 use std::fs;
 use std::io;
@@ -71,9 +74,11 @@ pub fn default_dockerfile(context: &Path) -> PathBuf {
         .unwrap_or_else(|| context.join("Dockerfile"))
 }
 
-/// A root that COPY sources are resolved in, with an optional ignore filter.
+/// A root that COPY sources are resolved in, with an optional ignore filter: a directory, or a
+/// stage's chain of committed snapshots read through a [`View`].
 pub struct SourceRoot {
     root: PathBuf,
+    layers: Option<View>,
     ignore: Option<DockerIgnore>,
     what: &'static str,
 }
@@ -128,6 +133,7 @@ impl SourceRoot {
         }
         Ok(SourceRoot {
             root,
+            layers: None,
             ignore,
             what: "build context",
         })
@@ -137,13 +143,52 @@ impl SourceRoot {
     pub fn rootfs(dir: &Path) -> SourceRoot {
         SourceRoot {
             root: dir.to_path_buf(),
+            layers: None,
             ignore: None,
             what: "source stage's filesystem",
         }
     }
 
+    /// A stage's filesystem as the merged view of its committed snapshots (top-most first).
+    pub fn layered(view: View) -> SourceRoot {
+        SourceRoot {
+            root: view.layers().first().cloned().unwrap_or_default(),
+            layers: Some(view),
+            ignore: None,
+            what: "stage's filesystem",
+        }
+    }
+
+    /// The directory of a plain root (for a layered one: its top-most snapshot, which holds only
+    /// that layer's files — use [`SourceRoot::lstat`] and [`SourceRoot::real_path`] instead).
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The entry at `rel` (no symlink followed).
+    pub fn lstat(&self, rel: &Path) -> io::Result<fs::Metadata> {
+        match &self.layers {
+            None => fs::symlink_metadata(self.root.join(rel)),
+            Some(v) => match v.lookup(rel)? {
+                Some((_, m)) => Ok(m),
+                None => Err(io::Error::from(io::ErrorKind::NotFound)),
+            },
+        }
+    }
+
+    /// Where the entry at `rel` is on disk, to read it (None: nothing there).
+    pub fn real_path(&self, rel: &Path) -> Option<PathBuf> {
+        match &self.layers {
+            None => Some(self.root.join(rel)),
+            Some(v) => v.lookup(rel).ok().flatten().map(|(p, _)| p),
+        }
+    }
+
+    fn read_link(&self, rel: &Path) -> io::Result<PathBuf> {
+        let path = self
+            .real_path(rel)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        fs::read_link(path)
     }
 
     /// Whether `.dockerignore` hides this relative path.
@@ -236,6 +281,12 @@ impl SourceRoot {
     /// Follow `rel` from the root, resolving every symlink met inside the root (an absolute link
     /// target means the root, `..` never climbs above it) — the scoping chroot(2) would give.
     pub fn resolve_in_root(&self, rel: &Path) -> Result<PathBuf, ContextError> {
+        Ok(self.root.join(self.resolve_rel(rel)?))
+    }
+
+    /// [`SourceRoot::resolve_in_root`] as a path relative to the root (the only form a layered
+    /// root has).
+    pub fn resolve_rel(&self, rel: &Path) -> Result<PathBuf, ContextError> {
         let mut resolved = PathBuf::new();
         let mut pending: Vec<PathBuf> = rel
             .components()
@@ -253,8 +304,7 @@ impl SourceRoot {
                 _ => {}
             }
             let candidate = resolved.join(&comp);
-            let on_disk = self.root.join(&candidate);
-            match fs::symlink_metadata(&on_disk) {
+            match self.lstat(&candidate) {
                 Ok(m) if m.file_type().is_symlink() => {
                     hops += 1;
                     if hops > 40 {
@@ -263,11 +313,13 @@ impl SourceRoot {
                             what: self.what,
                         });
                     }
-                    let target = fs::read_link(&on_disk).map_err(|source| ContextError::Read {
-                        path: on_disk.clone(),
-                        what: self.what,
-                        source,
-                    })?;
+                    let target =
+                        self.read_link(&candidate)
+                            .map_err(|source| ContextError::Read {
+                                path: candidate.clone(),
+                                what: self.what,
+                                source,
+                            })?;
                     if target.is_absolute() {
                         resolved = PathBuf::new();
                     }
@@ -278,7 +330,7 @@ impl SourceRoot {
                 _ => resolved = candidate,
             }
         }
-        Ok(self.root.join(resolved))
+        Ok(resolved)
     }
 }
 

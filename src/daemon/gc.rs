@@ -76,6 +76,7 @@ fn usage_json(store: &store::Store) -> serde_json::Value {
         "records": u.records,
         "unreferenced_blobs": u.unreferenced,
         "workspaces": u.scratch,
+        "snapshots": u.snapshots,
     })
 }
 

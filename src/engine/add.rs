@@ -44,6 +44,7 @@ pub fn extract(path: &Path, dest: &Path) -> Result<(), Box<dyn std::error::Error
     let opts = crate::layer::ApplyOptions {
         allow_devices: false,
         preserve_owners: true,
+        overlay_opaque_xattr: None,
     };
     crate::layer::apply_layer(reader, dest, &opts)?;
     Ok(())

@@ -53,15 +53,6 @@ impl<'a> StoreBases<'a> {
         self
     }
 
-    /// The directory a pulled base `manifest` was unpacked into while it downloaded, for the
-    /// first stage that asks (prepare.rs).
-    pub fn claim_prepared(
-        &self,
-        manifest: &crate::digest::Digest,
-    ) -> Option<(std::path::PathBuf, usize)> {
-        self.preparer?.claim(manifest)
-    }
-
     /// Tell what was pulled (during planning there is no event sink yet).
     pub fn report(&self, on_event: &mut dyn FnMut(&super::Event)) {
         for (reference, digest, bytes) in lock(&self.pulled).drain(..) {
@@ -100,10 +91,11 @@ impl<'a> StoreBases<'a> {
                 match &p {
                     Progress::Fetching {
                         manifest: m,
+                        config,
                         layers,
                     } => {
                         manifest = Some(m.clone());
-                        prep.start(m, layers.clone());
+                        prep.start(m, config, layers.clone());
                     }
                     Progress::BlobDone { digest, .. } => prep.blob_present(digest),
                     _ => {}

@@ -1,6 +1,6 @@
 //! The build's side of the step cache: which inputs make a step's key, and how a hit is replayed
-//! (the recorded layer added to the image, the step not run; the stage's rootfs unpacks it later
-//! only if a later step has to read or change the filesystem).
+//! (the recorded layer added to the image, the step not run; its snapshot is committed later only
+//! if a later step has to read or change the filesystem, and only once for every build).
 
 use serde::Serialize;
 

@@ -139,7 +139,7 @@ pub trait Sink {
 pub fn resolve(
     spec: &CopySpec<'_>,
     from: &SourceRoot,
-    rootfs: &Path,
+    image: &SourceRoot,
 ) -> Result<Resolved, CopyError> {
     let mut matches = Vec::new();
     for pattern in spec.sources {
@@ -166,13 +166,8 @@ pub fn resolve(
         return Err(CopyError::DestNotDir(spec.instruction));
     }
     // Resolve the destination through the image's symlinks (COPY x /var/run/ lands in /run).
-    let image_root = SourceRoot::rootfs(rootfs);
-    let dest_on_disk = image_root.resolve_in_root(Path::new(&spec.dest))?;
-    let dest_rel = dest_on_disk
-        .strip_prefix(rootfs)
-        .unwrap_or(Path::new(""))
-        .to_path_buf();
-    let dest_is_dir = trailing || many || dest_on_disk.is_dir();
+    let dest_rel = image.resolve_rel(Path::new(&spec.dest))?;
+    let dest_is_dir = trailing || many || image.lstat(&dest_rel).is_ok_and(|m| m.is_dir());
     let mut operands = Vec::with_capacity(matches.len());
     for (m, unpack) in matches {
         let meta = fs::metadata(&m.path).map_err(|source| CopyError::Io {
@@ -338,21 +333,21 @@ fn copy_dir(
 struct Stager<'a> {
     spec: &'a CopySpec<'a>,
     staging: &'a Path,
-    rootfs: &'a Path,
+    image: &'a SourceRoot,
     owners_applied: bool,
     links: HardLinks,
 }
 
 /// Copy into the staging directory `staging` (ADD's archives, WORKDIR): the tree that becomes the
-/// layer and is then moved into the stage's rootfs.
+/// layer and then becomes the stage's next committed snapshot.
 pub fn stage_copy(
     spec: &CopySpec<'_>,
     resolved: &Resolved,
     from: &SourceRoot,
-    rootfs: &Path,
+    image: &SourceRoot,
     staging: &Path,
 ) -> Result<Staged, CopyError> {
-    let mut st = Stager::new(spec, staging, rootfs);
+    let mut st = Stager::new(spec, staging, image);
     copy_into(spec, from, resolved, &mut st)?;
     Ok(Staged {
         owners_applied: st.owners_applied,
@@ -365,14 +360,13 @@ pub fn stage_copy(
 /// the missing tail is created under where it points.
 pub fn stage_dir_only(
     spec: &CopySpec<'_>,
-    rootfs: &Path,
+    image: &SourceRoot,
     staging: &Path,
     dest: &str,
 ) -> Result<Staged, CopyError> {
-    let mut st = Stager::new(spec, staging, rootfs);
-    let resolved = SourceRoot::rootfs(rootfs).resolve_in_root(Path::new(dest))?;
-    let rel = resolved.strip_prefix(rootfs).unwrap_or(Path::new(""));
-    st.ensure_dir(rel, 0o755)?;
+    let mut st = Stager::new(spec, staging, image);
+    let rel = image.resolve_rel(Path::new(dest))?;
+    st.ensure_dir(&rel, 0o755)?;
     Ok(Staged {
         owners_applied: st.owners_applied,
     })
@@ -388,11 +382,11 @@ fn parents_rel(rel: &Path) -> PathBuf {
 }
 
 impl<'a> Stager<'a> {
-    fn new(spec: &'a CopySpec<'a>, staging: &'a Path, rootfs: &'a Path) -> Stager<'a> {
+    fn new(spec: &'a CopySpec<'a>, staging: &'a Path, image: &'a SourceRoot) -> Stager<'a> {
         Stager {
             spec,
             staging,
-            rootfs,
+            image,
             owners_applied: true,
             links: HardLinks::default(),
         }
@@ -440,7 +434,7 @@ impl Sink for Stager<'_> {
                 continue;
             }
             fs::create_dir(&staged).map_err(|e| self.io(&staged, e))?;
-            match fs::symlink_metadata(self.rootfs.join(&cur)) {
+            match self.image.lstat(&cur) {
                 Ok(m) if m.is_dir() => {
                     fs::set_permissions(&staged, fs::Permissions::from_mode(m.mode() & 0o7777))
                         .map_err(|e| self.io(&staged, e))?;

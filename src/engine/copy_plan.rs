@@ -1,10 +1,11 @@
 //! COPY straight into its layer: a [`Sink`] that records, for every entry the copy makes, where
 //! its bytes are (the source file itself) and what metadata the layer gives it, so the layer tar is
-//! streamed from the sources and nothing is written to disk first. The stage's rootfs catches up
-//! later by applying the layer, only if a later step reads the filesystem (`Engine::materialize`);
-//! a build whose last step is a big COPY never creates one inode for it. BuildKit gets the same
-//! effect from its snapshotter (the copy is written once, into the step's snapshot, and the layer
-//! is the snapshot's diff); here the layer comes first and the snapshot is made from it.
+//! streamed from the sources and nothing is written to disk first. The stage's filesystem catches
+//! up later by committing the layer's snapshot, only if a later step reads the filesystem
+//! (`Engine::materialize`); a build whose last step is a big COPY never creates one inode for it.
+//! BuildKit gets the same effect from its snapshotter (the copy is written once, into the step's
+//! snapshot, and the layer is the snapshot's diff); here the layer comes first and the snapshot is
+//! made from it.
 //!
 //! Same entries, modes, owners, mtimes and links as [`super::copy::stage_copy`] would stage (both
 //! run [`super::copy::copy_into`], which owns Docker's rules), with two differences that follow
@@ -22,6 +23,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::copy::{CopyError, CopySpec, Sink};
+use crate::context::SourceRoot;
 use crate::layer::{Attrs, Change, ChangeSet, Overrides};
 
 /// A layer path ordered as the tar writer orders it (component-wise), so a directory's entries
@@ -44,16 +46,16 @@ impl PartialOrd for Key {
 /// The plan: layer path → change, later entries replacing earlier ones as a staged copy would.
 pub struct Planner<'a> {
     spec: &'a CopySpec<'a>,
-    rootfs: &'a Path,
+    image: &'a SourceRoot,
     entries: BTreeMap<Key, (Change, bool)>,
     operand: u32,
 }
 
 impl<'a> Planner<'a> {
-    pub fn new(spec: &'a CopySpec<'a>, rootfs: &'a Path) -> Planner<'a> {
+    pub fn new(spec: &'a CopySpec<'a>, image: &'a SourceRoot) -> Planner<'a> {
         Planner {
             spec,
-            rootfs,
+            image,
             entries: BTreeMap::new(),
             operand: 0,
         }
@@ -146,7 +148,7 @@ impl Sink for Planner<'_> {
                 }
                 None => {}
             }
-            let attrs = match fs::symlink_metadata(self.rootfs.join(&cur)) {
+            let attrs = match self.image.lstat(&cur) {
                 // The image's directory: the layer must not change its metadata.
                 Ok(m) if m.is_dir() => Attrs {
                     mode: m.mode() & 0o7777,

@@ -6,12 +6,11 @@
 //! Must not: decide Docker's copy rules (`copy.rs` does) or write a layer another way than
 //! `commit_changes`.
 
-use std::fs;
 use std::path::Path;
 
 use super::copy::CopySpec;
 use super::fsutil;
-use super::stage::{is_root, lock, Engine, StageState};
+use super::stage::{lock, Engine, StageState};
 use super::{BuildError, LayerSummary};
 use crate::context::ignore::DockerIgnore;
 use crate::context::SourceRoot;
@@ -64,7 +63,7 @@ impl Engine<'_> {
             downloads.push(self.download(step, u, copy.checksum)?.path);
         }
         let owner = match copy.chown {
-            Some(spec) => fsutil::resolve_chown(&st.rootfs, spec)
+            Some(spec) => fsutil::resolve_chown(&self.image_root(st)?, spec)
                 .map_err(|e| self.step_err(step, format!("--chown={spec}"), Some(Box::new(e))))?,
             None => (0, 0),
         };
@@ -110,8 +109,9 @@ impl Engine<'_> {
         self.commit_staged(step, st, &spec, from_root.as_deref(), created)
     }
 
-    /// The tree a `--from` copies out of: a finished stage's rootfs, or an image unpacked once
-    /// into the workspace (two stages copying from it wait for one unpack). None: the context.
+    /// The tree a `--from` copies out of: a finished stage's filesystem, or an image's, as one
+    /// plain hard-linked directory over their committed snapshots (two stages copying from one
+    /// image wait for one). None: the context.
     fn copy_source_root(
         &self,
         step: &Step,
@@ -119,17 +119,14 @@ impl Engine<'_> {
     ) -> Result<Option<std::path::PathBuf>, BuildError> {
         Ok(match from {
             None => None,
-            Some(plan::CopySource::Stage(i)) => Some(
-                lock(
-                    &self
-                        .progress
-                        .finished(*i)
-                        .ok_or_else(|| self.step_err(step, "source stage was not built", None))?
-                        .state,
-                )
-                .rootfs
-                .clone(),
-            ),
+            Some(plan::CopySource::Stage(i)) => {
+                let f = self
+                    .progress
+                    .finished(*i)
+                    .ok_or_else(|| self.step_err(step, "source stage was not built", None))?;
+                let dir = self.flat_of(&mut lock(&f.state))?;
+                Some(dir)
+            }
             Some(plan::CopySource::Image(reference)) => {
                 let dir = self.inputs.workspace.join(format!(
                     "image-{}",
@@ -138,18 +135,15 @@ impl Engine<'_> {
                 let _unpacking = lock(&self.progress.image_unpack);
                 if !dir.exists() {
                     let img = self.inputs.bases.resolve(reference)?;
-                    fs::create_dir_all(&dir).map_err(|source| BuildError::Workspace {
-                        path: dir.clone(),
-                        source,
-                    })?;
-                    for l in &img.manifest.layers {
-                        self.apply_blob(&l.digest, &dir)
-                            .map_err(|e| BuildError::Base {
-                                reference: reference.clone(),
-                                message: format!("unpacking layer {}", l.digest),
-                                source: Some(e),
-                            })?;
-                    }
+                    let diff_ids = &img.config.rootfs.diff_ids;
+                    let snaps = self.snapshots_of(&img.manifest.layers, diff_ids, &[])?;
+                    let top_first = snaps.iter().rev().map(|c| c.dir.clone()).collect();
+                    crate::snapshot::flatten(&crate::context::View::new(top_first), &dir, true)
+                        .map_err(|e| BuildError::Base {
+                            reference: reference.clone(),
+                            message: "reading the image's filesystem".into(),
+                            source: Some(Box::new(e)),
+                        })?;
                 }
                 Some(dir)
             }
@@ -175,16 +169,17 @@ impl Engine<'_> {
             }
             None => self.inputs.context,
         };
+        let image = self.image_root(st)?;
         let resolved = if spec.instruction == "WORKDIR" {
             None
         } else {
             Some(
-                super::copy::resolve(spec, from, &st.rootfs)
+                super::copy::resolve(spec, from, &image)
                     .map_err(|e| self.step_err(step, e.to_string(), None))?,
             )
         };
         if let Some(resolved) = resolved.as_ref().filter(|r| r.is_direct()) {
-            let mut planner = super::copy_plan::Planner::new(spec, &st.rootfs);
+            let mut planner = super::copy_plan::Planner::new(spec, &image);
             super::copy::copy_into(spec, from, resolved, &mut planner)
                 .map_err(|e| self.step_err(step, e.to_string(), None))?;
             let changes = planner.into_changes();
@@ -198,14 +193,12 @@ impl Engine<'_> {
                 source,
             })?;
         let staged = match &resolved {
-            Some(resolved) => {
-                super::copy::stage_copy(spec, resolved, from, &st.rootfs, staging.path())
-                    .map_err(|e| self.step_err(step, e.to_string(), None))?
-            }
+            Some(resolved) => super::copy::stage_copy(spec, resolved, from, &image, staging.path())
+                .map_err(|e| self.step_err(step, e.to_string(), None))?,
             None => {
                 // WORKDIR: only the directory itself.
                 let dest = spec.dest.trim_matches('/').to_string();
-                super::copy::stage_dir_only(spec, &st.rootfs, staging.path(), &dest)
+                super::copy::stage_dir_only(spec, &image, staging.path(), &dest)
                     .map_err(|e| self.step_err(step, "creating the directory", Some(Box::new(e))))?
             }
         };
@@ -214,18 +207,12 @@ impl Engine<'_> {
         if !staged.owners_applied {
             changes = changes.with_owner(spec.owner.0, spec.owner.1);
         }
-        let up_to_date = st.applied == st.layers.len();
         let summary = self.commit_changes(step, st, changes, created)?;
-        if up_to_date {
-            // Publish the staged tree itself: the files are written once (merge.rs).
-            super::merge::move_into(staging.path(), &st.rootfs, is_root()).map_err(|e| {
-                self.step_err(
-                    step,
-                    "moving the staged files into the stage",
-                    Some(Box::new(e)),
-                )
-            })?;
-            st.applied = st.layers.len();
+        if staged.owners_applied {
+            // The staged tree is the layer's files as they are: it becomes the next snapshot, so
+            // they are written once. A directory over one of the image's merges with it, as the
+            // layer's entry does.
+            self.adopt_snapshot(st, &summary.diff_id, staging.path());
         }
         Ok(Some(summary))
     }

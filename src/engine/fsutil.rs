@@ -8,6 +8,8 @@ use std::path::Path;
 
 use filetime::FileTime;
 
+use crate::context::SourceRoot;
+
 /// Copy one entry (file, symlink, directory shell — not its children) from `src` to `dst`, keeping
 /// mode and mtime; owners are set by the caller.
 pub fn copy_entry(src: &Path, dst: &Path, meta: &fs::Metadata) -> io::Result<()> {
@@ -59,11 +61,14 @@ pub fn try_lchown(path: &Path, uid: u32, gid: u32) -> io::Result<bool> {
 
 /// Look a name up in a passwd/group style file of `rootfs`: the numeric id field (2) and, for passwd,
 /// the primary group (3).
-fn lookup(rootfs: &Path, file: &str, name: &str) -> io::Result<Option<(u32, Option<u32>)>> {
+fn lookup(image: &SourceRoot, file: &str, name: &str) -> io::Result<Option<(u32, Option<u32>)>> {
     // The file is found inside the root (symlinks resolved there, BuildKit's `fs.RootPath`).
-    let path = crate::context::SourceRoot::rootfs(rootfs)
-        .resolve_in_root(Path::new(file))
-        .unwrap_or_else(|_| rootfs.join(file));
+    let rel = image
+        .resolve_rel(Path::new(file))
+        .unwrap_or_else(|_| file.into());
+    let Some(path) = image.real_path(&rel) else {
+        return Ok(None);
+    };
     let text = match fs::read_to_string(path) {
         Ok(t) => t,
         Err(e)
@@ -101,7 +106,7 @@ pub enum ChownError {
 /// `solver/llbsolver/ops/user_linux.go` `readUser` — a name gives the user's uid and primary gid, a
 /// bare id N gives N:N, a group overrides the gid, and a name missing from the image's files (or
 /// files that do not exist) leaves 0 rather than failing.
-pub fn resolve_chown(rootfs: &Path, spec: &str) -> Result<(u32, u32), ChownError> {
+pub fn resolve_chown(image: &SourceRoot, spec: &str) -> Result<(u32, u32), ChownError> {
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
@@ -117,7 +122,7 @@ pub fn resolve_chown(rootfs: &Path, spec: &str) -> Result<(u32, u32), ChownError
     match id(user) {
         Some(n) => (uid, gid) = (n, n),
         None => {
-            let found = lookup(rootfs, "etc/passwd", user).map_err(|source| ChownError::Read {
+            let found = lookup(image, "etc/passwd", user).map_err(|source| ChownError::Read {
                 file: "/etc/passwd",
                 source,
             })?;
@@ -130,7 +135,7 @@ pub fn resolve_chown(rootfs: &Path, spec: &str) -> Result<(u32, u32), ChownError
         None => {}
         Some((_, Some(n))) => gid = n,
         Some((g, None)) => {
-            let found = lookup(rootfs, "etc/group", g).map_err(|source| ChownError::Read {
+            let found = lookup(image, "etc/group", g).map_err(|source| ChownError::Read {
                 file: "/etc/group",
                 source,
             })?;
@@ -157,19 +162,37 @@ mod tests {
         .unwrap();
         fs::write(d.path().join("etc/group"), "root:x:0:\nstaff:x:50:\n").unwrap();
         // BuildKit's readUser: a name gives uid and primary gid; N gives N:N.
-        assert_eq!(resolve_chown(d.path(), "app").unwrap(), (1000, 1001));
-        assert_eq!(resolve_chown(d.path(), "app:staff").unwrap(), (1000, 50));
-        assert_eq!(resolve_chown(d.path(), "10:20").unwrap(), (10, 20));
-        assert_eq!(resolve_chown(d.path(), "10").unwrap(), (10, 10));
-        assert_eq!(resolve_chown(d.path(), "root:staff").unwrap(), (0, 50));
-        // Unknown names are not an error: they leave 0.
-        assert_eq!(resolve_chown(d.path(), "ghost").unwrap(), (0, 0));
         assert_eq!(
-            resolve_chown(d.path(), "app:nogroup").unwrap(),
+            resolve_chown(&SourceRoot::rootfs(d.path()), "app").unwrap(),
             (1000, 1001)
         );
         assert_eq!(
-            resolve_chown(Path::new("/nonexistent"), "app").unwrap(),
+            resolve_chown(&SourceRoot::rootfs(d.path()), "app:staff").unwrap(),
+            (1000, 50)
+        );
+        assert_eq!(
+            resolve_chown(&SourceRoot::rootfs(d.path()), "10:20").unwrap(),
+            (10, 20)
+        );
+        assert_eq!(
+            resolve_chown(&SourceRoot::rootfs(d.path()), "10").unwrap(),
+            (10, 10)
+        );
+        assert_eq!(
+            resolve_chown(&SourceRoot::rootfs(d.path()), "root:staff").unwrap(),
+            (0, 50)
+        );
+        // Unknown names are not an error: they leave 0.
+        assert_eq!(
+            resolve_chown(&SourceRoot::rootfs(d.path()), "ghost").unwrap(),
+            (0, 0)
+        );
+        assert_eq!(
+            resolve_chown(&SourceRoot::rootfs(d.path()), "app:nogroup").unwrap(),
+            (1000, 1001)
+        );
+        assert_eq!(
+            resolve_chown(&SourceRoot::rootfs(Path::new("/nonexistent")), "app").unwrap(),
             (0, 0)
         );
     }

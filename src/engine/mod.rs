@@ -1,9 +1,11 @@
 //! The one place that wires the pipeline: Dockerfile → plan → stages (FROM, COPY/ADD, metadata) →
 //! layers in the store → image config and manifest → tags and outputs.
 //!
-//! Each stage keeps its root filesystem as a directory (built by applying the layers it has), which
-//! COPY reads destinations, `--chown` names and `COPY --from` sources from. Layers are made from a
-//! staging directory that holds exactly what the step adds, so a layer never depends on the base.
+//! A stage's filesystem is the chain of its layers' committed snapshots (`store::snapshots`),
+//! brought up to date only when a step reads or changes it: COPY reads its destination and
+//! `--chown` names through a merged view of them, RUN mounts them as overlay lowers, and
+//! `COPY --from` reads a hard-linked flat tree of the source stage. A layer holds exactly what the
+//! step adds, so it never depends on the base.
 //!
 //! Must not: parse Dockerfiles, write tar or hash bytes itself — it calls the modules that do.
 
@@ -21,7 +23,6 @@ mod copy_step;
 mod event;
 mod fsutil;
 mod hardlink;
-mod merge;
 mod metadata;
 mod nospace;
 mod prepare;
@@ -378,7 +379,7 @@ fn build(
             source,
         })?;
     lease.protect_dir(workspace.path())?;
-    let preparer = prepare::Preparer::new(store, workspace.path());
+    let preparer = prepare::Preparer::new(store);
     let bases = base::StoreBases::new(store)
         .with_registry(req.pull.then_some(&req.registry))
         .with_preparer(&preparer);

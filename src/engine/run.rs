@@ -69,7 +69,8 @@ pub struct RunContext<'a> {
     pub sandbox: &'a exec::SandboxConfig,
     pub probe: &'a exec::Probe,
     pub rung: exec::Rung,
-    pub rootfs: &'a Path,
+    /// The stage's committed snapshots, top-most first.
+    pub lowers: &'a [PathBuf],
     pub scratch: &'a Path,
     pub context_dir: &'a Path,
     pub stage_roots: &'a BTreeMap<usize, PathBuf>,
@@ -112,17 +113,19 @@ fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RunEr
     }
 }
 
-/// Run the step; returns the change set (pointing into `scratch`) for the layer writer.
+/// Run the step; returns the change set (pointing into `scratch`) for the layer writer, and the
+/// upper directory when it holds exactly that layer in overlayfs' format (it can then become the
+/// next committed snapshot once the layer is written).
 pub fn run_step(
     ctx: &RunContext<'_>,
     step: &Step,
     run: &plan::Run,
     on_line: &mut dyn FnMut(String),
-) -> Result<ChangeSet, RunError> {
+) -> Result<(ChangeSet, Option<PathBuf>), RunError> {
     // Not removed here: the change set points into the active's upper directory until the layer
     // is written; the engine deletes the whole scratch directory after that.
     let active = Snapshotter::new(ctx.probe.snapshotter, ctx.probe.userxattr)?
-        .prepare(ctx.rootfs, &ctx.scratch.join("snapshot"))?;
+        .prepare(ctx.lowers, &ctx.scratch.join("snapshot"))?;
     let shell = if step.shell.is_empty() {
         vec!["/bin/sh".to_string(), "-c".to_string()]
     } else {
@@ -173,8 +176,13 @@ pub fn run_step(
             },
         });
     }
+    // Owners the single-uid rung only recorded are in the layer, not on disk.
+    let upper = active
+        .commit_dir()
+        .filter(|_| outcome.recorded_chowns.is_empty() && ctx.rung != exec::Rung::SingleUid)
+        .map(Path::to_path_buf);
     apply_recorded_chowns(&mut set, &outcome.recorded_chowns);
-    Ok(set)
+    Ok((set, upper))
 }
 
 /// CA injection: the platform's bundle bound at `exec::CA_TARGET` (and by exec over the image's

@@ -14,36 +14,38 @@ use super::copy_step::CopyArgs;
 use super::metadata::{apply_metadata, MetaState};
 use super::{BuildError, BuildRequest, Event, LayerSummary};
 use crate::cache::CacheKey;
-use crate::context::SourceRoot;
+use crate::context::{SourceRoot, View};
 use crate::exec::{self, Cancel, Probe, SandboxConfig};
 use crate::image::{Descriptor, ImageConfig};
 use crate::layer::{self, ApplyOptions, ChangeSet, LayerOptions};
 use crate::plan::{self, Base, Instruction, Plan, Step};
-use crate::store::Store;
+use crate::snapshot;
+use crate::store::{Committed, Store};
 
 /// Where a stage starts (`FROM`): the config and layers it inherits, its name for the log, the
-/// cache key its steps chain from, and a base image's manifest digest.
+/// cache key its steps chain from.
 struct StageBase {
     config: ImageConfig,
     layers: Vec<Descriptor>,
     name: String,
     key: CacheKey,
-    manifest: Option<crate::digest::Digest>,
 }
 
-/// A built (or being built) stage: its image config, its layers, and its root filesystem — a
-/// directory holding the first `applied` layers. It is brought up to date only when a step needs
-/// to read or change it, so a rebuild whose steps all come from the cache never unpacks anything.
+/// A built (or being built) stage: its image config, its layers, and its filesystem — the
+/// committed snapshots of its first layers (`store::snapshots`, shared with every other stage and
+/// build on the same chain). They are brought up to date only when a step needs to read or change
+/// the filesystem, so a rebuild whose steps all come from the cache touches none.
 #[derive(Clone)]
 pub struct StageState {
     pub config: ImageConfig,
     pub layers: Vec<Descriptor>,
-    pub rootfs: PathBuf,
-    pub applied: usize,
+    /// Committed snapshots of `layers[..snapshots.len()]`, bottom first.
+    pub snapshots: Vec<Committed>,
+    /// A plain hard-linked tree of the finished stage, made once when `COPY --from` or
+    /// `RUN --mount from=` reads it (`snapshot::flatten`).
+    pub flat: Option<PathBuf>,
     /// The stage's index in the plan.
     pub index: usize,
-    /// The base image's manifest while the tree prepared during its pull may still be taken.
-    pub base_manifest: Option<crate::digest::Digest>,
 }
 
 /// What a build reads and never changes, borrowed from the caller for the whole build: the
@@ -145,19 +147,12 @@ impl Engine<'_> {
     ) -> Result<(), BuildError> {
         let total = self.total_steps;
         let stage = &self.inputs.plan.stages[index];
-        let rootfs = self.inputs.workspace.join(format!("stage-{index}"));
-        let ws_err = |source| BuildError::Workspace {
-            path: rootfs.clone(),
-            source,
-        };
-        fs::create_dir_all(&rootfs).map_err(ws_err)?;
         let label = self.stage_label(index);
         let StageBase {
             mut config,
             layers,
             name: base_name,
             mut key,
-            manifest,
         } = self.stage_base(stage)?;
         super::stage_defaults::init_stage_config(&mut config);
         on_event(&Event::StageStarted {
@@ -167,10 +162,9 @@ impl Engine<'_> {
         let mut state = StageState {
             config,
             layers,
-            rootfs,
-            applied: 0,
+            snapshots: Vec::new(),
+            flat: None,
             index,
-            base_manifest: manifest,
         };
         let offer = |st: &StageState| {
             if let Some(p) = self.inputs.early_push {
@@ -217,14 +211,8 @@ impl Engine<'_> {
                         self.replay(step, &mut state, record)?
                     }
                     None => {
-                        if let Some(base) = self.materialize(&mut state)? {
-                            on_event(&Event::Log {
-                                step: n,
-                                line: format!(
-                                    "base {} was unpacked while it downloaded",
-                                    base.short()
-                                ),
-                            });
+                        if let Some(line) = self.materialize(&mut state)? {
+                            on_event(&Event::Log { step: n, line });
                         }
                         self.materialize_sources(step)?;
                         let made = self.run_step(step, &mut state, &mut meta, n, on_event)?;
@@ -261,7 +249,6 @@ impl Engine<'_> {
                 layers: Vec::new(),
                 name: "scratch".to_string(),
                 key: super::cached::root_key("scratch"),
-                manifest: None,
             },
             Base::Stage(parent) => {
                 let p = self
@@ -278,7 +265,6 @@ impl Engine<'_> {
                     layers: st.layers.clone(),
                     name: self.stage_label(*parent),
                     key: p.key.clone(),
-                    manifest: None,
                 }
             }
             Base::Image(reference) => {
@@ -288,63 +274,102 @@ impl Engine<'_> {
                     layers: img.manifest.layers.clone(),
                     name: reference.clone(),
                     key: super::cached::root_key(&img.manifest_desc.digest.to_string()),
-                    manifest: Some(img.manifest_desc.digest.clone()),
                 }
             }
         })
     }
 
-    /// Take the base unpacked while it downloaded (prepare.rs) as this stage's rootfs, when the
-    /// stage has applied nothing yet and no other stage took it first.
-    fn adopt_prepared(
-        &self,
-        st: &mut StageState,
-        manifest: &crate::digest::Digest,
-    ) -> Result<bool, BuildError> {
-        let Some((dir, base_layers)) = self.inputs.bases.claim_prepared(manifest) else {
-            return Ok(false);
-        };
-        let ws_err = |source| BuildError::Workspace {
-            path: st.rootfs.clone(),
-            source,
-        };
-        fs::remove_dir(&st.rootfs).map_err(ws_err)?;
-        fs::rename(&dir, &st.rootfs).map_err(ws_err)?;
-        st.applied = base_layers;
-        Ok(true)
+    /// Bring a stage's filesystem up to date with its layers: the committed snapshot of each
+    /// layer, made from its blob where there is none yet (a pulled base's were made while it
+    /// downloaded, `prepare.rs`; a RUN's when it committed).
+    /// Returns what it did for the log: "N layer(s) from committed snapshots, M unpacked".
+    pub(super) fn materialize(&self, st: &mut StageState) -> Result<Option<String>, BuildError> {
+        let diff_ids = st.config.rootfs.diff_ids.clone();
+        let more = self.snapshots_of(&st.layers, &diff_ids, &st.snapshots)?;
+        let made = more.iter().filter(|c| c.made).count();
+        let line = (!more.is_empty()).then(|| {
+            format!(
+                "filesystem: {} layer(s) from committed snapshots, {made} unpacked",
+                more.len() - made
+            )
+        });
+        st.snapshots.extend(more);
+        Ok(line)
     }
 
-    /// Bring a stage's rootfs up to date with its layers: first, the base image's tree unpacked
-    /// while it downloaded when there is one to take; returns that base's manifest digest then.
-    fn materialize(
+    /// The committed snapshots of `layers[have.len()..]` on top of `have`.
+    pub(super) fn snapshots_of(
         &self,
-        st: &mut StageState,
-    ) -> Result<Option<crate::digest::Digest>, BuildError> {
-        let mut adopted = None;
-        if st.applied == 0 {
-            if let Some(m) = st.base_manifest.take() {
-                if self.adopt_prepared(st, &m)? {
-                    adopted = Some(m);
-                }
-            }
-        }
-        while st.applied < st.layers.len() {
-            let l = &st.layers[st.applied];
+        layers: &[Descriptor],
+        diff_ids: &[crate::digest::Digest],
+        have: &[Committed],
+    ) -> Result<Vec<Committed>, BuildError> {
+        let mut parent = have.last().map(|c| c.chain.clone());
+        let mut out = Vec::new();
+        for (i, l) in layers.iter().enumerate().skip(have.len()) {
             let err = |message: String, source| BuildError::Base {
-                reference: st.rootfs.display().to_string(),
+                reference: l.digest.to_string(),
                 message,
                 source,
             };
-            let diff_id = self
-                .apply_blob(&l.digest, &st.rootfs)
-                .map_err(|e| err(format!("unpacking layer {}", l.digest), Some(e)))?;
-            self.inputs
-                .remote
-                .check_diff_id(&l.digest, &diff_id)
-                .map_err(|m| err(m, None))?;
-            st.applied += 1;
+            let Some(diff_id) = diff_ids.get(i) else {
+                return Err(err(
+                    format!("the image config lists no diff_id for layer {i}"),
+                    None,
+                ));
+            };
+            let c = self
+                .inputs
+                .store
+                .commit_snapshot(parent.as_ref(), diff_id, |dir| {
+                    let got = self.apply_blob(&l.digest, dir, true)?;
+                    self.inputs.remote.check_diff_id(&l.digest, &got)?;
+                    if &got != diff_id {
+                        return Err(format!(
+                            "layer {} unpacks to {got}, the image config says {diff_id}",
+                            l.digest
+                        )
+                        .into());
+                    }
+                    Ok(())
+                })
+                .map_err(|e| err(format!("unpacking layer {}", l.digest), Some(Box::new(e))))?;
+            parent = Some(c.chain.clone());
+            out.push(c);
         }
-        Ok(adopted)
+        Ok(out)
+    }
+
+    /// The stage's filesystem for reading (COPY's destination, `--chown` names, WORKDIR), once
+    /// `materialize` brought it up to date. A stage without layers reads an empty directory.
+    pub(super) fn image_root(&self, st: &StageState) -> Result<SourceRoot, BuildError> {
+        if st.snapshots.is_empty() {
+            let empty = self.inputs.workspace.join("empty");
+            fs::create_dir_all(&empty).map_err(|source| BuildError::Workspace {
+                path: empty.clone(),
+                source,
+            })?;
+            return Ok(SourceRoot::rootfs(&empty));
+        }
+        let top_first = st.snapshots.iter().rev().map(|c| c.dir.clone()).collect();
+        Ok(SourceRoot::layered(View::new(top_first)))
+    }
+
+    /// A finished stage as one plain directory (`COPY --from`, `RUN --mount from=`), made once.
+    pub(super) fn flat_of(&self, st: &mut StageState) -> Result<PathBuf, BuildError> {
+        if let Some(p) = &st.flat {
+            return Ok(p.clone());
+        }
+        self.materialize(st)?;
+        let dir = self.inputs.workspace.join(format!("stage-{}", st.index));
+        let top_first = st.snapshots.iter().rev().map(|c| c.dir.clone()).collect();
+        snapshot::flatten(&View::new(top_first), &dir, true).map_err(|e| BuildError::Base {
+            reference: self.stage_label(st.index),
+            message: "reading the stage's filesystem".into(),
+            source: Some(Box::new(e)),
+        })?;
+        st.flat = Some(dir.clone());
+        Ok(dir)
     }
 
     /// Bring up to date the stages a step reads (`COPY --from`, `RUN --mount from=`).
@@ -375,16 +400,19 @@ impl Engine<'_> {
         }
         for i in wanted {
             if let Some(f) = self.progress.finished(i) {
-                self.materialize(&mut lock(&f.state))?;
+                self.flat_of(&mut lock(&f.state))?;
             }
         }
         Ok(())
     }
 
+    /// Apply a stored layer onto `rootfs`, or into an empty snapshot directory in overlayfs'
+    /// format (`snapshot`); returns its diff_id.
     pub(super) fn apply_blob(
         &self,
         digest: &crate::digest::Digest,
         rootfs: &Path,
+        snapshot: bool,
     ) -> Result<crate::digest::Digest, BoxError> {
         // A layer replayed from a shared cache is fetched only now, when its files are needed.
         self.inputs.remote.ensure_local(self.inputs.store, digest)?;
@@ -392,6 +420,7 @@ impl Engine<'_> {
         let opts = ApplyOptions {
             allow_devices: is_root(),
             preserve_owners: is_root(),
+            overlay_opaque_xattr: snapshot.then(exec::overlay_opaque_xattr),
         };
         let stats = layer::apply_layer(std::io::BufReader::new(blob), rootfs, &opts)?;
         Ok(stats.diff_id)
@@ -469,9 +498,10 @@ impl Engine<'_> {
         dir: &str,
         created: &str,
     ) -> Result<Option<LayerSummary>, BuildError> {
-        let exists = SourceRoot::rootfs(&st.rootfs)
-            .resolve_in_root(Path::new(dir))
-            .map(|p| p.is_dir())
+        let image = self.image_root(st)?;
+        let exists = image
+            .resolve_rel(Path::new(dir))
+            .map(|p| image.lstat(&p).is_ok_and(|m| m.is_dir()))
             .unwrap_or(false);
         if exists {
             st.config
@@ -479,9 +509,8 @@ impl Engine<'_> {
             return Ok(None);
         }
         // BuildKit creates a missing WORKDIR as a layer of its own, owned by the current USER.
-        let owner =
-            super::stage_defaults::workdir_owner(&st.rootfs, st.config.config.user.as_deref())
-                .map_err(|e| self.step_err(step, "resolving USER", Some(Box::new(e))))?;
+        let owner = super::stage_defaults::workdir_owner(&image, st.config.config.user.as_deref())
+            .map_err(|e| self.step_err(step, "resolving USER", Some(Box::new(e))))?;
         let spec = CopySpec {
             instruction: "WORKDIR",
             sources: &[],
@@ -551,15 +580,17 @@ impl Engine<'_> {
                 path: self.inputs.workspace.to_path_buf(),
                 source,
             })?;
+        // The stages this step mounts were flattened by `materialize_sources`.
         let stage_roots: BTreeMap<usize, PathBuf> = lock(&self.progress.finished)
             .iter()
-            .map(|(i, f)| (*i, lock(&f.state).rootfs.clone()))
+            .filter_map(|(i, f)| Some((*i, lock(&f.state).flat.clone()?)))
             .collect();
+        let lowers: Vec<PathBuf> = st.snapshots.iter().rev().map(|c| c.dir.clone()).collect();
         let ctx = super::run::RunContext {
             sandbox: &cfg,
             probe: &probe,
             rung,
-            rootfs: &st.rootfs,
+            lowers: &lowers,
             scratch: scratch.path(),
             context_dir: self.inputs.context.root(),
             stage_roots: &stage_roots,
@@ -570,7 +601,7 @@ impl Engine<'_> {
             network: self.inputs.req.sandbox.network,
             cancel: self.inputs.cancel,
         };
-        let changes = super::run::run_step(&ctx, step, run, &mut |line| {
+        let (changes, upper) = super::run::run_step(&ctx, step, run, &mut |line| {
             on_event(&Event::Log { step: n, line })
         })
         .map_err(|e| match e {
@@ -582,7 +613,40 @@ impl Engine<'_> {
                 .push_empty(&Self::history_text(step), self.empty_created());
             return Ok(None);
         }
-        self.commit_changes(step, st, changes, created).map(Some)
+        let summary = self.commit_changes(step, st, changes, created)?;
+        if let Some(upper) = upper {
+            // containerd's Commit: the upper directory the step wrote is the next snapshot.
+            self.adopt_snapshot(st, &summary.diff_id, &upper);
+        }
+        Ok(Some(summary))
+    }
+
+    /// Make `dir` (a tree in overlayfs' format holding exactly the layer just committed) the
+    /// stage's next committed snapshot, when every layer below has one. Best effort: on failure
+    /// the snapshot is made from the layer's blob when a later step needs it.
+    pub(super) fn adopt_snapshot(
+        &self,
+        st: &mut StageState,
+        diff_id: &crate::digest::Digest,
+        dir: &Path,
+    ) {
+        if st.snapshots.len() + 1 != st.layers.len() {
+            return;
+        }
+        let parent = st.snapshots.last().map(|c| c.chain.clone());
+        let taken = self
+            .inputs
+            .store
+            .commit_snapshot(parent.as_ref(), diff_id, |into| {
+                fs::remove_dir(into)?;
+                fs::rename(dir, into)?;
+                // The merged root's mode comes from the top-most snapshot (a temp dir is 0700).
+                fs::set_permissions(into, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+                Ok(())
+            });
+        if let Ok(c) = taken {
+            st.snapshots.push(c);
+        }
     }
 
     /// Write a change set as a layer, store it, apply it to the stage's rootfs, record history.

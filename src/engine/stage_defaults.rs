@@ -4,7 +4,7 @@
 //! over from base stage" — the plan has already run them), and the owner of the directories WORKDIR creates (`dispatchWorkdir`: `llb.Mkdir(wd, 0755,
 //! WithParents, WithUser(d.image.Config.User))`, resolved by `ops/user_linux.go` `readUser`).
 
-use std::path::Path;
+use crate::context::SourceRoot;
 
 use super::fsutil::{resolve_chown, ChownError};
 use crate::image::ImageConfig;
@@ -31,10 +31,10 @@ pub fn init_stage_config(config: &mut ImageConfig) {
 
 /// The owner of directories WORKDIR creates: the current USER resolved against the image's own
 /// /etc/passwd and /etc/group (no USER: root).
-pub fn workdir_owner(rootfs: &Path, user: Option<&str>) -> Result<(u32, u32), ChownError> {
+pub fn workdir_owner(image: &SourceRoot, user: Option<&str>) -> Result<(u32, u32), ChownError> {
     match user {
         None | Some("") => Ok((0, 0)),
-        Some(u) => resolve_chown(rootfs, u),
+        Some(u) => resolve_chown(image, u),
     }
 }
 

@@ -33,6 +33,17 @@ fn m(
 }
 
 /// Inside a user namespace other than the initial one (rootless kiln, or the single-uid rung).
+/// The xattr that marks a directory opaque in a snapshot this process's overlays will mount:
+/// `user.overlay.opaque` when mounts are made with `userxattr` (inside a user namespace: trusted.*
+/// is not writable there), else `trusted.overlay.opaque`.
+pub fn overlay_opaque_xattr() -> &'static str {
+    if in_user_namespace() || !rustix::process::geteuid().is_root() {
+        "user.overlay.opaque"
+    } else {
+        "trusted.overlay.opaque"
+    }
+}
+
 pub(crate) fn in_user_namespace() -> bool {
     let map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
     let first: Vec<&str> = map.split_whitespace().take(3).collect();
@@ -82,6 +93,42 @@ fn join_lower(lower: &[PathBuf]) -> String {
         .join(":")
 }
 
+/// Mount data must fit in one page (`PAGE_SIZE`, what `mount(2)` copies in); keep room for the
+/// upper, work and flag options.
+const LOWERDIR_MAX: usize = 3000;
+
+/// The `lowerdir=` value for `lower`: absolute paths, or — when they would not fit in one page
+/// (a deep chain of committed snapshots) — names relative to the directory the snapshots share,
+/// after a chdir there. containerd does the same (`mount_linux.go`, `compactLowerdirOption` and
+/// the chdir before mount); overlay resolves each lower at mount time, from this process's cwd.
+/// The helper is single-threaded and changes its root right after, so the chdir harms nothing.
+fn lowerdir_option(lower: &[PathBuf]) -> R<String> {
+    let full = join_lower(lower);
+    if full.len() <= LOWERDIR_MAX {
+        return Ok(full);
+    }
+    let Some(parent) = lower.first().and_then(|p| p.parent()) else {
+        return Ok(full);
+    };
+    std::env::set_current_dir(parent).map_err(|e| format!("chdir {}: {e}", parent.display()))?;
+    let compact: Vec<String> = lower
+        .iter()
+        .map(|p| match p.strip_prefix(parent) {
+            Ok(rel) => rel.display().to_string(),
+            Err(_) => p.display().to_string(),
+        })
+        .collect();
+    let joined = compact.join(":");
+    if joined.len() > LOWERDIR_MAX {
+        return Err(format!(
+            "{} snapshot layers do not fit in one overlay mount ({} bytes of lowerdir)",
+            lower.len(),
+            joined.len()
+        ));
+    }
+    Ok(joined)
+}
+
 /// Mounts the rootfs at `target`; `skel` is appended as the lowest overlay layer.
 pub(crate) fn mount_rootfs(rootfs: &[Mount], target: &Path, skel: &Path) -> R<()> {
     for mnt in rootfs {
@@ -94,7 +141,7 @@ pub(crate) fn mount_rootfs(rootfs: &[Mount], target: &Path, skel: &Path) -> R<()
             } => {
                 let mut lower = lower.clone();
                 lower.push(skel.to_path_buf());
-                let mut opts = format!("lowerdir={}", join_lower(&lower));
+                let mut opts = format!("lowerdir={}", lowerdir_option(&lower)?);
                 if let (Some(u), Some(w)) = (upper, work) {
                     opts += &format!(",upperdir={},workdir={}", u.display(), w.display());
                 }

@@ -57,6 +57,14 @@ pub struct ApplyOptions {
     pub allow_devices: bool,
     /// chown entries to their tar uid/gid (only as root, or in a user namespace mapping them).
     pub preserve_owners: bool,
+    /// Apply into an empty directory in overlayfs' on-disk format (a committed snapshot, see
+    /// `store::snapshots`) instead of onto a tree: a whiteout becomes a 0/0 character device (the
+    /// kernel lets anyone make one since Linux 5.8, `vfs_mknod`'s `is_whiteout`), an opaque marker
+    /// sets this xattr to `y`: `trusted.overlay.opaque`, or `user.overlay.opaque` for overlays
+    /// mounted with `userxattr` (`exec::overlay_opaque_xattr` says which). Only one: overlay
+    /// copies a lower directory's xattrs up, and a marker it does not read would travel into a
+    /// RUN's upper directory and read as opaque there.
+    pub overlay_opaque_xattr: Option<&'static str>,
 }
 
 /// What applying a layer did.
@@ -426,6 +434,9 @@ impl Extractor<'_> {
                 reason: "a whiteout must name an entry inside its directory".into(),
             });
         }
+        if let Some(xattr) = self.opts.overlay_opaque_xattr {
+            return self.overlay_whiteout(name, parents, base, hidden, xattr);
+        }
         // Nothing to hide when the directory does not exist; a symlinked parent is still refused.
         let Some(dir) = self.walk(name, parents, false)? else {
             return Ok(());
@@ -449,6 +460,42 @@ impl Extractor<'_> {
             self.clear(name, &dir.join(OsStr::from_bytes(hidden)))?;
             self.stats.whiteouts += 1;
         }
+        Ok(())
+    }
+
+    /// A whiteout in overlayfs' format (`ApplyOptions::overlay_opaque_xattr`): the directory is
+    /// this layer's own (created when the tar names no entry for it), and the marker hides what
+    /// the lower snapshots have when the overlay is mounted.
+    fn overlay_whiteout(
+        &mut self,
+        name: &str,
+        parents: &[&[u8]],
+        base: &[u8],
+        hidden: &[u8],
+        xattr: &str,
+    ) -> Result<(), LayerError> {
+        let dir = self.parents(name, parents, true)?;
+        if base == OPAQUE_MARKER.as_bytes() {
+            xattr::set(&dir, xattr, b"y").map_err(extract_err(name, "marking opaque", &dir))?;
+            self.stats.opaques += 1;
+            return Ok(());
+        }
+        if hidden.starts_with(WHITEOUT_PREFIX.as_bytes()) {
+            return Ok(());
+        }
+        let mut rel = parents.join(&b'/');
+        if !rel.is_empty() {
+            rel.push(b'/');
+        }
+        rel.extend_from_slice(hidden);
+        if self.unpacked.contains(&rel) {
+            return Ok(()); // this layer's own entry of that name stays
+        }
+        let target = dir.join(OsStr::from_bytes(hidden));
+        self.clear(name, &target)?;
+        let ft = rustix::fs::FileType::CharacterDevice;
+        self.mknod(name, &target, ft, 0, rustix::fs::makedev(0, 0))?;
+        self.stats.whiteouts += 1;
         Ok(())
     }
 
@@ -554,6 +601,13 @@ impl Extractor<'_> {
             ))?;
         }
         for (k, v) in &a.xattrs {
+            // overlayfs' own markers are never a layer's to set: in a snapshot they would turn
+            // a file into a whiteout or hide a lower directory.
+            let private = ["trusted.overlay.", "user.overlay.", "user.fuseoverlayfs."];
+            if private.iter().any(|p| k.starts_with(p)) {
+                self.stats.skipped_xattrs += 1;
+                continue;
+            }
             if xattr::set(path, k, v).is_err() {
                 self.stats.skipped_xattrs += 1;
             }

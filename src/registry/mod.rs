@@ -54,6 +54,7 @@ pub enum Progress {
     /// are all the image's layers, in order (some may be in the store already).
     Fetching {
         manifest: Digest,
+        config: Digest,
         layers: Vec<Digest>,
     },
     BlobStarted {

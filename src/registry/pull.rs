@@ -118,6 +118,7 @@ pub fn pull(
     };
     on_progress(Progress::Fetching {
         manifest: desc.digest.clone(),
+        config: manifest.config.digest.clone(),
         layers: manifest.layers.iter().map(|l| l.digest.clone()).collect(),
     });
     let mut blobs: Vec<Descriptor> = Vec::new();

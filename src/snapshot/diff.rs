@@ -1,18 +1,14 @@
 //! Change sets: from an overlay upper directory (whiteouts and opaque markers), or by comparing a
 //! full tree against its parent tree (native snapshotter).
 
+use super::view::{is_opaque, is_whiteout, View};
 use super::{Change, SnapshotError};
 use std::fs::Metadata;
 use std::io::Read;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use walkdir::WalkDir;
 
-const OPAQUE_XATTRS: [&str; 3] = [
-    "trusted.overlay.opaque",
-    "user.overlay.opaque",
-    "user.fuseoverlayfs.opaque",
-];
 /// fuse-overlayfs falls back to these names when it cannot create 0/0 devices or xattrs.
 const WH_PREFIX: &str = ".wh.";
 const WH_OPAQUE: &str = ".wh..wh..opq";
@@ -25,41 +21,9 @@ fn walk_err(root: &Path) -> impl Fn(walkdir::Error) -> SnapshotError + '_ {
     }
 }
 
-fn is_whiteout(m: &Metadata) -> bool {
-    m.file_type().is_char_device() && m.rdev() == 0
-}
-
-fn is_opaque(dir: &Path) -> bool {
-    OPAQUE_XATTRS
-        .iter()
-        .any(|n| matches!(xattr::get(dir, n), Ok(Some(v)) if v == b"y"))
-}
-
-/// Whether `rel` is visible in the merged view of `lowers` (top-most first).
-fn in_lowers(rel: &Path, lowers: &[PathBuf]) -> bool {
-    for lower in lowers {
-        let mut anc = PathBuf::new();
-        for c in rel.components() {
-            anc.push(c);
-            if anc.as_path() == rel {
-                break;
-            }
-            match std::fs::symlink_metadata(lower.join(&anc)) {
-                Ok(m) if is_whiteout(&m) || !m.is_dir() => return false,
-                _ => {}
-            }
-        }
-        match std::fs::symlink_metadata(lower.join(rel)) {
-            Ok(m) => return !is_whiteout(&m),
-            Err(_) => {
-                let parent = rel.parent().map(|p| lower.join(p));
-                if parent.is_some_and(|p| p.is_dir() && is_opaque(&p)) {
-                    return false;
-                }
-            }
-        }
-    }
-    false
+/// Whether `rel` is visible in the merged view of the lowers.
+fn in_lowers(rel: &Path, lowers: &View) -> bool {
+    matches!(lowers.lookup(rel), Ok(Some(_)))
 }
 
 fn rank(c: &Change) -> u8 {
@@ -80,6 +44,7 @@ pub(crate) fn overlay_changes(
     lowers: &[PathBuf],
 ) -> Result<Vec<Change>, SnapshotError> {
     let mut out = Vec::new();
+    let lowers = View::new(lowers.to_vec());
     let walk = WalkDir::new(upper).min_depth(1).sort_by_file_name();
     for e in walk {
         let e = e.map_err(walk_err(upper))?;
@@ -102,7 +67,7 @@ pub(crate) fn overlay_changes(
         } else {
             let on_disk = e.path().to_path_buf();
             let opaque = m.is_dir() && is_opaque(&on_disk);
-            if in_lowers(&rel, lowers) {
+            if in_lowers(&rel, &lowers) {
                 out.push(Change::Modified {
                     path: rel.clone(),
                     on_disk,

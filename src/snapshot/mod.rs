@@ -1,25 +1,29 @@
 //! snapshot — the writable layer of a RUN step, in containerd's snapshotter vocabulary.
 //!
-//! The engine keeps each stage's root filesystem flattened in one directory (COPY reads
-//! destinations and `--chown` names from it). A RUN step gets an *active* snapshot over that
-//! directory: [`Snapshotter::prepare`] makes its scratch space, [`Active::mounts`] describes the
-//! rootfs mount that `exec` makes inside its own mount namespace (this module never mounts
-//! anything), [`Active::diff`] turns what the step changed into a sorted change set ([`Change`]) for
-//! the `layer` module, and [`Active::remove`] deletes the scratch space.
+//! A stage's filesystem is the chain of its layers' committed snapshots (`store::snapshots`: one
+//! directory per layer in overlayfs' format, shared by every build). A RUN step gets an *active*
+//! snapshot over that chain: [`Snapshotter::prepare`] makes its scratch space, [`Active::mounts`]
+//! describes the rootfs mount that `exec` makes inside its own mount namespace (this module never
+//! mounts anything), [`Active::diff`] turns what the step changed into a sorted change set
+//! ([`Change`]) for the `layer` module, [`Active::commit_dir`] hands the upper directory over to
+//! become the next committed snapshot, and [`Active::remove`] deletes the scratch space.
+//! [`flatten`] makes one plain tree of a chain where one is needed.
 //!
-//! Kinds: kernel overlayfs (the directory is the single lower layer, the diff is read from the
-//! upper directory so its cost grows with what the step changed), fuse-overlayfs (the same on-disk
-//! format, mounted by the `fuse-overlayfs` binary) and native (the directory is copied, with
-//! reflinks where the filesystem can, and diffed against the original).
+//! Kinds: kernel overlayfs (the chain's snapshots are the lowers, the diff is read from the upper
+//! directory so its cost grows with what the step changed), fuse-overlayfs (the same on-disk
+//! format, mounted by the `fuse-overlayfs` binary) and native (the merged chain is copied, with
+//! reflinks where the filesystem can, and diffed against a hard-linked flat view of it).
 //!
 //! Must NOT: know tar, layers' media types or registries; mount; run processes.
 
 mod active;
 mod diff;
 mod native;
+mod view;
 
 pub use active::{Active, Snapshotter};
 pub use native::copy_tree;
+pub use view::{flatten, View};
 
 use serde::{Deserialize, Serialize};
 use std::ffi::OsStr;

@@ -40,37 +40,51 @@ pub fn copy_tree(src: &Path, dst: &Path) -> Result<(), SnapshotError> {
             }
             links.insert((m.dev(), m.ino()), to.clone());
         }
-        if ft.is_file() {
-            copy_file(e.path(), &to)?;
-        } else if ft.is_symlink() {
-            let target = std::fs::read_link(e.path()).map_err(io_err("reading link", e.path()))?;
-            std::os::unix::fs::symlink(&target, &to).map_err(io_err("creating symlink", &to))?;
-        } else if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() {
-            let kind = if ft.is_char_device() {
-                rustix::fs::FileType::CharacterDevice
-            } else if ft.is_block_device() {
-                rustix::fs::FileType::BlockDevice
-            } else {
-                rustix::fs::FileType::Fifo
-            };
-            rustix::fs::mknodat(
-                rustix::fs::CWD,
-                &to,
-                kind,
-                rustix::fs::Mode::from_raw_mode(m.mode() & 0o7777),
-                m.rdev(),
-            )
-            .map_err(|err| io_err("creating node", &to)(err.into()))?;
-        } else {
+        if !copy_entry(e.path(), &to, &m)? {
             continue; // sockets are not part of a filesystem image
         }
-        set_meta(e.path(), &to, &m)?;
     }
     // Directory times last: creating entries changes them.
     for (from, to, m) in dirs.iter().rev() {
         set_meta(from, to, m)?;
     }
     Ok(())
+}
+
+/// Copy one non-directory entry (file, symlink, device, FIFO) with its metadata; false for a
+/// socket, which is not part of a filesystem image.
+pub(crate) fn copy_entry(
+    from: &Path,
+    to: &Path,
+    m: &std::fs::Metadata,
+) -> Result<bool, SnapshotError> {
+    let ft = m.file_type();
+    if ft.is_file() {
+        copy_file(from, to)?;
+    } else if ft.is_symlink() {
+        let target = std::fs::read_link(from).map_err(io_err("reading link", from))?;
+        std::os::unix::fs::symlink(&target, to).map_err(io_err("creating symlink", to))?;
+    } else if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() {
+        let kind = if ft.is_char_device() {
+            rustix::fs::FileType::CharacterDevice
+        } else if ft.is_block_device() {
+            rustix::fs::FileType::BlockDevice
+        } else {
+            rustix::fs::FileType::Fifo
+        };
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            to,
+            kind,
+            rustix::fs::Mode::from_raw_mode(m.mode() & 0o7777),
+            m.rdev(),
+        )
+        .map_err(|err| io_err("creating node", to)(err.into()))?;
+    } else {
+        return Ok(false);
+    }
+    set_meta(from, to, m)?;
+    Ok(true)
 }
 
 fn copy_file(from: &Path, to: &Path) -> Result<(), SnapshotError> {
@@ -90,7 +104,7 @@ fn copy_file(from: &Path, to: &Path) -> Result<(), SnapshotError> {
 
 /// Owner before mode (chown clears set-id bits), xattrs after chown (it drops
 /// `security.capability`), times last.
-fn set_meta(from: &Path, to: &Path, m: &std::fs::Metadata) -> Result<(), SnapshotError> {
+pub(crate) fn set_meta(from: &Path, to: &Path, m: &std::fs::Metadata) -> Result<(), SnapshotError> {
     std::os::unix::fs::lchown(to, Some(m.uid()), Some(m.gid())).map_err(io_err("chowning", to))?;
     if !m.file_type().is_symlink() {
         std::fs::set_permissions(to, std::fs::Permissions::from_mode(m.mode() & 0o7777))
@@ -98,6 +112,10 @@ fn set_meta(from: &Path, to: &Path, m: &std::fs::Metadata) -> Result<(), Snapsho
     }
     if let Ok(names) = xattr::list(from) {
         for n in names {
+            // overlayfs' markers belong to the snapshot they are in, never to a copy.
+            if super::is_private_xattr(&n) {
+                continue;
+            }
             if let Ok(Some(v)) = xattr::get(from, &n) {
                 xattr::set(to, &n, &v).map_err(io_err("setting xattr on", to))?;
             }

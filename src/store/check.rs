@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::{io_err, Store, StoreError, MAX_JSON_BLOB};
 use crate::digest::{hash_reader, Digest};
@@ -38,6 +38,9 @@ pub struct FsckReport {
     pub unreadable: Vec<(String, Digest, String)>,
     /// Files under `blobs/sha256` that are not named by a digest.
     pub stray: Vec<PathBuf>,
+    pub snapshots_checked: usize,
+    /// (chain ID, why): a snapshot record a later build would trust but cannot use.
+    pub broken_snapshots: Vec<(String, String)>,
 }
 
 impl FsckReport {
@@ -46,6 +49,7 @@ impl FsckReport {
             && self.missing.is_empty()
             && self.unreadable.is_empty()
             && self.stray.is_empty()
+            && self.broken_snapshots.is_empty()
     }
 }
 
@@ -85,6 +89,9 @@ impl fmt::Display for FsckReport {
         }
         for p in &self.stray {
             writeln!(f, "stray file {} (not named by a digest)", p.display())?;
+        }
+        for (chain, why) in &self.broken_snapshots {
+            writeln!(f, "broken snapshot {chain}: {why}")?;
         }
         if self.is_clean() {
             writeln!(f, "no damage found")?;
@@ -199,6 +206,31 @@ impl Store {
                 }
             }
         }
+        self.check_snapshots(&mut report)?;
         Ok(report)
+    }
+
+    /// Every snapshot record names a directory inside the store, and its key is the chain ID of
+    /// its parent and diff_id (what `store::snapshots` trusts when it finds one).
+    fn check_snapshots(&self, report: &mut FsckReport) -> Result<(), StoreError> {
+        for (key, rec) in self.snapshot_records()? {
+            report.snapshots_checked += 1;
+            let parent = rec.parent.as_deref().map(str::parse::<Digest>);
+            let why = match (rec.diff_id.parse::<Digest>(), parent) {
+                (Ok(d), None) if d.to_string() != key => Some("key is not its chain ID".into()),
+                (Ok(d), Some(Ok(p))) if super::chain_id(Some(&p), &d).to_string() != key => {
+                    Some("key is not its chain ID".into())
+                }
+                (Err(_), _) | (_, Some(Err(_))) => Some("unreadable record".into()),
+                _ => match self.record_dir(Path::new(&rec.dir)) {
+                    Some(d) if d.is_dir() => None,
+                    _ => Some(format!("directory {} is missing", rec.dir)),
+                },
+            };
+            if let Some(why) = why {
+                report.broken_snapshots.push((key, why));
+            }
+        }
+        Ok(())
     }
 }

@@ -95,6 +95,10 @@ pub struct Usage {
     pub unreferenced: Bucket,
     /// Scratch directories (build workspaces, the trash); items = entries.
     pub scratch: Bucket,
+    /// Committed snapshots (unpacked layers, `store::snapshots`); also counted in `records`
+    /// under their kind, since GC collects them with the other records.
+    #[serde(default)]
+    pub snapshots: Bucket,
 }
 
 /// `du -sb`: apparent size of everything under `path` (itself included), hard links once.
@@ -140,6 +144,7 @@ impl Store {
             }
             s.sweep_unreferenced()?;
             s.sweep_scratch(&opts.scratch)?;
+            s.sweep_snapshot_orphans()?;
             s.report.kept = s.blobs.len();
             s.report
         };
@@ -174,14 +179,19 @@ impl Store {
         };
         let mut counted: BTreeSet<&Digest> = s.tagged.iter().collect();
         for r in &s.records {
-            let b = u.records.entry(r.tracked.kind.clone()).or_default();
-            b.items += 1;
-            b.bytes += r
+            let dir_bytes = r
                 .tracked
                 .dir
                 .as_ref()
                 .and_then(|d| self.record_dir(d))
                 .map_or(0, |d| disk_usage(&d));
+            if r.namespace == super::snapshots::NAMESPACE {
+                u.snapshots.items += 1;
+                u.snapshots.bytes += dir_bytes;
+            }
+            let b = u.records.entry(r.tracked.kind.clone()).or_default();
+            b.items += 1;
+            b.bytes += dir_bytes;
             for d in &r.tracked.blobs {
                 if let Some((size, _)) = s.blobs.get(d) {
                     if counted.insert(d) {
@@ -405,12 +415,9 @@ impl<'s> Sweep<'s> {
             .as_ref()
             .and_then(|d| self.store.record_dir(d))
         {
-            match fs::remove_dir_all(&dir) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(io_err("removing", &dir)(e))
-                }
-                _ => self.report.bytes_freed += size,
-            }
+            // Renamed away first: a kill mid-delete leaves nothing under a name a reader trusts.
+            self.store.discard_dir(&dir)?;
+            self.report.bytes_freed += size;
         }
         for d in &r.tracked.blobs {
             let needed = self.tagged.contains(d)
@@ -465,6 +472,39 @@ impl<'s> Sweep<'s> {
                 total = total.saturating_sub(self.remove_record(i)?);
             }
         }
+    }
+
+    /// Snapshot directories no record names (a process killed between committing a snapshot's
+    /// directory and recording it), older than the scratch grace period.
+    fn sweep_snapshot_orphans(&mut self) -> Result<(), StoreError> {
+        let rel = Path::new(super::snapshots::DIR);
+        let Ok(entries) = fs::read_dir(self.store.root.join(rel)) else {
+            return Ok(());
+        };
+        let named: BTreeSet<PathBuf> = self
+            .records
+            .iter()
+            .filter_map(|r| r.tracked.dir.clone())
+            .collect();
+        for e in entries.flatten() {
+            let rel_entry = rel.join(e.file_name());
+            let young = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_none_or(|age| age.as_secs() < SCRATCH_GRACE_SECS);
+            if young || named.contains(&rel_entry) || !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let size = disk_usage(&e.path());
+            self.store.discard_dir(&e.path())?;
+            self.report.bytes_freed += size;
+            self.report
+                .dirs
+                .push(rel_entry.to_string_lossy().into_owned());
+        }
+        Ok(())
     }
 
     /// Entries of the scratch directories no lease names, older than the grace period.

@@ -17,6 +17,7 @@ mod gc_policy;
 mod ingest;
 mod lease;
 mod meta;
+mod snapshots;
 mod tags;
 mod tracked;
 
@@ -27,6 +28,7 @@ pub use gc_policy::{as_bytes, policies_from_config, DiskStat, Filter, GcPolicy, 
 pub use ingest::Ingest;
 pub use lease::Lease;
 pub use meta::{BuildDetails, BuildRecord, Metadata};
+pub use snapshots::{chain_id, Committed, FillError, SnapshotRecord};
 pub use tags::StoredImage;
 pub use tracked::{Tracked, TrackedRecord};
 
@@ -103,6 +105,12 @@ pub enum StoreError {
     },
     #[error("{0}")]
     Layout(String),
+    #[error("unpacking snapshot {chain}")]
+    Snapshot {
+        chain: Digest,
+        #[source]
+        source: snapshots::FillError,
+    },
     #[error("prune filter {filter:?}: {message}")]
     BadFilter { filter: String, message: String },
     #[error("metadata database {path}: {action}")]
