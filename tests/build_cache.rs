@@ -277,14 +277,20 @@ fn a_build_killed_while_unpacking_leaves_nothing_a_later_build_trusts() {
     let root = store_with_busybox();
     let mut files = vec![(
         "Dockerfile".to_string(),
-        "FROM scratch\nCOPY files /files\n".to_string(),
+        "FROM busybox\nCOPY files /files\n".to_string(),
     )];
     for i in 0..4000 {
         files.push((format!("files/d{}/f{i}", i % 40), "x".repeat(2048)));
     }
-    let refs: Vec<(&str, &str)> = files.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
     let base = context(&refs);
-    kiln_ok(root.path(), &["build", "-t", "big:1", base.path().to_str().unwrap()]);
+    kiln_ok(
+        root.path(),
+        &["build", "-t", "big:1", base.path().to_str().unwrap()],
+    );
     let ctx = context(&[(
         "Dockerfile",
         "FROM big:1\nRUN find /files -type f | wc -l > /count\n",
@@ -317,7 +323,10 @@ fn a_build_killed_while_unpacking_leaves_nothing_a_later_build_trusts() {
         // Remove what a finished run committed, so the next run unpacks (and is killed) again.
         kiln_ok(root.path(), &["prune", "--all"]);
     }
-    assert!(killed > 0, "LOUD: no run was caught unpacking; the test proved nothing");
+    assert!(
+        killed > 0,
+        "LOUD: no run was caught unpacking; the test proved nothing"
+    );
     let (img, err) = build_to_layout(root.path(), ctx.path(), &[]);
     assert_eq!(
         all_entries(&img)["count"].content.as_deref(),

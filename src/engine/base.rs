@@ -53,6 +53,14 @@ impl<'a> StoreBases<'a> {
         self
     }
 
+    /// Wait for the snapshots of a base pulled by this build that has one of `layers` (prepare.rs).
+    pub fn wait_prepared(&self, layers: &[crate::image::Descriptor]) {
+        if let Some(prep) = self.preparer {
+            let digests: Vec<_> = layers.iter().map(|l| l.digest.clone()).collect();
+            prep.wait_for(&digests);
+        }
+    }
+
     /// Tell what was pulled (during planning there is no event sink yet).
     pub fn report(&self, on_event: &mut dyn FnMut(&super::Event)) {
         for (reference, digest, bytes) in lock(&self.pulled).drain(..) {

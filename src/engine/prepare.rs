@@ -97,6 +97,21 @@ impl<'a> Preparer<'a> {
         bases.insert(manifest.clone(), prep);
     }
 
+    /// Wait until the preparation of every base that has one of `layers` is over, so a stage
+    /// finds the snapshots it made rather than racing it for each layer.
+    pub fn wait_for(&self, layers: &[Digest]) {
+        let preps: Vec<Arc<Preparation>> = lock(&self.bases)
+            .values()
+            .filter(|p| p.layers.iter().any(|l| layers.contains(l)))
+            .cloned()
+            .collect();
+        for prep in preps {
+            if let Some(h) = lock(&prep.thread).take() {
+                let _ = h.join();
+            }
+        }
+    }
+
     /// A blob of a pull landed in the store.
     pub fn blob_present(&self, digest: &Digest) {
         for prep in lock(&self.bases).values() {

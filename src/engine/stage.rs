@@ -285,6 +285,11 @@ impl Engine<'_> {
     /// Returns what it did for the log: "N layer(s) from committed snapshots, M unpacked".
     pub(super) fn materialize(&self, st: &mut StageState) -> Result<Option<String>, BuildError> {
         let diff_ids = st.config.rootfs.diff_ids.clone();
+        if st.snapshots.len() < st.layers.len() {
+            self.inputs
+                .bases
+                .wait_prepared(&st.layers[st.snapshots.len()..]);
+        }
         let more = self.snapshots_of(&st.layers, &diff_ids, &st.snapshots)?;
         let made = more.iter().filter(|c| c.made).count();
         let line = (!more.is_empty()).then(|| {
