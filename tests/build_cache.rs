@@ -360,3 +360,37 @@ fn an_edit_rebuild_reuses_committed_snapshots_rootless() {
     let fsck = r.kiln(&["fsck"]);
     assert!(!fsck.contains("broken"), "{fsck}");
 }
+
+#[test]
+fn fsck_snapshots_rechecks_each_snapshot_against_its_layer() {
+    let root = store_with_busybox();
+    let ctx = context(&[("Dockerfile", EDIT_LOOP), ("app/main.txt", "v1\n")]);
+    build_to_layout(root.path(), ctx.path(), &["--source-date-epoch", "0"]);
+    let clean = kiln_ok(root.path(), &["fsck", "--snapshots"]);
+    assert!(clean.contains("no damage found"), "{clean}");
+    let n: usize = clean
+        .split("re-applied the layers of ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        n >= 3,
+        "the base, both RUNs' uppers and the rest are checked:\n{clean}"
+    );
+    // A file of a committed snapshot changed behind kiln's back.
+    let victim = fs::read_dir(root.path().join("snapshots"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("data/x"))
+        .find(|p| p.is_file())
+        .expect("the first RUN's snapshot holds /data/x");
+    fs::write(&victim, "tampered\n").unwrap();
+    let out = kiln(root.path(), &["fsck", "--snapshots"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("broken snapshot") && text.contains("data/x differs"),
+        "{text}"
+    );
+}

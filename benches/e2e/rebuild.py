@@ -40,7 +40,7 @@ WORK = os.environ.get("WORK", "/tmp/kiln-rebuild")
 e2e.WORK = WORK
 PEERS = [p for p in os.environ.get("PEERS", "kiln,buildah,buildkit").split(",") if p]
 BASE_BYTES = int(os.environ.get("BASE_BYTES", str(1000 * 10**6)))
-BASE_FILES = int(os.environ.get("BASE_FILES", "30000"))
+BASE_FILES = int(os.environ.get("BASE_FILES", "60000"))
 run, log = e2e.run, e2e.log
 
 

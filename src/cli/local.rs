@@ -211,8 +211,13 @@ fn print_usage(store: &Store) -> Result<()> {
 }
 
 /// Exit 2 when the store is damaged, so scripts can tell damage from a failure to check.
-pub(super) fn cmd_fsck(store: &Store) -> Result<i32> {
-    let report = store.fsck()?;
+pub(super) fn cmd_fsck(store: &Store, snapshots: bool) -> Result<i32> {
+    let mut report = store.fsck()?;
+    if snapshots {
+        let (checked, bad) = store.verify_snapshots(exec::overlay_opaque_xattr())?;
+        println!("re-applied the layers of {checked} snapshot(s)");
+        report.broken_snapshots.extend(bad);
+    }
     println!("{report}");
     Ok(if report.is_clean() { 0 } else { 2 })
 }

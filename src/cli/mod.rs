@@ -94,7 +94,12 @@ enum Command {
     /// `docker buildx prune`; with size flags, least recently used first until under them.
     Prune(local::PruneArgs),
     /// Re-hash every blob and check every tag's closure; non-zero exit on damage.
-    Fsck,
+    Fsck {
+        /// Also check every committed snapshot against its layer, applied again (slow: a full
+        /// unpack of every layer).
+        #[arg(long)]
+        snapshots: bool,
+    },
     /// Where kiln keeps its state and what it holds.
     Info,
 }
@@ -263,7 +268,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Import { layout, tag } => local::cmd_import(&open_store(&cli.root)?, &layout, tag),
         Command::Rmi { image } => local::cmd_rmi(&open_store(&cli.root)?, &image),
         Command::Prune(args) => local::cmd_prune(&open_store(&cli.root)?, &args),
-        Command::Fsck => local::cmd_fsck(&open_store(&cli.root)?),
+        Command::Fsck { snapshots } => local::cmd_fsck(&open_store(&cli.root)?, snapshots),
         Command::Info => local::cmd_info(&cli.root),
     }
 }

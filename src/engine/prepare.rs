@@ -158,7 +158,7 @@ impl Preparation {
         };
         let mut parent = None;
         for (digest, diff_id) in self.layers.iter().zip(&config.rootfs.diff_ids) {
-            let c = store.commit_snapshot(parent.as_ref(), diff_id, |dir| {
+            let c = store.commit_snapshot(parent.as_ref(), diff_id, Some(digest), |dir| {
                 self.wait_for(digest, cancel)?;
                 // The pull verified and committed it before reporting it done.
                 let blob = fs::File::open(store.blob_path(digest))?;

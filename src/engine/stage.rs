@@ -326,7 +326,7 @@ impl Engine<'_> {
             let c = self
                 .inputs
                 .store
-                .commit_snapshot(parent.as_ref(), diff_id, |dir| {
+                .commit_snapshot(parent.as_ref(), diff_id, Some(&l.digest), |dir| {
                     let got = self.apply_blob(&l.digest, dir, true)?;
                     self.inputs.remote.check_diff_id(&l.digest, &got)?;
                     if &got != diff_id {
@@ -639,16 +639,18 @@ impl Engine<'_> {
             return;
         }
         let parent = st.snapshots.last().map(|c| c.chain.clone());
-        let taken = self
-            .inputs
-            .store
-            .commit_snapshot(parent.as_ref(), diff_id, |into| {
+        let taken = self.inputs.store.commit_snapshot(
+            parent.as_ref(),
+            diff_id,
+            st.layers.last().map(|l| &l.digest),
+            |into| {
                 fs::remove_dir(into)?;
                 fs::rename(dir, into)?;
                 // The merged root's mode comes from the top-most snapshot (a temp dir is 0700).
                 fs::set_permissions(into, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
                 Ok(())
-            });
+            },
+        );
         if let Ok(c) = taken {
             st.snapshots.push(c);
         }

@@ -17,6 +17,7 @@ mod gc_policy;
 mod ingest;
 mod lease;
 mod meta;
+mod snapshot_check;
 mod snapshots;
 mod tags;
 mod tracked;

@@ -38,6 +38,9 @@ pub struct SnapshotRecord {
     pub parent: Option<String>,
     /// The uncompressed digest of the layer this snapshot holds.
     pub diff_id: String,
+    /// The layer blob it was made from or made into (`kiln fsck --snapshots` re-applies it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob: Option<String>,
     /// Relative to the store root.
     pub dir: String,
 }
@@ -90,13 +93,14 @@ impl Store {
         }))
     }
 
-    /// The committed snapshot of the layer `diff_id` over `parent`, made by `fill` (given an empty
-    /// directory to fill) when there is none yet. Concurrent callers for the same chain wait for
-    /// one fill.
+    /// The committed snapshot of the layer `diff_id` (blob `blob`) over `parent`, made by `fill`
+    /// (given an empty directory to fill) when there is none yet. Concurrent callers for the same
+    /// chain wait for one fill.
     pub fn commit_snapshot(
         &self,
         parent: Option<&Digest>,
         diff_id: &Digest,
+        blob: Option<&Digest>,
         fill: impl FnOnce(&Path) -> Result<(), FillError>,
     ) -> Result<Committed, StoreError> {
         let chain = chain_id(parent, diff_id);
@@ -134,6 +138,7 @@ impl Store {
         let record = SnapshotRecord {
             parent: parent.map(|p| p.to_string()),
             diff_id: diff_id.to_string(),
+            blob: blob.map(|b| b.to_string()),
             dir: rel.to_string_lossy().into_owned(),
         };
         let value = serde_json::to_string(&record).unwrap_or_default();
@@ -197,16 +202,16 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let store = Store::open(root.path()).unwrap();
         let a = store
-            .commit_snapshot(None, &d("a"), fill_with("a"))
+            .commit_snapshot(None, &d("a"), None, fill_with("a"))
             .unwrap();
         assert_eq!(a.chain, d("a"), "the first layer's chain ID is its diff_id");
         let b = store
-            .commit_snapshot(Some(&a.chain), &d("b"), fill_with("b"))
+            .commit_snapshot(Some(&a.chain), &d("b"), None, fill_with("b"))
             .unwrap();
         assert_eq!(b.chain, chain_id(Some(&d("a")), &d("b")));
         assert!(b.dir.join("b").is_file());
         let again = store
-            .commit_snapshot(Some(&a.chain), &d("b"), |_| panic!("filled twice"))
+            .commit_snapshot(Some(&a.chain), &d("b"), None, |_| panic!("filled twice"))
             .unwrap();
         assert_eq!((&again.dir, again.made, b.made), (&b.dir, false, true));
         assert!(store.fsck().unwrap().is_clean());
@@ -217,7 +222,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let store = Store::open(root.path()).unwrap();
         let err = store
-            .commit_snapshot(None, &d("a"), |dir| {
+            .commit_snapshot(None, &d("a"), None, |dir| {
                 fs::write(dir.join("half"), "x")?;
                 Err("killed half way".into())
             })
@@ -231,7 +236,7 @@ mod tests {
             .collect();
         assert!(left.is_empty(), "{left:?}");
         let a = store
-            .commit_snapshot(None, &d("a"), fill_with("a"))
+            .commit_snapshot(None, &d("a"), None, fill_with("a"))
             .unwrap();
         assert!(a.dir.join("a").is_file() && !a.dir.join("half").exists());
     }
@@ -245,7 +250,7 @@ mod tests {
         fs::create_dir_all(&stale).unwrap();
         fs::write(stale.join("partial"), "x").unwrap();
         let a = store
-            .commit_snapshot(None, &d("a"), fill_with("a"))
+            .commit_snapshot(None, &d("a"), None, fill_with("a"))
             .unwrap();
         assert!(a.dir.join("a").is_file());
         assert!(!a.dir.join("partial").exists());
@@ -256,12 +261,12 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let store = Store::open(root.path()).unwrap();
         let old = store
-            .commit_snapshot(None, &d("old"), fill_with("o"))
+            .commit_snapshot(None, &d("old"), None, fill_with("o"))
             .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(1100));
         let lease = store.lease("test build").unwrap();
         let used = store
-            .commit_snapshot(None, &d("used"), fill_with("u"))
+            .commit_snapshot(None, &d("used"), None, fill_with("u"))
             .unwrap();
         let prune_all = GcOptions {
             policies: vec![GcPolicy {
