@@ -14,7 +14,9 @@ fn main() {
     // it appears to be inside its user namespace: pin the real uid before re-executing.
     kiln::config::defaults::pin_host_uid();
     if let Err(e) = kiln::exec::maybe_reexec_into_userns() {
-        eprintln!("error: entering a user namespace: {e}");
+        // Never a panic on a closed stderr (`eprintln!` would): the exit status still says it.
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "error: entering a user namespace: {e}");
         std::process::exit(1);
     }
     std::process::exit(kiln::cli::main());
