@@ -16,6 +16,7 @@ mod metrics;
 pub mod openapi;
 mod outputs;
 mod policy;
+mod records;
 mod resolve;
 mod routes;
 pub mod systemd;
@@ -208,6 +209,8 @@ pub(crate) struct State {
     pub config: Mutex<config_api::RuntimeConfig>,
     pub shutting_down: AtomicBool,
     pub gc: gc::AutoGc,
+    /// Build ends kiln.db refused, served in place of the stale rows until written.
+    pub unwritten: records::Unwritten,
 }
 
 impl State {
@@ -298,6 +301,7 @@ pub async fn run(
         config: Mutex::new(config_api::RuntimeConfig::load(&settings)),
         shutting_down: AtomicBool::new(false),
         gc: gc::AutoGc::default(),
+        unwritten: records::Unwritten::default(),
         settings,
     });
     jobs::recover(&state).map_err(|e| DaemonError::Recover(Box::new(e)))?;
