@@ -8,6 +8,10 @@ fn main() {
     if std::env::args_os().nth(1).as_deref()
         == Some(std::ffi::OsStr::new(kiln::exec::HELPER_SUBCOMMAND))
     {
+        // The helper dies with the build thread that started it (which waits for it): a daemon
+        // killed with -9 leaves no RUN step running behind it. Its pid 1 dies with it in turn
+        // (exec/helper.rs), and with pid 1 the step's pid namespace.
+        let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
         std::process::exit(kiln::exec::sandbox_main());
     }
     // Defaults (store root, config file, socket) follow the user who started kiln, not the root
