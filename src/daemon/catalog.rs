@@ -215,12 +215,10 @@ pub(super) fn build_ended(
 ) -> Result<(), RecordError> {
     let _g = lock();
     let db = state.store.db();
-    let listed = db
-        .record_list(NS)
-        .map_err(|source| RecordError::CatalogRead {
-            id: id.into(),
-            source,
-        })?;
+    let listed = db.record_list(NS).map_err(|e| RecordError::CatalogRead {
+        id: id.into(),
+        source: Box::new(e),
+    })?;
     let Some(mut e) = listed
         .into_iter()
         .filter_map(|(_, v)| serde_json::from_str::<CatalogEntry>(&v).ok())
@@ -265,10 +263,10 @@ pub(super) fn build_ended(
         source,
     })?;
     db.record_put(NS, &e.name, &v)
-        .map_err(|source| RecordError::Catalog {
+        .map_err(|err| RecordError::Catalog {
             id: id.into(),
             name: e.name.clone(),
-            source,
+            source: Box::new(err),
         })
 }
 

@@ -23,27 +23,27 @@ pub(crate) enum RecordError {
         id: String,
         status: &'static str,
         #[source]
-        source: StoreError,
+        source: Box<StoreError>,
     },
     #[error("recording the {what} of build {id}")]
     Details {
         id: String,
         what: &'static str,
         #[source]
-        source: StoreError,
+        source: Box<StoreError>,
     },
     #[error("recording catalog entry {name:?} as built by {id}")]
     Catalog {
         id: String,
         name: String,
         #[source]
-        source: StoreError,
+        source: Box<StoreError>,
     },
     #[error("reading the catalog entries for build {id}")]
     CatalogRead {
         id: String,
         #[source]
-        source: StoreError,
+        source: Box<StoreError>,
     },
     #[error("encoding catalog entry {name:?}")]
     CatalogEncode {
@@ -116,10 +116,10 @@ pub(crate) fn running(state: &Shared, id: &str) -> Result<(), RecordError> {
         .db()
         .update_build(id, st.as_str(), None, None, None)
         .map(|_| ())
-        .map_err(|source| RecordError::Status {
+        .map_err(|e| RecordError::Status {
             id: id.into(),
             status: st.as_str(),
-            source,
+            source: Box::new(e),
         })
 }
 
@@ -135,10 +135,10 @@ pub(crate) fn details(
         .db()
         .update_build_details(id, d)
         .map(|_| ())
-        .map_err(|source| RecordError::Details {
+        .map_err(|e| RecordError::Details {
             id: id.into(),
             what,
-            source,
+            source: Box::new(e),
         })
 }
 
@@ -154,10 +154,10 @@ fn write_end(state: &Shared, id: &str, end: &End) -> Result<(), RecordError> {
             end.error.as_deref(),
         )
         .map(|_| ())
-        .map_err(|source| RecordError::Status {
+        .map_err(|e| RecordError::Status {
             id: id.into(),
             status: end.status.as_str(),
-            source,
+            source: Box::new(e),
         })
 }
 
