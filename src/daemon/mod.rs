@@ -384,6 +384,17 @@ pub async fn run(
     }
     // Event streams end with their builds; idle connections get a short grace.
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    // Ends kiln.db refused: a last try; what still fails is said, and the next start marks
+    // those builds interrupted.
+    let st = state.clone();
+    if let Ok(left) = tokio::task::spawn_blocking(move || records::retry(&st)).await {
+        if left > 0 {
+            log::error(
+                "daemon.records_unwritten",
+                &[("builds", (left as u64).into())],
+            );
+        }
+    }
     log::info("daemon.stopped", &[]);
     Ok(())
 }

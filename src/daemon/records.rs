@@ -181,8 +181,8 @@ pub(crate) fn ended(state: &Shared, id: &str, mut end: End) {
     }
 }
 
-/// Write the ends kiln.db refused before; those it still refuses stay.
-pub(crate) fn retry(state: &Shared) {
+/// Write the ends kiln.db refused before; those it still refuses stay. Returns how many.
+pub(crate) fn retry(state: &Shared) -> usize {
     let pending: Vec<(String, End)> = state
         .unwritten
         .lock()
@@ -195,6 +195,7 @@ pub(crate) fn retry(state: &Shared) {
             state.unwritten.lock().remove(&id);
         }
     }
+    state.unwritten.len()
 }
 
 /// The end of a build that could not be recorded as it happened: failed, with the cause.
