@@ -420,6 +420,8 @@ pub mod kind {
     pub const INTERRUPTED: &str = "interrupted";
     pub const PUSH_FAILED: &str = "push_failed";
     pub const INTERNAL: &str = "internal";
+    /// The build's record in kiln.db could not be written (a full disk, a read-only database).
+    pub const RECORD_FAILED: &str = "record_failed";
 }
 
 pub use crate::report::error_text;

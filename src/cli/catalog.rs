@@ -5,7 +5,6 @@
 //! Must not: validate package lines itself (the one resolver does, for the embedded engine and the
 //! daemon alike) or keep a catalog of its own (the daemon's SQLite holds it).
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context as _, Result};
@@ -14,6 +13,7 @@ use clap::{Args, Subcommand};
 use crate::api::{self, CatalogEntry, CatalogSpec, CatalogUpdate, ImageType, PackageSpec};
 
 use super::client::Client;
+use super::out;
 
 /// Package-build and catalog flags of `kiln build`.
 #[derive(Args, Debug, Default)]
@@ -207,7 +207,7 @@ fn encode(s: &str) -> String {
 
 pub fn catalog(host: &Option<String>, cmd: CatalogCmd) -> Result<i32> {
     let c = need(host)?;
-    let mut out = std::io::stdout().lock();
+    let mut out = out::stdout();
     let json = "application/json";
     match cmd {
         CatalogCmd::Ls {

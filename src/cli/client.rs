@@ -14,6 +14,7 @@ use anyhow::{anyhow, bail, Context as _, Result};
 
 use crate::api::{self, BuildSpec, ErrorBody, Event};
 
+use super::out::{errln, outln};
 use super::progress::{ProgressMode, Renderer};
 use super::BuildArgs;
 
@@ -234,7 +235,7 @@ pub fn remote_build(client: &Client, args: &BuildArgs) -> Result<i32> {
         });
     }
     if args.progress != ProgressMode::Json {
-        eprintln!("build {id} on the daemon");
+        errln!("build {id} on the daemon");
     }
     follow(client, &id, args.progress)
 }
@@ -277,14 +278,14 @@ pub fn follow(client: &Client, id: &str, mode: ProgressMode) -> Result<i32> {
             continue;
         };
         if mode == ProgressMode::Json {
-            println!("{line}");
+            outln!("{line}")?;
         } else if let Some(be) = e.to_build_event() {
             renderer.event(&be);
         }
         match e {
             Event::Succeeded { manifest } => {
                 if mode != ProgressMode::Json {
-                    println!("{manifest}");
+                    outln!("{manifest}")?;
                 }
                 return Ok(0);
             }

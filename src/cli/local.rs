@@ -3,11 +3,11 @@
 //!
 //! Must not: touch the store's files itself — every change goes through `store`'s verified calls.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
 
+use super::out::{self, errln, outln};
 use crate::engine::Output;
 use crate::exec;
 use crate::reference::Reference;
@@ -26,7 +26,7 @@ pub(super) fn store_key(image: &str) -> String {
 }
 
 pub(super) fn cmd_images(store: &Store) -> Result<i32> {
-    let mut out = std::io::stdout().lock();
+    let mut out = out::stdout();
     writeln!(out, "{:<50} {:<20} {:>10}", "IMAGE", "DIGEST", "SIZE")?;
     for (name, desc) in store.tags()? {
         let size = store
@@ -51,7 +51,7 @@ pub(super) fn cmd_export(store: &Store, image: &str, outputs: &[String]) -> Resu
                     .map(|r| r.tag_or_latest().to_string())
                     .unwrap_or_else(|_| "latest".into());
                 store::write_oci_layout(store, &[(name, img.manifest_desc.clone())], &dest)?;
-                eprintln!("exported oci: {}", dest.display());
+                errln!("exported oci: {}", dest.display());
             }
             Output::Docker { dest } => {
                 let name = key
@@ -59,7 +59,7 @@ pub(super) fn cmd_export(store: &Store, image: &str, outputs: &[String]) -> Resu
                     .map(|r| r.familiar())
                     .unwrap_or_default();
                 store::write_docker_archive(store, &[(name, img.manifest_desc.clone())], &dest)?;
-                eprintln!("exported docker: {}", dest.display());
+                errln!("exported docker: {}", dest.display());
             }
         }
     }
@@ -84,7 +84,7 @@ pub(super) fn cmd_import(store: &Store, layout: &str, tag: Option<String>) -> Re
         .with_context(|| format!("invalid tag {name:?}"))?
         .store_name();
     store.tag(&key, &desc)?;
-    println!("{key} {}", desc.digest);
+    outln!("{key} {}", desc.digest)?;
     Ok(0)
 }
 
@@ -92,7 +92,7 @@ pub(super) fn cmd_rmi(store: &Store, image: &str) -> Result<i32> {
     if !store.untag(&store_key(image))? {
         bail!("no image {image} in the local store");
     }
-    println!("untagged {image}");
+    outln!("untagged {image}")?;
     Ok(0)
 }
 
@@ -143,69 +143,75 @@ pub(super) fn cmd_prune(store: &Store, a: &PruneArgs) -> Result<i32> {
         trigger: "prune".into(),
     })?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?)?;
         return Ok(0);
     }
     for r in &report.records {
-        println!(
+        outln!(
             "removed {} {} ({} bytes freed)",
-            r.kind, r.description, r.bytes
-        );
+            r.kind,
+            r.description,
+            r.bytes
+        )?;
     }
     for d in &report.dirs {
-        println!("removed scratch {d}");
+        outln!("removed scratch {d}")?;
     }
-    println!(
+    outln!(
         "removed {} blob(s), {} record(s), {} scratch dir(s), freed {} bytes, kept {} blob(s)",
         report.removed.len(),
         report.records.len(),
         report.dirs.len(),
         report.bytes_freed,
         report.kept
-    );
+    )?;
     Ok(0)
 }
 
 /// `kiln info`'s usage lines (and `GET /v1/info`'s `usage`).
 fn print_usage(store: &Store) -> Result<()> {
     let u = store.usage(&crate::engine::scratch_dirs())?;
-    println!("usage:");
-    println!(
+    outln!("usage:")?;
+    outln!(
         "  images: {} bytes in {} tag(s)",
-        u.images.bytes, u.images.items
-    );
+        u.images.bytes,
+        u.images.items
+    )?;
     for kind in store::RECORD_TYPES {
         let b = u.records.get(*kind).copied().unwrap_or_default();
         if b.items > 0 || ["regular", "exec.cachemount"].contains(kind) {
-            println!(
+            outln!(
                 "  {} ({kind}): {} bytes in {} record(s)",
                 crate::cache::mounts::kind_label(kind),
                 b.bytes,
                 b.items
-            );
+            )?;
         }
     }
-    println!(
+    outln!(
         "    of which snapshots (unpacked layers): {} bytes in {} snapshot(s)",
-        u.snapshots.bytes, u.snapshots.items
-    );
-    println!(
+        u.snapshots.bytes,
+        u.snapshots.items
+    )?;
+    outln!(
         "  unreferenced blobs: {} bytes in {} blob(s)",
-        u.unreferenced.bytes, u.unreferenced.items
-    );
-    println!(
+        u.unreferenced.bytes,
+        u.unreferenced.items
+    )?;
+    outln!(
         "  workspaces (builds/): {} bytes in {} entr(ies)",
-        u.scratch.bytes, u.scratch.items
-    );
+        u.scratch.bytes,
+        u.scratch.items
+    )?;
     match store.last_gc()? {
-        Some(g) => println!(
+        Some(g) => outln!(
             "last gc: at {} ({}): freed {} bytes, {} item(s)",
             g.at,
             g.trigger,
             g.bytes_freed,
             g.items()
-        ),
-        None => println!("last gc: never"),
+        )?,
+        None => outln!("last gc: never")?,
     }
     Ok(())
 }
@@ -215,10 +221,10 @@ pub(super) fn cmd_fsck(store: &Store, snapshots: bool) -> Result<i32> {
     let mut report = store.fsck()?;
     if snapshots {
         let (checked, bad) = store.verify_snapshots(exec::overlay_opaque_xattr())?;
-        println!("re-applied the layers of {checked} snapshot(s)");
+        outln!("re-applied the layers of {checked} snapshot(s)")?;
         report.broken_snapshots.extend(bad);
     }
-    println!("{report}");
+    outln!("{report}")?;
     Ok(if report.is_clean() { 0 } else { 2 })
 }
 
@@ -227,37 +233,37 @@ pub(super) fn cmd_info(root: &Option<PathBuf>) -> Result<i32> {
     let root = root.clone().unwrap_or_else(Store::default_root);
     let store = Store::open(&root)
         .with_context(|| format!("opening the kiln store at {}", root.display()))?;
-    println!("version: {}", env!("CARGO_PKG_VERSION"));
-    println!("root: {}", root.display());
-    println!("images: {}", store.tags()?.len());
+    outln!("version: {}", env!("CARGO_PKG_VERSION"))?;
+    outln!("root: {}", root.display())?;
+    outln!("images: {}", store.tags()?.len())?;
     print_usage(&store)?;
     let probe = exec::probe(&exec::SandboxConfig::new(&root.join("exec")));
     match probe.rung {
-        Some(r) => println!("sandbox: {r}"),
-        None => println!("sandbox: none works here"),
+        Some(r) => outln!("sandbox: {r}")?,
+        None => outln!("sandbox: none works here")?,
     }
     for (rung, why) in &probe.reasons {
-        println!(
+        outln!(
             "  {} unavailable: {why}",
             format!("{rung:?}").to_lowercase()
-        );
+        )?;
     }
-    println!(
+    outln!(
         "snapshotter: {}",
         format!("{:?}", probe.snapshotter).to_lowercase()
-    );
+    )?;
     for (kind, why) in &probe.snapshotter_reasons {
-        println!(
+        outln!(
             "  {} unavailable: {why}",
             format!("{kind:?}").to_lowercase()
-        );
+        )?;
     }
-    println!("cgroups: {}", probe.cgroup);
+    outln!("cgroups: {}", probe.cgroup)?;
     for ca in crate::registry::conventional_ca_bundles() {
-        println!("trusted CA bundle: {}", ca.display());
+        outln!("trusted CA bundle: {}", ca.display())?;
     }
     for w in &probe.warnings {
-        println!("warning: {w}");
+        outln!("warning: {w}")?;
     }
     Ok(0)
 }

@@ -7,6 +7,7 @@
 mod catalog;
 mod client;
 mod local;
+mod out;
 mod progress;
 mod registry;
 mod remote;
@@ -22,6 +23,7 @@ use crate::config::Config;
 use crate::engine;
 use crate::exec::Cancel;
 use crate::store::Store;
+use out::{errln, out, outln};
 use progress::{ProgressMode, Renderer};
 
 #[derive(Parser, Debug)]
@@ -212,8 +214,10 @@ pub fn main() -> i32 {
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
+        // `kiln images | head -1`: the reader has what it wanted.
+        Err(e) if out::reader_left(&e) => 0,
         Err(e) => {
-            eprintln!("error: {}", progress::error_line(&e));
+            errln!("error: {}", progress::error_line(&e));
             1
         }
     }
@@ -279,7 +283,7 @@ fn load_config(path: &Option<PathBuf>) -> Result<Config> {
     let cfg = Config::load_or_default(&path)
         .with_context(|| format!("loading config {}", path.display()))?;
     for w in &cfg.warnings {
-        eprintln!("WARNING: {w}");
+        errln!("WARNING: {w}");
     }
     Ok(cfg)
 }
@@ -296,9 +300,24 @@ fn cmd_build(root: &Option<PathBuf>, cfg: &Config, args: BuildArgs) -> Result<i3
         let _ = ctrlc::set_handler(move || cancel.cancel());
     }
     let mut renderer = Renderer::new(args.progress);
-    let result = engine::run(&store, &req, &mut |e| renderer.event(e), &cancel)?;
+    let result = engine::run(
+        &store,
+        &req,
+        &mut |e| {
+            // Progress that cannot be written (`--progress json | head`) stops the build, as the
+            // reader leaving would kill a process that did not ignore SIGPIPE.
+            if !renderer.event(e) {
+                cancel.cancel();
+            }
+        },
+        &cancel,
+    );
+    if let Some(e) = renderer.take_error() {
+        return Err(e).context("writing the build's progress");
+    }
+    let result = result?;
     if args.progress != ProgressMode::Json {
-        println!("{}", result.manifest.digest);
+        outln!("{}", result.manifest.digest)?;
     }
     Ok(0)
 }
@@ -333,13 +352,13 @@ fn cmd_plan(root: &Option<PathBuf>, args: PlanArgs) -> Result<i32> {
     };
     if args.check {
         for w in &plan.warnings {
-            println!("{}", engine::warning_text(&plan.file_name, w));
+            outln!("{}", engine::warning_text(&plan.file_name, w))?;
         }
         return Ok(if plan.check_failed() { 1 } else { 0 });
     }
     match args.format {
-        PlanFormat::Text => print!("{}", plan.render_text()),
-        PlanFormat::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
+        PlanFormat::Text => out!("{}", plan.render_text())?,
+        PlanFormat::Json => outln!("{}", serde_json::to_string_pretty(&plan)?)?,
     }
     Ok(0)
 }

@@ -1,11 +1,13 @@
 //! Rendering build events: a live view when stderr is a terminal, plain lines otherwise, NDJSON with
-//! `--progress json`. The renderer only reads events; it never changes what the build does.
+//! `--progress json`. The renderer only reads events; it never changes what the build does — it
+//! keeps the first failure to write NDJSON to stdout for its caller to act on.
 
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use super::out::{self, OutputError};
 use crate::engine::Event;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -19,6 +21,8 @@ pub enum ProgressMode {
 pub struct Renderer {
     mode: ProgressMode,
     bar: Option<ProgressBar>,
+    /// The first failed write to stdout (NDJSON mode); nothing more is written after it.
+    failed: Option<OutputError>,
 }
 
 impl Renderer {
@@ -28,7 +32,11 @@ impl Renderer {
             ProgressMode::Auto => ProgressMode::Plain,
             m => m,
         };
-        Renderer { mode, bar: None }
+        Renderer {
+            mode,
+            bar: None,
+            failed: None,
+        }
     }
 
     fn line(&self, text: &str) {
@@ -40,12 +48,24 @@ impl Renderer {
         }
     }
 
-    pub fn event(&mut self, e: &Event) {
+    /// The stdout write that failed, if one did.
+    pub fn take_error(&mut self) -> Option<OutputError> {
+        self.failed.take()
+    }
+
+    /// Render one event; false once NDJSON cannot be written to stdout (see [`Self::take_error`]).
+    pub fn event(&mut self, e: &Event) -> bool {
         if self.mode == ProgressMode::Json {
-            if let Ok(s) = serde_json::to_string(e) {
-                let _ = writeln!(std::io::stdout(), "{s}");
+            if self.failed.is_some() {
+                return false;
             }
-            return;
+            if let Ok(s) = serde_json::to_string(e) {
+                if let Err(err) = writeln!(out::stdout(), "{s}") {
+                    self.failed = Some(err);
+                    return false;
+                }
+            }
+            return true;
         }
         match e {
             Event::StepStarted { .. } if self.mode == ProgressMode::Tty => {
@@ -80,6 +100,7 @@ impl Renderer {
                 }
             }
         }
+        true
     }
 }
 

@@ -9,6 +9,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
 
+use super::out::{err, errln, outln};
 use crate::config::Config;
 use crate::image::{Descriptor, Platform};
 use crate::reference::Reference;
@@ -132,7 +133,7 @@ fn printer(quiet: bool) -> impl FnMut(Progress) {
             }
             _ => return,
         };
-        eprintln!("{line}");
+        errln!("{line}");
     }
 }
 
@@ -152,7 +153,7 @@ pub fn cmd_pull(store: &Store, cfg: &Config, args: PullArgs) -> Result<i32> {
         &platform,
         &mut printer(args.flags.quiet),
     )?;
-    println!("{} {}", reference.store_name(), desc.digest);
+    outln!("{} {}", reference.store_name(), desc.digest)?;
     Ok(0)
 }
 
@@ -190,14 +191,14 @@ pub fn cmd_push(store: &Store, cfg: &Config, args: PushArgs) -> Result<i32> {
         .context("parsing the destination reference")?;
     let client = client_for(cfg, &args.flags)?;
     let pushed = registry::push(&client, store, &desc, &dest, &mut printer(args.flags.quiet))?;
-    println!("{dest} {}", pushed.digest);
+    outln!("{dest} {}", pushed.digest)?;
     Ok(0)
 }
 
 fn read_password_from_tty(prompt: &str) -> Result<String> {
     use rustix::termios::{tcgetattr, tcsetattr, LocalModes, OptionalActions};
     let stdin = std::io::stdin();
-    eprint!("{prompt}");
+    err!("{prompt}");
     std::io::stderr().flush().ok();
     let saved = tcgetattr(&stdin).context("reading terminal settings")?;
     let mut quiet = saved.clone();
@@ -206,7 +207,7 @@ fn read_password_from_tty(prompt: &str) -> Result<String> {
     let mut line = String::new();
     let read = stdin.lock().read_line(&mut line);
     let _ = tcsetattr(&stdin, OptionalActions::Now, &saved);
-    eprintln!();
+    errln!();
     read.context("reading the password")?;
     Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }
@@ -217,7 +218,7 @@ pub fn cmd_login(cfg: &Config, args: LoginArgs) -> Result<i32> {
     let username = match args.username {
         Some(u) => u,
         None if stdin.is_terminal() => {
-            eprint!("Username: ");
+            err!("Username: ");
             std::io::stderr().flush().ok();
             let mut u = String::new();
             stdin.lock().read_line(&mut u)?;
@@ -228,7 +229,7 @@ pub fn cmd_login(cfg: &Config, args: LoginArgs) -> Result<i32> {
     let password = match (args.password, args.password_stdin) {
         (Some(_), true) => bail!("--password and --password-stdin exclude each other"),
         (Some(p), false) => {
-            eprintln!("WARNING: --password is visible to other users; prefer --password-stdin");
+            errln!("WARNING: --password is visible to other users; prefer --password-stdin");
             p
         }
         (None, true) => {
@@ -248,7 +249,7 @@ pub fn cmd_login(cfg: &Config, args: LoginArgs) -> Result<i32> {
     client.check_login(&host)?;
     let docker = DockerConfig::from_env();
     let place = login_store(&docker, &host, &username, &password)?;
-    eprintln!("Login to {host} succeeded; credentials stored in {place}");
+    errln!("Login to {host} succeeded; credentials stored in {place}");
     Ok(0)
 }
 

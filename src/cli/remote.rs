@@ -3,7 +3,7 @@
 //!
 //! Must not: serve or build itself — `crate::daemon` serves, the client talks to it.
 
-use std::io::{BufRead, Write};
+use std::io::BufRead;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context as _, Result};
@@ -14,6 +14,7 @@ use crate::daemon::DaemonSettings;
 use crate::store::Store;
 
 use super::client::{self, Client};
+use super::out::{self, errln, out, outln};
 use super::progress::ProgressMode;
 
 #[derive(Args, Debug)]
@@ -196,7 +197,7 @@ fn took(b: &BuildInfo) -> String {
 
 fn builds_inner(host: &Option<String>, cmd: BuildsCmd) -> Result<i32> {
     let c = need(host)?;
-    let mut out = std::io::stdout().lock();
+    let mut out = out::stdout();
     match cmd {
         BuildsCmd::Ls { status, json } => {
             let path = match &status {
@@ -267,7 +268,7 @@ fn builds_inner(host: &Option<String>, cmd: BuildsCmd) -> Result<i32> {
                 return Ok(0);
             }
             drop(out);
-            eprintln!("build {} on the daemon", a.id);
+            errln!("build {} on the daemon", a.id);
             return client::follow(&c, &a.id, ProgressMode::Auto);
         }
     }
@@ -298,7 +299,7 @@ pub fn config(host: &Option<String>, cmd: ConfigCmd) -> Result<i32> {
         ConfigCmd::Show { json } => {
             let v: ConfigView = c.request("GET", "/v1/config", None, &[])?.json()?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                outln!("{}", serde_json::to_string_pretty(&v)?)?;
                 return Ok(0);
             }
             v
@@ -330,13 +331,13 @@ pub fn config(host: &Option<String>, cmd: ConfigCmd) -> Result<i32> {
             .json()?
         }
     };
-    println!(
+    outln!(
         "insecure registries: {}",
         view.insecure_registries.join(", ")
-    );
-    print!("{}", view.config);
+    )?;
+    out!("{}", view.config)?;
     for w in view.warnings {
-        eprintln!("warning: {w}");
+        errln!("warning: {w}");
     }
     Ok(0)
 }

@@ -18,6 +18,7 @@ use crate::api::{
     self, kind, BuildSpec, CatalogEntry, CatalogSpec, CatalogStatus, CatalogUpdate, ImageType,
 };
 
+use super::records::RecordError;
 use super::{now, policy, ApiError, PeerCred, Shared};
 
 /// The records namespace in kiln.db.
@@ -177,17 +178,17 @@ pub(super) fn building(
     drop(_g);
     // A build that ended before its entry was written (a fast failure) settles it now.
     for b in [Some(build_id), gpu_build_id].into_iter().flatten() {
-        settle_if_ended(state, b);
+        settle_if_ended(state, b)?;
     }
     Ok(())
 }
 
-fn settle_if_ended(state: &Shared, id: &str) {
+fn settle_if_ended(state: &Shared, id: &str) -> Result<(), ApiError> {
     let db = state.store.db();
-    let Ok(Some(rec)) = db.get_build(id) else {
-        return;
+    let Some(rec) = db.get_build(id)? else {
+        return Ok(());
     };
-    match api::Status::parse(&rec.status) {
+    let settled = match api::Status::parse(&rec.status) {
         Some(api::Status::Succeeded) => {
             let tags: Option<Vec<String>> = db
                 .get_build_details(id)
@@ -196,23 +197,34 @@ fn settle_if_ended(state: &Shared, id: &str) {
                 .and_then(|d| d.result_json)
                 .and_then(|j| serde_json::from_str::<api::BuildOutcome>(&j).ok())
                 .map(|o| o.tags);
-            build_ended(state, id, Some(&tags.unwrap_or_default()), None);
+            build_ended(state, id, Some(&tags.unwrap_or_default()), None)
         }
         Some(st) if st.is_final() => build_ended(state, id, None, rec.error.as_deref()),
-        _ => {}
-    }
+        _ => Ok(()),
+    };
+    settled.map_err(|e| ApiError::internal(super::error_chain(&e)))
 }
 
 /// A build ended: the entry it drives takes its URL(s) and becomes `ready` once every build of it
-/// succeeded, `failed` as soon as one did not.
-pub(super) fn build_ended(state: &Shared, id: &str, tags: Option<&[String]>, error: Option<&str>) {
+/// succeeded, `failed` as soon as one did not. The caller logs a failure and fails the build.
+pub(super) fn build_ended(
+    state: &Shared,
+    id: &str,
+    tags: Option<&[String]>,
+    error: Option<&str>,
+) -> Result<(), RecordError> {
     let _g = lock();
-    let Ok(entries) = all(state) else { return };
-    let Some(mut e) = entries
+    let db = state.store.db();
+    let listed = db.record_list(NS).map_err(|e| RecordError::CatalogRead {
+        id: id.into(),
+        source: Box::new(e),
+    })?;
+    let Some(mut e) = listed
         .into_iter()
+        .filter_map(|(_, v)| serde_json::from_str::<CatalogEntry>(&v).ok())
         .find(|e| e.build_id.as_deref() == Some(id) || e.gpu_build_id.as_deref() == Some(id))
     else {
-        return;
+        return Ok(());
     };
     let is_gpu = e.gpu_build_id.as_deref() == Some(id);
     match (tags, error) {
@@ -234,7 +246,7 @@ pub(super) fn build_ended(state: &Shared, id: &str, tags: Option<&[String]>, err
             None => true,
             Some(b) if b == id => tags.is_some(),
             Some(b) => matches!(
-                state.store.db().get_build(b),
+                db.get_build(b),
                 Ok(Some(r)) if r.status == api::Status::Succeeded.as_str()
             ),
         };
@@ -246,7 +258,16 @@ pub(super) fn build_ended(state: &Shared, id: &str, tags: Option<&[String]>, err
         }
     }
     e.updated = now();
-    let _ = save(state, &e);
+    let v = serde_json::to_string(&e).map_err(|source| RecordError::CatalogEncode {
+        name: e.name.clone(),
+        source,
+    })?;
+    db.record_put(NS, &e.name, &v)
+        .map_err(|err| RecordError::Catalog {
+            id: id.into(),
+            name: e.name.clone(),
+            source: Box::new(err),
+        })
 }
 
 fn matches(e: &CatalogEntry, q: &str) -> bool {

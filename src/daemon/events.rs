@@ -62,7 +62,19 @@ impl EventLog {
         let Some(f) = guard.as_mut() else {
             return;
         };
-        if f.write_all(line.as_bytes()).is_err() {
+        if let Err(err) = f.write_all(line.as_bytes()) {
+            // A line that did not fit (a full disk) ends the log where it was whole: readers
+            // stop there instead of waiting for a terminal event that cannot come, and the
+            // build's record says how it ended.
+            super::log::error(
+                "build.log_write_failed",
+                &[
+                    ("path", self.path.display().to_string().into()),
+                    ("error", err.to_string().into()),
+                ],
+            );
+            *guard = None;
+            self.tx.send_modify(|(_, done)| *done = true);
             return;
         }
         let terminal = e.is_terminal();
@@ -101,13 +113,19 @@ fn scrub(line: &str, secret: &str) -> String {
 }
 
 /// Append a terminal event to a log whose daemon died (no live writer).
-pub(crate) fn append_offline(path: &Path, e: &Event) {
-    if let (Ok(mut f), Ok(line)) = (
-        OpenOptions::new().append(true).open(path),
-        serde_json::to_string(e),
-    ) {
-        let _ = writeln!(f, "{line}");
-    }
+/// A line the dead daemon left half-written is ended first, so the event stays a line of its own.
+pub(crate) fn append_offline(path: &Path, e: &Event) -> std::io::Result<()> {
+    use std::io::{Read, Seek};
+    let line = serde_json::to_string(e)?;
+    let mut f = OpenOptions::new().read(true).append(true).open(path)?;
+    let mut last = [0u8; 1];
+    let whole = match f.seek(std::io::SeekFrom::End(-1)) {
+        Ok(_) => f.read_exact(&mut last).map(|()| last[0] == b'\n')?,
+        // Empty: nothing to end.
+        Err(_) => true,
+    };
+    let sep = if whole { "" } else { "\n" };
+    writeln!(f, "{sep}{line}")
 }
 
 /// Follow a log from event `offset`: yields whole NDJSON lines (with their newline). With no live

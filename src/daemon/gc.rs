@@ -93,7 +93,15 @@ pub(crate) fn spawn(state: Shared) {
                 }
             };
             let st = state.clone();
-            let _ = tokio::task::spawn_blocking(move || run_policies(&st, trigger)).await;
+            if let Err(e) = tokio::task::spawn_blocking(move || run_policies(&st, trigger)).await {
+                log::error(
+                    "gc.failed",
+                    &[
+                        ("trigger", trigger.into()),
+                        ("error", format!("the GC thread panicked: {e}").into()),
+                    ],
+                );
+            }
             if trigger == "after-build" {
                 tokio::time::sleep(THROTTLE).await;
             }
@@ -124,7 +132,8 @@ fn run_policies(state: &Shared, trigger: &str) {
             return;
         }
     };
-    let _ = collect(state, policies, trigger);
+    // `collect` logs its own failure; a background run has no one else to tell.
+    drop(collect(state, policies, trigger));
 }
 
 /// Apply `policies` now and log the outcome.

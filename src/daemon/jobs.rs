@@ -19,6 +19,7 @@ use crate::store::{BuildDetails, BuildRecord, StoreError};
 use super::events::{self, EventLog};
 use super::log;
 use super::outputs;
+use super::records;
 use super::resolve::Prepared;
 use super::{error_chain, now, ApiError, JobMap, Shared};
 
@@ -114,16 +115,22 @@ pub(crate) fn submit(
         finished: None,
         error: None,
     })?;
-    db.update_build_details(
-        &id,
-        &BuildDetails {
-            dockerfile: prepared.dockerfile_text.clone(),
-            peer_uid: peer.map(|p| p.uid),
-            peer_gid: peer.map(|p| p.gid),
-            peer_pid: peer.and_then(|p| p.pid),
-            ..BuildDetails::default()
-        },
-    )?;
+    // kiln.db takes writes again: ends it refused before are written now.
+    records::retry(state);
+    let details = BuildDetails {
+        dockerfile: prepared.dockerfile_text.clone(),
+        peer_uid: peer.map(|p| p.uid),
+        peer_gid: peer.map(|p| p.gid),
+        peer_pid: peer.and_then(|p| p.pid),
+        ..BuildDetails::default()
+    };
+    if let Err(e) = records::details(state, &id, "submitter", &details) {
+        // Refused, not left `queued` for ever.
+        let cause = records::logged(&e, &id);
+        let text = format!("{}: {cause}", kind::RECORD_FAILED);
+        records::ended(state, &id, records::failed_end(now(), text));
+        return Err(ApiError::internal(cause));
+    }
     let log = EventLog::create(
         state.logs_dir().join(format!("{id}.ndjson")),
         prepared.sensitive.clone(),
@@ -171,41 +178,63 @@ async fn drive(state: Shared, job: Arc<Job>, prepared: Prepared) {
     let outcome = match permit {
         Some(permit) if !job.cancel.is_cancelled() => {
             state.jobs.running.fetch_add(1, Ordering::SeqCst);
-            let _ =
-                state
-                    .store
-                    .db()
-                    .update_build(&job.id, Status::Running.as_str(), None, None, None);
-            job.log.append(&Event::Started { id: job.id.clone() });
-            log::info(
-                "build.started",
-                &[
-                    ("id", job.id.as_str().into()),
-                    (
-                        "queued_ms",
-                        (job.accepted.elapsed().as_millis() as u64).into(),
-                    ),
-                ],
-            );
-            let (st, j) = (state.clone(), job.clone());
-            let r = tokio::task::spawn_blocking(move || execute(&st, &j, prepared)).await;
+            let outcome = run(&state, &job, prepared).await;
             state.jobs.running.fetch_sub(1, Ordering::SeqCst);
             drop(permit);
-            r.unwrap_or_else(|e| Finish::Failed {
-                kind: kind::INTERNAL,
-                message: format!("the build thread panicked: {e}"),
-                step: None,
-                line: None,
-            })
+            outcome
         }
         _ => {
             drop(prepared);
             Finish::Cancelled
         }
     };
-    finish(&state, &job, outcome);
+    // Off the async workers: a write kiln.db makes wait (a lock held elsewhere) must not stall
+    // the API.
+    let (st, j) = (state.clone(), job.clone());
+    if let Err(e) = tokio::task::spawn_blocking(move || finish(&st, &j, outcome)).await {
+        log::error(
+            "build.record_failed",
+            &[
+                ("id", job.id.as_str().into()),
+                (
+                    "error",
+                    format!("the thread ending the build panicked: {e}").into(),
+                ),
+            ],
+        );
+    }
     state.jobs.lock().remove(&job.id);
     state.gc.build_ended();
+}
+
+/// On a blocking thread: mark the build running and run it. A build whose record cannot say it
+/// runs does not run.
+async fn run(state: &Shared, job: &Arc<Job>, prepared: Prepared) -> Finish {
+    let (st, j) = (state.clone(), job.clone());
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = records::running(&st, &j.id) {
+            return Finish::record_failed(records::logged(&e, &j.id));
+        }
+        j.log.append(&Event::Started { id: j.id.clone() });
+        log::info(
+            "build.started",
+            &[
+                ("id", j.id.as_str().into()),
+                (
+                    "queued_ms",
+                    (j.accepted.elapsed().as_millis() as u64).into(),
+                ),
+            ],
+        );
+        execute(&st, &j, prepared)
+    })
+    .await
+    .unwrap_or_else(|e| Finish::Failed {
+        kind: kind::INTERNAL,
+        message: format!("the build thread panicked: {e}"),
+        step: None,
+        line: None,
+    })
 }
 
 enum Finish {
@@ -219,45 +248,112 @@ enum Finish {
     Cancelled,
 }
 
+impl Finish {
+    /// A build whose record could not be written: failed, with the cause.
+    fn record_failed(message: String) -> Finish {
+        Finish::Failed {
+            kind: kind::RECORD_FAILED,
+            message,
+            step: None,
+            line: None,
+        }
+    }
+
+    /// This end, with its `what` not recorded: a success becomes a failure naming what was
+    /// built; a failure keeps its own cause first.
+    fn unrecorded(self, what: &str, cause: &str) -> Finish {
+        match self {
+            Finish::Succeeded(out) => Finish::record_failed(format!(
+                "{} but its {what} could not be recorded: {cause}",
+                built(&out)
+            )),
+            Finish::Failed {
+                kind,
+                message,
+                step,
+                line,
+            } => Finish::Failed {
+                kind,
+                message: format!("{message} (and its {what} could not be recorded: {cause})"),
+                step,
+                line,
+            },
+            Finish::Cancelled => Finish::record_failed(format!(
+                "cancelled, and its {what} could not be recorded: {cause}"
+            )),
+        }
+    }
+}
+
+/// `the image sha256:… was built [and tagged …]`.
+fn built(out: &BuildOutcome) -> String {
+    format!(
+        "the image {} was built{}",
+        out.manifest,
+        match out.tags.is_empty() {
+            true => String::new(),
+            false => format!(" and tagged {}", out.tags.join(", ")),
+        }
+    )
+}
+
+/// Record a succeeded build (its result, its catalog entry, its status). The first write kiln.db
+/// refuses fails the build instead, with the cause.
+fn record_success(state: &Shared, job: &Job, out: &BuildOutcome) -> Result<(), String> {
+    let details = BuildDetails {
+        result_json: serde_json::to_string(out).ok(),
+        ..BuildDetails::default()
+    };
+    let written = records::details(state, &job.id, "result", &details)
+        .and_then(|()| super::catalog::build_ended(state, &job.id, Some(&out.tags), None))
+        .and_then(|()| {
+            let end = records::End {
+                status: Status::Succeeded,
+                manifest: Some(out.manifest.clone()),
+                finished: now(),
+                error: None,
+            };
+            records::succeeded(state, &job.id, &end)
+        });
+    written.map_err(|e| {
+        format!(
+            "{} but its record could not be written: {}",
+            built(out),
+            records::logged(&e, &job.id)
+        )
+    })
+}
+
 fn finish(state: &Shared, job: &Job, outcome: Finish) {
-    let db = state.store.db();
-    let t = now();
     let took = (
         "duration_ms",
         (job.accepted.elapsed().as_millis() as u64).into(),
     );
     let id = ("id", job.id.as_str().into());
-    match outcome {
-        Finish::Succeeded(out) => {
-            let _ = db.update_build(
-                &job.id,
-                Status::Succeeded.as_str(),
-                Some(&out.manifest),
-                Some(t),
-                None,
-            );
-            let _ = db.update_build_details(
-                &job.id,
-                &BuildDetails {
-                    result_json: serde_json::to_string(&out).ok(),
-                    ..BuildDetails::default()
-                },
-            );
-            super::catalog::build_ended(state, &job.id, Some(&out.tags), None);
-            if let Ok(manifest) = out.manifest.parse() {
-                job.log.append(&Event::Succeeded { manifest });
+    let outcome = match outcome {
+        Finish::Succeeded(out) => match record_success(state, job, &out) {
+            Ok(()) => {
+                if let Ok(manifest) = out.manifest.parse() {
+                    job.log.append(&Event::Succeeded { manifest });
+                }
+                log::info(
+                    "build.succeeded",
+                    &[
+                        id,
+                        took,
+                        ("digest", out.manifest.as_str().into()),
+                        ("tags", out.tags.join(",").into()),
+                    ],
+                );
+                state.metrics.finished(Status::Succeeded);
+                return;
             }
-            log::info(
-                "build.succeeded",
-                &[
-                    id,
-                    took,
-                    ("digest", out.manifest.as_str().into()),
-                    ("tags", out.tags.join(",").into()),
-                ],
-            );
-            state.metrics.finished(Status::Succeeded);
-        }
+            Err(message) => Finish::record_failed(message),
+        },
+        other => other,
+    };
+    let (status, error) = match outcome {
+        Finish::Succeeded(_) => return,
         Finish::Failed {
             kind,
             message,
@@ -285,15 +381,7 @@ fn finish(state: &Shared, job: &Job, outcome: Finish) {
                     ("error", text.as_str().into()),
                 ],
             );
-            let _ = db.update_build(
-                &job.id,
-                Status::Failed.as_str(),
-                None,
-                Some(t),
-                Some(&format!("{kind}: {text}")),
-            );
-            super::catalog::build_ended(state, &job.id, None, Some(&format!("{kind}: {text}")));
-            state.metrics.finished(Status::Failed);
+            (Status::Failed, format!("{kind}: {text}"))
         }
         Finish::Cancelled => {
             let reason = job
@@ -309,17 +397,20 @@ fn finish(state: &Shared, job: &Job, outcome: Finish) {
                 "build.cancelled",
                 &[id, took, ("reason", reason.as_str().into())],
             );
-            let _ = db.update_build(
-                &job.id,
-                Status::Cancelled.as_str(),
-                None,
-                Some(t),
-                Some(&reason),
-            );
-            super::catalog::build_ended(state, &job.id, None, Some(&reason));
-            state.metrics.finished(Status::Cancelled);
+            (Status::Cancelled, reason)
         }
+    };
+    if let Err(e) = super::catalog::build_ended(state, &job.id, None, Some(&error)) {
+        records::logged(&e, &job.id);
     }
+    let end = records::End {
+        status,
+        manifest: None,
+        finished: now(),
+        error: Some(error),
+    };
+    records::ended(state, &job.id, end);
+    state.metrics.finished(status);
 }
 
 /// Run one build on this (blocking) thread.
@@ -397,17 +488,32 @@ fn execute(state: &Shared, job: &Job, prepared: Prepared) -> Finish {
     };
     let result = engine::run(&state.store, &prepared.req, &mut on_event, &job.cancel);
     let steps_json = serde_json::to_string(&steps.values().collect::<Vec<_>>()).ok();
-    let _ = state.store.db().update_build_details(
-        &job.id,
-        &BuildDetails {
-            steps_json,
-            ..BuildDetails::default()
-        },
-    );
+    let details = BuildDetails {
+        steps_json,
+        ..BuildDetails::default()
+    };
+    let steps_written = records::details(state, &job.id, "steps", &details)
+        .map_err(|e| records::logged(&e, &job.id));
     let last_step = steps.keys().next_back().copied();
+    let finish = conclude(job, &prepared, result, &ours, totals, last_step);
+    match steps_written {
+        Ok(()) => finish,
+        Err(cause) => finish.unrecorded("steps", &cause),
+    }
+}
+
+/// How a build that ran ended (outputs handed over when it succeeded).
+fn conclude(
+    job: &Job,
+    prepared: &Prepared,
+    result: Result<engine::BuildResult, BuildError>,
+    ours: &[std::path::PathBuf],
+    totals: (u64, u64),
+    last_step: Option<usize>,
+) -> Finish {
     match result {
         Ok(r) => {
-            if let Err(e) = outputs::hand_over(&ours, job.peer) {
+            if let Err(e) = outputs::hand_over(ours, job.peer) {
                 return Finish::Failed {
                     kind: kind::BUILD_FAILED,
                     message: error_chain(&e),
@@ -460,16 +566,28 @@ pub(crate) fn recover(state: &Shared) -> Result<(), StoreError> {
         "interrupted: the daemon stopped or restarted while this build was queued or running";
     let ids = state.store.db().fail_unfinished_builds(reason, now())?;
     for id in ids {
-        let path = state.logs_dir().join(format!("{id}.ndjson"));
-        events::append_offline(
-            &path,
-            &Event::Error {
-                kind: kind::INTERRUPTED.into(),
-                message: reason.into(),
-                step: None,
-                line: None,
-            },
+        log::warn(
+            "build.interrupted",
+            &[("id", id.as_str().into()), ("reason", reason.into())],
         );
+        // A catalog entry it drove fails with it, not `building` for ever.
+        if let Err(e) = super::catalog::build_ended(state, &id, None, Some(reason)) {
+            records::logged(&e, &id);
+        }
+        let path = state.logs_dir().join(format!("{id}.ndjson"));
+        let end = Event::Error {
+            kind: kind::INTERRUPTED.into(),
+            message: reason.into(),
+            step: None,
+            line: None,
+        };
+        if let Err(e) = events::append_offline(&path, &end) {
+            // The record says it; only the log of events lacks its last line.
+            log::warn(
+                "build.log_write_failed",
+                &[("id", id.as_str().into()), ("error", e.to_string().into())],
+            );
+        }
     }
     Ok(())
 }

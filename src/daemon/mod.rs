@@ -16,6 +16,7 @@ mod metrics;
 pub mod openapi;
 mod outputs;
 mod policy;
+mod records;
 mod resolve;
 mod routes;
 pub mod systemd;
@@ -208,6 +209,8 @@ pub(crate) struct State {
     pub config: Mutex<config_api::RuntimeConfig>,
     pub shutting_down: AtomicBool,
     pub gc: gc::AutoGc,
+    /// Build ends kiln.db refused, served in place of the stale rows until written.
+    pub unwritten: records::Unwritten,
 }
 
 impl State {
@@ -298,6 +301,7 @@ pub async fn run(
         config: Mutex::new(config_api::RuntimeConfig::load(&settings)),
         shutting_down: AtomicBool::new(false),
         gc: gc::AutoGc::default(),
+        unwritten: records::Unwritten::default(),
         settings,
     });
     jobs::recover(&state).map_err(|e| DaemonError::Recover(Box::new(e)))?;
@@ -380,6 +384,17 @@ pub async fn run(
     }
     // Event streams end with their builds; idle connections get a short grace.
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    // Ends kiln.db refused: a last try; what still fails is said, and the next start marks
+    // those builds interrupted.
+    let st = state.clone();
+    if let Ok(left) = tokio::task::spawn_blocking(move || records::retry(&st)).await {
+        if left > 0 {
+            log::error(
+                "daemon.records_unwritten",
+                &[("builds", (left as u64).into())],
+            );
+        }
+    }
     log::info("daemon.stopped", &[]);
     Ok(())
 }

@@ -180,6 +180,7 @@ async fn info(AxState(state): AxState<Shared>) -> Result<Response, ApiError> {
             "max_concurrent_builds": st.settings.max_concurrent_builds,
             "queued": st.jobs.queued.load(Ordering::SeqCst),
             "running": st.jobs.running.load(Ordering::SeqCst),
+            "unwritten_records": st.unwritten.len(),
         })
     })
     .await
@@ -357,12 +358,25 @@ async fn list_builds(
                     format!("status {s:?}: one of queued, running, succeeded, failed, cancelled"),
                 )
             })?;
-            db.list_builds_with_status(st.as_str(), limit)?
+            let mut recs = db.list_builds_with_status(st.as_str(), limit)?;
+            // Ends kiln.db refused: their rows still say `running`.
+            for id in state.unwritten.with_status(st.as_str()) {
+                if let Some(r) = db.get_build(&id)? {
+                    if !recs.iter().any(|x| x.id == id) && recs.len() < limit {
+                        recs.push(r);
+                    }
+                }
+            }
+            recs
         }
         None => db.list_builds(limit)?,
     };
     let mut out = Vec::with_capacity(recs.len());
-    for r in recs {
+    for mut r in recs {
+        state.unwritten.overlay(&mut r);
+        if q.get("status").is_some_and(|s| *s != r.status) {
+            continue;
+        }
         let d = db.get_build_details(&r.id)?;
         let mut info = jobs::build_info(r, d)?;
         info.dockerfile = None;
@@ -376,9 +390,10 @@ async fn show_build(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let db = state.store.db();
-    let rec = db
+    let mut rec = db
         .get_build(&id)?
         .ok_or_else(|| ApiError::not_found(format!("no build {id:?}")))?;
+    state.unwritten.overlay(&mut rec);
     let d = db.get_build_details(&id)?;
     Ok(Json(jobs::build_info(rec, d)?).into_response())
 }
@@ -466,10 +481,13 @@ async fn cancel_build(
                 .into_response())
         }
         None => match state.store.db().get_build(&id)? {
-            Some(r) => Err(ApiError::new(
+            Some(mut r) => Err(ApiError::new(
                 StatusCode::CONFLICT,
                 kind::CONFLICT,
-                format!("build {id} already ended ({})", r.status),
+                format!("build {id} already ended ({})", {
+                    state.unwritten.overlay(&mut r);
+                    r.status
+                }),
             )),
             None => Err(ApiError::not_found(format!("no build {id:?}"))),
         },

@@ -1,7 +1,8 @@
 //! One request to a registry, done right: the host's transport (pinged once, which also learns
 //! its auth challenge and, for insecure hosts, whether it speaks TLS), the Authorization header
-//! for the scopes, a fresh challenge answered once on 401, and retries with backoff on 5xx, 429
-//! and dropped connections.
+//! for the scopes, a fresh challenge answered once on 401, refused basic credentials asked again
+//! twice (a registry reloading its password file refuses good ones for a moment), and retries
+//! with backoff on 5xx, 429 and dropped connections.
 
 use std::sync::Arc;
 
@@ -114,6 +115,7 @@ impl RegistryClient {
         let t = self.transport(ctx, req.host)?;
         let mut attempt = 0;
         let mut reauthed = false;
+        let mut refusals = 0;
         loop {
             let authz =
                 auth::authorization(self, ctx, req.host, req.path, &req.scopes, req.purpose)?;
@@ -145,13 +147,28 @@ impl RegistryClient {
                 }
                 Ok(resp) => {
                     let st = resp.status().as_u16();
-                    if st == 401 && !reauthed {
+                    if st == 401 {
                         if let Some(ch) = www_authenticate(&resp) {
                             self.auth.forget_token(req.host, &req.scopes);
                             self.auth.set_challenge(req.host, ch.clone());
-                            // A basic challenge answered with credentials already is final.
-                            if !(ch == Challenge::Basic && sent_basic) {
+                            let refused = ch == Challenge::Basic && sent_basic;
+                            if !refused && !reauthed {
                                 reauthed = true;
+                                continue;
+                            }
+                            // Basic credentials refused. A registry re-reading its password file
+                            // refuses good ones for a moment (distribution's htpasswd reloads the
+                            // file on every change and can read it half-written): ask again a
+                            // few times, after a pause, before taking the refusal as final.
+                            if refused && refusals < BASIC_REFUSALS_RETRIED {
+                                refusals += 1;
+                                note(Progress::Retrying {
+                                    host: req.host.to_string(),
+                                    attempt: refusals,
+                                    reason: "HTTP 401: the credentials were refused; asking again"
+                                        .into(),
+                                });
+                                std::thread::sleep(self.retry.delay(refusals));
                                 continue;
                             }
                         }
@@ -195,6 +212,12 @@ impl RegistryClient {
         status_error(ctx, host, action, resp)
     }
 }
+
+/// How many times a request whose basic credentials were refused is sent again (issue 24: one
+/// push in ~31 failed with a 401 while the registry's htpasswd file was being rewritten). A wrong
+/// password costs these pauses (`RetryPolicy::delay(1) + delay(2)`, 1.2 s by default) before it
+/// fails.
+const BASIC_REFUSALS_RETRIED: u32 = 2;
 
 fn www_authenticate(resp: &Response) -> Option<Challenge> {
     resp.headers()
