@@ -43,10 +43,11 @@ fn records(root: &Path) -> Vec<TrackedRecord> {
     Store::open(root).unwrap().tracked_records().unwrap()
 }
 
+/// Step-cache and cache-mount records of `kind` (committed snapshots, also `regular`, apart).
 fn kinds(root: &Path, kind: &str) -> Vec<TrackedRecord> {
     records(root)
         .into_iter()
-        .filter(|r| r.tracked.kind == kind)
+        .filter(|r| r.tracked.kind == kind && r.namespace != "snapshot")
         .collect()
 }
 
@@ -236,7 +237,9 @@ fn keep_storage_removes_least_recently_used_first_until_under_it() {
     );
     assert!(!again.is_empty());
     let size = |l: &String| std::fs::metadata(blob(r, l)).unwrap().len();
-    let keep = size(&layer[0]) + size(&layer[2]) + 1;
+    // Committed snapshots count against the cap too; the base's was used by the third build,
+    // after the second layer's last use.
+    let keep = size(&layer[0]) + size(&layer[2]) + du(&r.join("snapshots")) + 1;
     let out = kiln_ok(r, &["prune", "--keep-storage", &keep.to_string()]);
     assert!(!blob(r, &layer[1]).exists(), "the LRU layer stays: {out}");
     assert!(record_of(r, &layer[1]).is_none());
@@ -374,6 +377,21 @@ fn info_usage_adds_up_like_du() {
     assert_eq!(
         info_bytes(&info, "unreferenced blobs:"),
         (unref, 2),
+        "{info}"
+    );
+    // Committed snapshots on their own line: the base's and each RUN's, as du counts them.
+    let snaps: Vec<TrackedRecord> = records(r)
+        .into_iter()
+        .filter(|x| x.namespace == "snapshot")
+        .collect();
+    let snap_bytes: u64 = snaps
+        .iter()
+        .map(|x| du(&r.join(x.tracked.dir.as_ref().unwrap())))
+        .sum();
+    assert!(!snaps.is_empty());
+    assert_eq!(
+        info_bytes(&info, "snapshots (unpacked layers):"),
+        (snap_bytes, snaps.len() as u64),
         "{info}"
     );
     let ws = info_bytes(&info, "workspaces (builds/):").0;

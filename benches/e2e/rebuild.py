@@ -16,6 +16,10 @@ Workloads, each in a fresh store per builder:
          rebuild is timed
   noop   the edit workload built again with nothing changed: the time, and whether the image
          digest (kiln, buildah) or image ID (docker) is the one the previous build made
+  debian a real Debian image (mmdebstrap's bookworm minbase + `apt-get install python3-venv` + a
+         venv with `pip install flask requests` + COPY app), one app file edited, rebuild timed;
+         DEBIAN=0 skips it (it needs Debian's archive and PyPI; the machine's CA bundle is copied
+         into the image so pip trusts it, the same for every builder)
 
 Peers (installed here if missing, never dependencies of kiln): Debian's `buildah` (overlay storage,
 `bud --layers --isolation chroot`) and Debian's `docker.io` 20.10 with BuildKit (DOCKER_BUILDKIT=1),
@@ -178,6 +182,48 @@ class BuildKit:
 
 
 BUILDERS = {"kiln": Kiln, "buildah": Buildah, "buildkit": BuildKit}
+DEBIAN = os.environ.get("DEBIAN", "1") == "1"
+# SYNTH=0 runs only the Debian workload.
+SYNTH = os.environ.get("SYNTH", "1") == "1"
+
+
+def make_debian():
+    """mmdebstrap's bookworm minbase as an OCI layout and a docker-archive (made once)."""
+    out = os.path.join(WORK, "debian")
+    if os.path.exists(os.path.join(out, "done")):
+        return out
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    run(["bash", os.path.join(e2e.REPO, "testdata/packages/make-debian-image.sh"), out + "/oci", "1"],
+        timeout=600)
+    store = os.path.join(out, "store")
+    run([e2e.KILN, "--root", store, "import", out + "/oci:1", "--tag", "bigbase:1"])
+    run([e2e.KILN, "--root", store, "export", "bigbase:1", "-o", f"type=docker,dest={out}/base.tar"])
+    shutil.rmtree(store, ignore_errors=True)
+    open(os.path.join(out, "done"), "w").close()
+    return out
+
+
+def debian_edit(b, tag):
+    ctx = os.path.join(WORK, "ctx", f"debian-{tag}")
+    cas = "/usr/local/share/ca-certificates"
+    os.makedirs(os.path.join(ctx, "ca"), exist_ok=True)
+    for n in os.listdir(cas) if os.path.isdir(cas) else []:
+        shutil.copy(os.path.join(cas, n), os.path.join(ctx, "ca", n))
+    write(os.path.join(ctx, "Dockerfile"),
+          "FROM bigbase:1\n"
+          "ENV DEBIAN_FRONTEND=noninteractive PIP_CERT=/etc/ssl/certs/ca-certificates.crt\n"
+          "COPY ca/ /usr/local/share/ca-certificates/\n"
+          "RUN apt-get update && apt-get install -y --no-install-recommends python3-venv ca-certificates"
+          " && update-ca-certificates && rm -rf /var/lib/apt/lists/*\n"
+          "RUN python3 -m venv /venv && /venv/bin/pip install --no-cache-dir flask requests\n"
+          "COPY app /app\nWORKDIR /app\nUSER 1000\n")
+    for i in range(20):
+        write(os.path.join(ctx, "app", f"mod{i}.py"), f"X = {i}\n" * 200)
+    first, _ = b.build(ctx)
+    write(os.path.join(ctx, "app", "mod7.py"), "X = 'edited'\n")
+    edit, _ = b.build(ctx)
+    return {"first": first, "edit": edit}
 
 
 def write(path, text):
@@ -211,29 +257,45 @@ def edit_and_noop(b, tag):
 def main():
     ensure_peers()
     os.makedirs(WORK, exist_ok=True)
-    base = make_base()
+    base = make_base() if SYNTH else None
+    debian = make_debian() if DEBIAN else None
     results = {}
     for rep in range(N):
         for name in PEERS:
             tag = f"{name}-{rep}"
-            b = BUILDERS[name](base, tag)
-            try:
-                r = results.setdefault(name, {"run4": [], "edit": []})
-                r["run4"].append(run4(b, tag))
-                r["edit"].append(edit_and_noop(b, tag))
-                log(name, rep, r["run4"][-1], r["edit"][-1])
-            finally:
-                b.close()
+            r = results.setdefault(name, {"run4": [], "edit": []})
+            if SYNTH:
+                b = BUILDERS[name](base, tag)
+                try:
+                    r["run4"].append(run4(b, tag))
+                    r["edit"].append(edit_and_noop(b, tag))
+                    log(name, rep, r["run4"][-1], r["edit"][-1])
+                finally:
+                    b.close()
+            if debian and rep == 0:
+                b = BUILDERS[name](debian, tag + "-debian")
+                try:
+                    results[name]["debian"] = debian_edit(b, tag)
+                    log(name, "debian", results[name]["debian"])
+                finally:
+                    b.close()
     with open(os.path.join(WORK, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
     med = statistics.median
     print("| builder | run4: builds 1-4 (s) | builds 2-4 total | 4th / 2nd | edit rebuild | no-op rebuild | no-op same digest |")
     print("|---|---|---|---|---|---|---|")
     for name, r in results.items():
+        if not r["run4"]:
+            continue
         b = [med(x["builds"][i] for x in r["run4"]) for i in range(4)]
         print(f"| {name} | {', '.join(f'{t:.2f}' for t in b)} | {med(x['total_2_4'] for x in r['run4']):.2f} "
               f"| {med(x['fourth_over_second'] for x in r['run4']):.2f} | {med(x['edit'] for x in r['edit']):.2f} "
               f"| {med(x['noop'] for x in r['edit']):.2f} | {all(x['noop_same_digest'] for x in r['edit'])} |")
+    if DEBIAN:
+        print("\n| builder | Debian + apt + venv + pip: first build | edit rebuild |\n|---|---|---|")
+        for name, r in results.items():
+            if "debian" in r:
+                print(f"| {name} | {r['debian']['first']:.1f} s | {r['debian']['edit']:.2f} s |")
     print("\ncommands:\n" + "\n".join("  " + c for c in e2e.COMMANDS))
 
 

@@ -157,10 +157,15 @@ pub(super) fn cmd_prune(store: &Store, a: &PruneArgs) -> Result<i32> {
     for d in &report.dirs {
         outln!("removed scratch {d}")?;
     }
+    let snapshots = report
+        .records
+        .iter()
+        .filter(|r| r.namespace == store::SNAPSHOT_NAMESPACE)
+        .count();
     outln!(
-        "removed {} blob(s), {} record(s), {} scratch dir(s), freed {} bytes, kept {} blob(s)",
+        "removed {} blob(s), {} record(s), {snapshots} snapshot(s), {} scratch dir(s), freed {} bytes, kept {} blob(s)",
         report.removed.len(),
-        report.records.len(),
+        report.records.len() - snapshots,
         report.dirs.len(),
         report.bytes_freed,
         report.kept
@@ -189,7 +194,7 @@ fn print_usage(store: &Store) -> Result<()> {
         }
     }
     outln!(
-        "    of which snapshots (unpacked layers): {} bytes in {} snapshot(s)",
+        "  snapshots (unpacked layers): {} bytes in {} snapshot(s)",
         u.snapshots.bytes,
         u.snapshots.items
     )?;

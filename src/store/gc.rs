@@ -95,8 +95,8 @@ pub struct Usage {
     pub unreferenced: Bucket,
     /// Scratch directories (build workspaces, the trash); items = entries.
     pub scratch: Bucket,
-    /// Committed snapshots (unpacked layers, `store::snapshots`); also counted in `records`
-    /// under their kind, since GC collects them with the other records.
+    /// Committed snapshots (unpacked layers, `store::snapshots`): records GC collects like the
+    /// others (kind `regular`, as BuildKit's snapshots are), shown apart from the step cache.
     #[serde(default)]
     pub snapshots: Bucket,
 }
@@ -185,11 +185,11 @@ impl Store {
                 .as_ref()
                 .and_then(|d| self.record_dir(d))
                 .map_or(0, |d| disk_usage(&d));
-            if r.namespace == super::snapshots::NAMESPACE {
-                u.snapshots.items += 1;
-                u.snapshots.bytes += dir_bytes;
-            }
-            let b = u.records.entry(r.tracked.kind.clone()).or_default();
+            let b = if r.namespace == super::snapshots::NAMESPACE {
+                &mut u.snapshots
+            } else {
+                u.records.entry(r.tracked.kind.clone()).or_default()
+            };
             b.items += 1;
             b.bytes += dir_bytes;
             for d in &r.tracked.blobs {

@@ -29,7 +29,9 @@ pub use gc_policy::{as_bytes, policies_from_config, DiskStat, Filter, GcPolicy, 
 pub use ingest::Ingest;
 pub use lease::Lease;
 pub use meta::{BuildDetails, BuildRecord, Metadata};
-pub use snapshots::{chain_id, Committed, FillError, SnapshotRecord};
+pub use snapshots::{
+    chain_id, Committed, FillError, SnapshotRecord, NAMESPACE as SNAPSHOT_NAMESPACE,
+};
 pub use tags::StoredImage;
 pub use tracked::{Tracked, TrackedRecord};
 
