@@ -39,7 +39,7 @@ pub(crate) struct Job {
 impl Job {
     pub fn cancel(&self, reason: &str) {
         {
-            let mut r = self.reason.lock().unwrap_or_else(|p| p.into_inner());
+            let mut r = crate::sync::lock(&self.reason);
             r.get_or_insert_with(|| reason.to_string());
         }
         self.cancel.cancel();
@@ -65,7 +65,7 @@ impl Jobs {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, JobMap> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.map)
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Job>> {
@@ -384,10 +384,7 @@ fn finish(state: &Shared, job: &Job, outcome: Finish) {
             (Status::Failed, format!("{kind}: {text}"))
         }
         Finish::Cancelled => {
-            let reason = job
-                .reason
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
+            let reason = crate::sync::lock(&job.reason)
                 .clone()
                 .unwrap_or_else(|| "cancelled".into());
             job.log.append(&Event::Cancelled {

@@ -15,8 +15,8 @@ use crate::plan::{BaseImageInfo, BaseImages, Platform};
 use crate::reference::Reference;
 use crate::store::{self, StoredImage};
 
-use super::stage::lock;
 use super::BuildError;
+use crate::sync::lock;
 
 pub struct StoreBases<'a> {
     store: &'a store::Store,

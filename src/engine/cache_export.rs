@@ -38,7 +38,7 @@ pub struct Latch {
 
 impl Latch {
     pub fn open(&self, pushed: bool) {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = crate::sync::lock(&self.state);
         if s.is_none() {
             *s = Some(pushed);
         }
@@ -46,9 +46,9 @@ impl Latch {
     }
 
     fn wait(&self) -> bool {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = crate::sync::lock(&self.state);
         while s.is_none() {
-            s = self.cv.wait(s).unwrap_or_else(|p| p.into_inner());
+            s = crate::sync::wait(&self.cv, s);
         }
         s.unwrap_or(false)
     }
@@ -59,7 +59,7 @@ pub struct OpenOnDrop<'a>(pub &'a Latch);
 
 impl Drop for OpenOnDrop<'_> {
     fn drop(&mut self) {
-        let mut s = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = crate::sync::lock(&self.0.state);
         if s.is_none() {
             *s = Some(false);
             self.0.cv.notify_all();

@@ -10,12 +10,13 @@ use std::path::Path;
 
 use super::copy::CopySpec;
 use super::fsutil;
-use super::stage::{lock, Engine, StageState};
+use super::stage::{Engine, StageState};
 use super::{BuildError, LayerSummary};
 use crate::context::ignore::DockerIgnore;
 use crate::context::SourceRoot;
 use crate::layer::ChangeSet;
 use crate::plan::{self, Instruction, Step};
+use crate::sync::lock;
 
 /// COPY and ADD seen through one shape (ADD has no `--from`/`--parents`; COPY never unpacks).
 pub(super) struct CopyArgs<'a> {

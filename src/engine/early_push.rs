@@ -21,13 +21,13 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use super::stage::lock;
 use crate::digest::Digest;
 use crate::image::Descriptor;
 use crate::plan::{Base, Plan};
 use crate::reference::Reference;
 use crate::registry::{BlobOutcome, Progress, RegistryClient};
 use crate::store::Store;
+use crate::sync::lock;
 
 /// Uploads at once per build (the registry client's per-host limit still applies).
 const WORKERS: usize = 2;

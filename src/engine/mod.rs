@@ -484,7 +484,7 @@ fn finish_image(
             message: "the target stage was not built".into(),
             source: None,
         })?;
-    let mut final_state = stage::lock(&target.state).clone();
+    let mut final_state = crate::sync::lock(&target.state).clone();
     match inputs.sde {
         Some(_) => final_state.config.created = Some(engine_created(inputs.sde)),
         // Times come from the layers (history.rs), so a rebuild from cache is the same image.
@@ -497,7 +497,7 @@ fn finish_image(
             .labels
             .insert(k.clone(), v.clone());
     }
-    let records = std::mem::take(&mut *stage::lock(&f.engine.progress.records));
+    let records = std::mem::take(&mut *crate::sync::lock(&f.engine.progress.records));
     let lineage = early_push::lineage(plan);
     let export = cache_export::Inputs {
         store,

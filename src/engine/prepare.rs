@@ -21,11 +21,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
-use super::stage::lock;
 use crate::digest::Digest;
 use crate::image::ImageConfig;
 use crate::layer::{self, ApplyOptions};
 use crate::store::Store;
+use crate::sync::lock;
 
 /// How far one base's download got.
 #[derive(Default)]
@@ -189,11 +189,8 @@ impl Preparation {
             if st.pull_over {
                 return Err(format!("blob {digest} was not pulled").into());
             }
-            st = self
-                .changed
-                .wait_timeout(st, std::time::Duration::from_millis(200))
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            st =
+                crate::sync::wait_timeout(&self.changed, st, std::time::Duration::from_millis(200));
         }
     }
 }

@@ -17,7 +17,6 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::stage::lock;
 use super::{BuildError, BuildRequest, Event};
 use crate::cache::import::{self, MountOwner};
 use crate::cache::remote::{self, Imported, Kind, RemoteError};
@@ -29,6 +28,7 @@ use crate::plan::{Instruction, Mount, Plan};
 use crate::reference::Reference;
 use crate::registry::RegistryClient;
 use crate::store::{Store, MAX_JSON_BLOB};
+use crate::sync::lock;
 
 enum Origin {
     Registry(Reference),

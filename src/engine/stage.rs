@@ -21,6 +21,7 @@ use crate::layer::{self, ApplyOptions, ChangeSet, LayerOptions};
 use crate::plan::{self, Base, Instruction, Plan, Step};
 use crate::snapshot;
 use crate::store::{Committed, Store};
+use crate::sync::lock;
 
 /// Where a stage starts (`FROM`): the config and layers it inherits, its name for the log, the
 /// cache key its steps chain from.
@@ -91,11 +92,6 @@ impl Progress {
     pub fn finished(&self, index: usize) -> Option<Arc<Finished>> {
         lock(&self.finished).get(&index).cloned()
     }
-}
-
-/// A lock whose holder panicked is still usable: the data is rebuilt or re-checked by its users.
-pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// One build on the embedded engine: borrowed inputs, shared progress. Stages run on their own

@@ -23,8 +23,8 @@ pub fn flatten(view: &View, dst: &Path, link: bool) -> Result<(), SnapshotError>
     let mut dir_meta: BTreeMap<PathBuf, PathBuf> = BTreeMap::new();
     let mut copied: HashMap<(u64, u64), PathBuf> = HashMap::new();
     for layer in view.layers().iter().rev() {
-        let mut walk = walkdir::WalkDir::new(layer).min_depth(1).into_iter();
-        while let Some(e) = walk.next() {
+        let walk = walkdir::WalkDir::new(layer).min_depth(1);
+        for e in walk {
             let e = e.map_err(|e| SnapshotError::Io {
                 action: "walking",
                 path: e.path().unwrap_or(layer).to_path_buf(),
