@@ -1,5 +1,5 @@
 //! The build queue: a build is recorded (`queued`), waits for one of `max_concurrent_builds`
-//! slots, runs `engine::run` on a blocking thread with its own `Cancel`, and ends `succeeded`,
+//! slots, runs `engine::build` on a blocking thread with its own `Cancel`, and ends `succeeded`,
 //! `failed` or `cancelled` with its steps and result in the record and a terminal event in its log.
 //!
 //! Must not: fork, store credentials, or leave a secret file behind (the `Prepared` that owns them
@@ -483,7 +483,7 @@ fn execute(state: &Shared, job: &Job, prepared: Prepared) -> Finish {
             }
         }
     };
-    let result = engine::run(&state.store, &prepared.req, &mut on_event, &job.cancel);
+    let result = engine::build(&state.store, &prepared.req, &mut on_event, &job.cancel);
     let steps_json = serde_json::to_string(&steps.values().collect::<Vec<_>>()).ok();
     let details = BuildDetails {
         steps_json,

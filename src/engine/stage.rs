@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use super::base::StoreBases;
-use super::copy::CopySpec;
-use super::copy_step::CopyArgs;
-use super::metadata::{apply_metadata, MetaState};
+use super::base::{is_root, StoreBases};
+use super::copy::rules::CopySpec;
+use super::copy::step::CopyArgs;
+use super::step::metadata::{apply_metadata, MetaState};
 use super::{BuildError, BuildRequest, Event, LayerSummary};
 use crate::cache::CacheKey;
 use crate::context::{SourceRoot, View};
@@ -63,9 +63,9 @@ pub struct Inputs<'a> {
     pub created: String,
     pub cancel: &'a Cancel,
     /// Uploads layers of the image while the build goes on (`--push` only).
-    pub early_push: Option<&'a super::early_push::EarlyPush>,
+    pub early_push: Option<&'a super::publish::early_push::EarlyPush>,
     /// `--cache-from` sources, read after the local step cache.
-    pub remote: &'a super::remote_cache::RemoteCaches,
+    pub remote: &'a super::publish::remote_cache::RemoteCaches,
 }
 
 /// A stage that has finished: the cache key it ended with (for FROM stage and COPY --from) and
@@ -85,7 +85,7 @@ pub struct Progress {
     /// Held while an image named by `COPY --from=IMAGE` is unpacked, so two stages unpack it once.
     pub image_unpack: Mutex<()>,
     /// Every layer step's key and result, by stage (what `--cache-to` exports).
-    pub records: Mutex<Vec<super::cache_export::StepRecord>>,
+    pub records: Mutex<Vec<super::publish::cache_export::StepRecord>>,
 }
 
 impl Progress {
@@ -106,11 +106,6 @@ pub struct Engine<'a> {
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// Whether this process is root (in its user namespace): owners and devices can be applied.
-pub(super) fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
 
 impl Engine<'_> {
     pub(super) fn step_err(
@@ -136,7 +131,7 @@ impl Engine<'_> {
         }
     }
 
-    pub fn run_stage(
+    pub fn build_stage(
         &self,
         index: usize,
         on_event: &mut dyn FnMut(&Event),
@@ -150,7 +145,7 @@ impl Engine<'_> {
             name: base_name,
             mut key,
         } = self.stage_base(stage)?;
-        super::stage_defaults::init_stage_config(&mut config);
+        super::step::stage_defaults::init_stage_config(&mut config);
         on_event(&Event::StageStarted {
             stage: label.clone(),
             base: base_name,
@@ -186,8 +181,8 @@ impl Engine<'_> {
             // Only steps that make layers extend the key chain: what metadata steps change that a
             // later layer depends on (env, user, workdir, shell) is an input of that later step.
             let mut cached = false;
-            let layer = if !super::cached::produces_layer(step) {
-                self.run_step(step, &mut state, &mut meta, n, on_event)?
+            let layer = if !super::step::cached::produces_layer(step) {
+                self.step(step, &mut state, &mut meta, n, on_event)?
             } else {
                 key = self.step_key(step, &key)?;
                 let mut hit = self.cached(&key)?;
@@ -195,9 +190,9 @@ impl Engine<'_> {
                 // until the record is saved, then the others find it in the cache.
                 let mut _lead = None;
                 if hit.is_none() && !self.inputs.req.no_cache {
-                    match super::flight::join(&key) {
-                        super::flight::Turn::Lead(l) => _lead = Some(l),
-                        super::flight::Turn::Followed => hit = self.cached(&key)?,
+                    match super::step::flight::join(&key) {
+                        super::step::flight::Turn::Lead(l) => _lead = Some(l),
+                        super::step::flight::Turn::Followed => hit = self.cached(&key)?,
                     }
                 }
                 match hit {
@@ -211,7 +206,7 @@ impl Engine<'_> {
                             on_event(&Event::Log { step: n, line });
                         }
                         self.materialize_sources(step)?;
-                        let made = self.run_step(step, &mut state, &mut meta, n, on_event)?;
+                        let made = self.step(step, &mut state, &mut meta, n, on_event)?;
                         let record = self.remember(&key, &state, &made)?;
                         lock(&self.progress.records).push((index, key.clone(), record));
                         made
@@ -244,7 +239,7 @@ impl Engine<'_> {
                 config: ImageConfig::new(&super::base::image_platform(&stage.platform)),
                 layers: Vec::new(),
                 name: "scratch".to_string(),
-                key: super::cached::root_key("scratch"),
+                key: super::step::cached::root_key("scratch"),
             },
             Base::Stage(parent) => {
                 let p = self
@@ -269,7 +264,7 @@ impl Engine<'_> {
                     config: img.config.clone(),
                     layers: img.manifest.layers.clone(),
                     name: reference.clone(),
-                    key: super::cached::root_key(&img.manifest_desc.digest.to_string()),
+                    key: super::step::cached::root_key(&img.manifest_desc.digest.to_string()),
                 }
             }
         })
@@ -429,12 +424,12 @@ impl Engine<'_> {
 
     /// The history's `created_by` of a step that makes a layer (history.rs).
     pub(super) fn history_text(step: &Step) -> String {
-        super::history::created_by(step).unwrap_or_default()
+        super::step::history::created_by(step).unwrap_or_default()
     }
 
     /// One step: config-only instructions go through `apply_metadata`; RUN, COPY/ADD and a
     /// WORKDIR that creates a directory make layers.
-    fn run_step(
+    fn step(
         &self,
         step: &Step,
         st: &mut StageState,
@@ -486,7 +481,7 @@ impl Engine<'_> {
             }
         }
         // ARG writes an entry too; ONBUILD none (BuildKit's dispatchArg, dispatchOnbuild).
-        if let Some(text) = super::history::created_by(step) {
+        if let Some(text) = super::step::history::created_by(step) {
             st.config.push_empty(&text, self.empty_created());
         }
         Ok(None)
@@ -510,8 +505,9 @@ impl Engine<'_> {
             return Ok(None);
         }
         // BuildKit creates a missing WORKDIR as a layer of its own, owned by the current USER.
-        let owner = super::stage_defaults::workdir_owner(&image, st.config.config.user.as_deref())
-            .map_err(|e| self.step_err(step, "resolving USER", Some(Box::new(e))))?;
+        let owner =
+            super::step::stage_defaults::workdir_owner(&image, st.config.config.user.as_deref())
+                .map_err(|e| self.step_err(step, "resolving USER", Some(Box::new(e))))?;
         let spec = CopySpec {
             instruction: "WORKDIR",
             sources: &[],
@@ -587,7 +583,7 @@ impl Engine<'_> {
             .filter_map(|(i, f)| Some((*i, lock(&f.state).flat.clone()?)))
             .collect();
         let lowers: Vec<PathBuf> = st.snapshots.iter().rev().map(|c| c.dir.clone()).collect();
-        let ctx = super::run::RunContext {
+        let ctx = super::step::run::RunContext {
             sandbox: &cfg,
             probe: &probe,
             rung,
@@ -602,11 +598,11 @@ impl Engine<'_> {
             network: self.inputs.req.sandbox.network,
             cancel: self.inputs.cancel,
         };
-        let (changes, upper) = super::run::run_step(&ctx, step, run, &mut |line| {
+        let (changes, upper) = super::step::run::run_step(&ctx, step, run, &mut |line| {
             on_event(&Event::Log { step: n, line })
         })
         .map_err(|e| match e {
-            super::run::RunError::Exec(exec::ExecError::Cancelled) => BuildError::Cancelled,
+            super::step::run::RunError::Exec(exec::ExecError::Cancelled) => BuildError::Cancelled,
             e => self.step_err(step, "RUN failed", Some(Box::new(e))),
         })?;
         if changes.is_empty() {

@@ -222,7 +222,7 @@ fn upload_loop(
 }
 
 /// The target and the stages it is built FROM, transitively.
-pub(super) fn lineage(plan: &Plan) -> BTreeSet<usize> {
+pub(crate) fn lineage(plan: &Plan) -> BTreeSet<usize> {
     let mut out = BTreeSet::new();
     let mut i = plan.target;
     while out.insert(i) {

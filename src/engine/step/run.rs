@@ -256,7 +256,7 @@ fn inside(root: &Path, source: &Option<String>) -> Result<PathBuf, RunError> {
 
 /// Where the cache mount `id` of the store at `store_root` lives (its lock file is the same path
 /// with `.lock`); shared caches seed and export it here (`remote_cache.rs`, `cache_export.rs`).
-pub(super) fn cache_mount_dir(store_root: &Path, id: &str) -> PathBuf {
+pub(crate) fn cache_mount_dir(store_root: &Path, id: &str) -> PathBuf {
     store_root.join(crate::cache::mounts::dir(id))
 }
 

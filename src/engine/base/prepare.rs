@@ -152,8 +152,8 @@ impl Preparation {
         self.wait_for(&self.config, cancel)?;
         let config = ImageConfig::from_slice(&fs::read(store.blob_path(&self.config))?)?;
         let opts = ApplyOptions {
-            allow_devices: super::stage::is_root(),
-            preserve_owners: super::stage::is_root(),
+            allow_devices: super::is_root(),
+            preserve_owners: super::is_root(),
             overlay_opaque_xattr: Some(crate::exec::overlay_opaque_xattr()),
         };
         let mut parent = None;

@@ -17,12 +17,12 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::{BuildError, BuildRequest, Event};
 use crate::cache::import::{self, MountOwner};
 use crate::cache::remote::{self, Imported, Kind, RemoteError};
 use crate::cache::spec::{ImportSource, ImportSpec};
 use crate::cache::{CacheKey, Record};
 use crate::digest::Digest;
+use crate::engine::{BuildError, BuildRequest, Event};
 use crate::image::{Descriptor, Platform};
 use crate::plan::{Instruction, Mount, Plan};
 use crate::reference::Reference;
@@ -291,7 +291,7 @@ impl RemoteCaches {
     /// Fill the plan's empty cache mounts from the first source that exported them.
     pub fn seed_mounts(&self, store: &Store, plan: &Plan, on_event: &mut dyn FnMut(&Event)) {
         for (id, owner) in plan_cache_mounts(plan) {
-            let dir = super::run::cache_mount_dir(store.root(), &id);
+            let dir = crate::engine::step::run::cache_mount_dir(store.root(), &id);
             let has_content = std::fs::read_dir(&dir)
                 .map(|mut d| d.next().is_some())
                 .unwrap_or(false);
@@ -378,4 +378,4 @@ pub fn plan_cache_mounts(plan: &Plan) -> Vec<(String, MountOwner)> {
     out
 }
 
-pub(super) use crate::report::chain;
+pub(crate) use crate::report::chain;

@@ -10,9 +10,9 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use super::stage::Engine;
-use super::BuildError;
 use crate::digest::{Digest, HashingWriter};
+use crate::engine::stage::Engine;
+use crate::engine::BuildError;
 use crate::plan::Step;
 
 #[derive(Debug, thiserror::Error)]
@@ -151,7 +151,7 @@ fn download(url: &str, path: &Path) -> Result<Digest, UrlError> {
 
 impl Engine<'_> {
     /// Download an ADD source URL for `step` into the build's workspace.
-    pub(super) fn download(
+    pub(crate) fn download(
         &self,
         step: &Step,
         url: &str,
@@ -162,7 +162,7 @@ impl Engine<'_> {
     }
 
     /// The cache-key input of an ADD source URL: the URL and the digest of what it serves.
-    pub(super) fn url_input(
+    pub(crate) fn url_input(
         &self,
         step: &Step,
         url: &str,

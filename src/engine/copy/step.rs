@@ -8,18 +8,18 @@
 
 use std::path::Path;
 
-use super::copy::CopySpec;
 use super::fsutil;
-use super::stage::{Engine, StageState};
-use super::{BuildError, LayerSummary};
+use super::rules::CopySpec;
 use crate::context::ignore::DockerIgnore;
 use crate::context::SourceRoot;
+use crate::engine::stage::{Engine, StageState};
+use crate::engine::{BuildError, LayerSummary};
 use crate::layer::ChangeSet;
 use crate::plan::{self, Instruction, Step};
 use crate::sync::lock;
 
 /// COPY and ADD seen through one shape (ADD has no `--from`/`--parents`; COPY never unpacks).
-pub(super) struct CopyArgs<'a> {
+pub(crate) struct CopyArgs<'a> {
     pub from: Option<&'a plan::CopySource>,
     pub sources: &'a [String],
     pub heredocs: &'a [plan::Heredoc],
@@ -35,7 +35,7 @@ pub(super) struct CopyArgs<'a> {
 }
 
 impl Engine<'_> {
-    pub(super) fn copy(
+    pub(crate) fn copy(
         &self,
         step: &Step,
         st: &mut StageState,
@@ -154,7 +154,7 @@ impl Engine<'_> {
     /// Make the step's layer. A COPY is written straight from its sources into the layer
     /// (`copy_plan.rs`) and the rootfs catches up only if a later step reads it; ADD's archives
     /// and WORKDIR are staged, and the staged tree is then moved into the rootfs (`merge.rs`).
-    pub(super) fn commit_staged(
+    pub(crate) fn commit_staged(
         &self,
         step: &Step,
         st: &mut StageState,
@@ -175,13 +175,13 @@ impl Engine<'_> {
             None
         } else {
             Some(
-                super::copy::resolve(spec, from, &image)
+                super::rules::resolve(spec, from, &image)
                     .map_err(|e| self.step_err(step, e.to_string(), None))?,
             )
         };
         if let Some(resolved) = resolved.as_ref().filter(|r| r.is_direct()) {
-            let mut planner = super::copy_plan::Planner::new(spec, &image);
-            super::copy::copy_into(spec, from, resolved, &mut planner)
+            let mut planner = super::planner::Planner::new(spec, &image);
+            super::rules::copy_into(spec, from, resolved, &mut planner)
                 .map_err(|e| self.step_err(step, e.to_string(), None))?;
             let changes = planner.into_changes();
             return self.commit_changes(step, st, changes, created).map(Some);
@@ -194,12 +194,14 @@ impl Engine<'_> {
                 source,
             })?;
         let staged = match &resolved {
-            Some(resolved) => super::copy::stage_copy(spec, resolved, from, &image, staging.path())
-                .map_err(|e| self.step_err(step, e.to_string(), None))?,
+            Some(resolved) => {
+                super::rules::stage_copy(spec, resolved, from, &image, staging.path())
+                    .map_err(|e| self.step_err(step, e.to_string(), None))?
+            }
             None => {
                 // WORKDIR: only the directory itself.
                 let dest = spec.dest.trim_matches('/').to_string();
-                super::copy::stage_dir_only(spec, &image, staging.path(), &dest)
+                super::rules::stage_dir_only(spec, &image, staging.path(), &dest)
                     .map_err(|e| self.step_err(step, "creating the directory", Some(Box::new(e))))?
             }
         };

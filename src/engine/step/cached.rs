@@ -4,10 +4,10 @@
 
 use serde::Serialize;
 
-use super::stage::{Engine, StageState};
-use super::{BuildError, LayerSummary};
 use crate::cache::{self, CacheKey, CachedLayer, Record};
 use crate::context::ignore::DockerIgnore;
+use crate::engine::stage::{Engine, StageState};
+use crate::engine::{BuildError, LayerSummary};
 use crate::plan::{CopySource, Instruction, Mount, Step};
 
 /// Steps whose result is a layer (or nothing) and worth caching; the rest only edit the config.
@@ -98,7 +98,7 @@ impl Engine<'_> {
                     .sources
                     .iter()
                     .cloned()
-                    .partition(|s| super::url::is_url(s));
+                    .partition(|s| crate::engine::copy::url::is_url(s));
                 for u in &urls {
                     sources.push(self.url_input(step, u, a.checksum.as_deref())?);
                 }
