@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use super::publish::{self, cache_export, early_push, remote_cache};
 use super::step::history;
-use super::{base, nospace, schedule, stage, workspace};
+use super::{base, inputs, nospace, schedule, stage, workspace};
 use super::{BuildError, BuildRequest, BuildResult, Event, Output};
 use crate::image::{self, Descriptor, Manifest};
 use crate::plan;
@@ -157,7 +157,7 @@ fn drive(
         total += plan.stages[i].steps.len();
     }
     let engine = stage::Engine {
-        inputs: stage::Inputs {
+        inputs: inputs::Inputs {
             store,
             req,
             plan: &plan,

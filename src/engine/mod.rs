@@ -31,6 +31,7 @@ mod build;
 mod copy;
 mod error;
 mod event;
+mod inputs;
 mod nospace;
 mod publish;
 mod request;

@@ -1,5 +1,11 @@
-//! Running one stage: FROM (scratch, an earlier stage, or an image), then each step in order.
-//! COPY/ADD and WORKDIR produce layers; every other instruction only changes the config and history.
+//! The stage loop: FROM (scratch, an earlier stage, or an image), then each step in order — its
+//! cache key, a hit replayed or the step run (`step/`, `copy/`) — and what it made committed.
+//! RUN, COPY/ADD and WORKDIR produce layers; every other instruction only changes the config and
+//! history. The engine's types live here: [`Engine`] (the build's [`Inputs`] and shared progress)
+//! and [`StageState`].
+//!
+//! Must not: be bypassed — only this file commits layers, commits a stage's snapshots and changes
+//! a stage's state; steps get `&Inputs` and what they read, and return what they made.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -8,19 +14,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use super::base::{is_root, StoreBases};
+use super::base::is_root;
 use super::copy::rules::CopySpec;
-use super::copy::step::CopyArgs;
+use super::copy::step::{self as copy_step, CopyArgs, Made};
+use super::inputs::Inputs;
 use super::step::metadata::{apply_metadata, MetaState};
-use super::{BuildError, BuildRequest, Event, LayerSummary};
-use crate::cache::CacheKey;
+use super::step::{cached, history};
+use super::{BuildError, Event, LayerSummary};
+use crate::cache::{CacheKey, Record};
 use crate::context::{SourceRoot, View};
-use crate::exec::{self, Cancel, Probe, SandboxConfig};
+use crate::exec::{self, Probe, SandboxConfig};
 use crate::image::{Descriptor, ImageConfig};
 use crate::layer::{self, ApplyOptions, ChangeSet, LayerOptions};
-use crate::plan::{self, Base, Instruction, Plan, Step};
+use crate::plan::{self, Base, Instruction, Step};
 use crate::snapshot;
-use crate::store::{Committed, Store};
+use crate::store::Committed;
 use crate::sync::lock;
 
 /// Where a stage starts (`FROM`): the config and layers it inherits, its name for the log, the
@@ -47,25 +55,6 @@ pub struct StageState {
     pub flat: Option<PathBuf>,
     /// The stage's index in the plan.
     pub index: usize,
-}
-
-/// What a build reads and never changes, borrowed from the caller for the whole build: the
-/// request, the plan, where sources come from, where scratch space is.
-pub struct Inputs<'a> {
-    pub store: &'a Store,
-    pub req: &'a BuildRequest,
-    pub plan: &'a Plan,
-    pub bases: &'a StoreBases<'a>,
-    pub context: &'a SourceRoot,
-    pub workspace: &'a Path,
-    pub file_name: &'a str,
-    pub sde: Option<i64>,
-    pub created: String,
-    pub cancel: &'a Cancel,
-    /// Uploads layers of the image while the build goes on (`--push` only).
-    pub early_push: Option<&'a super::publish::early_push::EarlyPush>,
-    /// `--cache-from` sources, read after the local step cache.
-    pub remote: &'a super::publish::remote_cache::RemoteCaches,
 }
 
 /// A stage that has finished: the cache key it ended with (for FROM stage and COPY --from) and
@@ -114,13 +103,7 @@ impl Engine<'_> {
         message: impl Into<String>,
         source: Option<BoxError>,
     ) -> BuildError {
-        BuildError::Step {
-            file: self.inputs.file_name.to_string(),
-            line: step.span.line,
-            instruction: step.source.lines().next().unwrap_or("").to_string(),
-            message: message.into(),
-            source,
-        }
+        self.inputs.step_err(step, message, source)
     }
 
     fn stage_label(&self, index: usize) -> String {
@@ -184,15 +167,18 @@ impl Engine<'_> {
             let layer = if !super::step::cached::produces_layer(step) {
                 self.step(step, &mut state, &mut meta, n, on_event)?
             } else {
-                key = self.step_key(step, &key)?;
-                let mut hit = self.cached(&key)?;
+                let stage_key = |i: usize| self.progress.finished(i).map(|f| f.key.clone());
+                key = cached::step_key(&self.inputs, &stage_key, step, &key)?;
+                let mut hit = cached::cached(&self.inputs, &key)?;
                 // Identical steps of concurrent builds run once (flight.rs); the lead is held
                 // until the record is saved, then the others find it in the cache.
                 let mut _lead = None;
                 if hit.is_none() && !self.inputs.req.no_cache {
                     match super::step::flight::join(&key) {
                         super::step::flight::Turn::Lead(l) => _lead = Some(l),
-                        super::step::flight::Turn::Followed => hit = self.cached(&key)?,
+                        super::step::flight::Turn::Followed => {
+                            hit = cached::cached(&self.inputs, &key)?
+                        }
                     }
                 }
                 match hit {
@@ -207,7 +193,8 @@ impl Engine<'_> {
                         }
                         self.materialize_sources(step)?;
                         let made = self.step(step, &mut state, &mut meta, n, on_event)?;
-                        let record = self.remember(&key, &state, &made)?;
+                        let record =
+                            cached::remember(&self.inputs, &key, state.layers.last(), &made)?;
                         lock(&self.progress.records).push((index, key.clone(), record));
                         made
                     }
@@ -422,6 +409,116 @@ impl Engine<'_> {
         Ok(stats.diff_id)
     }
 
+    /// The `created` of an entry without a layer (history.rs).
+    fn empty_created(&self) -> Option<&str> {
+        history::empty_created(self.inputs.sde, &self.inputs.created)
+    }
+
+    /// COPY or ADD: the step makes the layer's changes, then they are committed here.
+    fn copy(
+        &self,
+        step: &Step,
+        st: &mut StageState,
+        args: &CopyArgs<'_>,
+        created: &str,
+    ) -> Result<Option<LayerSummary>, BuildError> {
+        let image = self.image_root(st)?;
+        let made = copy_step::copy(&self.inputs, step, &image, args, &mut |from| {
+            self.copy_source_root(step, from)
+        })?;
+        self.commit_made(step, st, made, created)
+    }
+
+    /// Commit what a COPY, ADD or WORKDIR step made; its staged tree, when it holds the layer's
+    /// files as they are, becomes the next snapshot.
+    fn commit_made(
+        &self,
+        step: &Step,
+        st: &mut StageState,
+        made: Made,
+        created: &str,
+    ) -> Result<Option<LayerSummary>, BuildError> {
+        let summary = self.commit_changes(step, st, made.changes, created)?;
+        if let (Some(staging), true) = (&made.staging, made.adopt) {
+            self.adopt_snapshot(st, &summary.diff_id, staging.path());
+        }
+        Ok(Some(summary))
+    }
+
+    /// The tree a `--from` copies out of: a finished stage's filesystem, or an image's, as one
+    /// plain hard-linked directory over their committed snapshots (two stages copying from one
+    /// image wait for one). None: the context.
+    fn copy_source_root(
+        &self,
+        step: &Step,
+        from: Option<&plan::CopySource>,
+    ) -> Result<Option<std::path::PathBuf>, BuildError> {
+        Ok(match from {
+            None => None,
+            Some(plan::CopySource::Stage(i)) => {
+                let f = self
+                    .progress
+                    .finished(*i)
+                    .ok_or_else(|| self.step_err(step, "source stage was not built", None))?;
+                let dir = self.flat_of(&mut lock(&f.state))?;
+                Some(dir)
+            }
+            Some(plan::CopySource::Image(reference)) => {
+                let dir = self.inputs.workspace.join(format!(
+                    "image-{}",
+                    crate::digest::Digest::of(reference.as_bytes()).hex()
+                ));
+                let _unpacking = lock(&self.progress.image_unpack);
+                if !dir.exists() {
+                    let img = self.inputs.bases.resolve(reference)?;
+                    let diff_ids = &img.config.rootfs.diff_ids;
+                    let snaps = self.snapshots_of(&img.manifest.layers, diff_ids, &[])?;
+                    let top_first = snaps.iter().rev().map(|c| c.dir.clone()).collect();
+                    crate::snapshot::flatten(&crate::context::View::new(top_first), &dir, true)
+                        .map_err(|e| BuildError::Base {
+                            reference: reference.clone(),
+                            message: "reading the image's filesystem".into(),
+                            source: Some(Box::new(e)),
+                        })?;
+                }
+                Some(dir)
+            }
+        })
+    }
+
+    /// Replay a cached step: its layer joins the image; config effects still apply.
+    pub fn replay(
+        &self,
+        step: &Step,
+        st: &mut StageState,
+        record: Record,
+    ) -> Result<Option<LayerSummary>, BuildError> {
+        if let Instruction::Workdir(dir) = &step.instruction {
+            st.config.config.working_dir = Some(dir.clone());
+        }
+        let history = Self::history_text(step);
+        let created =
+            history::replayed_created(self.inputs.sde, &self.inputs.created, &record).to_string();
+        match record.layer {
+            None => {
+                st.config.push_empty(&history, self.empty_created());
+                Ok(None)
+            }
+            Some(l) => {
+                // Not unpacked here: the stage's rootfs catches up only if a later step needs it.
+                st.layers.push(l.descriptor.clone());
+                st.config
+                    .push_layer(l.diff_id.clone(), &history, Some(&created));
+                Ok(Some(LayerSummary {
+                    digest: l.descriptor.digest,
+                    diff_id: l.diff_id,
+                    size: l.descriptor.size,
+                    uncompressed_size: l.uncompressed_size,
+                }))
+            }
+        }
+    }
+
     /// The history's `created_by` of a step that makes a layer (history.rs).
     pub(super) fn history_text(step: &Step) -> String {
         super::step::history::created_by(step).unwrap_or_default()
@@ -524,7 +621,9 @@ impl Engine<'_> {
             unpack_archives: false,
             created_mtime: self.inputs.sde.unwrap_or(0),
         };
-        self.commit_staged(step, st, &spec, None, created)
+        let image = self.image_root(st)?;
+        let made = copy_step::make_layer(&self.inputs, step, &image, &spec, None)?;
+        self.commit_made(step, st, made, created)
     }
 
     /// The sandbox, probed at the first RUN (a build without RUN never needs one).
@@ -676,7 +775,7 @@ impl Engine<'_> {
             s.committed(&desc);
         }
         // The rootfs catches up lazily (`materialize`), or at once by moving a staged tree in
-        // (`commit_staged`): a layer kiln has just written is never applied twice.
+        // (`commit_made`): a layer kiln has just written is never applied twice.
         st.layers.push(desc);
         st.config.push_layer(
             info.diff_id.clone(),

@@ -11,6 +11,8 @@
 
 pub(crate) mod prepare;
 
+pub(crate) use prepare::is_root;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
@@ -286,9 +288,4 @@ impl BaseImages for StoreBases<'_> {
             on_build: c.on_build.clone(),
         })
     }
-}
-
-/// Whether this process is root (in its user namespace): owners and devices can be applied.
-pub(crate) fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
 }

@@ -152,8 +152,8 @@ impl Preparation {
         self.wait_for(&self.config, cancel)?;
         let config = ImageConfig::from_slice(&fs::read(store.blob_path(&self.config))?)?;
         let opts = ApplyOptions {
-            allow_devices: super::is_root(),
-            preserve_owners: super::is_root(),
+            allow_devices: is_root(),
+            preserve_owners: is_root(),
             overlay_opaque_xattr: Some(crate::exec::overlay_opaque_xattr()),
         };
         let mut parent = None;
@@ -193,4 +193,9 @@ impl Preparation {
                 crate::sync::wait_timeout(&self.changed, st, std::time::Duration::from_millis(200));
         }
     }
+}
+
+/// Whether this process is root (in its user namespace): owners and devices can be applied.
+pub(crate) fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
 }

@@ -10,7 +10,7 @@
 //! source repository is remembered as the blob's origin so the push mounts it instead.
 //!
 //! Must not: write a record into the local step cache for a blob that is not in the store, or tag
-//! anything (the engine decides tags, `mod.rs`).
+//! anything (the engine decides tags, `build.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
