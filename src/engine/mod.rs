@@ -7,22 +7,23 @@
 //! `COPY --from` reads a hard-linked flat tree of the source stage. A layer holds exactly what the
 //! step adds, so it never depends on the base.
 //!
-//! The wings, each using only those listed above it:
+//! The wings, each using only those listed above it (no import circle, by file or by folder):
 //!
-//! | file or folder | job                                                                     |
-//! |----------------|-------------------------------------------------------------------------|
-//! | `error.rs`     | [`BuildError`]                                                          |
-//! | `event.rs`     | what a build reports as it goes ([`Event`])                             |
-//! | `request.rs`   | [`BuildRequest`], `--output`, registry and sandbox options, the result  |
-//! | `workspace.rs` | the build's scratch directory, trash emptied in the background          |
-//! | `nospace.rs`   | ENOSPC anywhere in a build told as one "free space" error               |
-//! | `step/`        | RUN, metadata, WORKDIR defaults, history, cache keys and replay, flight |
+//! | file or folder | job                                                                      |
+//! |----------------|--------------------------------------------------------------------------|
+//! | `error.rs`     | [`BuildError`]                                                           |
+//! | `event.rs`     | what a build reports as it goes ([`Event`])                              |
+//! | `request.rs`   | [`BuildRequest`], `--output`, `--secret`, registry and sandbox options   |
+//! | `workspace.rs` | the build's scratch directory, trash emptied in the background           |
+//! | `nospace.rs`   | ENOSPC anywhere in a build told as one "free space" error                |
+//! | `base/`        | FROM images: resolve, pull, unpack into snapshots while downloading      |
+//! | `publish/`     | local tags, push, layers pushed early, `--cache-from`/`--cache-to`       |
+//! | `inputs.rs`    | what every step reads and never changes (`Inputs`)             |
 //! | `copy/`        | COPY/ADD: Docker's copy rules, straight-to-layer planner, URLs, archives |
-//! | `base/`        | FROM images: resolve, pull, unpack into snapshots while downloading     |
-//! | `publish/`     | local tags, push, layers pushed early, `--cache-from`/`--cache-to`      |
-//! | `stage.rs`     | the stage loop: the only code that commits layers and changes a stage   |
-//! | `schedule.rs`  | stages on threads once their dependencies finished                      |
-//! | `build.rs`     | the driver: request → plan → stages → image → outputs ([`build`])       |
+//! | `step/`        | RUN, metadata, WORKDIR defaults, history, cache keys and records, flight |
+//! | `stage.rs`     | the stage loop: the only code that commits layers and changes a stage    |
+//! | `schedule.rs`  | stages on threads once their dependencies finished                       |
+//! | `build.rs`     | the driver: request → plan → stages → image → outputs ([`build`])        |
 //!
 //! Must not: parse Dockerfiles, write tar or hash bytes itself — it calls the modules that do.
 
@@ -44,7 +45,8 @@ pub use base::StoreBases;
 pub use build::{build, warning_text};
 pub use error::BuildError;
 pub use event::{Event, LayerSummary};
-pub use request::{BuildRequest, BuildResult, Output, RegistryAccess, SandboxOptions};
+pub use request::{
+    BuildRequest, BuildResult, Output, RegistryAccess, SandboxOptions, SecretSource,
+};
 pub use step::metadata::{apply_metadata, MetaState};
-pub use step::run::SecretSource;
 pub use workspace::{empty_trash, scratch_dirs};

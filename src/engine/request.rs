@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use super::step::run::SecretSource;
 use super::BuildError;
 use crate::digest::Digest;
 use crate::image::Descriptor;
@@ -168,6 +167,58 @@ pub struct BuildResult {
     pub config: Digest,
     /// Tags as stored (`docker.io/library/app:latest`).
     pub tags: Vec<String>,
+}
+
+/// `--secret id=ID,src=PATH` or `--secret id=ID,env=VAR` (BuildKit's syntax). The value is read at
+/// the step that mounts it and never stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretSource {
+    pub id: String,
+    pub src: Option<PathBuf>,
+    pub env: Option<String>,
+}
+
+impl std::fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Only where the secret comes from — the value is never held here.
+        write!(f, "SecretSource({}", self.id)?;
+        if let Some(p) = &self.src {
+            write!(f, ", src={}", p.display())?;
+        }
+        if let Some(e) = &self.env {
+            write!(f, ", env={e}")?;
+        }
+        write!(f, ")")
+    }
+}
+
+impl std::str::FromStr for SecretSource {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut id = None;
+        let mut src = None;
+        let mut env = None;
+        for field in s.split(',') {
+            match field.split_once('=') {
+                Some(("id", v)) => id = Some(v.to_string()),
+                Some(("src", v)) | Some(("source", v)) => src = Some(PathBuf::from(v)),
+                Some(("env", v)) => env = Some(v.to_string()),
+                Some(("type", "file")) | Some(("type", "env")) => {}
+                _ => {
+                    return Err(format!(
+                        "invalid --secret {s:?}: expected id=ID,src=PATH or id=ID,env=VAR"
+                    ))
+                }
+            }
+        }
+        let id = id.ok_or_else(|| format!("invalid --secret {s:?}: missing id=ID"))?;
+        if src.is_none() && env.is_none() {
+            // BuildKit: a bare id reads the environment variable of the same name.
+            env = Some(id.clone());
+        }
+        Ok(SecretSource { id, src, env })
+    }
 }
 
 #[cfg(test)]

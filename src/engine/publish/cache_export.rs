@@ -183,7 +183,7 @@ fn mount_blobs(
 ) -> Result<Vec<(String, Descriptor)>, BuildError> {
     let mut out = Vec::new();
     for (id, _) in plan_cache_mounts(inputs.plan) {
-        let dir = crate::engine::step::run::cache_mount_dir(inputs.store.root(), &id);
+        let dir = crate::cache::mounts::path(inputs.store.root(), &id);
         let lock_path = dir.with_extension("lock");
         // Held while the tar is written so a locked step never half-writes what is exported.
         let _lock = std::fs::File::create(&lock_path).ok().inspect(|f| {

@@ -291,7 +291,7 @@ impl RemoteCaches {
     /// Fill the plan's empty cache mounts from the first source that exported them.
     pub fn seed_mounts(&self, store: &Store, plan: &Plan, on_event: &mut dyn FnMut(&Event)) {
         for (id, owner) in plan_cache_mounts(plan) {
-            let dir = crate::engine::step::run::cache_mount_dir(store.root(), &id);
+            let dir = crate::cache::mounts::path(store.root(), &id);
             let has_content = std::fs::read_dir(&dir)
                 .map(|mut d| d.next().is_some())
                 .unwrap_or(false);

@@ -7,62 +7,11 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use crate::engine::request::SecretSource;
 use crate::exec::{self, ExtraMount, SandboxSpec};
 use crate::layer::{self, ChangeSet};
 use crate::plan::{self, Mount, Step};
 use crate::snapshot::{self, Snapshotter};
-
-/// `--secret id=ID,src=PATH` or `--secret id=ID,env=VAR` (BuildKit's syntax). The value is read at
-/// the step that mounts it and never stored.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SecretSource {
-    pub id: String,
-    pub src: Option<PathBuf>,
-    pub env: Option<String>,
-}
-
-impl std::fmt::Debug for SecretSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Only where the secret comes from — the value is never held here.
-        write!(f, "SecretSource({}", self.id)?;
-        if let Some(p) = &self.src {
-            write!(f, ", src={}", p.display())?;
-        }
-        if let Some(e) = &self.env {
-            write!(f, ", env={e}")?;
-        }
-        write!(f, ")")
-    }
-}
-
-impl std::str::FromStr for SecretSource {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let mut id = None;
-        let mut src = None;
-        let mut env = None;
-        for field in s.split(',') {
-            match field.split_once('=') {
-                Some(("id", v)) => id = Some(v.to_string()),
-                Some(("src", v)) | Some(("source", v)) => src = Some(PathBuf::from(v)),
-                Some(("env", v)) => env = Some(v.to_string()),
-                Some(("type", "file")) | Some(("type", "env")) => {}
-                _ => {
-                    return Err(format!(
-                        "invalid --secret {s:?}: expected id=ID,src=PATH or id=ID,env=VAR"
-                    ))
-                }
-            }
-        }
-        let id = id.ok_or_else(|| format!("invalid --secret {s:?}: missing id=ID"))?;
-        if src.is_none() && env.is_none() {
-            // BuildKit: a bare id reads the environment variable of the same name.
-            env = Some(id.clone());
-        }
-        Ok(SecretSource { id, src, env })
-    }
-}
 
 /// What a RUN step needs from the engine besides the step itself.
 pub struct RunContext<'a> {
@@ -252,12 +201,6 @@ fn inside(root: &Path, source: &Option<String>) -> Result<PathBuf, RunError> {
         return Err(RunError::Mount(format!("source {rel:?} does not exist")));
     }
     Ok(p)
-}
-
-/// Where the cache mount `id` of the store at `store_root` lives (its lock file is the same path
-/// with `.lock`); shared caches seed and export it here (`remote_cache.rs`, `cache_export.rs`).
-pub(crate) fn cache_mount_dir(store_root: &Path, id: &str) -> PathBuf {
-    store_root.join(crate::cache::mounts::dir(id))
 }
 
 /// Adds `m` to the sandbox's mounts; returns the lock of a `sharing=locked` cache, to hold for
