@@ -25,6 +25,7 @@
 //!
 //! | module       | job                                                                      |
 //! |--------------|--------------------------------------------------------------------------|
+//! | `sync`       | poison-tolerant `lock`/`wait` for every module's mutexes                 |
 //! | `report`     | one line from an error's cause chain (CLI, daemon, fsck, warnings)       |
 //! | `atomic`     | durable whole-file replace (temp → fsync → rename → fsync dir)           |
 //! | `digest`     | typed `Digest`, streaming sha256 (aws-lc-rs)                             |
@@ -47,6 +48,7 @@
 //! | `cli`        | flags → validated commands → embedded engine → rendering                 |
 
 #![deny(unsafe_code)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod api;
 pub mod atomic;
@@ -69,3 +71,4 @@ pub mod registry;
 pub mod report;
 pub mod snapshot;
 pub mod store;
+pub mod sync;

@@ -4,7 +4,7 @@
 //!
 //! Must not: mount anything or lock the directory (the engine's RUN does both).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::digest::Digest;
 use crate::store::{Store, StoreError, Tracked};
@@ -16,6 +16,12 @@ pub const KIND: &str = "exec.cachemount";
 /// The directory of cache `id` (not created), relative to the store root.
 pub fn dir(id: &str) -> PathBuf {
     PathBuf::from("cache").join(Digest::of(id.as_bytes()).hex())
+}
+
+/// Where cache `id` of the store at `store_root` lives (its lock file is the same path with
+/// `.lock`); shared caches seed and export it here.
+pub fn path(store_root: &Path, id: &str) -> PathBuf {
+    store_root.join(dir(id))
 }
 
 /// Record that cache `id` is being mounted now; returns its absolute directory.

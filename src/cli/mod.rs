@@ -300,7 +300,7 @@ fn cmd_build(root: &Option<PathBuf>, cfg: &Config, args: BuildArgs) -> Result<i3
         let _ = ctrlc::set_handler(move || cancel.cancel());
     }
     let mut renderer = Renderer::new(args.progress);
-    let result = engine::run(
+    let result = engine::build(
         &store,
         &req,
         &mut |e| {

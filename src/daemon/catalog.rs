@@ -28,7 +28,7 @@ const NS: &str = "catalog";
 static LOCK: Mutex<()> = Mutex::new(());
 
 fn lock() -> std::sync::MutexGuard<'static, ()> {
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+    crate::sync::lock(&LOCK)
 }
 
 fn load(state: &Shared, name: &str) -> Result<Option<CatalogEntry>, ApiError> {

@@ -58,7 +58,7 @@ impl EventLog {
             line = scrub(&line, s);
         }
         line.push('\n');
-        let mut guard = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = crate::sync::lock(&self.file);
         let Some(f) = guard.as_mut() else {
             return;
         };

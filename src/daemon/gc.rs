@@ -46,12 +46,12 @@ impl AutoGc {
     }
 
     fn forget_usage(&self) {
-        *self.usage.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *crate::sync::lock(&self.usage) = None;
     }
 
     /// `/v1/info`'s `usage`, counted at most every `USAGE_TTL`.
     pub fn usage(&self, store: &store::Store) -> serde_json::Value {
-        let mut cached = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cached = crate::sync::lock(&self.usage);
         if let Some((at, v)) = cached.as_ref() {
             if at.elapsed() < USAGE_TTL {
                 return v.clone();
@@ -111,12 +111,7 @@ pub(crate) fn spawn(state: Shared) {
 
 /// One run of the configured policies (nothing when `gc` is not true).
 fn run_policies(state: &Shared, trigger: &str) {
-    let worker = state
-        .config
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .config()
-        .worker;
+    let worker = crate::sync::lock(&state.config).config().worker;
     let disk = store::DiskStat::of(state.store.root());
     let policies = match store::policies_from_config(&worker, &disk) {
         Ok(p) if p.is_empty() => return,

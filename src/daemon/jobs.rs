@@ -1,5 +1,5 @@
 //! The build queue: a build is recorded (`queued`), waits for one of `max_concurrent_builds`
-//! slots, runs `engine::run` on a blocking thread with its own `Cancel`, and ends `succeeded`,
+//! slots, runs `engine::build` on a blocking thread with its own `Cancel`, and ends `succeeded`,
 //! `failed` or `cancelled` with its steps and result in the record and a terminal event in its log.
 //!
 //! Must not: fork, store credentials, or leave a secret file behind (the `Prepared` that owns them
@@ -39,7 +39,7 @@ pub(crate) struct Job {
 impl Job {
     pub fn cancel(&self, reason: &str) {
         {
-            let mut r = self.reason.lock().unwrap_or_else(|p| p.into_inner());
+            let mut r = crate::sync::lock(&self.reason);
             r.get_or_insert_with(|| reason.to_string());
         }
         self.cancel.cancel();
@@ -65,7 +65,7 @@ impl Jobs {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, JobMap> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.map)
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Job>> {
@@ -384,10 +384,7 @@ fn finish(state: &Shared, job: &Job, outcome: Finish) {
             (Status::Failed, format!("{kind}: {text}"))
         }
         Finish::Cancelled => {
-            let reason = job
-                .reason
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
+            let reason = crate::sync::lock(&job.reason)
                 .clone()
                 .unwrap_or_else(|| "cancelled".into());
             job.log.append(&Event::Cancelled {
@@ -486,7 +483,7 @@ fn execute(state: &Shared, job: &Job, prepared: Prepared) -> Finish {
             }
         }
     };
-    let result = engine::run(&state.store, &prepared.req, &mut on_event, &job.cancel);
+    let result = engine::build(&state.store, &prepared.req, &mut on_event, &job.cancel);
     let steps_json = serde_json::to_string(&steps.values().collect::<Vec<_>>()).ok();
     let details = BuildDetails {
         steps_json,

@@ -315,12 +315,7 @@ pub async fn run(
         ),
     }
     gc::spawn(state.clone());
-    for w in &state
-        .config
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .warnings
-    {
+    for w in &crate::sync::lock(&state.config).warnings {
         log::warn("config.warning", &[("message", w.as_str().into())]);
     }
     let app = routes::router(state.clone());

@@ -21,11 +21,7 @@ pub(super) struct Caller {
 
 /// The caller behind `peer` under the daemon's current configuration.
 pub(super) fn caller(state: &Shared, peer: Option<api::Peer>) -> Caller {
-    let cfg = state
-        .config
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .config();
+    let cfg = crate::sync::lock(&state.config).config();
     let own = rustix::process::geteuid().as_raw();
     match (cfg.policy, peer) {
         (Some(_), Some(p)) if p.uid == 0 || p.uid == own => exempt(),

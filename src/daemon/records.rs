@@ -70,7 +70,7 @@ pub(crate) struct Unwritten {
 
 impl Unwritten {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, End>> {
-        self.ends.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.ends)
     }
 
     /// How many ends wait to be written (for `/v1/info` and tests).

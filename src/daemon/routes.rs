@@ -238,11 +238,7 @@ async fn start(
 ) -> Result<Response, ApiError> {
     let st = state.clone();
     let spec2 = spec.clone();
-    let config = state
-        .config
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .config();
+    let config = crate::sync::lock(&state.config).config();
     let prepared = tokio::task::spawn_blocking(move || {
         resolve::prepare(
             &config,
@@ -522,11 +518,7 @@ async fn rebuild(
 }
 
 async fn show_config(AxState(state): AxState<Shared>) -> Response {
-    let view = state
-        .config
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .view();
+    let view = crate::sync::lock(&state.config).view();
     Json(view).into_response()
 }
 
@@ -539,7 +531,7 @@ async fn put_config(
     super::policy::caller(&state, peer.0).must_be_exempt("change the daemon's configuration")?;
     let bytes = read_body(&headers, body, state.settings.max_json_body).await?;
     let update: ConfigUpdate = parse_json(&bytes, "config update")?;
-    let mut cfg = state.config.lock().unwrap_or_else(|p| p.into_inner());
+    let mut cfg = crate::sync::lock(&state.config);
     cfg.update(&update)?;
     Ok(Json(cfg.view()).into_response())
 }

@@ -191,3 +191,22 @@ impl Event {
         })
     }
 }
+
+/// Add a blob's size to `bytes` when it was really moved (not found on the other side already).
+pub(crate) fn count_transfer(
+    p: &crate::registry::Progress,
+    sizes: &mut std::collections::BTreeMap<Digest, u64>,
+    bytes: &mut u64,
+) {
+    use crate::registry::{BlobOutcome, Progress};
+    match p {
+        Progress::BlobStarted { digest, size } => {
+            sizes.insert(digest.clone(), *size);
+        }
+        Progress::BlobDone {
+            digest,
+            outcome: BlobOutcome::Uploaded | BlobOutcome::Downloaded,
+        } => *bytes += sizes.get(digest).copied().unwrap_or(0),
+        _ => {}
+    }
+}

@@ -24,7 +24,7 @@ enum Msg {
 }
 
 /// Run `order` (dependencies first) on `engine`, whose `inputs.cancel` must be `siblings`.
-pub(super) fn run_stages(
+pub(super) fn build_stages(
     engine: &Engine<'_>,
     order: &[usize],
     parallel: usize,
@@ -61,7 +61,7 @@ pub(super) fn run_stages(
                     let mut emit = |e: &Event| {
                         let _ = tx.send(Msg::Event(e.clone()));
                     };
-                    let result = engine.run_stage(index, &mut emit);
+                    let result = engine.build_stage(index, &mut emit);
                     let _ = tx.send(Msg::Done(index, result));
                 });
             }

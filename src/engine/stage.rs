@@ -1,5 +1,11 @@
-//! Running one stage: FROM (scratch, an earlier stage, or an image), then each step in order.
-//! COPY/ADD and WORKDIR produce layers; every other instruction only changes the config and history.
+//! The stage loop: FROM (scratch, an earlier stage, or an image), then each step in order — its
+//! cache key, a hit replayed or the step run (`step/`, `copy/`) — and what it made committed.
+//! RUN, COPY/ADD and WORKDIR produce layers; every other instruction only changes the config and
+//! history. The engine's types live here: [`Engine`] (the build's [`Inputs`] and shared progress)
+//! and [`StageState`].
+//!
+//! Must not: be bypassed — only this file commits layers, commits a stage's snapshots and changes
+//! a stage's state; steps get `&Inputs` and what they read, and return what they made.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -8,19 +14,22 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use super::base::StoreBases;
-use super::copy::CopySpec;
-use super::copy_step::CopyArgs;
-use super::metadata::{apply_metadata, MetaState};
-use super::{BuildError, BuildRequest, Event, LayerSummary};
-use crate::cache::CacheKey;
+use super::base::is_root;
+use super::copy::rules::CopySpec;
+use super::copy::step::{self as copy_step, CopyArgs, Made};
+use super::inputs::Inputs;
+use super::step::metadata::{apply_metadata, MetaState};
+use super::step::{cached, history};
+use super::{BuildError, Event, LayerSummary};
+use crate::cache::{CacheKey, Record};
 use crate::context::{SourceRoot, View};
-use crate::exec::{self, Cancel, Probe, SandboxConfig};
+use crate::exec::{self, Probe, SandboxConfig};
 use crate::image::{Descriptor, ImageConfig};
 use crate::layer::{self, ApplyOptions, ChangeSet, LayerOptions};
-use crate::plan::{self, Base, Instruction, Plan, Step};
+use crate::plan::{self, Base, Instruction, Step};
 use crate::snapshot;
-use crate::store::{Committed, Store};
+use crate::store::Committed;
+use crate::sync::lock;
 
 /// Where a stage starts (`FROM`): the config and layers it inherits, its name for the log, the
 /// cache key its steps chain from.
@@ -48,25 +57,6 @@ pub struct StageState {
     pub index: usize,
 }
 
-/// What a build reads and never changes, borrowed from the caller for the whole build: the
-/// request, the plan, where sources come from, where scratch space is.
-pub struct Inputs<'a> {
-    pub store: &'a Store,
-    pub req: &'a BuildRequest,
-    pub plan: &'a Plan,
-    pub bases: &'a StoreBases<'a>,
-    pub context: &'a SourceRoot,
-    pub workspace: &'a Path,
-    pub file_name: &'a str,
-    pub sde: Option<i64>,
-    pub created: String,
-    pub cancel: &'a Cancel,
-    /// Uploads layers of the image while the build goes on (`--push` only).
-    pub early_push: Option<&'a super::early_push::EarlyPush>,
-    /// `--cache-from` sources, read after the local step cache.
-    pub remote: &'a super::remote_cache::RemoteCaches,
-}
-
 /// A stage that has finished: the cache key it ended with (for FROM stage and COPY --from) and
 /// its state, locked because dependents running in parallel may bring its rootfs up to date.
 pub struct Finished {
@@ -84,18 +74,13 @@ pub struct Progress {
     /// Held while an image named by `COPY --from=IMAGE` is unpacked, so two stages unpack it once.
     pub image_unpack: Mutex<()>,
     /// Every layer step's key and result, by stage (what `--cache-to` exports).
-    pub records: Mutex<Vec<super::cache_export::StepRecord>>,
+    pub records: Mutex<Vec<super::publish::cache_export::StepRecord>>,
 }
 
 impl Progress {
     pub fn finished(&self, index: usize) -> Option<Arc<Finished>> {
         lock(&self.finished).get(&index).cloned()
     }
-}
-
-/// A lock whose holder panicked is still usable: the data is rebuilt or re-checked by its users.
-pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// One build on the embedded engine: borrowed inputs, shared progress. Stages run on their own
@@ -111,11 +96,6 @@ pub struct Engine<'a> {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Whether this process is root (in its user namespace): owners and devices can be applied.
-pub(super) fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
-
 impl Engine<'_> {
     pub(super) fn step_err(
         &self,
@@ -123,13 +103,7 @@ impl Engine<'_> {
         message: impl Into<String>,
         source: Option<BoxError>,
     ) -> BuildError {
-        BuildError::Step {
-            file: self.inputs.file_name.to_string(),
-            line: step.span.line,
-            instruction: step.source.lines().next().unwrap_or("").to_string(),
-            message: message.into(),
-            source,
-        }
+        self.inputs.step_err(step, message, source)
     }
 
     fn stage_label(&self, index: usize) -> String {
@@ -140,7 +114,7 @@ impl Engine<'_> {
         }
     }
 
-    pub fn run_stage(
+    pub fn build_stage(
         &self,
         index: usize,
         on_event: &mut dyn FnMut(&Event),
@@ -154,7 +128,7 @@ impl Engine<'_> {
             name: base_name,
             mut key,
         } = self.stage_base(stage)?;
-        super::stage_defaults::init_stage_config(&mut config);
+        super::step::stage_defaults::init_stage_config(&mut config);
         on_event(&Event::StageStarted {
             stage: label.clone(),
             base: base_name,
@@ -190,18 +164,21 @@ impl Engine<'_> {
             // Only steps that make layers extend the key chain: what metadata steps change that a
             // later layer depends on (env, user, workdir, shell) is an input of that later step.
             let mut cached = false;
-            let layer = if !super::cached::produces_layer(step) {
-                self.run_step(step, &mut state, &mut meta, n, on_event)?
+            let layer = if !super::step::cached::produces_layer(step) {
+                self.step(step, &mut state, &mut meta, n, on_event)?
             } else {
-                key = self.step_key(step, &key)?;
-                let mut hit = self.cached(&key)?;
+                let stage_key = |i: usize| self.progress.finished(i).map(|f| f.key.clone());
+                key = cached::step_key(&self.inputs, &stage_key, step, &key)?;
+                let mut hit = cached::cached(&self.inputs, &key)?;
                 // Identical steps of concurrent builds run once (flight.rs); the lead is held
                 // until the record is saved, then the others find it in the cache.
                 let mut _lead = None;
                 if hit.is_none() && !self.inputs.req.no_cache {
-                    match super::flight::join(&key) {
-                        super::flight::Turn::Lead(l) => _lead = Some(l),
-                        super::flight::Turn::Followed => hit = self.cached(&key)?,
+                    match super::step::flight::join(&key) {
+                        super::step::flight::Turn::Lead(l) => _lead = Some(l),
+                        super::step::flight::Turn::Followed => {
+                            hit = cached::cached(&self.inputs, &key)?
+                        }
                     }
                 }
                 match hit {
@@ -215,8 +192,9 @@ impl Engine<'_> {
                             on_event(&Event::Log { step: n, line });
                         }
                         self.materialize_sources(step)?;
-                        let made = self.run_step(step, &mut state, &mut meta, n, on_event)?;
-                        let record = self.remember(&key, &state, &made)?;
+                        let made = self.step(step, &mut state, &mut meta, n, on_event)?;
+                        let record =
+                            cached::remember(&self.inputs, &key, state.layers.last(), &made)?;
                         lock(&self.progress.records).push((index, key.clone(), record));
                         made
                     }
@@ -248,7 +226,7 @@ impl Engine<'_> {
                 config: ImageConfig::new(&super::base::image_platform(&stage.platform)),
                 layers: Vec::new(),
                 name: "scratch".to_string(),
-                key: super::cached::root_key("scratch"),
+                key: super::step::cached::root_key("scratch"),
             },
             Base::Stage(parent) => {
                 let p = self
@@ -273,7 +251,7 @@ impl Engine<'_> {
                     config: img.config.clone(),
                     layers: img.manifest.layers.clone(),
                     name: reference.clone(),
-                    key: super::cached::root_key(&img.manifest_desc.digest.to_string()),
+                    key: super::step::cached::root_key(&img.manifest_desc.digest.to_string()),
                 }
             }
         })
@@ -431,14 +409,124 @@ impl Engine<'_> {
         Ok(stats.diff_id)
     }
 
+    /// The `created` of an entry without a layer (history.rs).
+    fn empty_created(&self) -> Option<&str> {
+        history::empty_created(self.inputs.sde, &self.inputs.created)
+    }
+
+    /// COPY or ADD: the step makes the layer's changes, then they are committed here.
+    fn copy(
+        &self,
+        step: &Step,
+        st: &mut StageState,
+        args: &CopyArgs<'_>,
+        created: &str,
+    ) -> Result<Option<LayerSummary>, BuildError> {
+        let image = self.image_root(st)?;
+        let made = copy_step::copy(&self.inputs, step, &image, args, &mut |from| {
+            self.copy_source_root(step, from)
+        })?;
+        self.commit_made(step, st, made, created)
+    }
+
+    /// Commit what a COPY, ADD or WORKDIR step made; its staged tree, when it holds the layer's
+    /// files as they are, becomes the next snapshot.
+    fn commit_made(
+        &self,
+        step: &Step,
+        st: &mut StageState,
+        made: Made,
+        created: &str,
+    ) -> Result<Option<LayerSummary>, BuildError> {
+        let summary = self.commit_changes(step, st, made.changes, created)?;
+        if let (Some(staging), true) = (&made.staging, made.adopt) {
+            self.adopt_snapshot(st, &summary.diff_id, staging.path());
+        }
+        Ok(Some(summary))
+    }
+
+    /// The tree a `--from` copies out of: a finished stage's filesystem, or an image's, as one
+    /// plain hard-linked directory over their committed snapshots (two stages copying from one
+    /// image wait for one). None: the context.
+    fn copy_source_root(
+        &self,
+        step: &Step,
+        from: Option<&plan::CopySource>,
+    ) -> Result<Option<std::path::PathBuf>, BuildError> {
+        Ok(match from {
+            None => None,
+            Some(plan::CopySource::Stage(i)) => {
+                let f = self
+                    .progress
+                    .finished(*i)
+                    .ok_or_else(|| self.step_err(step, "source stage was not built", None))?;
+                let dir = self.flat_of(&mut lock(&f.state))?;
+                Some(dir)
+            }
+            Some(plan::CopySource::Image(reference)) => {
+                let dir = self.inputs.workspace.join(format!(
+                    "image-{}",
+                    crate::digest::Digest::of(reference.as_bytes()).hex()
+                ));
+                let _unpacking = lock(&self.progress.image_unpack);
+                if !dir.exists() {
+                    let img = self.inputs.bases.resolve(reference)?;
+                    let diff_ids = &img.config.rootfs.diff_ids;
+                    let snaps = self.snapshots_of(&img.manifest.layers, diff_ids, &[])?;
+                    let top_first = snaps.iter().rev().map(|c| c.dir.clone()).collect();
+                    crate::snapshot::flatten(&crate::context::View::new(top_first), &dir, true)
+                        .map_err(|e| BuildError::Base {
+                            reference: reference.clone(),
+                            message: "reading the image's filesystem".into(),
+                            source: Some(Box::new(e)),
+                        })?;
+                }
+                Some(dir)
+            }
+        })
+    }
+
+    /// Replay a cached step: its layer joins the image; config effects still apply.
+    pub fn replay(
+        &self,
+        step: &Step,
+        st: &mut StageState,
+        record: Record,
+    ) -> Result<Option<LayerSummary>, BuildError> {
+        if let Instruction::Workdir(dir) = &step.instruction {
+            st.config.config.working_dir = Some(dir.clone());
+        }
+        let history = Self::history_text(step);
+        let created =
+            history::replayed_created(self.inputs.sde, &self.inputs.created, &record).to_string();
+        match record.layer {
+            None => {
+                st.config.push_empty(&history, self.empty_created());
+                Ok(None)
+            }
+            Some(l) => {
+                // Not unpacked here: the stage's rootfs catches up only if a later step needs it.
+                st.layers.push(l.descriptor.clone());
+                st.config
+                    .push_layer(l.diff_id.clone(), &history, Some(&created));
+                Ok(Some(LayerSummary {
+                    digest: l.descriptor.digest,
+                    diff_id: l.diff_id,
+                    size: l.descriptor.size,
+                    uncompressed_size: l.uncompressed_size,
+                }))
+            }
+        }
+    }
+
     /// The history's `created_by` of a step that makes a layer (history.rs).
     pub(super) fn history_text(step: &Step) -> String {
-        super::history::created_by(step).unwrap_or_default()
+        super::step::history::created_by(step).unwrap_or_default()
     }
 
     /// One step: config-only instructions go through `apply_metadata`; RUN, COPY/ADD and a
     /// WORKDIR that creates a directory make layers.
-    fn run_step(
+    fn step(
         &self,
         step: &Step,
         st: &mut StageState,
@@ -490,7 +578,7 @@ impl Engine<'_> {
             }
         }
         // ARG writes an entry too; ONBUILD none (BuildKit's dispatchArg, dispatchOnbuild).
-        if let Some(text) = super::history::created_by(step) {
+        if let Some(text) = super::step::history::created_by(step) {
             st.config.push_empty(&text, self.empty_created());
         }
         Ok(None)
@@ -514,8 +602,9 @@ impl Engine<'_> {
             return Ok(None);
         }
         // BuildKit creates a missing WORKDIR as a layer of its own, owned by the current USER.
-        let owner = super::stage_defaults::workdir_owner(&image, st.config.config.user.as_deref())
-            .map_err(|e| self.step_err(step, "resolving USER", Some(Box::new(e))))?;
+        let owner =
+            super::step::stage_defaults::workdir_owner(&image, st.config.config.user.as_deref())
+                .map_err(|e| self.step_err(step, "resolving USER", Some(Box::new(e))))?;
         let spec = CopySpec {
             instruction: "WORKDIR",
             sources: &[],
@@ -532,7 +621,9 @@ impl Engine<'_> {
             unpack_archives: false,
             created_mtime: self.inputs.sde.unwrap_or(0),
         };
-        self.commit_staged(step, st, &spec, None, created)
+        let image = self.image_root(st)?;
+        let made = copy_step::make_layer(&self.inputs, step, &image, &spec, None)?;
+        self.commit_made(step, st, made, created)
     }
 
     /// The sandbox, probed at the first RUN (a build without RUN never needs one).
@@ -591,7 +682,7 @@ impl Engine<'_> {
             .filter_map(|(i, f)| Some((*i, lock(&f.state).flat.clone()?)))
             .collect();
         let lowers: Vec<PathBuf> = st.snapshots.iter().rev().map(|c| c.dir.clone()).collect();
-        let ctx = super::run::RunContext {
+        let ctx = super::step::run::RunContext {
             sandbox: &cfg,
             probe: &probe,
             rung,
@@ -606,11 +697,11 @@ impl Engine<'_> {
             network: self.inputs.req.sandbox.network,
             cancel: self.inputs.cancel,
         };
-        let (changes, upper) = super::run::run_step(&ctx, step, run, &mut |line| {
+        let (changes, upper) = super::step::run::run_step(&ctx, step, run, &mut |line| {
             on_event(&Event::Log { step: n, line })
         })
         .map_err(|e| match e {
-            super::run::RunError::Exec(exec::ExecError::Cancelled) => BuildError::Cancelled,
+            super::step::run::RunError::Exec(exec::ExecError::Cancelled) => BuildError::Cancelled,
             e => self.step_err(step, "RUN failed", Some(Box::new(e))),
         })?;
         if changes.is_empty() {
@@ -684,7 +775,7 @@ impl Engine<'_> {
             s.committed(&desc);
         }
         // The rootfs catches up lazily (`materialize`), or at once by moving a staged tree in
-        // (`commit_staged`): a layer kiln has just written is never applied twice.
+        // (`commit_made`): a layer kiln has just written is never applied twice.
         st.layers.push(desc);
         st.config.push_layer(
             info.diff_id.clone(),

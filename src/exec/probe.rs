@@ -28,7 +28,7 @@ pub struct Probe {
 static CACHE: Mutex<Option<HashMap<SandboxConfig, Probe>>> = Mutex::new(None);
 
 pub fn probe(cfg: &SandboxConfig) -> Probe {
-    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cache = crate::sync::lock(&CACHE);
     if let Some(p) = cache.as_ref().and_then(|c| c.get(cfg)) {
         return p.clone();
     }

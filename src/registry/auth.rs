@@ -38,23 +38,23 @@ pub(crate) struct AuthCache {
 
 impl AuthCache {
     pub fn set_challenge(&self, host: &str, ch: Challenge) {
-        let mut m = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut m = crate::sync::lock(&self.hosts);
         m.entry(host.to_string()).or_default().challenge = Some(ch);
     }
 
     pub fn challenge(&self, host: &str) -> Option<Challenge> {
-        let m = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+        let m = crate::sync::lock(&self.hosts);
         m.get(host).and_then(|h| h.challenge.clone())
     }
 
     fn token(&self, host: &str, key: &str) -> Option<Secret> {
-        let m = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+        let m = crate::sync::lock(&self.hosts);
         let (tok, until) = m.get(host)?.tokens.get(key)?;
         (Instant::now() < *until).then(|| tok.clone())
     }
 
     fn put_token(&self, host: &str, key: &str, tok: Secret, ttl: Duration) {
-        let mut m = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut m = crate::sync::lock(&self.hosts);
         m.entry(host.to_string())
             .or_default()
             .tokens
@@ -62,7 +62,7 @@ impl AuthCache {
     }
 
     pub fn forget_token(&self, host: &str, scopes: &[String]) {
-        let mut m = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut m = crate::sync::lock(&self.hosts);
         if let Some(h) = m.get_mut(host) {
             h.tokens.remove(&scope_key(scopes));
         }
@@ -160,11 +160,7 @@ pub(crate) fn authorization(
             if let Some(t) = client.auth.token(host, &key) {
                 return Ok(Some(format!("Bearer {}", t.expose())));
             }
-            let _one = client
-                .auth
-                .fetching
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let _one = crate::sync::lock(&client.auth.fetching);
             if let Some(t) = client.auth.token(host, &key) {
                 return Ok(Some(format!("Bearer {}", t.expose())));
             }

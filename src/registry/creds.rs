@@ -238,19 +238,11 @@ impl DockerConfig {
     /// Credentials Docker would use for `host`, if any.
     pub(crate) fn lookup(&self, host: &str) -> Result<Option<Auth>, RegistryError> {
         let host = normalize_domain(host);
-        if let Some(hit) = self
-            .cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(host)
-        {
+        if let Some(hit) = crate::sync::lock(&self.cache).get(host) {
             return Ok(hit.clone());
         }
         let found = self.lookup_uncached(host)?;
-        self.cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(host.to_string(), found.clone());
+        crate::sync::lock(&self.cache).insert(host.to_string(), found.clone());
         Ok(found)
     }
 
@@ -464,11 +456,7 @@ pub fn login_store(
         source: e.into(),
     })?;
     write_private(&docker.dir, &docker.path(), &bytes)?;
-    docker
-        .cache
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(host);
+    crate::sync::lock(&docker.cache).remove(host);
     Ok(docker.path().display().to_string())
 }
 

@@ -39,7 +39,7 @@ impl RegistryClient {
         host: &str,
     ) -> Result<Arc<HostTransport>, RegistryError> {
         let t = self.transport_raw(ctx, host)?;
-        let known = t.http || t.scheme.lock().unwrap_or_else(|e| e.into_inner()).is_some();
+        let known = t.http || crate::sync::lock(&t.scheme).is_some();
         if !known {
             self.ping(ctx, host, &t)?;
         }
@@ -77,7 +77,7 @@ impl RegistryClient {
                                 self.auth.set_challenge(host, ch);
                             }
                         }
-                        *t.scheme.lock().unwrap_or_else(|e| e.into_inner()) = Some(scheme);
+                        *crate::sync::lock(&t.scheme) = Some(scheme);
                         return Ok(());
                     }
                     Err(e) => {

@@ -196,7 +196,7 @@ impl RegistryClient {
     /// sharing this client.
     pub(crate) fn acquire(&self, host: &str) -> LimitGuard {
         let limit = {
-            let mut map = self.limits.lock().unwrap_or_else(|e| e.into_inner());
+            let mut map = crate::sync::lock(&self.limits);
             map.entry(host.to_string())
                 .or_insert_with(|| {
                     let n = self
@@ -211,9 +211,9 @@ impl RegistryClient {
                 })
                 .clone()
         };
-        let mut free = limit.free.lock().unwrap_or_else(|e| e.into_inner());
+        let mut free = crate::sync::lock(&limit.free);
         while *free == 0 {
-            free = limit.cv.wait(free).unwrap_or_else(|e| e.into_inner());
+            free = crate::sync::wait(&limit.cv, free);
         }
         *free -= 1;
         drop(free);
@@ -336,7 +336,7 @@ pub(crate) struct LimitGuard {
 
 impl Drop for LimitGuard {
     fn drop(&mut self) {
-        let mut free = self.limit.free.lock().unwrap_or_else(|e| e.into_inner());
+        let mut free = crate::sync::lock(&self.limit.free);
         *free += 1;
         self.limit.cv.notify_one();
     }

@@ -24,6 +24,7 @@ use super::push::{close_session, open_session, patch_chunk, Target};
 use super::{Progress, RegistryClient, RegistryError};
 use crate::digest::Digest;
 use crate::reference::Reference;
+use crate::sync::lock;
 
 /// Send a chunk once this many new bytes are there (the last chunk may be smaller).
 const CHUNK: u64 = 8 << 20;
@@ -89,17 +90,9 @@ impl Growing {
             if len >= want || *end != End::Writing {
                 return (len, end.clone());
             }
-            end = self
-                .changed
-                .wait_timeout(end, Duration::from_millis(50))
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            end = crate::sync::wait_timeout(&self.changed, end, Duration::from_millis(50));
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Upload `blob` to `dest` while it is written; returns the digest uploaded, or None when the

@@ -84,10 +84,7 @@ impl HostTransport {
         if self.http {
             return "http";
         }
-        self.scheme
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .unwrap_or("https")
+        crate::sync::lock(&self.scheme).unwrap_or("https")
     }
 }
 
@@ -267,7 +264,7 @@ impl super::RegistryClient {
         ctx: &Ctx,
         host: &str,
     ) -> Result<Arc<HostTransport>, RegistryError> {
-        let mut map = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = crate::sync::lock(&self.hosts);
         if let Some(t) = map.get(host) {
             return Ok(t.clone());
         }

@@ -238,7 +238,7 @@ impl Metadata {
     pub(super) fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite inconsistent (it has its own
         // transactions), so a poisoned mutex is still usable.
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.conn)
     }
 
     pub(super) fn err(&self, action: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {

@@ -1,5 +1,5 @@
 //! COPY and ADD with Docker's semantics, decided once ([`copy_into`]) for two sinks — a staging
-//! directory ([`stage_copy`]: ADD's archives, WORKDIR) or the layer plan ([`super::copy_plan`]):
+//! directory ([`stage_copy`]: ADD's archives, WORKDIR) or the layer plan ([`super::planner`]):
 //! a directory source copies its contents, several sources (counted after wildcards matched) need
 //! a directory destination ending in `/`, an existing directory at the destination receives
 //! files, new entries belong to 0:0 unless `--chown` (a `COPY --from` keeps the source's owners),
@@ -107,7 +107,7 @@ pub struct Resolved {
 }
 
 impl Resolved {
-    /// Whether the step can be written straight into its layer ([`super::copy_plan`]): only ADD's
+    /// Whether the step can be written straight into its layer ([`super::planner`]): only ADD's
     /// archive extraction needs a staged tree.
     pub fn is_direct(&self) -> bool {
         !self
@@ -117,7 +117,7 @@ impl Resolved {
     }
 }
 
-/// Where a copy goes: a staging directory ([`Stager`]) or a layer plan ([`super::copy_plan`]).
+/// Where a copy goes: a staging directory ([`Stager`]) or a layer plan ([`super::planner`]).
 /// [`copy_into`] decides Docker's semantics once; a sink only records or writes entries.
 pub trait Sink {
     /// The next entries come from source operand `index` (hard links stay within one operand).

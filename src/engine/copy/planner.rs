@@ -7,8 +7,8 @@
 //! snapshot, and the layer is the snapshot's diff); here the layer comes first and the snapshot is
 //! made from it.
 //!
-//! Same entries, modes, owners, mtimes and links as [`super::copy::stage_copy`] would stage (both
-//! run [`super::copy::copy_into`], which owns Docker's rules), with two differences that follow
+//! Same entries, modes, owners, mtimes and links as [`super::rules::stage_copy`] would stage (both
+//! run [`super::rules::copy_into`], which owns Docker's rules), with two differences that follow
 //! BuildKit where staging through the host filesystem could not: set-uid/set-gid bits survive the
 //! owner change (fsutil `copyFileInfo` chowns before it chmods; a chown(2) clears them), and
 //! extended attributes are carried (fsutil `copyXAttrs`).
@@ -22,7 +22,7 @@ use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use super::copy::{CopyError, CopySpec, Sink};
+use super::rules::{CopyError, CopySpec, Sink};
 use crate::context::SourceRoot;
 use crate::layer::{Attrs, Change, ChangeSet, Overrides};
 

@@ -21,11 +21,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
-use super::stage::lock;
 use crate::digest::Digest;
 use crate::image::ImageConfig;
 use crate::layer::{self, ApplyOptions};
 use crate::store::Store;
+use crate::sync::lock;
 
 /// How far one base's download got.
 #[derive(Default)]
@@ -152,8 +152,8 @@ impl Preparation {
         self.wait_for(&self.config, cancel)?;
         let config = ImageConfig::from_slice(&fs::read(store.blob_path(&self.config))?)?;
         let opts = ApplyOptions {
-            allow_devices: super::stage::is_root(),
-            preserve_owners: super::stage::is_root(),
+            allow_devices: is_root(),
+            preserve_owners: is_root(),
             overlay_opaque_xattr: Some(crate::exec::overlay_opaque_xattr()),
         };
         let mut parent = None;
@@ -189,11 +189,13 @@ impl Preparation {
             if st.pull_over {
                 return Err(format!("blob {digest} was not pulled").into());
             }
-            st = self
-                .changed
-                .wait_timeout(st, std::time::Duration::from_millis(200))
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            st =
+                crate::sync::wait_timeout(&self.changed, st, std::time::Duration::from_millis(200));
         }
     }
+}
+
+/// Whether this process is root (in its user namespace): owners and devices can be applied.
+pub(crate) fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
 }

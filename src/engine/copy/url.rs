@@ -10,10 +10,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use super::stage::Engine;
-use super::BuildError;
 use crate::digest::{Digest, HashingWriter};
-use crate::plan::Step;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UrlError {
@@ -147,30 +144,6 @@ fn download(url: &str, path: &Path) -> Result<Digest, UrlError> {
     // BuildKit's HTTP source writes the file 0600 (`perm := 0600`).
     fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(io_err)?;
     Ok(digest)
-}
-
-impl Engine<'_> {
-    /// Download an ADD source URL for `step` into the build's workspace.
-    pub(super) fn download(
-        &self,
-        step: &Step,
-        url: &str,
-        checksum: Option<&str>,
-    ) -> Result<Downloaded, BuildError> {
-        fetch(&self.inputs.workspace.join("downloads"), url, checksum)
-            .map_err(|e| self.step_err(step, e.to_string(), None))
-    }
-
-    /// The cache-key input of an ADD source URL: the URL and the digest of what it serves.
-    pub(super) fn url_input(
-        &self,
-        step: &Step,
-        url: &str,
-        checksum: Option<&str>,
-    ) -> Result<String, BuildError> {
-        let d = self.download(step, url, checksum)?;
-        Ok(format!("url {url} {}", d.digest))
-    }
 }
 
 #[cfg(test)]

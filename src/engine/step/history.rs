@@ -18,7 +18,6 @@
 //! Must not: decide when an entry is written (the stage runner does) or change anything but the
 //! history and `created`.
 
-use super::stage::Engine;
 use crate::cache::Record;
 use crate::image::ImageConfig;
 use crate::plan::{Instruction, Step};
@@ -183,20 +182,18 @@ fn go_quote(s: &str) -> String {
     out
 }
 
-impl Engine<'_> {
-    /// The `created` of an entry without a layer: the epoch under SOURCE_DATE_EPOCH (the frontend
-    /// stamps every entry with it), else none yet ([`normalize`] fills it).
-    pub(super) fn empty_created(&self) -> Option<&str> {
-        self.inputs.sde.map(|_| self.inputs.created.as_str())
-    }
+/// The `created` of an entry without a layer: the epoch under SOURCE_DATE_EPOCH (the frontend
+/// stamps every entry with it), else none yet ([`normalize`] fills it).
+pub fn empty_created(sde: Option<i64>, created: &str) -> Option<&str> {
+    sde.map(|_| created)
+}
 
-    /// The `created` of a replayed step's layer entry: the time the record's layer was made (a
-    /// record from before kiln kept it: this build's time), or the epoch.
-    pub(super) fn replayed_created<'a>(&'a self, record: &'a Record) -> &'a str {
-        match (&self.inputs.sde, &record.created) {
-            (None, Some(t)) => t,
-            _ => &self.inputs.created,
-        }
+/// The `created` of a replayed step's layer entry: the time the record's layer was made (a
+/// record from before kiln kept it: this build's time), or the epoch.
+pub fn replayed_created<'a>(sde: Option<i64>, created: &'a str, record: &'a Record) -> &'a str {
+    match (sde, &record.created) {
+        (None, Some(t)) => t,
+        _ => created,
     }
 }
 

@@ -35,9 +35,9 @@ pub struct Leader {
 impl Drop for Leader {
     fn drop(&mut self) {
         let (done, cv) = &*self.slot;
-        *done.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        *crate::sync::lock(done) = true;
         cv.notify_all();
-        let mut map = inflight().lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = crate::sync::lock(inflight());
         if map
             .get(&self.key)
             .is_some_and(|s| Arc::ptr_eq(s, &self.slot))
@@ -50,7 +50,7 @@ impl Drop for Leader {
 /// Lead the step with `key`, or wait for the build already running it.
 pub fn join(key: &CacheKey) -> Turn {
     let slot = {
-        let mut map = inflight().lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = crate::sync::lock(inflight());
         match map.get(&key.0.to_string()) {
             Some(s) => s.clone(),
             None => {
@@ -64,9 +64,9 @@ pub fn join(key: &CacheKey) -> Turn {
         }
     };
     let (done, cv) = &*slot;
-    let mut d = done.lock().unwrap_or_else(|p| p.into_inner());
+    let mut d = crate::sync::lock(done);
     while !*d {
-        d = cv.wait(d).unwrap_or_else(|p| p.into_inner());
+        d = crate::sync::wait(cv, d);
     }
     Turn::Followed
 }

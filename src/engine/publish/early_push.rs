@@ -21,13 +21,13 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use super::stage::lock;
 use crate::digest::Digest;
 use crate::image::Descriptor;
 use crate::plan::{Base, Plan};
 use crate::reference::Reference;
 use crate::registry::{BlobOutcome, Progress, RegistryClient};
 use crate::store::Store;
+use crate::sync::lock;
 
 /// Uploads at once per build (the registry client's per-host limit still applies).
 const WORKERS: usize = 2;
@@ -222,7 +222,7 @@ fn upload_loop(
 }
 
 /// The target and the stages it is built FROM, transitively.
-pub(super) fn lineage(plan: &Plan) -> BTreeSet<usize> {
+pub(crate) fn lineage(plan: &Plan) -> BTreeSet<usize> {
     let mut out = BTreeSet::new();
     let mut i = plan.target;
     while out.insert(i) {

@@ -14,12 +14,12 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Condvar, Mutex};
 
 use super::remote_cache::{chain, plan_cache_mounts, RemoteCaches};
-use super::{BuildError, BuildRequest, Event};
 use crate::cache::export::{self, Artifact};
 use crate::cache::remote::{CacheConfig, INLINE_KEY};
 use crate::cache::spec::{ExportSpec, ExportTarget, Mode};
 use crate::cache::{CacheKey, Record};
 use crate::digest::Digest;
+use crate::engine::{BuildError, BuildRequest, Event};
 use crate::image::{Descriptor, ImageConfig, Platform};
 use crate::plan::Plan;
 use crate::reference::Reference;
@@ -38,7 +38,7 @@ pub struct Latch {
 
 impl Latch {
     pub fn open(&self, pushed: bool) {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = crate::sync::lock(&self.state);
         if s.is_none() {
             *s = Some(pushed);
         }
@@ -46,9 +46,9 @@ impl Latch {
     }
 
     fn wait(&self) -> bool {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = crate::sync::lock(&self.state);
         while s.is_none() {
-            s = self.cv.wait(s).unwrap_or_else(|p| p.into_inner());
+            s = crate::sync::wait(&self.cv, s);
         }
         s.unwrap_or(false)
     }
@@ -59,7 +59,7 @@ pub struct OpenOnDrop<'a>(pub &'a Latch);
 
 impl Drop for OpenOnDrop<'_> {
     fn drop(&mut self) {
-        let mut s = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = crate::sync::lock(&self.0.state);
         if s.is_none() {
             *s = Some(false);
             self.0.cv.notify_all();
@@ -112,7 +112,7 @@ pub fn inline_config(config: &mut ImageConfig, inputs: &Inputs<'_>) -> Result<()
 
 /// Run every non-inline `--cache-to`; `pushed` tells when the image's blobs are on its registry.
 /// Returns the events to report (this runs on another thread than the build's event sink).
-pub fn run(inputs: &Inputs<'_>, pushed: &Latch) -> Result<Vec<Event>, BuildError> {
+pub fn export(inputs: &Inputs<'_>, pushed: &Latch) -> Result<Vec<Event>, BuildError> {
     let mut events = Vec::new();
     for spec in &inputs.req.cache_to {
         if spec.target == ExportTarget::Inline {
@@ -183,7 +183,7 @@ fn mount_blobs(
 ) -> Result<Vec<(String, Descriptor)>, BuildError> {
     let mut out = Vec::new();
     for (id, _) in plan_cache_mounts(inputs.plan) {
-        let dir = super::run::cache_mount_dir(inputs.store.root(), &id);
+        let dir = crate::cache::mounts::path(inputs.store.root(), &id);
         let lock_path = dir.with_extension("lock");
         // Held while the tar is written so a locked step never half-writes what is exported.
         let _lock = std::fs::File::create(&lock_path).ok().inspect(|f| {

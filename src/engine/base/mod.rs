@@ -6,6 +6,12 @@
 //! multi-platform base, as BuildKit's `convert.go` resolves the image config for `d.platform`; a
 //! single-platform base of another platform is an error naming the platforms the base has, not a
 //! silent build of the wrong architecture.
+//!
+//! `prepare.rs` unpacks a pulled base's layers into committed snapshots while they download.
+
+pub(crate) mod prepare;
+
+pub(crate) use prepare::is_root;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -15,19 +21,19 @@ use crate::plan::{BaseImageInfo, BaseImages, Platform};
 use crate::reference::Reference;
 use crate::store::{self, StoredImage};
 
-use super::stage::lock;
-use super::BuildError;
+use crate::engine::BuildError;
+use crate::sync::lock;
 
 pub struct StoreBases<'a> {
     store: &'a store::Store,
     resolved: Mutex<BTreeMap<String, StoredImage>>,
     /// Where to pull bases missing from the store (None: the store only).
-    registry: Option<&'a super::RegistryAccess>,
+    registry: Option<&'a crate::engine::RegistryAccess>,
     client: Mutex<Option<crate::registry::RegistryClient>>,
     /// Images pulled while resolving (name, digest, bytes), reported once the plan is made.
     pulled: Mutex<Vec<(String, String, u64)>>,
     /// Unpacks pulled bases while they download (prepare.rs).
-    preparer: Option<&'a super::prepare::Preparer<'a>>,
+    preparer: Option<&'a self::prepare::Preparer<'a>>,
 }
 
 impl<'a> StoreBases<'a> {
@@ -43,12 +49,12 @@ impl<'a> StoreBases<'a> {
     }
 
     /// Unpack the bases this build pulls while they download.
-    pub fn with_preparer(mut self, preparer: &'a super::prepare::Preparer<'a>) -> Self {
+    pub fn with_preparer(mut self, preparer: &'a self::prepare::Preparer<'a>) -> Self {
         self.preparer = Some(preparer);
         self
     }
 
-    pub fn with_registry(mut self, registry: Option<&'a super::RegistryAccess>) -> Self {
+    pub fn with_registry(mut self, registry: Option<&'a crate::engine::RegistryAccess>) -> Self {
         self.registry = registry;
         self
     }
@@ -62,14 +68,14 @@ impl<'a> StoreBases<'a> {
     }
 
     /// Tell what was pulled (during planning there is no event sink yet).
-    pub fn report(&self, on_event: &mut dyn FnMut(&super::Event)) {
+    pub fn report(&self, on_event: &mut dyn FnMut(&crate::engine::Event)) {
         for (reference, digest, bytes) in lock(&self.pulled).drain(..) {
-            on_event(&super::Event::Transferred {
+            on_event(&crate::engine::Event::Transferred {
                 kind: "pulled".into(),
                 reference: reference.clone(),
                 bytes,
             });
-            on_event(&super::Event::Exported {
+            on_event(&crate::engine::Event::Exported {
                 kind: "pulled".into(),
                 dest: format!("{reference}@{digest}"),
             });
@@ -109,7 +115,7 @@ impl<'a> StoreBases<'a> {
                     _ => {}
                 }
             }
-            super::count_transfer(&p, &mut sizes, &mut bytes)
+            crate::engine::event::count_transfer(&p, &mut sizes, &mut bytes)
         });
         if let (Some(prep), Some(m)) = (self.preparer, &manifest) {
             prep.pull_over(m, pulled.is_ok());

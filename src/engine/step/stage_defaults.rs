@@ -6,7 +6,7 @@
 
 use crate::context::SourceRoot;
 
-use super::fsutil::{resolve_chown, ChownError};
+use crate::engine::copy::fsutil::{resolve_chown, ChownError};
 use crate::image::ImageConfig;
 
 /// `system.DefaultPathEnv` for Linux.

@@ -4,14 +4,21 @@
 //!
 //! Must not: build anything, or write a manifest before its blobs are confirmed (that is
 //! `registry::push`'s rule, kept by calling it).
+//!
+//! The wing: this file (tags, push), `early_push.rs` (layers upload while later steps run),
+//! `remote_cache.rs` (`--cache-from`), `cache_export.rs` (`--cache-to`).
 
-use super::{cache_export, remote_cache, BuildError, BuildRequest, Event};
+pub(crate) mod cache_export;
+pub(crate) mod early_push;
+pub(crate) mod remote_cache;
+
+use crate::engine::{BuildError, BuildRequest, Event};
 use crate::image::Descriptor;
 use crate::reference::Reference;
 use crate::store::Store;
 
 /// A registry client when a `--cache-from` or `--cache-to` names a registry.
-pub(super) fn cache_registry_client(
+pub(crate) fn cache_registry_client(
     req: &BuildRequest,
 ) -> Result<Option<std::sync::Arc<crate::registry::RegistryClient>>, BuildError> {
     use crate::cache::spec::{ExportTarget, ImportSource};
@@ -33,7 +40,7 @@ pub(super) fn cache_registry_client(
 /// fsck` stays clean), so layers replayed from a shared cache are fetched first — unless the build
 /// only pushes (no `--output`): then those layers go registry to registry by mount and the image
 /// is not tagged locally, which is said in a warning.
-pub(super) fn tag_locally(
+pub(crate) fn tag_locally(
     store: &Store,
     req: &BuildRequest,
     remote: &remote_cache::RemoteCaches,
@@ -69,9 +76,9 @@ pub(super) fn tag_locally(
 
 /// After a build that read shared caches: keep what it fetched as local records, and say how much
 /// it fetched.
-pub(super) fn after_remote_caches(
+pub(crate) fn after_remote_caches(
     store: &Store,
-    remote: &super::remote_cache::RemoteCaches,
+    remote: &self::remote_cache::RemoteCaches,
     records: &[cache_export::StepRecord],
     on_event: &mut dyn FnMut(&Event),
 ) -> Result<(), BuildError> {
@@ -109,7 +116,7 @@ fn keep_fetched_records(
 
 /// `--push` and the `--cache-to` exports, in parallel: the exports upload what is not the image's
 /// while the image goes up, then mount the image's layers from its repository.
-pub(super) fn push_and_export(
+pub(crate) fn push_and_export(
     export: &cache_export::Inputs<'_>,
     tags: &[String],
     manifest: &Descriptor,
@@ -119,7 +126,7 @@ pub(super) fn push_and_export(
     let req = export.req;
     let latch = cache_export::Latch::default();
     let (pushed, exported) = std::thread::scope(|s| {
-        let exporter = s.spawn(|| cache_export::run(export, &latch));
+        let exporter = s.spawn(|| cache_export::export(export, &latch));
         // Opens the latch even if the push panics, so the exporter never waits forever.
         let guard = cache_export::OpenOnDrop(&latch);
         let pushed = if req.push {
@@ -154,9 +161,56 @@ fn push_image(
         let client = req.registry.client()?;
         cache_export::prepare_push(store, export.remote, &client, &dests, export.image_layers)?;
     }
-    super::push_tags(req, store, tags, manifest, early_bytes, on_event)?;
+    push_tags(req, store, tags, manifest, early_bytes, on_event)?;
     for d in &dests {
         crate::registry::remember_source(store, d, export.image_layers);
+    }
+    Ok(())
+}
+
+/// Push the built manifest to every tag's registry: blobs first, the manifest last.
+pub(crate) fn push_tags(
+    req: &BuildRequest,
+    store: &Store,
+    tags: &[String],
+    manifest: &Descriptor,
+    early_bytes: u64,
+    on_event: &mut dyn FnMut(&Event),
+) -> Result<(), BuildError> {
+    let mut early_bytes = early_bytes;
+    if tags.is_empty() {
+        return Err(BuildError::BadOutput {
+            value: "--push".into(),
+            why: "pushing needs at least one tag (-t registry.example.com/team/app:1.0)".into(),
+        });
+    }
+    let client = req.registry.client()?;
+    for t in tags {
+        let r: Reference = t.parse().map_err(|source| BuildError::BadTag {
+            tag: t.clone(),
+            source,
+        })?;
+        let mut desc = manifest.clone();
+        desc.annotations.clear();
+        let mut sizes = std::collections::BTreeMap::new();
+        // What went up while building counts for the first tag's push.
+        let mut bytes = std::mem::take(&mut early_bytes);
+        let pushed = crate::registry::push(&client, store, &desc, &r, &mut |p| {
+            crate::engine::event::count_transfer(&p, &mut sizes, &mut bytes)
+        })
+        .map_err(|source| BuildError::Push {
+            reference: t.clone(),
+            source: Box::new(source),
+        })?;
+        on_event(&Event::Transferred {
+            kind: "pushed".into(),
+            reference: t.clone(),
+            bytes,
+        });
+        on_event(&Event::Exported {
+            kind: "registry".into(),
+            dest: format!("{t}@{}", pushed.digest),
+        });
     }
     Ok(())
 }

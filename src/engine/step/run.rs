@@ -7,62 +7,11 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use crate::engine::request::SecretSource;
 use crate::exec::{self, ExtraMount, SandboxSpec};
 use crate::layer::{self, ChangeSet};
 use crate::plan::{self, Mount, Step};
 use crate::snapshot::{self, Snapshotter};
-
-/// `--secret id=ID,src=PATH` or `--secret id=ID,env=VAR` (BuildKit's syntax). The value is read at
-/// the step that mounts it and never stored.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SecretSource {
-    pub id: String,
-    pub src: Option<PathBuf>,
-    pub env: Option<String>,
-}
-
-impl std::fmt::Debug for SecretSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Only where the secret comes from — the value is never held here.
-        write!(f, "SecretSource({}", self.id)?;
-        if let Some(p) = &self.src {
-            write!(f, ", src={}", p.display())?;
-        }
-        if let Some(e) = &self.env {
-            write!(f, ", env={e}")?;
-        }
-        write!(f, ")")
-    }
-}
-
-impl std::str::FromStr for SecretSource {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let mut id = None;
-        let mut src = None;
-        let mut env = None;
-        for field in s.split(',') {
-            match field.split_once('=') {
-                Some(("id", v)) => id = Some(v.to_string()),
-                Some(("src", v)) | Some(("source", v)) => src = Some(PathBuf::from(v)),
-                Some(("env", v)) => env = Some(v.to_string()),
-                Some(("type", "file")) | Some(("type", "env")) => {}
-                _ => {
-                    return Err(format!(
-                        "invalid --secret {s:?}: expected id=ID,src=PATH or id=ID,env=VAR"
-                    ))
-                }
-            }
-        }
-        let id = id.ok_or_else(|| format!("invalid --secret {s:?}: missing id=ID"))?;
-        if src.is_none() && env.is_none() {
-            // BuildKit: a bare id reads the environment variable of the same name.
-            env = Some(id.clone());
-        }
-        Ok(SecretSource { id, src, env })
-    }
-}
 
 /// What a RUN step needs from the engine besides the step itself.
 pub struct RunContext<'a> {
@@ -254,12 +203,6 @@ fn inside(root: &Path, source: &Option<String>) -> Result<PathBuf, RunError> {
     Ok(p)
 }
 
-/// Where the cache mount `id` of the store at `store_root` lives (its lock file is the same path
-/// with `.lock`); shared caches seed and export it here (`remote_cache.rs`, `cache_export.rs`).
-pub(super) fn cache_mount_dir(store_root: &Path, id: &str) -> PathBuf {
-    store_root.join(crate::cache::mounts::dir(id))
-}
-
 /// Adds `m` to the sandbox's mounts; returns the lock of a `sharing=locked` cache, to hold for
 /// the step.
 fn add_mount(
@@ -269,138 +212,13 @@ fn add_mount(
     i: usize,
 ) -> Result<Option<fs::File>, RunError> {
     match m {
-        Mount::Bind {
-            target,
-            source,
-            from,
-            readonly,
-        } => {
-            let src = inside(&source_root(ctx, from)?, source)?;
-            let src = if *readonly {
-                src
-            } else {
-                // BuildKit discards writes to a rw bind mount: give the step a copy.
-                let copy = ctx.scratch.join(format!("bind-{i}"));
-                if src.is_dir() {
-                    snapshot::copy_tree(&src, &copy)?;
-                } else {
-                    fs::copy(&src, &copy).map_err(io("copying", &src))?;
-                }
-                copy
-            };
-            spec.mounts.push(ExtraMount::Bind {
-                source: src,
-                target: target.clone(),
-                readonly: *readonly,
-            });
-        }
-        Mount::Cache {
-            target,
-            id,
-            mode,
-            uid,
-            gid,
-            readonly,
-            sharing,
-            ..
-        } => {
-            // One directory per cache id, kept across builds, never part of a layer.
-            let dir = crate::cache::mounts::used(ctx.store, id)
-                .map_err(|e| RunError::Mount(format!("recording cache mount {id:?}: {e}")))?;
-            if !dir.exists() {
-                fs::create_dir_all(&dir).map_err(io("creating cache", &dir))?;
-                fs::set_permissions(&dir, fs::Permissions::from_mode(*mode))
-                    .map_err(io("setting the mode of", &dir))?;
-                let _ = std::os::unix::fs::chown(&dir, Some(*uid), Some(*gid));
-            }
-            if *readonly {
-                spec.mounts.push(ExtraMount::Bind {
-                    source: dir,
-                    target: target.clone(),
-                    readonly: true,
-                });
-            } else {
-                // `locked` (and `private`: BuildKit gives it a fresh directory when the cache is
-                // busy; kiln waits for it instead, same isolation) take an exclusive flock for the
-                // step, so parallel stages and concurrent daemon builds never share a writer.
-                let lock = if *sharing != plan::Sharing::Shared {
-                    let path = dir.with_extension("lock");
-                    let f = fs::File::create(&path).map_err(io("creating", &path))?;
-                    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
-                        .map_err(|e| io("locking", &path)(e.into()))?;
-                    Some(f)
-                } else {
-                    None
-                };
-                spec.mounts.push(ExtraMount::Cache {
-                    source: dir,
-                    target: target.clone(),
-                });
-                return Ok(lock);
-            }
-        }
+        Mount::Bind { .. } => add_bind(ctx, spec, m, i)?,
+        Mount::Cache { .. } => return add_cache(ctx, spec, m),
         Mount::Tmpfs { target, size } => spec.mounts.push(ExtraMount::Tmpfs {
             target: target.clone(),
             size: size.map(|s| s.max(0) as u64),
         }),
-        Mount::Secret {
-            id,
-            target,
-            env,
-            required,
-            mode,
-            uid,
-            gid,
-        } => {
-            let Some(src) = ctx.secrets.iter().find(|s| &s.id == id) else {
-                if *required {
-                    return Err(RunError::Secret {
-                        id: id.clone(),
-                        why: "required but not given (--secret id=ID,src=PATH)".into(),
-                    });
-                }
-                return Ok(None);
-            };
-            let value_file = match (&src.src, &src.env) {
-                (Some(p), _) => p.clone(),
-                (None, Some(var)) => {
-                    let value = std::env::var(var).map_err(|_| RunError::Secret {
-                        id: id.clone(),
-                        why: format!("environment variable {var} is not set"),
-                    })?;
-                    let dir = ctx.scratch.join("secrets");
-                    fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
-                    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
-                        .map_err(io("securing", &dir))?;
-                    let f = dir.join(format!("{i}"));
-                    fs::write(&f, value).map_err(io("writing secret", &f))?;
-                    f
-                }
-                (None, None) => unreachable!("SecretSource always has src or env"),
-            };
-            if let Some(var) = env {
-                let value = fs::read_to_string(&value_file).map_err(|e| RunError::Secret {
-                    id: id.clone(),
-                    why: format!("reading {}: {e}", value_file.display()),
-                })?;
-                spec.env
-                    .push(format!("{var}={}", value.trim_end_matches('\n')));
-            }
-            let target = match (target, env) {
-                (Some(t), _) => Some(t.clone()),
-                (None, None) => Some(format!("/run/secrets/{id}")),
-                (None, Some(_)) => None,
-            };
-            if let Some(target) = target {
-                spec.mounts.push(ExtraMount::Secret {
-                    source: value_file,
-                    target,
-                    mode: *mode,
-                    uid: *uid,
-                    gid: *gid,
-                });
-            }
-        }
+        Mount::Secret { .. } => add_secret(ctx, spec, m, i)?,
         Mount::Ssh { id, required, .. } => {
             if *required {
                 return Err(RunError::Mount(format!(
@@ -410,6 +228,171 @@ fn add_mount(
         }
     }
     Ok(None)
+}
+
+/// `--mount=type=bind`: read-only as it is, read-write as a copy whose writes are discarded.
+fn add_bind(
+    ctx: &RunContext<'_>,
+    spec: &mut SandboxSpec,
+    m: &Mount,
+    i: usize,
+) -> Result<(), RunError> {
+    let Mount::Bind {
+        target,
+        source,
+        from,
+        readonly,
+    } = m
+    else {
+        unreachable!("add_mount passes binds")
+    };
+    let src = inside(&source_root(ctx, from)?, source)?;
+    let src = if *readonly {
+        src
+    } else {
+        // BuildKit discards writes to a rw bind mount: give the step a copy.
+        let copy = ctx.scratch.join(format!("bind-{i}"));
+        if src.is_dir() {
+            snapshot::copy_tree(&src, &copy)?;
+        } else {
+            fs::copy(&src, &copy).map_err(io("copying", &src))?;
+        }
+        copy
+    };
+    spec.mounts.push(ExtraMount::Bind {
+        source: src,
+        target: target.clone(),
+        readonly: *readonly,
+    });
+    Ok(())
+}
+
+/// `--mount=type=cache`: the cache id's directory, kept across builds; returns the lock of a
+/// `sharing=locked` (or `private`) cache.
+fn add_cache(
+    ctx: &RunContext<'_>,
+    spec: &mut SandboxSpec,
+    m: &Mount,
+) -> Result<Option<fs::File>, RunError> {
+    let Mount::Cache {
+        target,
+        id,
+        mode,
+        uid,
+        gid,
+        readonly,
+        sharing,
+        ..
+    } = m
+    else {
+        unreachable!("add_mount passes caches")
+    };
+    // One directory per cache id, kept across builds, never part of a layer.
+    let dir = crate::cache::mounts::used(ctx.store, id)
+        .map_err(|e| RunError::Mount(format!("recording cache mount {id:?}: {e}")))?;
+    if !dir.exists() {
+        fs::create_dir_all(&dir).map_err(io("creating cache", &dir))?;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(*mode))
+            .map_err(io("setting the mode of", &dir))?;
+        let _ = std::os::unix::fs::chown(&dir, Some(*uid), Some(*gid));
+    }
+    if *readonly {
+        spec.mounts.push(ExtraMount::Bind {
+            source: dir,
+            target: target.clone(),
+            readonly: true,
+        });
+    } else {
+        // `locked` (and `private`: BuildKit gives it a fresh directory when the cache is
+        // busy; kiln waits for it instead, same isolation) take an exclusive flock for the
+        // step, so parallel stages and concurrent daemon builds never share a writer.
+        let lock = if *sharing != plan::Sharing::Shared {
+            let path = dir.with_extension("lock");
+            let f = fs::File::create(&path).map_err(io("creating", &path))?;
+            rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
+                .map_err(|e| io("locking", &path)(e.into()))?;
+            Some(f)
+        } else {
+            None
+        };
+        spec.mounts.push(ExtraMount::Cache {
+            source: dir,
+            target: target.clone(),
+        });
+        return Ok(lock);
+    }
+    Ok(None)
+}
+
+/// `--mount=type=secret`: a file (from `--secret src=` or `env=`), an environment variable, or
+/// both; nothing when an optional secret was not given.
+fn add_secret(
+    ctx: &RunContext<'_>,
+    spec: &mut SandboxSpec,
+    m: &Mount,
+    i: usize,
+) -> Result<(), RunError> {
+    let Mount::Secret {
+        id,
+        target,
+        env,
+        required,
+        mode,
+        uid,
+        gid,
+    } = m
+    else {
+        unreachable!("add_mount passes secrets")
+    };
+    let Some(src) = ctx.secrets.iter().find(|s| &s.id == id) else {
+        if *required {
+            return Err(RunError::Secret {
+                id: id.clone(),
+                why: "required but not given (--secret id=ID,src=PATH)".into(),
+            });
+        }
+        return Ok(());
+    };
+    let value_file = match (&src.src, &src.env) {
+        (Some(p), _) => p.clone(),
+        (None, Some(var)) => {
+            let value = std::env::var(var).map_err(|_| RunError::Secret {
+                id: id.clone(),
+                why: format!("environment variable {var} is not set"),
+            })?;
+            let dir = ctx.scratch.join("secrets");
+            fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+                .map_err(io("securing", &dir))?;
+            let f = dir.join(format!("{i}"));
+            fs::write(&f, value).map_err(io("writing secret", &f))?;
+            f
+        }
+        (None, None) => unreachable!("SecretSource always has src or env"),
+    };
+    if let Some(var) = env {
+        let value = fs::read_to_string(&value_file).map_err(|e| RunError::Secret {
+            id: id.clone(),
+            why: format!("reading {}: {e}", value_file.display()),
+        })?;
+        spec.env
+            .push(format!("{var}={}", value.trim_end_matches('\n')));
+    }
+    let target = match (target, env) {
+        (Some(t), _) => Some(t.clone()),
+        (None, None) => Some(format!("/run/secrets/{id}")),
+        (None, Some(_)) => None,
+    };
+    if let Some(target) = target {
+        spec.mounts.push(ExtraMount::Secret {
+            source: value_file,
+            target,
+            mode: *mode,
+            uid: *uid,
+            gid: *gid,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -10,25 +10,25 @@
 //! source repository is remembered as the blob's origin so the push mounts it instead.
 //!
 //! Must not: write a record into the local step cache for a blob that is not in the store, or tag
-//! anything (the engine decides tags, `mod.rs`).
+//! anything (the engine decides tags, `build.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::stage::lock;
-use super::{BuildError, BuildRequest, Event};
 use crate::cache::import::{self, MountOwner};
 use crate::cache::remote::{self, Imported, Kind, RemoteError};
 use crate::cache::spec::{ImportSource, ImportSpec};
 use crate::cache::{CacheKey, Record};
 use crate::digest::Digest;
+use crate::engine::{BuildError, BuildRequest, Event};
 use crate::image::{Descriptor, Platform};
 use crate::plan::{Instruction, Mount, Plan};
 use crate::reference::Reference;
 use crate::registry::RegistryClient;
 use crate::store::{Store, MAX_JSON_BLOB};
+use crate::sync::lock;
 
 enum Origin {
     Registry(Reference),
@@ -291,7 +291,7 @@ impl RemoteCaches {
     /// Fill the plan's empty cache mounts from the first source that exported them.
     pub fn seed_mounts(&self, store: &Store, plan: &Plan, on_event: &mut dyn FnMut(&Event)) {
         for (id, owner) in plan_cache_mounts(plan) {
-            let dir = super::run::cache_mount_dir(store.root(), &id);
+            let dir = crate::cache::mounts::path(store.root(), &id);
             let has_content = std::fs::read_dir(&dir)
                 .map(|mut d| d.next().is_some())
                 .unwrap_or(false);
@@ -378,4 +378,4 @@ pub fn plan_cache_mounts(plan: &Plan) -> Vec<(String, MountOwner)> {
     out
 }
 
-pub(super) use crate::report::chain;
+pub(crate) use crate::report::chain;

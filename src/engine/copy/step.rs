@@ -1,0 +1,208 @@
+//! COPY and ADD as steps: the instruction's flags become a [`CopySpec`] (owner, `--chmod`,
+//! excludes, destination under WORKDIR, the source stage's or image's tree), then the layer's
+//! changes are made straight from the sources (`planner.rs`) or, for ADD's archives and WORKDIR,
+//! from a staged tree that can become the stage's next snapshot. BuildKit's `dispatchCopy`.
+//! A step reads the build's [`Inputs`] and the stage's filesystem it is handed, and returns
+//! [`Made`]; the stage loop (`stage.rs`) commits it.
+//!
+//! Must not: decide Docker's copy rules (`rules.rs` does), commit a layer or change a stage.
+
+use std::path::Path;
+
+use super::fsutil;
+use super::rules::CopySpec;
+use super::url::{self, Downloaded};
+use crate::context::ignore::DockerIgnore;
+use crate::context::SourceRoot;
+use crate::engine::inputs::Inputs;
+use crate::engine::BuildError;
+use crate::layer::ChangeSet;
+use crate::plan::{self, Instruction, Step};
+
+/// COPY and ADD seen through one shape (ADD has no `--from`/`--parents`; COPY never unpacks).
+pub(crate) struct CopyArgs<'a> {
+    pub from: Option<&'a plan::CopySource>,
+    pub sources: &'a [String],
+    pub heredocs: &'a [plan::Heredoc],
+    pub dest: &'a str,
+    pub chown: Option<&'a str>,
+    pub chmod: Option<&'a crate::plan::Chmod>,
+    pub parents: bool,
+    pub excludes: &'a [String],
+    pub unpack: bool,
+    /// ADD only: `--checksum`, and whether downloaded URLs are unpacked (`--unpack=true`).
+    pub checksum: Option<&'a str>,
+    pub unpack_urls: bool,
+}
+
+/// Gives the tree a `--from` copies out of (None: the context); the stage loop owns it.
+pub(crate) type SourceRootOf<'a> =
+    dyn FnMut(Option<&plan::CopySource>) -> Result<Option<std::path::PathBuf>, BuildError> + 'a;
+
+/// What a COPY, ADD or WORKDIR step made, for the stage loop to commit.
+pub(crate) struct Made {
+    pub changes: ChangeSet,
+    /// The staged tree the changes read from; it lives until the layer is written.
+    pub staging: Option<tempfile::TempDir>,
+    /// The staged tree is the layer's files as they are (owners applied): it can become the
+    /// stage's next snapshot, so they are written once.
+    pub adopt: bool,
+}
+
+/// Download an ADD source URL for `step` into the build's workspace.
+pub(crate) fn download(
+    inputs: &Inputs<'_>,
+    step: &Step,
+    url: &str,
+    checksum: Option<&str>,
+) -> Result<Downloaded, BuildError> {
+    url::fetch(&inputs.workspace.join("downloads"), url, checksum)
+        .map_err(|e| inputs.step_err(step, e.to_string(), None))
+}
+
+/// COPY or ADD into the stage whose filesystem reads as `image`; `source_root` gives the tree a
+/// `--from` copies out of (None: the context).
+pub(crate) fn copy(
+    inputs: &Inputs<'_>,
+    step: &Step,
+    image: &SourceRoot,
+    copy: &CopyArgs<'_>,
+    source_root: &mut SourceRootOf<'_>,
+) -> Result<Made, BuildError> {
+    let instruction = if matches!(step.instruction, Instruction::Add(_)) {
+        "ADD"
+    } else {
+        "COPY"
+    };
+    let (urls, local): (Vec<String>, Vec<String>) = copy
+        .sources
+        .iter()
+        .cloned()
+        .partition(|s| instruction == "ADD" && super::url::is_url(s));
+    if let Some(src) = local.iter().find(|s| is_remote(s)) {
+        return Err(inputs.step_err(
+                step,
+                format!("{instruction} from a URL or git repository ({src}) is not supported here (ADD downloads http(s) URLs; COPY takes none)"),
+                None,
+            ));
+    }
+    let mut downloads = Vec::new();
+    for u in &urls {
+        downloads.push(download(inputs, step, u, copy.checksum)?.path);
+    }
+    let owner = match copy.chown {
+        Some(spec) => fsutil::resolve_chown(image, spec)
+            .map_err(|e| inputs.step_err(step, format!("--chown={spec}"), Some(Box::new(e))))?,
+        None => (0, 0),
+    };
+    let excludes = if copy.excludes.is_empty() {
+        None
+    } else {
+        Some(
+            DockerIgnore::parse(&copy.excludes.join("\n"))
+                .map_err(|e| inputs.step_err(step, "--exclude", Some(Box::new(e))))?,
+        )
+    };
+    let dest = if copy.dest.starts_with('/') {
+        copy.dest.to_string()
+    } else {
+        let base = if step.workdir.is_empty() {
+            "/"
+        } else {
+            &step.workdir
+        };
+        format!("{}/{}", base.trim_end_matches('/'), copy.dest)
+    };
+    let spec = CopySpec {
+        instruction,
+        sources: &local,
+        downloads,
+        unpack_downloads: copy.unpack_urls,
+        heredocs: copy
+            .heredocs
+            .iter()
+            .map(|h| (h.name.clone(), h.content.clone()))
+            .collect(),
+        dest,
+        owner,
+        keep_source_owners: copy.from.is_some() && copy.chown.is_none(),
+        explicit_owner: copy.chown.is_some(),
+        chmod: copy.chmod.cloned(),
+        excludes,
+        parents: copy.parents,
+        unpack_archives: copy.unpack,
+        created_mtime: inputs.sde.unwrap_or(0),
+    };
+    let from_root = source_root(copy.from)?;
+    make_layer(inputs, step, image, &spec, from_root.as_deref())
+}
+
+/// Make the step's layer changes. A COPY is written straight from its sources into the layer
+/// (`planner.rs`) and the rootfs catches up only if a later step reads it; ADD's archives and
+/// WORKDIR are staged, and the staged tree can become the next snapshot.
+pub(crate) fn make_layer(
+    inputs: &Inputs<'_>,
+    step: &Step,
+    image: &SourceRoot,
+    spec: &CopySpec<'_>,
+    from_root: Option<&Path>,
+) -> Result<Made, BuildError> {
+    let rootfs_source;
+    let from = match from_root {
+        Some(dir) => {
+            rootfs_source = SourceRoot::rootfs(dir);
+            &rootfs_source
+        }
+        None => inputs.context,
+    };
+    let resolved = if spec.instruction == "WORKDIR" {
+        None
+    } else {
+        Some(
+            super::rules::resolve(spec, from, image)
+                .map_err(|e| inputs.step_err(step, e.to_string(), None))?,
+        )
+    };
+    if let Some(resolved) = resolved.as_ref().filter(|r| r.is_direct()) {
+        let mut planner = super::planner::Planner::new(spec, image);
+        super::rules::copy_into(spec, from, resolved, &mut planner)
+            .map_err(|e| inputs.step_err(step, e.to_string(), None))?;
+        return Ok(Made {
+            changes: planner.into_changes(),
+            staging: None,
+            adopt: false,
+        });
+    }
+    let staging = tempfile::Builder::new()
+        .prefix("layer-")
+        .tempdir_in(inputs.workspace)
+        .map_err(|source| BuildError::Workspace {
+            path: inputs.workspace.to_path_buf(),
+            source,
+        })?;
+    let staged = match &resolved {
+        Some(resolved) => super::rules::stage_copy(spec, resolved, from, image, staging.path())
+            .map_err(|e| inputs.step_err(step, e.to_string(), None))?,
+        None => {
+            // WORKDIR: only the directory itself.
+            let dest = spec.dest.trim_matches('/').to_string();
+            super::rules::stage_dir_only(spec, image, staging.path(), &dest)
+                .map_err(|e| inputs.step_err(step, "creating the directory", Some(Box::new(e))))?
+        }
+    };
+    let mut changes = ChangeSet::from_dir(staging.path())
+        .map_err(|e| inputs.step_err(step, "reading the staged files", Some(Box::new(e))))?;
+    if !staged.owners_applied {
+        changes = changes.with_owner(spec.owner.0, spec.owner.1);
+    }
+    // A directory over one of the image's merges with it, as the layer's entry does.
+    Ok(Made {
+        changes,
+        staging: Some(staging),
+        adopt: staged.owners_applied,
+    })
+}
+
+fn is_remote(src: &str) -> bool {
+    src.starts_with("http://") || src.starts_with("https://") || src.starts_with("git@")
+}

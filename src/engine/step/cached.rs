@@ -1,0 +1,200 @@
+//! The build's side of the step cache: which inputs make a step's key, the lookup (local, then
+//! `--cache-from`) and the record a step leaves. A hit is replayed by the stage loop
+//! (`Engine::replay` in `stage.rs`: the recorded layer added to the image, the step not run; its
+//! snapshot is committed later only if a later step has to read or change the filesystem, and
+//! only once for every build).
+//!
+//! Must not: change a stage's state; it reads the build's [`Inputs`] and what it is handed.
+
+use serde::Serialize;
+
+use crate::cache::{self, CacheKey, CachedLayer, Record};
+use crate::context::ignore::DockerIgnore;
+use crate::engine::inputs::Inputs;
+use crate::engine::{BuildError, LayerSummary};
+use crate::image::Descriptor;
+use crate::plan::{CopySource, Instruction, Mount, Step};
+
+/// Steps whose result is a layer (or nothing) and worth caching; the rest only edit the config.
+pub fn produces_layer(step: &Step) -> bool {
+    matches!(
+        step.instruction,
+        Instruction::Run(_) | Instruction::Copy(_) | Instruction::Add(_) | Instruction::Workdir(_)
+    )
+}
+
+/// Everything a step's result depends on besides its parent.
+#[derive(Serialize)]
+struct KeyInputs<'a> {
+    instruction: &'a Instruction,
+    workdir: &'a str,
+    user: &'a str,
+    shell: &'a [String],
+    /// RUN only: the environment it sees (build args included; values are inputs, not output).
+    run_env: Option<&'a [(String, String)]>,
+    /// RUN only: the network steps without `--network` get.
+    network: Option<String>,
+    /// COPY/ADD sources and RUN bind mounts: content checksums or the source stage's key.
+    sources: Vec<String>,
+    compression: String,
+    level: Option<i32>,
+    source_date_epoch: Option<i64>,
+}
+
+fn key_err(e: cache::CacheError) -> BuildError {
+    BuildError::Cache(Box::new(e))
+}
+
+/// What a `--from` (COPY or RUN --mount) names, as a cache input; `stage_key` is the key a
+/// finished stage ended with.
+fn source_input(
+    inputs: &Inputs<'_>,
+    stage_key: &dyn Fn(usize) -> Option<CacheKey>,
+    from: &CopySource,
+) -> Result<String, BuildError> {
+    Ok(match from {
+        CopySource::Stage(i) => match stage_key(*i) {
+            Some(k) => format!("stage {}", k.0),
+            None => format!("stage {i} (unbuilt)"),
+        },
+        CopySource::Image(r) => {
+            format!("image {}", inputs.bases.resolve(r)?.manifest_desc.digest)
+        }
+    })
+}
+
+fn context_checksum(
+    inputs: &Inputs<'_>,
+    step: &Step,
+    patterns: &[String],
+    excludes: &[String],
+) -> Result<String, BuildError> {
+    let ex = if excludes.is_empty() {
+        None
+    } else {
+        DockerIgnore::parse(&excludes.join("\n")).ok()
+    };
+    let excluded = |p: &std::path::Path| match (&ex, p.to_str()) {
+        (Some(ex), Some(s)) => ex.is_excluded(s),
+        _ => false,
+    };
+    match cache::sources_checksum(inputs.context, patterns, &excluded) {
+        Ok(d) => Ok(format!("context {d}")),
+        // A missing or ignored source is the user's error, told like the copy would tell it.
+        Err(cache::CacheError::Source(e)) => Err(inputs.step_err(step, e.to_string(), None)),
+        Err(e) => Err(key_err(e)),
+    }
+}
+
+/// The cache-key input of an ADD source URL: the URL and the digest of what it serves.
+fn url_input(
+    inputs: &Inputs<'_>,
+    step: &Step,
+    url: &str,
+    checksum: Option<&str>,
+) -> Result<String, BuildError> {
+    let d = crate::engine::copy::step::download(inputs, step, url, checksum)?;
+    Ok(format!("url {url} {}", d.digest))
+}
+
+/// The key of `step` after `parent`; `stage_key` gives a finished stage's key (`--from`).
+pub fn step_key(
+    inputs: &Inputs<'_>,
+    stage_key: &dyn Fn(usize) -> Option<CacheKey>,
+    step: &Step,
+    parent: &CacheKey,
+) -> Result<CacheKey, BuildError> {
+    let mut sources = Vec::new();
+    let mut run_env = None;
+    let mut network = None;
+    match &step.instruction {
+        Instruction::Copy(c) => match &c.from {
+            Some(from) => sources.push(source_input(inputs, stage_key, from)?),
+            None if !c.sources.is_empty() => {
+                sources.push(context_checksum(inputs, step, &c.sources, &c.excludes)?)
+            }
+            None => {}
+        },
+        Instruction::Add(a) if !a.sources.is_empty() => {
+            let (urls, local): (Vec<String>, Vec<String>) = a
+                .sources
+                .iter()
+                .cloned()
+                .partition(|s| crate::engine::copy::url::is_url(s));
+            for u in &urls {
+                sources.push(url_input(inputs, step, u, a.checksum.as_deref())?);
+            }
+            if !local.is_empty() {
+                sources.push(context_checksum(inputs, step, &local, &a.excludes)?)
+            }
+        }
+        Instruction::Run(r) => {
+            run_env = Some(step.run_env.as_slice());
+            network = Some(inputs.req.sandbox.network_name().to_string());
+            for m in &r.mounts {
+                if let Mount::Bind { from, source, .. } = m {
+                    sources.push(match from {
+                        Some(f) => source_input(inputs, stage_key, f)?,
+                        None => {
+                            let p = source.clone().unwrap_or_else(|| ".".into());
+                            context_checksum(inputs, step, &[p], &[])?
+                        }
+                    });
+                }
+            }
+        }
+        _ => {}
+    }
+    let key_inputs = KeyInputs {
+        instruction: &step.instruction,
+        workdir: &step.workdir,
+        user: &step.user,
+        shell: &step.shell,
+        run_env,
+        network,
+        sources,
+        compression: inputs.req.compression.to_string(),
+        level: inputs.req.compression_level,
+        source_date_epoch: inputs.sde,
+    };
+    CacheKey::chain(parent, &key_inputs).map_err(key_err)
+}
+
+/// A recorded result, when caching is on: the local record if its layer is still in the
+/// store, else the first `--cache-from` source's (its layer fetched only when needed).
+pub fn cached(inputs: &Inputs<'_>, key: &CacheKey) -> Result<Option<Record>, BuildError> {
+    if inputs.req.no_cache {
+        return Ok(None);
+    }
+    match cache::lookup(inputs.store, key).map_err(key_err)? {
+        Some(r) => Ok(Some(r)),
+        None => Ok(inputs.remote.lookup(inputs.store, key)),
+    }
+}
+
+/// Remember what a step produced: `newest`, the stage's newest layer, when the step made one.
+pub fn remember(
+    inputs: &Inputs<'_>,
+    key: &CacheKey,
+    newest: Option<&Descriptor>,
+    made: &Option<LayerSummary>,
+) -> Result<Record, BuildError> {
+    let layer = match (made, newest) {
+        (Some(s), Some(desc)) => Some(CachedLayer {
+            descriptor: desc.clone(),
+            diff_id: s.diff_id.clone(),
+            uncompressed_size: s.uncompressed_size,
+        }),
+        _ => None,
+    };
+    // The layer's time travels with it (history.rs): a replay writes the same entry.
+    let created = layer.as_ref().map(|_| inputs.created.clone());
+    let record = Record { layer, created };
+    cache::save(inputs.store, key, &record).map_err(key_err)?;
+    Ok(record)
+}
+
+/// The key a stage starts from when it is built FROM scratch or an image.
+pub fn root_key(base: &str) -> CacheKey {
+    CacheKey::root(base)
+}
