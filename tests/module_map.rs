@@ -124,3 +124,110 @@ fn the_checker_sees_grouped_imports() {
         ["engine", "exec"]
     );
 }
+
+/// The engine's wings in the order of its own table (`src/engine/mod.rs`, `//! | \`name\``).
+fn wing_order() -> Vec<String> {
+    let m = fs::read_to_string(manifest_dir().join("src/engine/mod.rs")).unwrap();
+    m.lines()
+        .filter_map(|l| l.strip_prefix("//! | `"))
+        .filter_map(|l| l.split('`').next())
+        .map(|w| w.trim_end_matches('/').trim_end_matches(".rs").to_string())
+        .filter(|w| w != "file or folder")
+        .collect()
+}
+
+/// The first path segment after a prefix: `name`, or each name of a `{a, b::c}` group.
+fn names_after(rest: &str) -> Vec<String> {
+    let ident = |s: &str| -> String {
+        s.trim()
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect()
+    };
+    match rest.strip_prefix('{') {
+        Some(group) => group[..group.find('}').unwrap_or(group.len())]
+            .split(',')
+            .map(ident)
+            .filter(|n| !n.is_empty())
+            .collect(),
+        None => vec![ident(rest)],
+    }
+}
+
+/// The engine wings a line names: `crate::engine::X`, and `super::X` (in `src/engine/<file>.rs`
+/// or a wing's `mod.rs`) or `super::super::X` (in a wing's other files) — the engine's children.
+fn wing_refs(line: &str, nested: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = line;
+    while let Some(i) = rest.find("crate::engine::") {
+        rest = &rest[i + "crate::engine::".len()..];
+        out.extend(names_after(rest));
+    }
+    let prefix = if nested { "super::super::" } else { "super::" };
+    let mut rest = line;
+    while let Some(i) = rest.find(prefix) {
+        let before = &rest[..i];
+        rest = &rest[i + prefix.len()..];
+        // `super::super::` seen from a non-nested file is no wing of this engine.
+        if !before.ends_with("super::") && !rest.starts_with("super::") {
+            out.extend(names_after(rest));
+        }
+    }
+    out
+}
+
+#[test]
+fn engine_wings_only_use_the_wings_above_them() {
+    let order = wing_order();
+    assert!(order.len() >= 8, "the engine's wing table: {order:?}");
+    let rank = |w: &str| order.iter().position(|o| o == w);
+    let root = manifest_dir().join("src/engine");
+    let mut files = Vec::new();
+    rust_files(&root, &mut files);
+    let mut violations = Vec::new();
+    for f in files {
+        let rel = f.strip_prefix(&root).unwrap();
+        let comps: Vec<String> = rel
+            .iter()
+            .map(|c| c.to_string_lossy().trim_end_matches(".rs").to_string())
+            .collect();
+        let Some(own) = rank(&comps[0]) else {
+            continue; // mod.rs: the table and the re-exports
+        };
+        let nested = comps.len() > 1 && comps[1] != "mod";
+        let text = fs::read_to_string(&f).unwrap();
+        let code = text.split("#[cfg(test)]").next().unwrap_or("");
+        for (n, line) in code.lines().enumerate() {
+            if line.trim_start().starts_with("//") {
+                continue;
+            }
+            for w in wing_refs(line, nested) {
+                if rank(&w).is_some_and(|r| r > own) {
+                    violations.push(format!(
+                        "{}:{}: `{}` uses `{w}`, listed after it",
+                        f.display(),
+                        n + 1,
+                        comps[0]
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        violations.is_empty(),
+        "engine imports against its wing order:\n{}",
+        violations.join("\n")
+    );
+}
+
+#[test]
+fn the_wing_checker_resolves_super_from_the_files_place() {
+    assert_eq!(wing_refs("use super::stage::Engine;", false), ["stage"]);
+    // Inside a wing, `super::` is the wing itself.
+    assert_eq!(wing_refs("use super::rules;", true), Vec::<String>::new());
+    assert_eq!(
+        wing_refs("use super::super::{inputs::Inputs, stage::lock};", true),
+        ["inputs", "stage"]
+    );
+    assert_eq!(wing_refs("crate::engine::build(x)", false), ["build"]);
+}
