@@ -75,6 +75,9 @@ fn docker_config_helpers_kiln_config_and_login() {
     )
     .unwrap();
     std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // PATH is process-wide and this binary's other registry tests run alongside: only prepend a
+    // directory that holds nothing but docker-credential-kilntest (std serialises environment
+    // access with spawning, and every other tool is still found where it was).
     let path = format!(
         "{}:{}",
         bin.display(),
