@@ -1,4 +1,4 @@
-//! Structure-aware mutation of JSON documents for tests/fuzz_inputs.rs: a valid document (a
+//! Structure-aware mutation of JSON documents for tests/misc/fuzz_inputs.rs: a valid document (a
 //! manifest, an index, a config, a token answer) has values replaced by hostile ones (numbers
 //! past u64/i64, negatives, floats, wrong types, malformed digests, other media types, deep
 //! nesting, long strings), keys removed or added, array elements multiplied; then, sometimes,

@@ -1,4 +1,4 @@
-//! The sandbox tests/fuzz_inputs.rs applies layers in: `sandbox/target` (with pre-placed traps:
+//! The sandbox tests/misc/fuzz_inputs.rs applies layers in: `sandbox/target` (with pre-placed traps:
 //! symlinks to the sentinel, relative and absolute) beside `sandbox/sentinel` and a sibling file,
 //! and the check that nothing outside `target` changed by a byte after a layer was applied.
 

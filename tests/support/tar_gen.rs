@@ -1,4 +1,4 @@
-//! A structure-aware generator of hostile layer tars for tests/fuzz_inputs.rs: sequences of
+//! A structure-aware generator of hostile layer tars for tests/misc/fuzz_inputs.rs: sequences of
 //! entries (files, dirs, symlinks, hard links, whiteouts, opaque markers, devices, FIFOs, unknown
 //! types) named from a small vocabulary that includes `..`, `.`, empty components, leading `/`,
 //! whiteout prefixes and over-long names; names written as plain ustar, ustar prefix+name, GNU

@@ -1,0 +1,199 @@
+//! Issue 5's end to end: push the busybox base to a real registry with `kiln push`, build FROM it in
+//! an empty store (the build pulls it), push the result with `kiln build --push`, and read it back
+//! with skopeo — through the CLI, as a user would.
+
+use crate::support::registry as registry_support;
+
+use std::fs;
+
+use crate::support::*;
+
+#[test]
+fn build_from_a_pushed_base_and_push_the_result() {
+    let reg = registry_support::Registry::start(registry_support::Options {
+        htpasswd: true,
+        ..Default::default()
+    });
+    let cred = format!(
+        "{}={}:{}",
+        reg.addr,
+        registry_support::USER,
+        registry_support::PASSWORD
+    );
+    let base = format!("{}/library/busybox:1", reg.addr);
+    let seeded = store_with_busybox();
+    kiln_ok(
+        seeded.path(),
+        &[
+            "push",
+            "busybox:latest",
+            &base,
+            "--insecure-registry",
+            &reg.addr,
+            "--registry-credential",
+            &cred,
+        ],
+    );
+
+    let empty = tempfile::tempdir().unwrap();
+    let ctx = context(&[(
+        "Dockerfile",
+        &format!("FROM {base}\nRUN echo built-on-pulled-base > /marker\n"),
+    )]);
+    let app = format!("{}/team/app:2", reg.addr);
+    let out = kiln(
+        empty.path(),
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            &app,
+            "--push",
+            "--insecure-registry",
+            &reg.addr,
+            "--registry-credential",
+            &cred,
+            ctx.path().to_str().unwrap(),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("exported pulled:") && stderr.contains("exported registry:"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(registry_support::PASSWORD),
+        "the password leaked into the output"
+    );
+    let digest = String::from_utf8_lossy(&out.stdout).trim().to_string();
+
+    let (ok, json, err) = registry_support::skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--creds",
+        &format!("{}:{}", registry_support::USER, registry_support::PASSWORD),
+        &format!("docker://{app}"),
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["Digest"], digest.as_str());
+    assert_eq!(
+        v["Layers"].as_array().unwrap().len(),
+        2,
+        "busybox + the RUN layer: {v}"
+    );
+
+    // A wrong password fails the push naming the registry, and never shows the password.
+    let bad = format!("{}={}:not-the-password", reg.addr, registry_support::USER);
+    let e = kiln_err(
+        empty.path(),
+        &[
+            "build",
+            "-t",
+            &app,
+            "--push",
+            "--insecure-registry",
+            &reg.addr,
+            "--registry-credential",
+            &bad,
+            ctx.path().to_str().unwrap(),
+        ],
+    );
+    assert!(
+        e.contains(&reg.addr) && !e.contains("not-the-password"),
+        "{e}"
+    );
+    let db = fs::read(empty.path().join("kiln.db")).unwrap_or_default();
+    assert!(!String::from_utf8_lossy(&db).contains(registry_support::PASSWORD));
+}
+
+/// A base pulled by the build is unpacked while it downloads (engine/prepare.rs) into committed
+/// snapshots, which the stage finds made: every layer in order (a later layer's whiteout removes
+/// an earlier file, a later layer's opaque directory hides an earlier one's entries). A second
+/// build, base already local, re-makes nothing.
+#[test]
+fn a_pulled_base_is_unpacked_while_it_downloads_layer_order_kept() {
+    let reg = registry_support::Registry::start(registry_support::Options::default());
+    let seeded = store_with_busybox();
+    let layered = context(&[(
+        "Dockerfile",
+        "FROM busybox\n\
+         RUN echo one > /f && echo gone > /g && mkdir -p /dir && echo x > /dir/x\n\
+         RUN echo two > /f && rm /g\n\
+         RUN rm -r /dir && mkdir /dir && echo y > /dir/y\n",
+    )]);
+    let base = format!("{}/library/layered:1", reg.addr);
+    kiln_ok(
+        seeded.path(),
+        &[
+            "build",
+            "-t",
+            &base,
+            "--push",
+            "--insecure-registry",
+            &reg.addr,
+            layered.path().to_str().unwrap(),
+        ],
+    );
+    let empty = tempfile::tempdir().unwrap();
+    let ctx = context(&[(
+        "Dockerfile",
+        &format!(
+            "FROM {base}\nRUN cat /f > /seen && ls /dir >> /seen && (test -e /g || echo no-g >> /seen)\n"
+        ),
+    )]);
+    let build = |root: &std::path::Path| {
+        let out = kiln(
+            root,
+            &[
+                "build",
+                "--progress",
+                "plain",
+                "--no-cache",
+                "--insecure-registry",
+                &reg.addr,
+                "-o",
+                &format!("type=oci,dest={}", root.join("out").display()),
+                "-t",
+                "t:1",
+                ctx.path().to_str().unwrap(),
+            ],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        let img = layout_image(&root.join("out"), "1");
+        let seen = all_entries(&img)["seen"].content.clone().unwrap();
+        (String::from_utf8(seen).unwrap(), stderr)
+    };
+    let (seen, stderr) = build(empty.path());
+    assert_eq!(seen, "two\ny\nno-g\n", "layers applied out of order");
+    assert!(
+        stderr.contains("from committed snapshots, 0 unpacked"),
+        "the pulled base was not unpacked during the pull:\n{stderr}"
+    );
+    let inodes = |root: &std::path::Path| -> Vec<u64> {
+        use std::os::unix::fs::MetadataExt;
+        let mut v: Vec<u64> = std::fs::read_dir(root.join("snapshots"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_type().unwrap().is_dir())
+            .map(|e| e.metadata().unwrap().ino())
+            .collect();
+        v.sort();
+        v
+    };
+    let before = inodes(empty.path());
+    let (seen, stderr) = build(empty.path());
+    assert_eq!(seen, "two\ny\nno-g\n");
+    assert!(
+        stderr.contains("from committed snapshots, 0 unpacked"),
+        "a local base was unpacked again:\n{stderr}"
+    );
+    let after = inodes(empty.path());
+    assert!(
+        before.iter().all(|i| after.contains(i)),
+        "the base's snapshots were re-made"
+    );
+}
