@@ -176,10 +176,15 @@ impl Store {
             .tempdir_in(&tmp)
             .map_err(io_err("creating session directory in", &tmp))?
             .keep();
+        // The lock is taken under another name and renamed into place: a `lock` file a sweep
+        // of another process can see is always held, so it never deletes a session being set up
+        // (created, then locked, it could take the free lock in between and remove us).
         let lock_path = session.join(SESSION_LOCK);
-        let lock = File::create(&lock_path).map_err(io_err("creating", &lock_path))?;
+        let pending = session.join("lock.pending");
+        let lock = File::create(&pending).map_err(io_err("creating", &pending))?;
         rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
-            .map_err(|e| io_err("locking", &lock_path)(e.into()))?;
+            .map_err(|e| io_err("locking", &pending)(e.into()))?;
+        fs::rename(&pending, &lock_path).map_err(io_err("publishing", &lock_path))?;
         let store = Store {
             root: root.to_path_buf(),
             content,

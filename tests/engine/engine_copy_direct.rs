@@ -1,4 +1,4 @@
-//! COPY writes its layer straight from the sources (engine/copy_plan.rs), as a user sees it: the
+//! COPY writes its layer straight from the sources (engine/copy/planner.rs), as a user sees it: the
 //! image does not depend on how many threads built it, a later step reads exactly the tree the
 //! layer holds (links, owners, modes), and `COPY --from` a stage whose last step was such a COPY
 //! gets the files.

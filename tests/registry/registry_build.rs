@@ -109,7 +109,7 @@ fn build_from_a_pushed_base_and_push_the_result() {
     assert!(!String::from_utf8_lossy(&db).contains(registry_support::PASSWORD));
 }
 
-/// A base pulled by the build is unpacked while it downloads (engine/prepare.rs) into committed
+/// A base pulled by the build is unpacked while it downloads (engine/base/prepare.rs) into committed
 /// snapshots, which the stage finds made: every layer in order (a later layer's whiteout removes
 /// an earlier file, a later layer's opaque directory hides an earlier one's entries). A second
 /// build, base already local, re-makes nothing.

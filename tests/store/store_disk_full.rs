@@ -71,7 +71,7 @@ fn embedded_builds_that_fill_the_disk_say_what_they_were_writing_and_the_store_s
     );
 
     // A 70 MB COPY of incompressible bytes: its layer alone does not fit (COPY stages nothing;
-    // the layer is written straight from the context, engine/copy_plan.rs).
+    // the layer is written straight from the context, engine/copy/planner.rs).
     let big = tempfile::tempdir().unwrap();
     std::fs::write(
         big.path().join("Dockerfile"),

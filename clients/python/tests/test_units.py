@@ -1,4 +1,4 @@
-"""Unit tests of kiln_client that need no daemon (run by tests/client_python.rs with
+"""Unit tests of kiln_client that need no daemon (run by tests/daemon/client_python.rs with
 ``python3 -m unittest``; pytest collects them too)."""
 
 import os
