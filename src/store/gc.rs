@@ -488,12 +488,7 @@ impl<'s> Sweep<'s> {
             .collect();
         for e in entries.flatten() {
             let rel_entry = rel.join(e.file_name());
-            let young = e
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_none_or(|age| age.as_secs() < SCRATCH_GRACE_SECS);
+            let young = in_grace(&e);
             if young || named.contains(&rel_entry) || !e.file_type().is_ok_and(|t| t.is_dir()) {
                 continue;
             }
@@ -516,12 +511,7 @@ impl<'s> Sweep<'s> {
             };
             for e in entries.flatten() {
                 let rel_entry = rel.join(e.file_name());
-                let young = e
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| t.elapsed().ok())
-                    .is_none_or(|age| age.as_secs() < SCRATCH_GRACE_SECS);
+                let young = in_grace(&e);
                 if young || self.leased_dirs.contains(&rel_entry) {
                     continue;
                 }
@@ -541,6 +531,16 @@ impl<'s> Sweep<'s> {
         }
         Ok(())
     }
+}
+
+/// Whether a directory entry changed within the scratch grace period (or its age is unknown):
+/// what another process may be setting up right now.
+fn in_grace(e: &fs::DirEntry) -> bool {
+    e.metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_none_or(|age| age.as_secs() < SCRATCH_GRACE_SECS)
 }
 
 fn field(r: &TrackedRecord, f: Field) -> String {
