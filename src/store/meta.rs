@@ -42,6 +42,32 @@ impl std::fmt::Debug for Metadata {
     }
 }
 
+/// Refuse a database written by a newer kiln before anything of the store is touched: read its
+/// schema version through an immutable, read-only connection (no lock, no `-wal`/`-shm` file, no
+/// write of any kind), so a refused store is left byte for byte as it was.
+pub(super) fn refuse_newer(path: &Path) -> Result<(), StoreError> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let uri = format!("file:{}?immutable=1", path.display());
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI;
+    let Ok(conn) = Connection::open_with_flags(&uri, flags) else {
+        return Ok(()); // not readable as a database: the ordinary open says why
+    };
+    let found: Option<i64> = conn
+        .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+        .optional()
+        .unwrap_or(None);
+    match found {
+        Some(found) if found > SCHEMA_VERSION => Err(StoreError::DbTooNew {
+            path: path.to_path_buf(),
+            found,
+            supported: SCHEMA_VERSION,
+        }),
+        _ => Ok(()),
+    }
+}
+
 impl Metadata {
     pub(super) fn open(path: &Path) -> Result<Metadata, StoreError> {
         let db = |action| {

@@ -164,6 +164,7 @@ const SESSION_LOCK: &str = "lock";
 impl Store {
     /// Open (creating when needed) the store at `root`; sweeps temp files left by crashed processes.
     pub fn open(root: &Path) -> Result<Store, StoreError> {
+        meta::refuse_newer(&root.join("kiln.db"))?;
         let content = root.join("content");
         let blobs = content.join("blobs").join("sha256");
         let tmp = root.join("tmp");

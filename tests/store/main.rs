@@ -13,3 +13,4 @@ mod store_disk_full;
 mod store_gc;
 mod store_ingest;
 mod store_tools;
+mod store_upgrade;

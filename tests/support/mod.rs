@@ -373,6 +373,20 @@ impl Daemon {
         d
     }
 
+    /// A daemon on an existing state directory (`root` is linked as its root; nothing imported).
+    pub fn start_on(root: &Path, extra: &[&str]) -> Daemon {
+        let base = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(base.path().join("build")).unwrap();
+        std::os::unix::fs::symlink(root, base.path().join("root")).unwrap();
+        let mut d = Daemon {
+            base,
+            child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        d.spawn();
+        d
+    }
+
     fn spawn(&mut self) {
         let log = std::fs::File::create(self.base.path().join("daemon.log")).unwrap();
         let child = Command::new(kiln_bin())
