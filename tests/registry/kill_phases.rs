@@ -254,6 +254,28 @@ fn killed_session_swept(root: &Path, what: &str) {
     );
 }
 
+/// What a killed prune had begun, the next `prune --all` finished: no record names a snapshot or
+/// a cache mount any more, and no directory is left under `snapshots/` or `cache/` but an orphan
+/// no record names — a kill between a record's delete and its directory's rename away
+/// (store/gc.rs `remove_record`), which GC's sweep removes once out of its grace period. Returns
+/// how many such orphans there were.
+fn prune_finished(root: &Path, what: &str) -> usize {
+    let store = kiln::store::Store::open(root).unwrap();
+    let named: Vec<_> = store
+        .tracked_records()
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| r.tracked.dir)
+        .collect();
+    drop(store);
+    assert_eq!(
+        named,
+        Vec::<std::path::PathBuf>::new(),
+        "{what}: records left"
+    );
+    entries_of(&root.join("snapshots")).len() + entries_of(&root.join("cache")).len()
+}
+
 fn loud_if_too_few_killed(phase: &str, killed: u32) {
     eprintln!("{phase}: {killed}/{KILLS} runs killed before they finished");
     assert!(
@@ -457,7 +479,7 @@ fn a_prune_killed_anywhere_leaves_a_clean_store_and_the_next_prune_succeeds() {
         kiln_ok(store.path(), &build);
         assert!(
             entries(&store.path().join("snapshots")) >= 3
-                && entries(&store.path().join("cache")) == 1,
+                && entries(&store.path().join("cache")) >= 1,
             "{what}: the build committed no snapshots or no cache mount"
         );
     };
@@ -467,7 +489,7 @@ fn a_prune_killed_anywhere_leaves_a_clean_store_and_the_next_prune_succeeds() {
         out.contains("removed regular snapshot") && out.contains("exec.cachemount"),
         "the uninterrupted prune removes snapshots and the cache mount:\n{out}"
     );
-    let (mut killed, mut got) = (0, Vec::new());
+    let (mut killed, mut got, mut orphans) = (0, Vec::new(), 0);
     for i in 0..KILLS {
         let at = kill_point(full, i);
         let what = format!("prune --all killed after {at:?} (kill {i})");
@@ -482,21 +504,12 @@ fn a_prune_killed_anywhere_leaves_a_clean_store_and_the_next_prune_succeeds() {
         kiln_ok(store.path(), &prune);
         nothing_left_and_fsck_clean(store.path(), &what);
         killed_session_swept(store.path(), &what);
-        // What the killed prune had begun, the next one finished: no snapshot, no cache mount.
-        assert_eq!(
-            entries_of(&store.path().join("snapshots")),
-            Vec::<String>::new(),
-            "{what}"
-        );
-        assert_eq!(
-            entries_of(&store.path().join("cache")),
-            Vec::<String>::new(),
-            "{what}"
-        );
+        orphans += prune_finished(store.path(), &what);
         let images = kiln_ok(store.path(), &["images"]);
         assert!(images.contains("busybox"), "{what}: {images}");
     }
-    eprintln!("prune --all: shortest whole run {full:?}; (kill ms, snapshots left, cache mounts left): {got:?}");
+    eprintln!("prune --all: shortest whole run {full:?}; (kill ms, snapshots left, cache mounts left): {got:?}; \
+         orphaned directories seen after the next prune, summed over kills: {orphans}");
     loud_if_too_few_killed("prune --all", killed);
     // The store still builds.
     fill("after the kills");
