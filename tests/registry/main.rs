@@ -8,6 +8,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod kill_phases;
 mod registry_auth;
 mod registry_auth_load;
 mod registry_build;
