@@ -204,7 +204,11 @@ fn sigint_in_build_image_cancels_the_build_on_the_daemon() {
         .arg("-u")
         .arg("-c")
         .arg(format!(
-            "import sys\nsys.path.insert(0, {:?})\nimport kiln_client\n\
+            // Python installs its SIGINT handler only when SIGINT is not ignored at start; a test
+            // run launched in the background of a non-interactive shell inherits SIG_IGN, and the
+            // notebook's interrupt would then never reach the client. A kernel has the handler.
+            "import sys, signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n\
+             sys.path.insert(0, {:?})\nimport kiln_client\n\
              kiln_client.build_image('slow', '1', push_image=False, context='slow')\n",
             client_dir()
         ))
