@@ -1,7 +1,7 @@
 //! The daemon killed (-9) while it serves several builds — two in a RUN step, one queued: none of
 //! their processes or mounts outlives it, and the restarted daemon marks all three failed with the
 //! reason (records and event logs), serves a new build, and leaves `kiln fsck` clean. Then kills
-//! at five points spread over builds that push to a real registry with per-build credentials:
+//! at ten points spread over builds that push to a real registry with per-build credentials:
 //! after each, nothing left running, every build ended (succeeded, or failed as interrupted), fsck
 //! clean, and no tag in the registry names a blob it lacks (`kiln pull` of every tag verifies each
 //! blob).
@@ -145,7 +145,7 @@ fn killed_at_points_spread_over_pushing_builds_nothing_is_left_half_done() {
     });
     let mut d = Daemon::start(&["--max-concurrent-builds", "2"]);
     // Kill points spread over the builds' life: queued, COPY, RUN, layer commit, push.
-    let delays_ms = [150u64, 400, 700, 1000, 1400];
+    let delays_ms = [100u64, 250, 400, 550, 700, 850, 1000, 1200, 1400, 1700];
     for (round, delay) in delays_ms.iter().enumerate() {
         let mut ids = Vec::new();
         for i in 0..3 {
