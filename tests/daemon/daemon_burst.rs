@@ -1,7 +1,7 @@
 //! Burst: 64 builds submitted at once to one daemon that runs 8 at a time, with the daemon — and
 //! so every sandbox it starts — in a 512 MiB memory cgroup (v2 where the unified hierarchy is
 //! mounted, else v1's memory controller): 64 of 64 succeed, the cgroup saw no OOM kill, `kiln fsck`
-//! is clean, and the builds that waited were told their place in the queue.
+//! is clean, and the 56 builds that waited were told their place in the queue.
 
 use std::fs;
 use std::path::PathBuf;
@@ -96,10 +96,16 @@ fn a_burst_of_64_builds_under_a_512_mib_cap_all_succeed() {
             d.context(
                 &name,
                 &[
+                    // Each RUN waits for a gate file in its (live, read-only) context, opened once
+                    // all 64 are submitted: the first 8 hold their slots, so the other 56 queue
+                    // whatever the machine's speed (bounded: 30 s).
                     (
                         "Dockerfile",
                         &format!(
-                            "FROM busybox:latest\nCOPY f /f\nRUN cat /f > /n && echo {i} >> /n\n"
+                            "FROM busybox:latest\nCOPY f /f\n\
+                             RUN --mount=type=bind,source=.,target=/ctx n=0; \
+                             until [ -e /ctx/go ] || [ $n -gt 600 ]; do n=$((n+1)); sleep 0.05; done; \
+                             cat /f > /n && echo {i} >> /n\n"
                         ),
                     ),
                     ("f", &format!("build {i}\n")),
@@ -113,6 +119,9 @@ fn a_burst_of_64_builds_under_a_512_mib_cap_all_succeed() {
             v["id"].as_str().unwrap().to_string()
         })
         .collect();
+    for i in 0..64 {
+        fs::write(d.build_root().join(format!("burst{i}/go")), "").unwrap();
+    }
     let mut succeeded = 0;
     let mut farthest = 0;
     for id in &ids {
