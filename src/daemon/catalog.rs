@@ -214,6 +214,31 @@ pub(super) fn build_ended(
     error: Option<&str>,
 ) -> Result<(), RecordError> {
     let _g = lock();
+    update_entry(state, id, tags, error)
+}
+
+/// A build succeeded: its entry is updated as by [`build_ended`], then `record_status` writes the
+/// build's own status while the catalog lock is still held. The two builds of a universal entry
+/// may end at once; each decides `ready` by reading the other's status, so each must see the other
+/// either ended and recorded, or still to come (which then finds this one recorded) — never both
+/// "not yet", which left the entry `building` for ever.
+pub(super) fn build_succeeded(
+    state: &Shared,
+    id: &str,
+    tags: &[String],
+    record_status: impl FnOnce() -> Result<(), RecordError>,
+) -> Result<(), RecordError> {
+    let _g = lock();
+    update_entry(state, id, Some(tags), None)?;
+    record_status()
+}
+
+fn update_entry(
+    state: &Shared,
+    id: &str,
+    tags: Option<&[String]>,
+    error: Option<&str>,
+) -> Result<(), RecordError> {
     let db = state.store.db();
     let listed = db.record_list(NS).map_err(|e| RecordError::CatalogRead {
         id: id.into(),

@@ -304,9 +304,8 @@ fn record_success(state: &Shared, job: &Job, out: &BuildOutcome) -> Result<(), S
         result_json: serde_json::to_string(out).ok(),
         ..BuildDetails::default()
     };
-    let written = records::details(state, &job.id, "result", &details)
-        .and_then(|()| super::catalog::build_ended(state, &job.id, Some(&out.tags), None))
-        .and_then(|()| {
+    let written = records::details(state, &job.id, "result", &details).and_then(|()| {
+        super::catalog::build_succeeded(state, &job.id, &out.tags, || {
             let end = records::End {
                 status: Status::Succeeded,
                 manifest: Some(out.manifest.clone()),
@@ -314,7 +313,8 @@ fn record_success(state: &Shared, job: &Job, out: &BuildOutcome) -> Result<(), S
                 error: None,
             };
             records::succeeded(state, &job.id, &end)
-        });
+        })
+    });
     written.map_err(|e| {
         format!(
             "{} but its record could not be written: {}",
