@@ -13,17 +13,6 @@ use std::time::{Duration, Instant};
 use crate::support::*;
 use serde_json::json;
 
-/// Mount points under `dir` in this mount namespace (the daemon's: tests run in the host's).
-fn mounts_under(dir: &std::path::Path) -> Vec<String> {
-    let dir = dir.to_string_lossy().into_owned();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
-        .filter(|m| m.starts_with(&dir))
-        .collect()
-}
-
 fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     let t = Instant::now();
     while !f() {

@@ -46,17 +46,6 @@ fn push_base(reg: &registry_support::Registry) -> String {
     base
 }
 
-/// Mount points under `dir` in this mount namespace.
-fn mounts_under(dir: &Path) -> Vec<String> {
-    let dir = dir.to_string_lossy().into_owned();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
-        .filter(|m| m.starts_with(&dir))
-        .collect()
-}
-
 /// Run `kiln --root ROOT ARGS` to its end; insists on success; returns how long it took and its
 /// output (stdout, then stderr).
 fn timed(root: &Path, args: &[&str]) -> (Duration, String) {

@@ -231,6 +231,18 @@ pub fn layout_image(layout: &Path, ref_name: &str) -> LayoutImage {
     }
 }
 
+/// Mount points under `dir` in this mount namespace (a daemon's or a CLI's: tests run in the
+/// host's), from `/proc/self/mountinfo`.
+pub fn mounts_under(dir: &Path) -> Vec<String> {
+    let dir = dir.to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .filter(|m| m.starts_with(&dir))
+        .collect()
+}
+
 /// Write a context directory from (path, content) pairs.
 pub fn context(files: &[(&str, &str)]) -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
