@@ -205,7 +205,41 @@ fn push_image(
     put_manifest(client, t, bytes, desc, object, on_progress)
 }
 
+/// How many more times a manifest PUT is sent when the registry says a blob it names is unknown
+/// although every blob was confirmed first. distribution 2.8 answers so (`MANIFEST_BLOB_UNKNOWN`,
+/// with `DIGEST_INVALID`) while another client mounts or uploads the same blob into the same
+/// repository: the repository's link to the blob is being rewritten as it stats it (seen with two
+/// daemons pushing one image built from a shared cache to two tags at once). A moment later the
+/// link is whole.
+const MANIFEST_BLOB_RACE_RETRIES: u32 = 3;
+
 fn put_manifest(
+    client: &RegistryClient,
+    t: &Target,
+    bytes: &[u8],
+    desc: &Descriptor,
+    object: &str,
+    on_progress: &mut dyn FnMut(Progress),
+) -> Result<(), RegistryError> {
+    let mut attempt = 0;
+    loop {
+        match put_manifest_once(client, t, bytes, desc, object, on_progress) {
+            Err(RegistryError::Status {
+                status: 400,
+                message,
+                ..
+            }) if message.contains("MANIFEST_BLOB_UNKNOWN")
+                && attempt < MANIFEST_BLOB_RACE_RETRIES =>
+            {
+                attempt += 1;
+                std::thread::sleep(client.retry.delay(attempt));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn put_manifest_once(
     client: &RegistryClient,
     t: &Target,
     bytes: &[u8],
