@@ -37,6 +37,7 @@ pub use tracked::{Tracked, TrackedRecord};
 
 use std::fs::{self, File};
 use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::digest::Digest;
@@ -149,6 +150,7 @@ pub struct Store {
     /// This process's private temp directory under `<root>/tmp`, flocked for the Store's lifetime so
     /// that another process opening the store does not sweep our in-flight ingests.
     session: PathBuf,
+    /// The session directory itself, opened and flocked (see `new_session`).
     _session_lock: File,
     meta: Metadata,
 }
@@ -159,7 +161,9 @@ impl std::fmt::Debug for Store {
     }
 }
 
-const SESSION_LOCK: &str = "lock";
+/// The lock file inside a session directory of kiln before 2026-12 (the directory itself is
+/// locked now); still honoured by the sweep so that an older process's session is left alone.
+const OLD_SESSION_LOCK: &str = "lock";
 
 impl Store {
     /// Open (creating when needed) the store at `root`; sweeps temp files left by crashed processes.
@@ -172,20 +176,7 @@ impl Store {
             fs::create_dir_all(d).map_err(io_err("creating store directory", d))?;
         }
         sweep_tmp(&tmp)?;
-        let session = tempfile::Builder::new()
-            .prefix("session-")
-            .tempdir_in(&tmp)
-            .map_err(io_err("creating session directory in", &tmp))?
-            .keep();
-        // The lock is taken under another name and renamed into place: a `lock` file a sweep
-        // of another process can see is always held, so it never deletes a session being set up
-        // (created, then locked, it could take the free lock in between and remove us).
-        let lock_path = session.join(SESSION_LOCK);
-        let pending = session.join("lock.pending");
-        let lock = File::create(&pending).map_err(io_err("creating", &pending))?;
-        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
-            .map_err(|e| io_err("locking", &pending)(e.into()))?;
-        fs::rename(&pending, &lock_path).map_err(io_err("publishing", &lock_path))?;
+        let (session, lock) = new_session(&tmp)?;
         let store = Store {
             root: root.to_path_buf(),
             content,
@@ -351,8 +342,42 @@ pub(crate) fn sync_parent(path: &Path) -> Result<(), StoreError> {
         .map_err(io_err("syncing directory", dir))
 }
 
-/// Remove what crashed processes left in `tmp/`: loose files, and session directories whose lock
-/// nobody holds any more. A session whose lock file does not exist yet is being set up right now.
+/// Create this process's session directory under `tmp` and flock the directory itself.
+///
+/// The lock is on the directory, not a file in it, so a session is never visible half set up:
+/// between `mkdir` and `flock` a sweeping process may take the free lock and remove the
+/// directory. The creator then wakes (after the sweeper let go) to find its path gone or another
+/// directory there, and makes a fresh one. A process killed at any point leaves either nothing
+/// or an unlocked directory, which the next open removes at once.
+fn new_session(tmp: &Path) -> Result<(PathBuf, File), StoreError> {
+    loop {
+        let session = tempfile::Builder::new()
+            .prefix("session-")
+            .tempdir_in(tmp)
+            .map_err(io_err("creating session directory in", tmp))?
+            .keep();
+        let dir = match File::open(&session) {
+            Ok(dir) => dir,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_err("opening", &session)(e)),
+        };
+        rustix::fs::flock(&dir, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| io_err("locking", &session)(e.into()))?;
+        let held = dir.metadata().map_err(io_err("inspecting", &session))?;
+        match fs::symlink_metadata(&session) {
+            Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => {
+                return Ok((session, dir))
+            }
+            Ok(_) => continue,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_err("inspecting", &session)(e)),
+        }
+    }
+}
+
+/// Remove what crashed processes left in `tmp/`: loose files, and session directories nobody
+/// holds the lock of any more (the directory's flock, and for an older kiln's session its
+/// `lock` file's).
 fn sweep_tmp(tmp: &Path) -> Result<(), StoreError> {
     let entries = fs::read_dir(tmp).map_err(io_err("listing", tmp))?;
     for entry in entries {
@@ -367,29 +392,30 @@ fn sweep_tmp(tmp: &Path) -> Result<(), StoreError> {
                 _ => continue,
             }
         }
-        let lock = match File::open(path.join(SESSION_LOCK)) {
+        let dir = match File::open(&path) {
             Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                if is_old(&path) {
-                    remove_tree(&path)?;
-                }
-                continue;
-            }
-            Err(e) => return Err(io_err("opening", &path.join(SESSION_LOCK))(e)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_err("opening", &path)(e)),
         };
-        if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok() {
-            remove_tree(&path)?;
+        if !try_lock(&dir) {
+            continue;
         }
+        match File::open(path.join(OLD_SESSION_LOCK)) {
+            Ok(old) if !try_lock(&old) => continue,
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(io_err("opening", &path.join(OLD_SESSION_LOCK))(e))
+            }
+            _ => {}
+        }
+        // Removed while holding the directory's lock: a process that created it and is
+        // waiting for the lock sees it gone and starts over (`new_session`).
+        remove_tree(&path)?;
     }
     Ok(())
 }
 
-fn is_old(path: &Path) -> bool {
-    fs::symlink_metadata(path)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.elapsed().ok())
-        .is_some_and(|age| age.as_secs() > 60)
+fn try_lock(f: &File) -> bool {
+    rustix::fs::flock(f, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok()
 }
 
 fn remove_tree(path: &Path) -> Result<(), StoreError> {

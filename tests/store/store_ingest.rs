@@ -204,6 +204,13 @@ fn leftovers_of_a_crashed_process_are_removed_at_open() {
     fs::create_dir(tmp.join("session-dead")).unwrap();
     fs::write(tmp.join("session-dead/lock"), b"").unwrap();
     fs::write(tmp.join("session-dead/ingest-x"), b"partial").unwrap();
+    // A process killed between creating its session and locking it: no lock file at all.
+    fs::create_dir(tmp.join("session-unlocked")).unwrap();
+    fs::write(tmp.join("session-unlocked/snapshot-y"), b"partial").unwrap();
+    // An older kiln's session, locked through its `lock` file, is left alone.
+    fs::create_dir(tmp.join("session-older")).unwrap();
+    let older = fs::File::create(tmp.join("session-older/lock")).unwrap();
+    rustix::fs::flock(&older, rustix::fs::FlockOperation::LockExclusive).unwrap();
     // A live process's session (its lock is held) must survive.
     let live = Store::open(dir.path()).unwrap();
     let mut w = live.ingest().unwrap();
@@ -214,8 +221,13 @@ fn leftovers_of_a_crashed_process_are_removed_at_open() {
     let names = entries(&tmp);
     assert!(!names.contains(&"ingest-crashed".to_string()), "{names:?}");
     assert!(!names.contains(&"session-dead".to_string()), "{names:?}");
+    assert!(
+        !names.contains(&"session-unlocked".to_string()),
+        "{names:?}"
+    );
+    assert!(names.contains(&"session-older".to_string()), "{names:?}");
     assert!(inflight.exists(), "a live ingest was swept");
-    assert_eq!(names.len(), 2, "{names:?}");
+    assert_eq!(names.len(), 3, "{names:?}");
     let (d, _) = w.commit(None, None).unwrap();
     assert!(store.has_blob(&d));
 }
@@ -332,4 +344,32 @@ fn build_records_round_trip() {
     // Reopening keeps the records and the schema.
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(store.db().list_builds(10).unwrap().len(), 3);
+}
+
+/// Stores opened at once sweep each other's `tmp/` while setting up their own sessions: none
+/// loses the session it was given (a sweep that wins the race for a fresh session's lock removes
+/// it, and its creator makes another).
+#[test]
+fn stores_opened_at_once_never_sweep_each_others_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Store::open(dir.path()).unwrap());
+    let root = dir.path().to_path_buf();
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let root = root.clone();
+            std::thread::spawn(move || {
+                for _ in 0..25 {
+                    let store = Store::open(&root).unwrap();
+                    let mut w = store.ingest().unwrap();
+                    w.write_all(b"in flight").unwrap();
+                    assert!(store.tmp_dir().is_dir(), "a live session was swept");
+                    w.commit(None, None).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(entries(&root.join("tmp")), Vec::<String>::new());
 }
