@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use super::base::is_root;
 use super::copy::rules::CopySpec;
-use super::copy::step::{self as copy_step, CopyArgs, Made};
+use super::copy::step::{self as copy_step, Made};
 use super::inputs::Inputs;
 use super::step::metadata::{apply_metadata, MetaState};
 use super::step::{cached, history};
@@ -360,7 +360,7 @@ impl Engine<'_> {
         let mut wanted = Vec::new();
         match &step.instruction {
             Instruction::Copy(c) => {
-                if let Some(plan::CopySource::Stage(i)) = &c.from {
+                if let Some(plan::CopySource::Stage(i)) = c.from() {
                     wanted.push(*i);
                 }
             }
@@ -419,11 +419,11 @@ impl Engine<'_> {
         &self,
         step: &Step,
         st: &mut StageState,
-        args: &CopyArgs<'_>,
+        copy: &plan::Copy,
         created: &str,
     ) -> Result<Option<LayerSummary>, BuildError> {
         let image = self.image_root(st)?;
-        let made = copy_step::copy(&self.inputs, step, &image, args, &mut |from| {
+        let made = copy_step::copy(&self.inputs, step, &image, copy, &mut |from| {
             self.copy_source_root(step, from)
         })?;
         self.commit_made(step, st, made, created)
@@ -541,38 +541,7 @@ impl Engine<'_> {
                 return self.workdir(step, st, dir, &created);
             }
             Instruction::Run(run) => return self.run(step, st, run, n, on_event, &created),
-            Instruction::Copy(copy) => {
-                let args = CopyArgs {
-                    from: copy.from.as_ref(),
-                    sources: &copy.sources,
-                    heredocs: &copy.heredocs,
-                    dest: &copy.dest,
-                    chown: copy.chown.as_deref(),
-                    chmod: copy.chmod.as_ref(),
-                    parents: copy.parents,
-                    excludes: &copy.excludes,
-                    unpack: false,
-                    checksum: None,
-                    unpack_urls: false,
-                };
-                return self.copy(step, st, &args, &created);
-            }
-            Instruction::Add(add) => {
-                let args = CopyArgs {
-                    from: None,
-                    sources: &add.sources,
-                    heredocs: &add.heredocs,
-                    dest: &add.dest,
-                    chown: add.chown.as_deref(),
-                    chmod: add.chmod.as_ref(),
-                    parents: false,
-                    excludes: &add.excludes,
-                    unpack: add.unpack.unwrap_or(true),
-                    checksum: add.checksum.as_deref(),
-                    unpack_urls: add.unpack == Some(true),
-                };
-                return self.copy(step, st, &args, &created);
-            }
+            Instruction::Copy(copy) => return self.copy(step, st, copy, &created),
             other => {
                 apply_metadata(&mut st.config, other, meta);
             }

@@ -14,8 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::chmod::Chmod;
 use super::lint::Lints;
 use super::types::{
-    Add, Copy, CopySource, Healthcheck, Heredoc, Instruction, Network, Run, Security, ShellOrExec,
-    Step,
+    Copy, CopyKind, CopySource, Healthcheck, Heredoc, Instruction, Network, Run, Security,
+    ShellOrExec, Source, Step,
 };
 use super::values::{self, ValueError};
 use super::PlanError;
@@ -564,16 +564,6 @@ fn dispatch_run(
     }))
 }
 
-/// What COPY and ADD share, expanded (the common part of BuildKit's `dispatchCopy`).
-struct CopyArgs {
-    sources: Vec<String>,
-    heredocs: Vec<Heredoc>,
-    dest: String,
-    chown: Option<String>,
-    chmod: Option<Chmod>,
-    excludes: Vec<String>,
-}
-
 /// Expands one optional flag value.
 fn expand_opt(
     ctx: &mut Ctx,
@@ -586,17 +576,22 @@ fn expand_opt(
         .transpose()
 }
 
-/// Sources, destination, `--chown`, `--chmod` (validated), `--exclude` and heredoc bodies.
-fn expand_copy_args(
+/// BuildKit's `dispatchCopy`, shared by COPY and ADD: sources (split into context paths and
+/// ADD's URLs), destination (made absolute against WORKDIR), `--chown`, `--chmod` (parsed once),
+/// `--exclude` and heredoc bodies, expanded; the instruction's own flags come in `kind`.
+fn dispatch_copy_like(
     ctx: &mut Ctx,
     st: &DispatchState,
     ins: &df::Instruction,
     a: &df::CopyArgs,
-) -> Result<CopyArgs, PlanError> {
+    kind: CopyKind,
+) -> Result<Instruction, PlanError> {
     let (span, orig) = (ins.span, ins.original.as_str());
+    let add = matches!(kind, CopyKind::Add { .. });
     let mut sources = Vec::new();
     for s in &a.sources {
-        sources.push(ctx.expand(st, s, span, orig)?);
+        let s = ctx.expand(st, s, span, orig)?;
+        sources.push(classify_source(ctx.file, span, orig, add, s)?);
     }
     let dest = ctx.expand(st, &a.dest, span, orig)?;
     let chown = expand_opt(ctx, st, ins, &a.chown)?;
@@ -627,14 +622,56 @@ fn expand_copy_args(
             expand: h.expand,
         });
     }
-    Ok(CopyArgs {
+    Ok(Instruction::Copy(Copy {
+        kind,
         sources,
         heredocs,
+        target: absolute_dest(&st.workdir, &dest),
         dest,
         chown,
         chmod,
+        link: a.link,
         excludes,
+    }))
+}
+
+/// A source as COPY or ADD reads it. BuildKit's `dispatchCopy` refuses a URL for COPY; ADD
+/// downloads http(s) URLs; a git source (which BuildKit's ADD clones) kiln does not fetch.
+fn classify_source(
+    file: &str,
+    span: crate::dockerfile::Span,
+    orig: &str,
+    add: bool,
+    s: String,
+) -> Result<Source, PlanError> {
+    // BuildKit's `isHTTPSource`.
+    let url = s.starts_with("http://") || s.starts_with("https://");
+    if url && !add {
+        return Err(at(file, span, "source can't be a URL for COPY", orig));
+    }
+    if add && (s.starts_with("git@") || s.starts_with("git://")) {
+        return Err(at(
+            file,
+            span,
+            format!("ADD from a git repository ({s}) is not supported by kiln"),
+            orig,
+        ));
+    }
+    Ok(if url {
+        Source::Url(s)
+    } else {
+        Source::Local(s)
     })
+}
+
+/// The destination against the WORKDIR a step runs in: an absolute one as written, a relative
+/// one joined to WORKDIR (`/` when unset), its trailing `/` kept.
+fn absolute_dest(workdir: &str, dest: &str) -> String {
+    if dest.starts_with('/') {
+        return dest.to_string();
+    }
+    let base = if workdir.is_empty() { "/" } else { workdir };
+    format!("{}/{}", base.trim_end_matches('/'), dest)
 }
 
 /// BuildKit's `dispatchCopy` for COPY: `--from` takes no variables and names a stage or image.
@@ -644,7 +681,6 @@ fn dispatch_copy(
     ins: &df::Instruction,
     a: &df::CopyArgs,
 ) -> Result<Instruction, PlanError> {
-    let c = expand_copy_args(ctx, st, ins, a)?;
     let from = match &a.from {
         None => None,
         Some(f) => {
@@ -654,17 +690,11 @@ fn dispatch_copy(
             Some((ctx.resolve)(f).map_err(|(w, _)| at(file, ins.span, w, &ins.original))?)
         }
     };
-    Ok(Instruction::Copy(Copy {
+    let kind = CopyKind::Copy {
         from,
-        sources: c.sources,
-        heredocs: c.heredocs,
-        dest: c.dest,
-        chown: c.chown,
-        chmod: c.chmod,
-        link: a.link,
         parents: a.parents,
-        excludes: c.excludes,
-    }))
+    };
+    dispatch_copy_like(ctx, st, ins, a, kind)
 }
 
 /// BuildKit's `dispatchCopy` for ADD: `--checksum` only with a single source.
@@ -674,9 +704,8 @@ fn dispatch_add(
     ins: &df::Instruction,
     a: &df::CopyArgs,
 ) -> Result<Instruction, PlanError> {
-    let c = expand_copy_args(ctx, st, ins, a)?;
     let checksum = expand_opt(ctx, st, ins, &a.checksum)?;
-    if checksum.is_some() && c.sources.len() + c.heredocs.len() != 1 {
+    if checksum.is_some() && a.sources.len() + a.heredocs.len() != 1 {
         return Err(at(
             ctx.file,
             ins.span,
@@ -684,16 +713,10 @@ fn dispatch_add(
             &ins.original,
         ));
     }
-    Ok(Instruction::Add(Add {
-        sources: c.sources,
-        heredocs: c.heredocs,
-        dest: c.dest,
-        chown: c.chown,
-        chmod: c.chmod,
-        link: a.link,
-        excludes: c.excludes,
+    let kind = CopyKind::Add {
         checksum,
         keep_git_dir: a.keep_git_dir,
         unpack: a.unpack,
-    }))
+    };
+    dispatch_copy_like(ctx, st, ins, a, kind)
 }

@@ -49,34 +49,161 @@ pub enum CopySource {
     Image(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// COPY and ADD as one typed instruction: everything the engine applies, expanded and checked
+/// once here (BuildKit's `dispatchCopy` serves both instructions the same way).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Copy {
-    pub from: Option<CopySource>,
-    pub sources: Vec<String>,
+    pub kind: CopyKind,
+    /// In the order written; heredocs come after them, as BuildKit copies them.
+    pub sources: Vec<Source>,
     pub heredocs: Vec<Heredoc>,
-    /// Expanded; relative destinations are relative to the step's `workdir`.
+    /// The destination as written (expanded), relative ones against the step's `workdir`.
     pub dest: String,
+    /// The destination made absolute against the step's WORKDIR; a trailing `/` is kept, since
+    /// it means "into this directory".
+    pub target: String,
     pub chown: Option<String>,
     /// Parsed once here; serialised as written.
     pub chmod: Option<Chmod>,
     pub link: bool,
-    pub parents: bool,
     pub excludes: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Add {
-    pub sources: Vec<String>,
-    pub heredocs: Vec<Heredoc>,
-    pub dest: String,
-    pub chown: Option<String>,
-    /// Parsed once here; serialised as written.
-    pub chmod: Option<Chmod>,
-    pub link: bool,
-    pub excludes: Vec<String>,
-    pub checksum: Option<String>,
-    pub keep_git_dir: bool,
-    pub unpack: Option<bool>,
+/// What COPY and ADD do differently.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CopyKind {
+    Copy {
+        /// A stage or image to copy out of (`None`: the build context).
+        from: Option<CopySource>,
+        parents: bool,
+    },
+    Add {
+        checksum: Option<String>,
+        keep_git_dir: bool,
+        /// `--unpack`: `None` unpacks local archives and leaves downloads as they are.
+        unpack: Option<bool>,
+    },
+}
+
+/// One COPY/ADD source, split once by what it names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A path in the build context or in the `--from` tree (wildcards allowed).
+    Local(String),
+    /// ADD's http(s) URL, downloaded.
+    Url(String),
+}
+
+impl Source {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Source::Local(s) | Source::Url(s) => s,
+        }
+    }
+}
+
+impl Copy {
+    pub fn is_add(&self) -> bool {
+        matches!(self.kind, CopyKind::Add { .. })
+    }
+
+    /// `--from`, for COPY.
+    pub fn from(&self) -> Option<&CopySource> {
+        match &self.kind {
+            CopyKind::Copy { from, .. } => from.as_ref(),
+            CopyKind::Add { .. } => None,
+        }
+    }
+
+    /// The context (or `--from` tree) paths.
+    pub fn local_sources(&self) -> Vec<String> {
+        self.sources
+            .iter()
+            .filter_map(|s| match s {
+                Source::Local(p) => Some(p.clone()),
+                Source::Url(_) => None,
+            })
+            .collect()
+    }
+
+    /// ADD's URLs.
+    pub fn urls(&self) -> impl Iterator<Item = &str> {
+        self.sources.iter().filter_map(|s| match s {
+            Source::Url(u) => Some(u.as_str()),
+            Source::Local(_) => None,
+        })
+    }
+}
+
+/// The wire form of COPY and ADD: the JSON of `kiln plan` and of every step cache key, so it stays
+/// exactly the shape the two instructions had as separate types (golden plans and keys unchanged).
+impl Serialize for Copy {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        #[derive(Serialize)]
+        struct CopyWire<'a> {
+            from: Option<&'a CopySource>,
+            sources: Vec<&'a str>,
+            heredocs: &'a [Heredoc],
+            dest: &'a str,
+            chown: &'a Option<String>,
+            chmod: &'a Option<Chmod>,
+            link: bool,
+            parents: bool,
+            excludes: &'a [String],
+        }
+        #[derive(Serialize)]
+        struct AddWire<'a> {
+            sources: Vec<&'a str>,
+            heredocs: &'a [Heredoc],
+            dest: &'a str,
+            chown: &'a Option<String>,
+            chmod: &'a Option<Chmod>,
+            link: bool,
+            excludes: &'a [String],
+            checksum: &'a Option<String>,
+            keep_git_dir: bool,
+            unpack: Option<bool>,
+        }
+        let sources: Vec<&str> = self.sources.iter().map(Source::as_str).collect();
+        let mut map = ser.serialize_map(Some(1))?;
+        match &self.kind {
+            CopyKind::Copy { from, parents } => map.serialize_entry(
+                "COPY",
+                &CopyWire {
+                    from: from.as_ref(),
+                    sources,
+                    heredocs: &self.heredocs,
+                    dest: &self.dest,
+                    chown: &self.chown,
+                    chmod: &self.chmod,
+                    link: self.link,
+                    parents: *parents,
+                    excludes: &self.excludes,
+                },
+            )?,
+            CopyKind::Add {
+                checksum,
+                keep_git_dir,
+                unpack,
+            } => map.serialize_entry(
+                "ADD",
+                &AddWire {
+                    sources,
+                    heredocs: &self.heredocs,
+                    dest: &self.dest,
+                    chown: &self.chown,
+                    chmod: &self.chmod,
+                    link: self.link,
+                    excludes: &self.excludes,
+                    checksum,
+                    keep_git_dir: *keep_git_dir,
+                    unpack: *unpack,
+                },
+            )?,
+        }
+        map.end()
+    }
 }
 
 /// `--mount=type=cache,sharing=…`
@@ -212,8 +339,6 @@ pub enum Instruction {
     Maintainer(String),
     /// Normalised `port/proto`, ranges expanded.
     Expose(Vec<String>),
-    Add(Add),
-    Copy(Copy),
     Volume(Vec<String>),
     User(String),
     /// Absolute, resolved against the previous WORKDIR.
@@ -225,6 +350,9 @@ pub enum Instruction {
     StopSignal(String),
     /// `None` for `HEALTHCHECK NONE`.
     Healthcheck(Option<Healthcheck>),
+    /// COPY and ADD: serialised by [`Copy`] itself as `{"COPY": …}` / `{"ADD": …}`.
+    #[serde(untagged)]
+    Copy(Copy),
 }
 
 /// One step of a stage.

@@ -66,6 +66,51 @@ fn plan_errors_name_file_line_and_text() {
     );
 }
 
+/// COPY and ADD sources are split once, by the plan, so what the build cannot do is refused by
+/// `kiln plan` already: a URL for COPY (BuildKit's `dispatchCopy` message) and a git source for
+/// ADD; an ADD URL is a download and a COPY `git@…` name is a path, as in BuildKit.
+#[test]
+fn copy_sources_the_build_cannot_take_are_refused_by_the_plan() {
+    let root = tempfile::tempdir().unwrap();
+    for (df, want) in [
+        (
+            "FROM scratch\nCOPY https://example.com/a /a\n",
+            "source can't be a URL for COPY",
+        ),
+        (
+            "FROM scratch\nADD git@github.com:moby/buildkit.git /src\n",
+            "ADD from a git repository (git@github.com:moby/buildkit.git)",
+        ),
+    ] {
+        let ctx = context(&[("Dockerfile", df)]);
+        let e = kiln_err(root.path(), &["plan", ctx.path().to_str().unwrap()]);
+        assert!(e.contains("Dockerfile:2") && e.contains(want), "{df}: {e}");
+    }
+    let ctx = context(&[(
+        "Dockerfile",
+        "FROM scratch\nWORKDIR /w\nADD https://example.com/a.txt local rel/\nCOPY git@x /abs\n",
+    )]);
+    let json = kiln_ok(
+        root.path(),
+        &["plan", "--format", "json", ctx.path().to_str().unwrap()],
+    );
+    let plan: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let steps = &plan["stages"][0]["steps"];
+    let add = &steps[1]["instruction"]["ADD"];
+    assert_eq!(
+        add["sources"],
+        serde_json::json!(["https://example.com/a.txt", "local"])
+    );
+    assert_eq!(
+        add["dest"], "rel/",
+        "the plan shows the destination as written"
+    );
+    assert_eq!(
+        steps[2]["instruction"]["COPY"]["sources"],
+        serde_json::json!(["git@x"])
+    );
+}
+
 #[test]
 fn plan_check_lists_build_check_warnings() {
     let root = tempfile::tempdir().unwrap();

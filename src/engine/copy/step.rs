@@ -17,23 +17,7 @@ use crate::context::SourceRoot;
 use crate::engine::inputs::Inputs;
 use crate::engine::BuildError;
 use crate::layer::ChangeSet;
-use crate::plan::{self, Instruction, Step};
-
-/// COPY and ADD seen through one shape (ADD has no `--from`/`--parents`; COPY never unpacks).
-pub(crate) struct CopyArgs<'a> {
-    pub from: Option<&'a plan::CopySource>,
-    pub sources: &'a [String],
-    pub heredocs: &'a [plan::Heredoc],
-    pub dest: &'a str,
-    pub chown: Option<&'a str>,
-    pub chmod: Option<&'a crate::plan::Chmod>,
-    pub parents: bool,
-    pub excludes: &'a [String],
-    pub unpack: bool,
-    /// ADD only: `--checksum`, and whether downloaded URLs are unpacked (`--unpack=true`).
-    pub checksum: Option<&'a str>,
-    pub unpack_urls: bool,
-}
+use crate::plan::{self, CopyKind, Step};
 
 /// Gives the tree a `--from` copies out of (None: the context); the stage loop owns it.
 pub(crate) type SourceRootOf<'a> =
@@ -66,31 +50,25 @@ pub(crate) fn copy(
     inputs: &Inputs<'_>,
     step: &Step,
     image: &SourceRoot,
-    copy: &CopyArgs<'_>,
+    copy: &plan::Copy,
     source_root: &mut SourceRootOf<'_>,
 ) -> Result<Made, BuildError> {
-    let instruction = if matches!(step.instruction, Instruction::Add(_)) {
-        "ADD"
-    } else {
-        "COPY"
+    let (checksum, unpack_archives, unpack_urls, parents) = match &copy.kind {
+        CopyKind::Copy { parents, .. } => (None, false, false, *parents),
+        CopyKind::Add {
+            checksum, unpack, ..
+        } => (
+            checksum.as_deref(),
+            unpack.unwrap_or(true),
+            *unpack == Some(true),
+            false,
+        ),
     };
-    let (urls, local): (Vec<String>, Vec<String>) = copy
-        .sources
-        .iter()
-        .cloned()
-        .partition(|s| instruction == "ADD" && super::url::is_url(s));
-    if let Some(src) = local.iter().find(|s| is_remote(s)) {
-        return Err(inputs.step_err(
-                step,
-                format!("{instruction} from a URL or git repository ({src}) is not supported here (ADD downloads http(s) URLs; COPY takes none)"),
-                None,
-            ));
-    }
     let mut downloads = Vec::new();
-    for u in &urls {
-        downloads.push(download(inputs, step, u, copy.checksum)?.path);
+    for u in copy.urls() {
+        downloads.push(download(inputs, step, u, checksum)?.path);
     }
-    let owner = match copy.chown {
+    let owner = match &copy.chown {
         Some(spec) => fsutil::resolve_chown(image, spec)
             .map_err(|e| inputs.step_err(step, format!("--chown={spec}"), Some(Box::new(e))))?,
         None => (0, 0),
@@ -103,37 +81,28 @@ pub(crate) fn copy(
                 .map_err(|e| inputs.step_err(step, "--exclude", Some(Box::new(e))))?,
         )
     };
-    let dest = if copy.dest.starts_with('/') {
-        copy.dest.to_string()
-    } else {
-        let base = if step.workdir.is_empty() {
-            "/"
-        } else {
-            &step.workdir
-        };
-        format!("{}/{}", base.trim_end_matches('/'), copy.dest)
-    };
+    let local = copy.local_sources();
     let spec = CopySpec {
-        instruction,
+        instruction: if copy.is_add() { "ADD" } else { "COPY" },
         sources: &local,
         downloads,
-        unpack_downloads: copy.unpack_urls,
+        unpack_downloads: unpack_urls,
         heredocs: copy
             .heredocs
             .iter()
             .map(|h| (h.name.clone(), h.content.clone()))
             .collect(),
-        dest,
+        dest: copy.target.clone(),
         owner,
-        keep_source_owners: copy.from.is_some() && copy.chown.is_none(),
+        keep_source_owners: copy.from().is_some() && copy.chown.is_none(),
         explicit_owner: copy.chown.is_some(),
-        chmod: copy.chmod.cloned(),
+        chmod: copy.chmod.clone(),
         excludes,
-        parents: copy.parents,
-        unpack_archives: copy.unpack,
+        parents,
+        unpack_archives,
         created_mtime: inputs.sde.unwrap_or(0),
     };
-    let from_root = source_root(copy.from)?;
+    let from_root = source_root(copy.from())?;
     make_layer(inputs, step, image, &spec, from_root.as_deref())
 }
 
@@ -201,8 +170,4 @@ pub(crate) fn make_layer(
         staging: Some(staging),
         adopt: staged.owners_applied,
     })
-}
-
-fn is_remote(src: &str) -> bool {
-    src.starts_with("http://") || src.starts_with("https://") || src.starts_with("git@")
 }

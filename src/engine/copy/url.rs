@@ -39,11 +39,6 @@ pub enum UrlError {
     },
 }
 
-/// Whether an ADD source is an HTTP(S) URL (BuildKit's `isHTTPSource`).
-pub fn is_url(src: &str) -> bool {
-    src.starts_with("http://") || src.starts_with("https://")
-}
-
 /// `path.Base(u.Path)` of the URL, or `__unnamed__` (convert_copy.go).
 pub fn file_name(url: &str) -> String {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);

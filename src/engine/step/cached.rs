@@ -19,7 +19,7 @@ use crate::plan::{CopySource, Instruction, Mount, Step};
 pub fn produces_layer(step: &Step) -> bool {
     matches!(
         step.instruction,
-        Instruction::Run(_) | Instruction::Copy(_) | Instruction::Add(_) | Instruction::Workdir(_)
+        Instruction::Run(_) | Instruction::Copy(_) | Instruction::Workdir(_)
     )
 }
 
@@ -108,24 +108,20 @@ pub fn step_key(
     let mut run_env = None;
     let mut network = None;
     match &step.instruction {
-        Instruction::Copy(c) => match &c.from {
-            Some(from) => sources.push(source_input(inputs, stage_key, from)?),
-            None if !c.sources.is_empty() => {
-                sources.push(context_checksum(inputs, step, &c.sources, &c.excludes)?)
+        Instruction::Copy(c) => {
+            if let Some(from) = c.from() {
+                sources.push(source_input(inputs, stage_key, from)?);
             }
-            None => {}
-        },
-        Instruction::Add(a) if !a.sources.is_empty() => {
-            let (urls, local): (Vec<String>, Vec<String>) = a
-                .sources
-                .iter()
-                .cloned()
-                .partition(|s| crate::engine::copy::url::is_url(s));
-            for u in &urls {
-                sources.push(url_input(inputs, step, u, a.checksum.as_deref())?);
+            for u in c.urls() {
+                let checksum = match &c.kind {
+                    crate::plan::CopyKind::Add { checksum, .. } => checksum.as_deref(),
+                    crate::plan::CopyKind::Copy { .. } => None,
+                };
+                sources.push(url_input(inputs, step, u, checksum)?);
             }
-            if !local.is_empty() {
-                sources.push(context_checksum(inputs, step, &local, &a.excludes)?)
+            let local = c.local_sources();
+            if c.from().is_none() && !local.is_empty() {
+                sources.push(context_checksum(inputs, step, &local, &c.excludes)?)
             }
         }
         Instruction::Run(r) => {

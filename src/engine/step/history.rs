@@ -62,20 +62,15 @@ pub fn created_by(step: &Step) -> Option<String> {
             r.argv(&step.shell).join(" ")
         ),
         Instruction::Copy(c) => copy_text(
-            "COPY",
-            c.parents,
+            if c.is_add() { "ADD" } else { "COPY" },
+            matches!(c.kind, crate::plan::CopyKind::Copy { parents: true, .. }),
             (c.chown.as_deref(), c.chmod.as_ref().map(|m| m.as_str())),
-            &c.sources,
+            &c.sources
+                .iter()
+                .map(|s| s.as_str().to_string())
+                .collect::<Vec<_>>(),
             &c.heredocs,
             &c.dest,
-        ),
-        Instruction::Add(a) => copy_text(
-            "ADD",
-            false,
-            (a.chown.as_deref(), a.chmod.as_ref().map(|m| m.as_str())),
-            &a.sources,
-            &a.heredocs,
-            &a.dest,
         ),
         Instruction::OnBuild(_) => return None,
         Instruction::Healthcheck(_) => {

@@ -65,9 +65,7 @@ pub fn apply_metadata(
         Instruction::StopSignal(s) => c.stop_signal = Some(s.clone()),
         Instruction::Maintainer(m) => config.author = Some(m.clone()),
         Instruction::Workdir(dir) => c.working_dir = Some(dir.clone()),
-        Instruction::Run(_) | Instruction::Copy(_) | Instruction::Add(_) | Instruction::Arg(_) => {
-            return false
-        }
+        Instruction::Run(_) | Instruction::Copy(_) | Instruction::Arg(_) => return false,
     }
     true
 }
