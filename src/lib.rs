@@ -34,6 +34,7 @@
 //! | `dockerfile` | text → typed instructions with spans; directives, heredocs, expansion    |
 //! | `plan`       | instructions + build args + target → stages, DAG, steps                  |
 //! | `packages`   | package build spec (base + apt/conda/pip lines) → a generated Dockerfile |
+//! | `api`        | the wire contract, a leaf: requests, records, build events, error kinds  |
 //! | `context`    | source roots: `.dockerignore`, walking, escape guards, snapshot views    |
 //! | `snapshot`   | RUN's writable layer over committed snapshots: prepare, diff, commit     |
 //! | `exec`       | one process in a sandbox (namespaces, id maps, cgroups); the only unsafe |
@@ -43,7 +44,7 @@
 //! | `cache`      | step cache keys (schema-versioned), records; shared-cache artifact format |
 //! | `registry`   | distribution client: pull, push, auth, per-host TLS/HTTP, mirrors        |
 //! | `engine`     | the one place that wires the pipeline                                    |
-//! | `api`        | the daemon's wire types: requests, records, events, error kinds          |
+//! | `resolve`    | one resolver: a build spec (flags, JSON, kiln.toml) → the engine request |
 //! | `daemon`     | Unix-socket JSON API, build queue, event logs, records, systemd          |
 //! | `cli`        | flags → validated commands → embedded engine → rendering                 |
 
@@ -69,6 +70,7 @@ pub mod plan;
 pub mod reference;
 pub mod registry;
 pub mod report;
+pub mod resolve;
 pub mod snapshot;
 pub mod store;
 pub mod sync;

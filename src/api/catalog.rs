@@ -135,41 +135,4 @@ mod tests {
         assert_eq!(image_name("py--tools..x-"), "py-tools.x");
         assert_eq!(image_name("data.science"), "data.science");
     }
-
-    #[test]
-    fn the_resolver_generates_the_dockerfile_of_a_package_build() {
-        use crate::api::{resolve, BuildSpec, PackageSpec};
-        let cfg = crate::config::Config::default();
-        let mut spec = BuildSpec {
-            context: Some("/tmp".into()),
-            packages: Some(PackageSpec {
-                base: "debian:bookworm".into(),
-                gpu_base: Some("nvidia/cuda:12.4.1-base-ubuntu22.04".into()),
-                apt: vec!["jq".into()],
-                ..PackageSpec::default()
-            }),
-            ..BuildSpec::default()
-        };
-        let text = resolve(&spec, &cfg).unwrap().dockerfile_text.unwrap();
-        assert!(text.contains("FROM debian:bookworm\n"), "{text}");
-        spec.catalog = Some(CatalogSpec {
-            display_name: "g".into(),
-            image_type: ImageType::Gpu,
-            ..CatalogSpec::default()
-        });
-        let text = resolve(&spec, &cfg).unwrap().dockerfile_text.unwrap();
-        assert!(
-            text.contains("FROM nvidia/cuda:12.4.1-base-ubuntu22.04\n"),
-            "{text}"
-        );
-        spec.dockerfile = Some("Dockerfile".into());
-        assert!(resolve(&spec, &cfg)
-            .unwrap_err()
-            .to_string()
-            .contains("not both"));
-        spec.dockerfile = None;
-        spec.packages.as_mut().unwrap().apt = vec!["jq".into(), "x y".into()];
-        let e = resolve(&spec, &cfg).unwrap_err().to_string();
-        assert!(e.contains("packages.apt line 2 \"x y\""), "{e}");
-    }
 }

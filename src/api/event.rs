@@ -1,11 +1,12 @@
-//! The NDJSON event stream of `GET /v1/builds/{id}/events`: every `kiln::engine::Event` with the same
-//! shape (so `--progress json` and the daemon speak one format), plus the daemon's own lifecycle
-//! events (queued, started, push progress, error, cancelled).
+//! The NDJSON event stream of `GET /v1/builds/{id}/events`: the build's own events
+//! ([`BuildEvent`], which the engine emits and `kiln build --progress json` prints), plus the
+//! daemon's lifecycle events (queued, started, push progress, error, cancelled).
+//!
+//! Must not: name the engine; it is the contract the engine, daemon and clients share.
 
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
-use crate::engine;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -31,7 +32,7 @@ pub enum Event {
     Succeeded { manifest: Digest },
     /// An event of the engine, in exactly the shape `kiln build --progress json` prints.
     #[serde(untagged)]
-    Build(engine::Event),
+    Build(BuildEvent),
 }
 
 impl Event {
@@ -44,7 +45,7 @@ impl Event {
     }
 
     /// The engine's event, for the shared progress renderer (None for the daemon's own events).
-    pub fn to_build_event(&self) -> Option<engine::Event> {
+    pub fn to_build_event(&self) -> Option<BuildEvent> {
         match self {
             Event::Build(e) => Some(e.clone()),
             _ => None,
@@ -52,13 +53,198 @@ impl Event {
     }
 }
 
-impl From<&engine::Event> for Event {
-    fn from(e: &engine::Event) -> Event {
+impl From<&BuildEvent> for Event {
+    fn from(e: &BuildEvent) -> Event {
         Event::Build(e.clone())
     }
 }
 
-pub use engine::LayerSummary;
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum BuildEvent {
+    /// The plan is ready: how many stages and steps will run.
+    Planned {
+        stages: usize,
+        steps: usize,
+    },
+    /// A build check or plan warning (`file:line: message`).
+    Warning {
+        message: String,
+    },
+    /// A stage starts from its base.
+    StageStarted {
+        stage: String,
+        base: String,
+    },
+    StepStarted {
+        /// 1-based step number over the whole build.
+        step: usize,
+        total: usize,
+        stage: String,
+        line: usize,
+        instruction: String,
+    },
+    /// The sandbox RUN steps get (announced at the first RUN).
+    Sandbox {
+        rung: String,
+        snapshotter: String,
+        warnings: Vec<String>,
+    },
+    /// Bytes of a layer written so far (compressed).
+    StepProgress {
+        step: usize,
+        bytes: u64,
+    },
+    Log {
+        step: usize,
+        line: String,
+    },
+    StepFinished {
+        step: usize,
+        duration_ms: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        layer: Option<LayerSummary>,
+        /// The step was not run: the step cache had its result.
+        #[serde(default)]
+        cached: bool,
+    },
+    /// Blob bytes moved to (`pushed`) or from (`pulled`) a registry for one image; blobs the other
+    /// side already had do not count.
+    Transferred {
+        kind: String,
+        reference: String,
+        bytes: u64,
+    },
+    /// An output was written (`oci`, `docker`) or a tag set (`store`).
+    Exported {
+        kind: String,
+        dest: String,
+    },
+    /// The shared step cache: a source imported or a cache exported (`action`: imported,
+    /// exported, seeded, fetched), with what it held or cost. A source that is not used is a
+    /// `Warning`.
+    Cache {
+        action: String,
+        source: String,
+        detail: String,
+    },
+    Finished {
+        manifest: Digest,
+        config: Digest,
+        tags: Vec<String>,
+        size: u64,
+        duration_ms: u64,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LayerSummary {
+    pub digest: Digest,
+    pub diff_id: Digest,
+    pub size: u64,
+    pub uncompressed_size: u64,
+}
+
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+impl BuildEvent {
+    /// The event as one line of a plain build log (`--progress plain`, the daemon's `/logs`);
+    /// None for events a log does not show (byte counters).
+    pub fn plain_line(&self) -> Option<String> {
+        Some(match self {
+            BuildEvent::Planned { stages, steps } => {
+                format!("planned {stages} stage(s), {steps} step(s)")
+            }
+            BuildEvent::Warning { message } => format!("WARNING: {message}"),
+            BuildEvent::StageStarted { stage, base } => format!("[{stage}] FROM {base}"),
+            BuildEvent::StepStarted {
+                step,
+                total,
+                stage,
+                instruction,
+                ..
+            } => format!(
+                "[{stage} {step}/{total}] {}",
+                instruction.lines().next().unwrap_or("")
+            ),
+            BuildEvent::Sandbox {
+                rung,
+                snapshotter,
+                warnings,
+            } => {
+                let mut text = format!("sandbox: {rung} rung, {snapshotter} snapshots");
+                for w in warnings {
+                    text.push_str(&format!("\nWARNING: {w}"));
+                }
+                text
+            }
+            BuildEvent::StepProgress { .. } => return None,
+            BuildEvent::Log { line, .. } => format!("  {line}"),
+            BuildEvent::StepFinished {
+                step,
+                duration_ms,
+                layer,
+                cached,
+            } => {
+                let secs = *duration_ms as f64 / 1000.0;
+                let what = match layer {
+                    Some(l) => format!(
+                        "layer {} {} ({} uncompressed)",
+                        l.digest.short(),
+                        human(l.size),
+                        human(l.uncompressed_size)
+                    ),
+                    None => "config".to_string(),
+                };
+                if *cached {
+                    format!("  #{step} CACHED: {what}")
+                } else {
+                    format!("  #{step} done in {secs:.2}s: {what}")
+                }
+            }
+            BuildEvent::Exported { kind, dest } => format!("exported {kind}: {dest}"),
+            BuildEvent::Cache {
+                action,
+                source,
+                detail,
+            } => format!("cache {action} {source}: {detail}"),
+            BuildEvent::Transferred {
+                kind,
+                reference,
+                bytes,
+            } => format!("{kind} {} for {reference}", human(*bytes)),
+            BuildEvent::Finished {
+                manifest,
+                tags,
+                size,
+                duration_ms,
+                ..
+            } => format!(
+                "built {manifest} ({}) in {:.2}s{}",
+                human(*size),
+                *duration_ms as f64 / 1000.0,
+                if tags.is_empty() {
+                    String::new()
+                } else {
+                    format!(", tagged {}", tags.join(", "))
+                }
+            ),
+        })
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -66,7 +252,7 @@ mod tests {
 
     #[test]
     fn engine_events_keep_their_shape() {
-        let e = engine::Event::Log {
+        let e = BuildEvent::Log {
             step: 2,
             line: "hi".into(),
         };

@@ -6,15 +6,13 @@
 
 mod catalog;
 mod event;
-mod resolve;
 
 pub use crate::packages::PackageSpec;
 pub use catalog::{
     check_display_name, image_name, CatalogEntry, CatalogSpec, CatalogStatus, CatalogUpdate,
     ImageType,
 };
-pub use event::{Event, LayerSummary};
-pub use resolve::{resolve, SpecError};
+pub use event::{BuildEvent, Event, LayerSummary};
 
 use std::collections::BTreeMap;
 use std::fmt;

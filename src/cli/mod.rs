@@ -290,7 +290,7 @@ fn load_config(path: &Option<PathBuf>) -> Result<Config> {
 
 fn cmd_build(root: &Option<PathBuf>, cfg: &Config, args: BuildArgs) -> Result<i32> {
     let spec = spec::from_flags(&args, spec::Reader::Local)?;
-    let req = crate::api::resolve(&spec, cfg)?;
+    let req = crate::resolve::resolve(&spec, cfg)?;
     let store = open_store(root)?;
     let cancel = Cancel::new();
     {

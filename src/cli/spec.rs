@@ -1,6 +1,6 @@
 //! `kiln build` flags → the API's `BuildSpec`, the one form every build request takes (the low half
 //! of ripgrep's split). A flag not typed stays `None`; kiln.toml and kiln's defaults are filled in by
-//! `api::resolve`, the same resolver the daemon runs, so a build makes the same image whether or not
+//! `crate::resolve`, the same resolver the daemon runs, so a build makes the same image whether or not
 //! a daemon answers.
 //!
 //! Must not: apply a default or read kiln.toml (that is the resolver's job), or print a secret.

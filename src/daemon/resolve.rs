@@ -1,4 +1,4 @@
-//! The daemon's checks on top of the one resolver (`api::resolve`): paths resolved under the
+//! The daemon's checks on top of the one resolver (`crate::resolve`): paths resolved under the
 //! allowed roots (symlinks followed, escapes refused), inline secrets written to private files,
 //! the daemon's capacity share. Everything a client can get wrong is a 4xx here, before the build
 //! is accepted.
@@ -136,7 +136,7 @@ fn bad(msg: String) -> ApiError {
 }
 
 /// Check `spec`'s paths against the roots, write inline secrets to private files, then hand the
-/// rewritten spec to the one resolver (`api::resolve`) that the embedded engine uses too, and add
+/// rewritten spec to the one resolver (`crate::resolve`) that the embedded engine uses too, and add
 /// what only the daemon decides (its helper binary, its capacity share). `context_dir` is an
 /// unpacked tar body, if any.
 pub(super) fn prepare(
@@ -207,7 +207,7 @@ pub(super) fn prepare(
         .map(|c| c.password.clone())
         .collect();
     let secret_dir = local_secrets(&mut local, roots, secrets_root, &mut sensitive)?;
-    let mut req = crate::api::resolve(&local, config).map_err(|e| bad(e.to_string()))?;
+    let mut req = crate::resolve::resolve(&local, config).map_err(|e| bad(e.to_string()))?;
     if spec.packages.is_some() {
         dockerfile_text.clone_from(&req.dockerfile_text);
     }

@@ -3,7 +3,8 @@
 //! `None`; [`resolve`] layers the request over kiln.toml's spec and fills in kiln's defaults, so the
 //! embedded engine and the daemon build the same image from the same inputs. The daemon first
 //! checks and rewrites paths under its context roots (and writes inline secrets to private files);
-//! that is its business, not this module's.
+//! that is its business, not this module's. It sits above the engine and below the daemon and the
+//! CLI: the wire types (`api`) stay a leaf that never names the engine.
 //!
 //! Precedence, most specific first: the request (a flag typed on the command line, even with the
 //! default value, or a JSON field) → kiln.toml (`[build]`, `[worker.oci]`) → kiln's defaults.
@@ -15,7 +16,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{BuildSpec, Memory};
+use crate::api::{BuildSpec, Memory};
 use crate::config::Config;
 use crate::engine::{BuildRequest, Output, RegistryAccess, SecretSource};
 use crate::exec::{Network, Rung};
@@ -178,7 +179,7 @@ fn package_dockerfile(
     }
     // A `gpu` catalog image is built on the GPU base.
     let base = match &s.catalog {
-        Some(c) if c.image_type == super::ImageType::Gpu => p.gpu_base(),
+        Some(c) if c.image_type == crate::api::ImageType::Gpu => p.gpu_base(),
         _ => &p.base,
     };
     p.dockerfile(base)
@@ -299,4 +300,46 @@ fn resolve_registry(
         credentials,
         insecure,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_resolver_generates_the_dockerfile_of_a_package_build() {
+        use crate::api::{BuildSpec, CatalogSpec, ImageType, PackageSpec};
+        let cfg = crate::config::Config::default();
+        let mut spec = BuildSpec {
+            context: Some("/tmp".into()),
+            packages: Some(PackageSpec {
+                base: "debian:bookworm".into(),
+                gpu_base: Some("nvidia/cuda:12.4.1-base-ubuntu22.04".into()),
+                apt: vec!["jq".into()],
+                ..PackageSpec::default()
+            }),
+            ..BuildSpec::default()
+        };
+        let text = resolve(&spec, &cfg).unwrap().dockerfile_text.unwrap();
+        assert!(text.contains("FROM debian:bookworm\n"), "{text}");
+        spec.catalog = Some(CatalogSpec {
+            display_name: "g".into(),
+            image_type: ImageType::Gpu,
+            ..CatalogSpec::default()
+        });
+        let text = resolve(&spec, &cfg).unwrap().dockerfile_text.unwrap();
+        assert!(
+            text.contains("FROM nvidia/cuda:12.4.1-base-ubuntu22.04\n"),
+            "{text}"
+        );
+        spec.dockerfile = Some("Dockerfile".into());
+        assert!(resolve(&spec, &cfg)
+            .unwrap_err()
+            .to_string()
+            .contains("not both"));
+        spec.dockerfile = None;
+        spec.packages.as_mut().unwrap().apt = vec!["jq".into(), "x y".into()];
+        let e = resolve(&spec, &cfg).unwrap_err().to_string();
+        assert!(e.contains("packages.apt line 2 \"x y\""), "{e}");
+    }
 }
