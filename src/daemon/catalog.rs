@@ -1,5 +1,6 @@
 //! The image catalog: entries (display name, generated image name, type, URLs, visibility,
-//! status) kept in kiln.db's `catalog` records, the `/v1/catalog` routes, and the status a build
+//! status) kept in kiln.db's `catalog` records (the `/v1/catalog` routes are `http/catalog.rs`),
+//! and the status a build
 //! with a `"catalog"` field drives: `building` when accepted, `ready` with the pushed URL(s) when
 //! it succeeds, `failed` otherwise.
 //!
@@ -8,30 +9,23 @@
 
 use std::sync::Mutex;
 
-use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, RawQuery, State as AxState};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use crate::api::{self, kind, BuildSpec, CatalogEntry, CatalogSpec, CatalogStatus, ImageType};
 
-use crate::api::{
-    self, kind, BuildSpec, CatalogEntry, CatalogSpec, CatalogStatus, CatalogUpdate, ImageType,
-};
-
+use super::hooks::{Ended, Outcome};
 use super::records::RecordError;
-use super::{now, policy, ApiError, PeerCred, Shared};
+use super::{now, ApiError, Shared};
 
 /// The records namespace in kiln.db.
-const NS: &str = "catalog";
+pub(super) const NS: &str = "catalog";
 
 /// Serialises read-modify-write of entries (two builds of one `universal` entry end together).
 static LOCK: Mutex<()> = Mutex::new(());
 
-fn lock() -> std::sync::MutexGuard<'static, ()> {
+pub(super) fn lock() -> std::sync::MutexGuard<'static, ()> {
     crate::sync::lock(&LOCK)
 }
 
-fn load(state: &Shared, name: &str) -> Result<Option<CatalogEntry>, ApiError> {
+pub(super) fn load(state: &Shared, name: &str) -> Result<Option<CatalogEntry>, ApiError> {
     match state.store.db().record_get(NS, name)? {
         Some(v) => serde_json::from_str(&v)
             .map(Some)
@@ -40,13 +34,13 @@ fn load(state: &Shared, name: &str) -> Result<Option<CatalogEntry>, ApiError> {
     }
 }
 
-fn save(state: &Shared, e: &CatalogEntry) -> Result<(), ApiError> {
+pub(super) fn save(state: &Shared, e: &CatalogEntry) -> Result<(), ApiError> {
     let v = serde_json::to_string(e).map_err(ApiError::internal)?;
     state.store.db().record_put(NS, &e.name, &v)?;
     Ok(())
 }
 
-fn all(state: &Shared) -> Result<Vec<CatalogEntry>, ApiError> {
+pub(super) fn all(state: &Shared) -> Result<Vec<CatalogEntry>, ApiError> {
     let mut out = Vec::new();
     for (_, v) in state.store.db().record_list(NS)? {
         if let Ok(e) = serde_json::from_str::<CatalogEntry>(&v) {
@@ -56,12 +50,12 @@ fn all(state: &Shared) -> Result<Vec<CatalogEntry>, ApiError> {
     Ok(out)
 }
 
-fn bad(message: impl Into<String>) -> ApiError {
+pub(super) fn bad(message: impl Into<String>) -> ApiError {
     ApiError::bad(kind::INVALID_REQUEST, message)
 }
 
 /// A URL an entry may point at: an image reference.
-fn check_url(field: &str, url: &Option<String>) -> Result<(), ApiError> {
+pub(super) fn check_url(field: &str, url: &Option<String>) -> Result<(), ApiError> {
     if let Some(u) = url {
         u.parse::<crate::reference::Reference>()
             .map_err(|e| bad(format!("{field} {u:?} is not an image reference: {e}")))?;
@@ -69,7 +63,7 @@ fn check_url(field: &str, url: &Option<String>) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn check_groups(groups: &[String]) -> Result<(), ApiError> {
+pub(super) fn check_groups(groups: &[String]) -> Result<(), ApiError> {
     for g in groups {
         if g.is_empty()
             || !g
@@ -197,40 +191,30 @@ fn settle_if_ended(state: &Shared, id: &str) -> Result<(), ApiError> {
                 .and_then(|d| d.result_json)
                 .and_then(|j| serde_json::from_str::<api::BuildOutcome>(&j).ok())
                 .map(|o| o.tags);
-            build_ended(state, id, Some(&tags.unwrap_or_default()), None)
+            let _g = lock();
+            update_entry(state, id, Some(&tags.unwrap_or_default()), None)
         }
-        Some(st) if st.is_final() => build_ended(state, id, None, rec.error.as_deref()),
+        Some(st) if st.is_final() => {
+            let _g = lock();
+            update_entry(state, id, None, rec.error.as_deref())
+        }
         _ => Ok(()),
     };
     settled.map_err(|e| ApiError::internal(super::error_chain(&e)))
 }
 
-/// A build ended: the entry it drives takes its URL(s) and becomes `ready` once every build of it
-/// succeeded, `failed` as soon as one did not. The caller logs a failure and fails the build.
-pub(super) fn build_ended(
-    state: &Shared,
-    id: &str,
-    tags: Option<&[String]>,
-    error: Option<&str>,
-) -> Result<(), RecordError> {
+/// The catalog's subscriber to the "build ended" hook: the entry the build drives takes its
+/// URL(s) and becomes `ready` once every build of it succeeded, `failed` as soon as one did not.
+/// It runs after the build's status is recorded and under the catalog lock, so of the two builds
+/// of a universal entry ending at once the later to take the lock reads the other as ended.
+pub(super) fn on_build_ended(state: &Shared, ended: &Ended<'_>) -> Result<(), RecordError> {
     let _g = lock();
-    update_entry(state, id, tags, error)
-}
-
-/// A build succeeded: its entry is updated as by [`build_ended`], then `record_status` writes the
-/// build's own status while the catalog lock is still held. The two builds of a universal entry
-/// may end at once; each decides `ready` by reading the other's status, so each must see the other
-/// either ended and recorded, or still to come (which then finds this one recorded) — never both
-/// "not yet", which left the entry `building` for ever.
-pub(super) fn build_succeeded(
-    state: &Shared,
-    id: &str,
-    tags: &[String],
-    record_status: impl FnOnce() -> Result<(), RecordError>,
-) -> Result<(), RecordError> {
-    let _g = lock();
-    update_entry(state, id, Some(tags), None)?;
-    record_status()
+    match ended.outcome {
+        Outcome::Succeeded { tags } => update_entry(state, ended.id, Some(tags), None),
+        Outcome::Failed { error } | Outcome::Interrupted { reason: error } => {
+            update_entry(state, ended.id, None, Some(error))
+        }
+    }
 }
 
 fn update_entry(
@@ -295,7 +279,7 @@ fn update_entry(
         })
 }
 
-fn matches(e: &CatalogEntry, q: &str) -> bool {
+pub(super) fn matches(e: &CatalogEntry, q: &str) -> bool {
     let q = q.to_lowercase();
     [
         Some(&e.name),
@@ -310,7 +294,7 @@ fn matches(e: &CatalogEntry, q: &str) -> bool {
 }
 
 /// `%XX` and `+` decoded (a `?q=` value).
-fn decode(s: &str) -> String {
+pub(super) fn decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -332,172 +316,6 @@ fn decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-/// `GET /v1/catalog[?q=]`: the entries the caller may see, keyword-filtered.
-pub(super) async fn list(
-    AxState(state): AxState<Shared>,
-    ConnectInfo(peer): ConnectInfo<PeerCred>,
-    RawQuery(q): RawQuery,
-) -> Result<Response, ApiError> {
-    let q = q
-        .as_deref()
-        .unwrap_or("")
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("q="))
-        .map(decode);
-    let who = policy::caller(&state, peer.0);
-    let out: Vec<CatalogEntry> = all(&state)?
-        .into_iter()
-        .filter(|e| who.may_see(e.global, &e.groups))
-        .filter(|e| q.as_deref().is_none_or(|q| matches(e, q)))
-        .collect();
-    Ok(Json(out).into_response())
-}
-
-fn visible(state: &Shared, peer: PeerCred, name: &str) -> Result<CatalogEntry, ApiError> {
-    let who = policy::caller(state, peer.0);
-    match load(state, name)? {
-        Some(e) if who.may_see(e.global, &e.groups) => Ok(e),
-        _ => Err(ApiError::not_found(format!("no catalog entry {name:?}"))),
-    }
-}
-
-pub(super) async fn show(
-    AxState(state): AxState<Shared>,
-    ConnectInfo(peer): ConnectInfo<PeerCred>,
-    Path(name): Path<String>,
-) -> Result<Response, ApiError> {
-    Ok(Json(visible(&state, peer, &name)?).into_response())
-}
-
-fn apply(e: &mut CatalogEntry, u: CatalogUpdate) -> Result<(), ApiError> {
-    if let Some(d) = u.display_name {
-        api::check_display_name(&d).map_err(bad)?;
-        e.display_name = d;
-    }
-    check_url("url", &u.url)?;
-    check_url("gpu_url", &u.gpu_url)?;
-    if let Some(g) = &u.groups {
-        check_groups(g)?;
-    }
-    if let Some(d) = u.description {
-        e.description = d;
-    }
-    if let Some(t) = u.image_type {
-        e.image_type = t;
-    }
-    if u.url.is_some() {
-        e.url = u.url;
-    }
-    if u.gpu_url.is_some() {
-        e.gpu_url = u.gpu_url;
-    }
-    if u.pull_secret.is_some() {
-        e.pull_secret = u.pull_secret;
-    }
-    if let Some(g) = u.groups {
-        e.global = u.global.unwrap_or(g.is_empty());
-        e.groups = g;
-    } else if let Some(gl) = u.global {
-        e.global = gl;
-    }
-    e.updated = now();
-    Ok(())
-}
-
-async fn body_json<T: serde::de::DeserializeOwned>(
-    state: &Shared,
-    headers: &HeaderMap,
-    body: Body,
-    what: &str,
-) -> Result<T, ApiError> {
-    let bytes = super::routes::read_body(headers, body, state.settings.max_json_body).await?;
-    super::routes::parse_json(&bytes, what)
-}
-
-/// `POST /v1/catalog`: an existing image (its `url` required) becomes a `ready` entry.
-pub(super) async fn create(
-    AxState(state): AxState<Shared>,
-    ConnectInfo(peer): ConnectInfo<PeerCred>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let u: CatalogUpdate = body_json(&state, &headers, body, "catalog entry").await?;
-    let who = policy::caller(&state, peer.0);
-    who.may_manage_catalog()?;
-    let display = u
-        .display_name
-        .clone()
-        .ok_or_else(|| bad("display_name: missing"))?;
-    api::check_display_name(&display).map_err(bad)?;
-    if u.url.is_none() {
-        return Err(bad("url: missing (the image to list; builds create entries with a build spec's \"catalog\")"));
-    }
-    let _g = lock();
-    let name = api::image_name(&display);
-    if load(&state, &name)?.is_some() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            kind::CONFLICT,
-            format!("catalog entry {name:?} exists (PUT /v1/catalog/{name} changes it)"),
-        ));
-    }
-    let t = now();
-    let mut e = CatalogEntry {
-        name,
-        display_name: display,
-        description: String::new(),
-        image_type: ImageType::Cpu,
-        url: None,
-        gpu_url: None,
-        pull_secret: None,
-        global: true,
-        groups: Vec::new(),
-        status: CatalogStatus::Ready,
-        build_id: None,
-        gpu_build_id: None,
-        error: None,
-        created: t,
-        updated: t,
-    };
-    apply(&mut e, u)?;
-    who.may_use_groups(e.global, &e.groups)?;
-    save(&state, &e)?;
-    Ok((StatusCode::CREATED, Json(e)).into_response())
-}
-
-/// `PUT /v1/catalog/{name}`: change the fields given.
-pub(super) async fn update(
-    AxState(state): AxState<Shared>,
-    ConnectInfo(peer): ConnectInfo<PeerCred>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let u: CatalogUpdate = body_json(&state, &headers, body, "catalog changes").await?;
-    policy::caller(&state, peer.0).may_manage_catalog()?;
-    let _g = lock();
-    let mut e = visible(&state, peer, &name)?;
-    policy::caller(&state, peer.0).may_use_groups(e.global, &e.groups)?;
-    apply(&mut e, u)?;
-    policy::caller(&state, peer.0).may_use_groups(e.global, &e.groups)?;
-    save(&state, &e)?;
-    Ok(Json(e).into_response())
-}
-
-/// `DELETE /v1/catalog/{name}`.
-pub(super) async fn delete(
-    AxState(state): AxState<Shared>,
-    ConnectInfo(peer): ConnectInfo<PeerCred>,
-    Path(name): Path<String>,
-) -> Result<Response, ApiError> {
-    policy::caller(&state, peer.0).may_manage_catalog()?;
-    let _g = lock();
-    let e = visible(&state, peer, &name)?;
-    policy::caller(&state, peer.0).may_use_groups(e.global, &e.groups)?;
-    state.store.db().record_delete(NS, &name)?;
-    Ok(Json(serde_json::json!({"removed": name})).into_response())
 }
 
 #[cfg(test)]

@@ -39,8 +39,21 @@ pub(crate) struct AutoGc {
     usage: Mutex<Option<(Instant, serde_json::Value)>>,
 }
 
+/// The GC's subscriber to the "build ended" hook: a build that ran here may have left garbage,
+/// so the GC task runs its policies (throttled); an interrupted build found at start-up did not
+/// run here.
+pub(super) fn on_build_ended(
+    state: &Shared,
+    ended: &super::hooks::Ended<'_>,
+) -> Result<(), super::records::RecordError> {
+    if !matches!(ended.outcome, super::hooks::Outcome::Interrupted { .. }) {
+        state.gc.build_ended();
+    }
+    Ok(())
+}
+
 impl AutoGc {
-    pub fn build_ended(&self) {
+    fn build_ended(&self) {
         self.forget_usage();
         self.build_ended.notify_one();
     }

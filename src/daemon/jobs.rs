@@ -17,6 +17,7 @@ use crate::exec::Cancel;
 use crate::store::{BuildDetails, BuildRecord, StoreError};
 
 use super::events::{self, EventLog};
+use super::hooks;
 use super::log;
 use super::outputs;
 use super::records;
@@ -204,7 +205,6 @@ async fn drive(state: Shared, job: Arc<Job>, prepared: Prepared) {
         );
     }
     state.jobs.lock().remove(&job.id);
-    state.gc.build_ended();
 }
 
 /// On a blocking thread: mark the build running and run it. A build whose record cannot say it
@@ -297,23 +297,22 @@ fn built(out: &BuildOutcome) -> String {
     )
 }
 
-/// Record a succeeded build (its result, its catalog entry, its status). The first write kiln.db
-/// refuses fails the build instead, with the cause.
-fn record_success(state: &Shared, job: &Job, out: &BuildOutcome) -> Result<(), String> {
+/// Record a succeeded build (its result, then its status) and announce its end. The first write
+/// kiln.db refuses fails the build instead, with the cause; what a hook subscriber could not do
+/// is returned as warnings for the build's events.
+fn record_success(state: &Shared, job: &Job, out: &BuildOutcome) -> Result<Vec<String>, String> {
     let details = BuildDetails {
         result_json: serde_json::to_string(out).ok(),
         ..BuildDetails::default()
     };
     let written = records::details(state, &job.id, "result", &details).and_then(|()| {
-        super::catalog::build_succeeded(state, &job.id, &out.tags, || {
-            let end = records::End {
-                status: Status::Succeeded,
-                manifest: Some(out.manifest.clone()),
-                finished: now(),
-                error: None,
-            };
-            records::succeeded(state, &job.id, &end)
-        })
+        let end = records::End {
+            status: Status::Succeeded,
+            manifest: Some(out.manifest.clone()),
+            finished: now(),
+            error: None,
+        };
+        records::succeeded(state, &job.id, &end)
     });
     written.map_err(|e| {
         format!(
@@ -321,7 +320,21 @@ fn record_success(state: &Shared, job: &Job, out: &BuildOutcome) -> Result<(), S
             built(out),
             records::logged(&e, &job.id)
         )
-    })
+    })?;
+    let ended = hooks::Ended {
+        id: &job.id,
+        outcome: hooks::Outcome::Succeeded { tags: &out.tags },
+    };
+    Ok(hooks::announce(state, &ended))
+}
+
+/// Warnings in the build's events for what a "build ended" subscriber could not do.
+fn hook_warnings(job: &Job, failed: Vec<String>) {
+    for f in failed {
+        job.log.append(&Event::Build(engine::Event::Warning {
+            message: format!("after the build ended, {f}"),
+        }));
+    }
 }
 
 fn finish(state: &Shared, job: &Job, outcome: Finish) {
@@ -332,7 +345,8 @@ fn finish(state: &Shared, job: &Job, outcome: Finish) {
     let id = ("id", job.id.as_str().into());
     let outcome = match outcome {
         Finish::Succeeded(out) => match record_success(state, job, &out) {
-            Ok(()) => {
+            Ok(failed) => {
+                hook_warnings(job, failed);
                 if let Ok(manifest) = out.manifest.parse() {
                     job.log.append(&Event::Succeeded { manifest });
                 }
@@ -397,16 +411,19 @@ fn finish(state: &Shared, job: &Job, outcome: Finish) {
             (Status::Cancelled, reason)
         }
     };
-    if let Err(e) = super::catalog::build_ended(state, &job.id, None, Some(&error)) {
-        records::logged(&e, &job.id);
-    }
     let end = records::End {
         status,
         manifest: None,
         finished: now(),
-        error: Some(error),
+        error: Some(error.clone()),
     };
     records::ended(state, &job.id, end);
+    let ended = hooks::Ended {
+        id: &job.id,
+        outcome: hooks::Outcome::Failed { error: &error },
+    };
+    // The terminal event is in the log already; a subscriber's failure is logged only.
+    drop(hooks::announce(state, &ended));
     state.metrics.finished(status);
 }
 
@@ -568,9 +585,11 @@ pub(crate) fn recover(state: &Shared) -> Result<(), StoreError> {
             &[("id", id.as_str().into()), ("reason", reason.into())],
         );
         // A catalog entry it drove fails with it, not `building` for ever.
-        if let Err(e) = super::catalog::build_ended(state, &id, None, Some(reason)) {
-            records::logged(&e, &id);
-        }
+        let ended = hooks::Ended {
+            id: &id,
+            outcome: hooks::Outcome::Interrupted { reason },
+        };
+        drop(hooks::announce(state, &ended));
         let path = state.logs_dir().join(format!("{id}.ndjson"));
         let end = Event::Error {
             kind: kind::INTERRUPTED.into(),

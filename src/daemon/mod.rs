@@ -10,6 +10,8 @@ mod catalog;
 mod config_api;
 mod events;
 mod gc;
+mod hooks;
+mod http;
 mod jobs;
 pub mod log;
 mod metrics;
@@ -18,7 +20,6 @@ mod outputs;
 mod policy;
 mod records;
 mod resolve;
-mod routes;
 pub mod systemd;
 
 use std::collections::HashMap;
@@ -318,7 +319,7 @@ pub async fn run(
     for w in &crate::sync::lock(&state.config).warnings {
         log::warn("config.warning", &[("message", w.as_str().into())]);
     }
-    let app = routes::router(state.clone());
+    let app = http::router(state.clone());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
         axum::serve(
