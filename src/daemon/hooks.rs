@@ -1,6 +1,6 @@
-//! The "build ended" hook. What must follow a build's end subscribes here — the catalog entry
-//! the build drives (`catalog.rs`), the automatic GC (`gc.rs`) — so the build queue (`jobs.rs`)
-//! only announces ends and names none of them. Subscribers run in order, after the build's own
+//! The "build ended" hook. What must follow a build's end subscribes to it — the catalog entry
+//! the build drives (`catalog.rs`), the automatic GC (`gc.rs`), listed in `daemon/mod.rs`'s
+//! `BUILD_ENDED` — so the build queue (`jobs.rs`) only announces ends and names none of them. Subscribers run in order, after the build's own
 //! status is recorded: a subscriber that reads other builds' statuses (a universal catalog entry
 //! waits for both of its builds) sees this one's.
 //!
@@ -39,17 +39,11 @@ pub(crate) type Subscriber = (
     fn(&Shared, &Ended<'_>) -> Result<(), RecordError>,
 );
 
-/// The daemon's subscribers, in the order they run.
-pub(crate) const SUBSCRIBERS: [Subscriber; 2] = [
-    ("catalog", super::catalog::on_build_ended),
-    ("gc", super::gc::on_build_ended),
-];
-
 /// Tell every subscriber that a build ended. Returns the failures, each already logged as
 /// `build.hook_failed`, for the caller to add to the build's events.
 pub(crate) fn announce(state: &Shared, ended: &Ended<'_>) -> Vec<String> {
     let mut failed = Vec::new();
-    for (name, subscriber) in SUBSCRIBERS {
+    for (name, subscriber) in super::BUILD_ENDED {
         if let Err(e) = subscriber(state, ended) {
             let text = super::error_chain(&e);
             log::error(

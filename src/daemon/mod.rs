@@ -499,6 +499,12 @@ pub(crate) fn now() -> i64 {
 
 pub(crate) type Shared = Arc<State>;
 
+/// The subscribers to the "build ended" hook (`hooks.rs`), in the order they run.
+pub(crate) const BUILD_ENDED: [hooks::Subscriber; 2] = [
+    ("catalog", catalog::on_build_ended),
+    ("gc", gc::on_build_ended),
+];
+
 /// Jobs by id (running or queued) — re-exported for the routes.
 pub(crate) type JobMap = HashMap<String, Arc<jobs::Job>>;
 

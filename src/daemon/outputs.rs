@@ -119,29 +119,3 @@ fn give(path: &Path, peer: Option<Peer>) -> Result<(), OutputError> {
         }),
     }
 }
-
-/// An output's parent directory under the roots, which may not exist yet: the nearest existing
-/// ancestor is resolved (symlinks followed, escapes refused) and the missing plain names are
-/// appended; they are created by [`prepare`] when the build runs.
-pub(super) fn resolve_parent(roots: &[PathBuf], parent: &str) -> Result<PathBuf, super::ApiError> {
-    use std::path::Component;
-    let mut at = PathBuf::from(parent);
-    let mut missing: Vec<std::ffi::OsString> = Vec::new();
-    loop {
-        let text = match at.as_os_str().is_empty() {
-            true => ".".to_string(),
-            false => at.to_string_lossy().into_owned(),
-        };
-        match super::resolve::resolve_under(roots, &text, "output dest") {
-            Ok(dir) => return Ok(missing.iter().rev().fold(dir, |d, n| d.join(n))),
-            Err(e) if e.kind == crate::api::kind::CONTEXT_NOT_FOUND => {
-                match at.components().next_back() {
-                    Some(Component::Normal(n)) => missing.push(n.to_os_string()),
-                    _ => return Err(e),
-                }
-                at.pop();
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}

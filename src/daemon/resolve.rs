@@ -119,8 +119,7 @@ fn resolve_dest(roots: &[PathBuf], p: &str) -> Result<PathBuf, ApiError> {
         Some(q) if !q.is_empty() => q,
         _ => ".".to_string(),
     };
-    // A missing parent is created (owned by the caller) when the build runs: super::outputs.
-    let dir = super::outputs::resolve_parent(roots, &parent)?;
+    let dir = resolve_parent(roots, &parent)?;
     let full = dir.join(name);
     if let Ok(meta) = fs::symlink_metadata(&full) {
         if meta.file_type().is_symlink() {
@@ -129,6 +128,31 @@ fn resolve_dest(roots: &[PathBuf], p: &str) -> Result<PathBuf, ApiError> {
         }
     }
     Ok(full)
+}
+
+/// An output's parent directory under the roots, which may not exist yet: the nearest existing
+/// ancestor is resolved (symlinks followed, escapes refused) and the missing plain names are
+/// appended; `outputs.rs` creates them, owned by the caller, when the build runs.
+fn resolve_parent(roots: &[PathBuf], parent: &str) -> Result<PathBuf, ApiError> {
+    let mut at = PathBuf::from(parent);
+    let mut missing: Vec<std::ffi::OsString> = Vec::new();
+    loop {
+        let text = match at.as_os_str().is_empty() {
+            true => ".".to_string(),
+            false => at.to_string_lossy().into_owned(),
+        };
+        match resolve_under(roots, &text, "output dest") {
+            Ok(dir) => return Ok(missing.iter().rev().fold(dir, |d, n| d.join(n))),
+            Err(e) if e.kind == kind::CONTEXT_NOT_FOUND => {
+                match at.components().next_back() {
+                    Some(Component::Normal(n)) => missing.push(n.to_os_string()),
+                    _ => return Err(e),
+                }
+                at.pop();
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 fn bad(msg: String) -> ApiError {
