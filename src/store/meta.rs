@@ -68,6 +68,81 @@ pub(super) fn refuse_newer(path: &Path) -> Result<(), StoreError> {
     }
 }
 
+/// The schema's migrations, in order: version `n` is reached by running its SQL over `n - 1`, in
+/// one immediate transaction that also records the new version (so a crash leaves the old one).
+const MIGRATIONS: [(i64, &str); SCHEMA_VERSION as usize] = [
+    (
+        1,
+        "CREATE TABLE IF NOT EXISTS builds (
+         id TEXT PRIMARY KEY,
+         status TEXT NOT NULL,
+         spec_json TEXT NOT NULL,
+         result_digest TEXT,
+         started INTEGER NOT NULL,
+         finished INTEGER,
+         error TEXT
+         );
+         CREATE INDEX IF NOT EXISTS builds_started ON builds (started);",
+    ),
+    // Schema 2: what the daemon shows of a build besides its status.
+    (
+        2,
+        "ALTER TABLE builds ADD COLUMN dockerfile TEXT;
+         ALTER TABLE builds ADD COLUMN peer_uid INTEGER;
+         ALTER TABLE builds ADD COLUMN peer_gid INTEGER;
+         ALTER TABLE builds ADD COLUMN peer_pid INTEGER;
+         ALTER TABLE builds ADD COLUMN steps_json TEXT;
+         ALTER TABLE builds ADD COLUMN result_json TEXT;
+         CREATE INDEX IF NOT EXISTS builds_status ON builds (status);",
+    ),
+    // Schema 3: a namespaced key → value table for records other modules own (the step
+    // cache); the store keeps the rows, never interprets them.
+    (
+        3,
+        "CREATE TABLE IF NOT EXISTS records (
+         namespace TEXT NOT NULL,
+         key TEXT NOT NULL,
+         value TEXT NOT NULL,
+         updated INTEGER NOT NULL,
+         PRIMARY KEY (namespace, key)
+         );",
+    ),
+    // Schema 4: garbage collection. A record may say what it is (`kind`, which GC filters
+    // match; NULL = never collected), which blobs it keeps alive, which directory under
+    // the root it owns, and when it was last used (unix ms) and how often; leases protect
+    // what in-flight builds use; gc_runs remembers what GC freed.
+    (
+        4,
+        "ALTER TABLE records ADD COLUMN kind TEXT;
+         ALTER TABLE records ADD COLUMN blobs TEXT NOT NULL DEFAULT '[]';
+         ALTER TABLE records ADD COLUMN dir TEXT;
+         ALTER TABLE records ADD COLUMN description TEXT;
+         ALTER TABLE records ADD COLUMN last_used INTEGER;
+         ALTER TABLE records ADD COLUMN uses INTEGER NOT NULL DEFAULT 0;
+         CREATE INDEX IF NOT EXISTS records_kind ON records (kind);
+         CREATE TABLE IF NOT EXISTS leases (
+         id TEXT PRIMARY KEY,
+         label TEXT NOT NULL,
+         pid INTEGER NOT NULL,
+         pid_start INTEGER NOT NULL,
+         created INTEGER NOT NULL
+         );
+         CREATE TABLE IF NOT EXISTS lease_resources (
+         lease TEXT NOT NULL,
+         kind TEXT NOT NULL,
+         key TEXT NOT NULL,
+         PRIMARY KEY (lease, kind, key)
+         );
+         CREATE TABLE IF NOT EXISTS gc_runs (
+         at INTEGER NOT NULL,
+         trigger TEXT NOT NULL,
+         bytes INTEGER NOT NULL,
+         items INTEGER NOT NULL,
+         report TEXT NOT NULL
+         );",
+    ),
+];
+
 impl Metadata {
     pub(super) fn open(path: &Path) -> Result<Metadata, StoreError> {
         let db = |action| {
@@ -103,95 +178,17 @@ impl Metadata {
                 supported: SCHEMA_VERSION,
             });
         }
-        if found < 1 {
-            conn.execute_batch(
-                "BEGIN IMMEDIATE;
-                 CREATE TABLE IF NOT EXISTS builds (
-                   id TEXT PRIMARY KEY,
-                   status TEXT NOT NULL,
-                   spec_json TEXT NOT NULL,
-                   result_digest TEXT,
-                   started INTEGER NOT NULL,
-                   finished INTEGER,
-                   error TEXT
-                 );
-                 CREATE INDEX IF NOT EXISTS builds_started ON builds (started);
-                 UPDATE schema_version SET version = 1;
-                 COMMIT;",
-            )
-            .map_err(db("migrating to schema 1"))?;
-        }
-        if found < 2 {
-            // Schema 2: what the daemon shows of a build besides its status.
-            conn.execute_batch(
-                "BEGIN IMMEDIATE;
-                 ALTER TABLE builds ADD COLUMN dockerfile TEXT;
-                 ALTER TABLE builds ADD COLUMN peer_uid INTEGER;
-                 ALTER TABLE builds ADD COLUMN peer_gid INTEGER;
-                 ALTER TABLE builds ADD COLUMN peer_pid INTEGER;
-                 ALTER TABLE builds ADD COLUMN steps_json TEXT;
-                 ALTER TABLE builds ADD COLUMN result_json TEXT;
-                 CREATE INDEX IF NOT EXISTS builds_status ON builds (status);
-                 UPDATE schema_version SET version = 2;
-                 COMMIT;",
-            )
-            .map_err(db("migrating to schema 2"))?;
-        }
-        if found < 3 {
-            // Schema 3: a namespaced key → value table for records other modules own (the step
-            // cache); the store keeps the rows, never interprets them.
-            conn.execute_batch(
-                "BEGIN IMMEDIATE;
-                 CREATE TABLE IF NOT EXISTS records (
-                   namespace TEXT NOT NULL,
-                   key TEXT NOT NULL,
-                   value TEXT NOT NULL,
-                   updated INTEGER NOT NULL,
-                   PRIMARY KEY (namespace, key)
-                 );
-                 UPDATE schema_version SET version = 3;
-                 COMMIT;",
-            )
-            .map_err(db("migrating to schema 3"))?;
-        }
-        if found < 4 {
-            // Schema 4: garbage collection. A record may say what it is (`kind`, which GC filters
-            // match; NULL = never collected), which blobs it keeps alive, which directory under
-            // the root it owns, and when it was last used (unix ms) and how often; leases protect
-            // what in-flight builds use; gc_runs remembers what GC freed.
-            conn.execute_batch(
-                "BEGIN IMMEDIATE;
-                 ALTER TABLE records ADD COLUMN kind TEXT;
-                 ALTER TABLE records ADD COLUMN blobs TEXT NOT NULL DEFAULT '[]';
-                 ALTER TABLE records ADD COLUMN dir TEXT;
-                 ALTER TABLE records ADD COLUMN description TEXT;
-                 ALTER TABLE records ADD COLUMN last_used INTEGER;
-                 ALTER TABLE records ADD COLUMN uses INTEGER NOT NULL DEFAULT 0;
-                 CREATE INDEX IF NOT EXISTS records_kind ON records (kind);
-                 CREATE TABLE IF NOT EXISTS leases (
-                   id TEXT PRIMARY KEY,
-                   label TEXT NOT NULL,
-                   pid INTEGER NOT NULL,
-                   pid_start INTEGER NOT NULL,
-                   created INTEGER NOT NULL
-                 );
-                 CREATE TABLE IF NOT EXISTS lease_resources (
-                   lease TEXT NOT NULL,
-                   kind TEXT NOT NULL,
-                   key TEXT NOT NULL,
-                   PRIMARY KEY (lease, kind, key)
-                 );
-                 CREATE TABLE IF NOT EXISTS gc_runs (
-                   at INTEGER NOT NULL,
-                   trigger TEXT NOT NULL,
-                   bytes INTEGER NOT NULL,
-                   items INTEGER NOT NULL,
-                   report TEXT NOT NULL
-                 );
-                 UPDATE schema_version SET version = 4;
-                 COMMIT;",
-            )
-            .map_err(db("migrating to schema 4"))?;
+        for (version, sql) in MIGRATIONS {
+            if found < version {
+                conn.execute_batch(&format!(
+                    "BEGIN IMMEDIATE; {sql} UPDATE schema_version SET version = {version}; COMMIT;"
+                ))
+                .map_err(|source| StoreError::Db {
+                    action: "migrating the schema",
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+            }
         }
         Ok(Metadata {
             path: path.to_path_buf(),
