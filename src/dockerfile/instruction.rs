@@ -264,52 +264,8 @@ pub(crate) fn parse_line(
     };
     let no_flags = |c: &Ctx| c.flags(&flag_args, &[]).map(|_| ());
     let command = match lower.as_str() {
-        "from" => {
-            let args = if rest.is_empty() {
-                Vec::new()
-            } else {
-                words::split_ws(&rest, false)
-            };
-            let (name, name_as_written, as_keyword) = match args.len() {
-                3 if args[1].eq_ignore_ascii_case("as") => {
-                    let n = args[2].to_ascii_lowercase();
-                    if !valid_stage_name(&n) {
-                        return Err(c.err(
-                            format!("invalid name for build stage: {:?}, name can't start with a number or contain symbols", args[2]),
-                            c.original,
-                        ));
-                    }
-                    (Some(n), Some(args[2].clone()), Some(args[1].clone()))
-                }
-                1 => (None, None, None),
-                _ => return Err(c.err("FROM requires either one or three arguments", trimmed)),
-            };
-            let f = c.flags(&flag_args, &[("platform", Kind::Str)])?;
-            Command::From {
-                base: args[0].clone(),
-                name,
-                name_as_written,
-                as_keyword,
-                platform: f.string("platform"),
-            }
-        }
-        "run" => {
-            let f = c.flags(
-                &flag_args,
-                &[
-                    ("mount", Kind::Strings),
-                    ("network", Kind::Str),
-                    ("security", Kind::Str),
-                ],
-            )?;
-            Command::Run {
-                cmd: cmdline(maybe_json(&rest, &c)?),
-                heredocs: heredocs(line),
-                mounts: f.strings("mount"),
-                network: f.string("network"),
-                security: f.string("security"),
-            }
-        }
+        "from" => parse_from(&rest, &flag_args, &c)?,
+        "run" => parse_run(&rest, &flag_args, line, &c)?,
         "cmd" => {
             no_flags(&c)?;
             Command::Cmd(cmdline(maybe_json(&rest, &c)?))
@@ -377,51 +333,8 @@ pub(crate) fn parse_line(
                 _ => Command::StopSignal(rest.clone()),
             }
         }
-        "arg" => {
-            let ws = words::parse_words(&rest, escape);
-            if ws.is_empty() {
-                return Err(c.at_least_one());
-            }
-            no_flags(&c)?;
-            let mut pairs = Vec::new();
-            for w in ws {
-                match w.split_once('=') {
-                    Some(("", _)) => return Err(c.err("ARG names can not be blank", w)),
-                    Some((k, v)) => pairs.push((k.to_string(), Some(v.to_string()))),
-                    None => pairs.push((w, None)),
-                }
-            }
-            Command::Arg(pairs)
-        }
-        "onbuild" => {
-            if rest.is_empty() {
-                return Err(c.at_least_one());
-            }
-            no_flags(&c)?;
-            let trigger = words::split_ws(&rest, true)[0].to_ascii_uppercase();
-            match trigger.as_str() {
-                "ONBUILD" => {
-                    return Err(c.err(
-                        "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed",
-                        trimmed,
-                    ))
-                }
-                "MAINTAINER" | "FROM" => {
-                    return Err(c.err(
-                        format!("{trigger} isn't allowed as an ONBUILD trigger"),
-                        trimmed,
-                    ))
-                }
-                _ => {}
-            }
-            let mut expression = trimmed[keyword.len()..].trim_start().to_string();
-            for h in &line.heredocs {
-                expression.push('\n');
-                expression.push_str(&h.content);
-                expression.push_str(&h.word.name);
-            }
-            Command::OnBuild { expression }
-        }
+        "arg" => parse_arg(&rest, escape, &flag_args, &c)?,
+        "onbuild" => parse_onbuild(&keyword, &rest, &flag_args, line, &c)?,
         "healthcheck" => parse_healthcheck(&rest, &flag_args, &c)?,
         _ => {
             let mut what = format!("unknown instruction: {keyword}");
@@ -438,6 +351,122 @@ pub(crate) fn parse_line(
         original: trimmed.to_string(),
         command,
     })
+}
+
+/// `FROM [--platform=…] image [AS name]` (BuildKit's `parseFrom`).
+fn parse_from(rest: &str, flag_args: &[String], c: &Ctx) -> Result<Command, ParseError> {
+    let args = if rest.is_empty() {
+        Vec::new()
+    } else {
+        words::split_ws(rest, false)
+    };
+    let (name, name_as_written, as_keyword) = match args.len() {
+        3 if args[1].eq_ignore_ascii_case("as") => {
+            let n = args[2].to_ascii_lowercase();
+            if !valid_stage_name(&n) {
+                return Err(c.err(
+                    format!("invalid name for build stage: {:?}, name can't start with a number or contain symbols", args[2]),
+                    c.original,
+                ));
+            }
+            (Some(n), Some(args[2].clone()), Some(args[1].clone()))
+        }
+        1 => (None, None, None),
+        _ => return Err(c.err("FROM requires either one or three arguments", c.original)),
+    };
+    let f = c.flags(flag_args, &[("platform", Kind::Str)])?;
+    Ok(Command::From {
+        base: args[0].clone(),
+        name,
+        name_as_written,
+        as_keyword,
+        platform: f.string("platform"),
+    })
+}
+
+/// `RUN [--mount=…] [--network=…] [--security=…] command` (BuildKit's `parseRun`).
+fn parse_run(
+    rest: &str,
+    flag_args: &[String],
+    line: &LogicalLine,
+    c: &Ctx,
+) -> Result<Command, ParseError> {
+    let f = c.flags(
+        flag_args,
+        &[
+            ("mount", Kind::Strings),
+            ("network", Kind::Str),
+            ("security", Kind::Str),
+        ],
+    )?;
+    Ok(Command::Run {
+        cmd: cmdline(maybe_json(rest, c)?),
+        heredocs: heredocs(line),
+        mounts: f.strings("mount"),
+        network: f.string("network"),
+        security: f.string("security"),
+    })
+}
+
+/// `ARG name[=default] …` (BuildKit's `parseArg`).
+fn parse_arg(
+    rest: &str,
+    escape: char,
+    flag_args: &[String],
+    c: &Ctx,
+) -> Result<Command, ParseError> {
+    let ws = words::parse_words(rest, escape);
+    if ws.is_empty() {
+        return Err(c.at_least_one());
+    }
+    c.flags(flag_args, &[])?;
+    let mut pairs = Vec::new();
+    for w in ws {
+        match w.split_once('=') {
+            Some(("", _)) => return Err(c.err("ARG names can not be blank", w)),
+            Some((k, v)) => pairs.push((k.to_string(), Some(v.to_string()))),
+            None => pairs.push((w, None)),
+        }
+    }
+    Ok(Command::Arg(pairs))
+}
+
+/// `ONBUILD instruction`: the trigger is kept as written, heredoc bodies included (BuildKit's
+/// `parseOnBuild`).
+fn parse_onbuild(
+    keyword: &str,
+    rest: &str,
+    flag_args: &[String],
+    line: &LogicalLine,
+    c: &Ctx,
+) -> Result<Command, ParseError> {
+    if rest.is_empty() {
+        return Err(c.at_least_one());
+    }
+    c.flags(flag_args, &[])?;
+    let trigger = words::split_ws(rest, true)[0].to_ascii_uppercase();
+    match trigger.as_str() {
+        "ONBUILD" => {
+            return Err(c.err(
+                "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed",
+                c.original,
+            ))
+        }
+        "MAINTAINER" | "FROM" => {
+            return Err(c.err(
+                format!("{trigger} isn't allowed as an ONBUILD trigger"),
+                c.original,
+            ))
+        }
+        _ => {}
+    }
+    let mut expression = c.original[keyword.len()..].trim_start().to_string();
+    for h in &line.heredocs {
+        expression.push('\n');
+        expression.push_str(&h.content);
+        expression.push_str(&h.word.name);
+    }
+    Ok(Command::OnBuild { expression })
 }
 
 /// `^[a-z][a-z0-9-_.]*$`

@@ -227,6 +227,42 @@ fn extract_err(
     }
 }
 
+/// An entry's mode, owners, mtime and `SCHILY.xattr.*` PAX records, and its device numbers.
+/// Like Go's archive/tar, an empty (all-NUL) numeric field reads as 0; only the mode must parse.
+fn entry_attrs<R: Read>(
+    e: &mut ::tar::Entry<'_, R>,
+    name: &str,
+) -> Result<(Attrs, (u32, u32)), LayerError> {
+    let header_err = |e: io::Error| LayerError::BadEntry {
+        entry: name.to_string(),
+        reason: e.to_string(),
+    };
+    let hdr = e.header();
+    let mut attrs = Attrs {
+        mode: hdr.mode().map_err(header_err)? & 0o7777,
+        uid: hdr.uid().unwrap_or(0),
+        gid: hdr.gid().unwrap_or(0),
+        mtime: hdr.mtime().unwrap_or(0) as i64,
+        xattrs: Vec::new(),
+    };
+    let dev = (
+        hdr.device_major().ok().flatten().unwrap_or(0),
+        hdr.device_minor().ok().flatten().unwrap_or(0),
+    );
+    if let Some(exts) = e.pax_extensions().map_err(header_err)? {
+        for ext in exts.flatten() {
+            if let Ok(key) = ext.key() {
+                if let Some(x) = key.strip_prefix("SCHILY.xattr.") {
+                    attrs
+                        .xattrs
+                        .push((x.to_string(), ext.value_bytes().to_vec()));
+                }
+            }
+        }
+    }
+    Ok((attrs, dev))
+}
+
 impl Extractor<'_> {
     fn entry<R: Read>(&mut self, e: &mut ::tar::Entry<'_, R>) -> Result<(), LayerError> {
         let raw = e.path_bytes().into_owned();
@@ -248,35 +284,8 @@ impl Extractor<'_> {
         }
         let parent = self.parents(&name, parents, true)?;
         let target = parent.join(OsStr::from_bytes(base));
-        let hdr = e.header();
-        let header_err = |e: io::Error| LayerError::BadEntry {
-            entry: name.clone(),
-            reason: e.to_string(),
-        };
-        // Like Go's archive/tar, an empty (all-NUL) numeric field reads as 0; only the mode must parse.
-        let mut attrs = Attrs {
-            mode: hdr.mode().map_err(header_err)? & 0o7777,
-            uid: hdr.uid().unwrap_or(0),
-            gid: hdr.gid().unwrap_or(0),
-            mtime: hdr.mtime().unwrap_or(0) as i64,
-            xattrs: Vec::new(),
-        };
-        let dev = (
-            hdr.device_major().ok().flatten().unwrap_or(0),
-            hdr.device_minor().ok().flatten().unwrap_or(0),
-        );
+        let (attrs, dev) = entry_attrs(e, &name)?;
         let link = e.link_name_bytes().map(|l| l.into_owned());
-        if let Some(exts) = e.pax_extensions().map_err(header_err)? {
-            for ext in exts.flatten() {
-                if let Ok(key) = ext.key() {
-                    if let Some(x) = key.strip_prefix("SCHILY.xattr.") {
-                        attrs
-                            .xattrs
-                            .push((x.to_string(), ext.value_bytes().to_vec()));
-                    }
-                }
-            }
-        }
         match kind {
             EntryType::Directory => {
                 match fs::symlink_metadata(&target) {

@@ -407,30 +407,7 @@ fn fetch_blob(
         // One byte past the size shows a longer body; the size is the registry's number, and
         // u64::MAX + 1 would overflow (the commit then reports the size mismatch).
         let mut reader = resp.take(desc.size.saturating_add(1));
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut done = 0u64;
-        let copied: io::Result<()> = loop {
-            match reader.read(&mut buf) {
-                Ok(0) => break Ok(()),
-                Ok(n) => {
-                    if let Err(e) = ingest.write_all(&buf[..n]) {
-                        return Err(RegistryError::Io {
-                            action: "writing blob to",
-                            path: ingest.temp_path().to_path_buf(),
-                            source: e,
-                        });
-                    }
-                    done += n as u64;
-                    note(Progress::BlobBytes {
-                        digest: desc.digest.clone(),
-                        done,
-                        total: desc.size,
-                    });
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => break Err(e),
-            }
-        };
+        let (copied, done) = copy_body(&mut reader, &mut ingest, desc, note)?;
         if let Err(e) = copied {
             if attempt + 1 < client.retry.attempts {
                 note(Progress::Retrying {
@@ -449,36 +426,86 @@ fn fetch_blob(
                 detail: format!("download broke off after {done} bytes: {e}"),
             });
         }
-        return match ingest.commit(Some(&desc.digest), Some(desc.size)) {
-            Ok(_) => {
-                note(Progress::BlobDone {
+        return commit_blob(ingest, ctx, ep, desc, note);
+    }
+}
+
+/// Copy a blob's body into its ingest, reporting progress. Returns how the read ended (a body
+/// that broke off is the caller's to retry) and the bytes copied; a failed write is an error.
+fn copy_body(
+    reader: &mut impl Read,
+    ingest: &mut crate::store::Ingest,
+    desc: &Descriptor,
+    note: &dyn Fn(Progress),
+) -> Result<(io::Result<()>, u64), RegistryError> {
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut done = 0u64;
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => return Ok((Ok(()), done)),
+            Ok(n) => {
+                ingest
+                    .write_all(&buf[..n])
+                    .map_err(|source| RegistryError::Io {
+                        action: "writing blob to",
+                        path: ingest.temp_path().to_path_buf(),
+                        source,
+                    })?;
+                done += n as u64;
+                note(Progress::BlobBytes {
                     digest: desc.digest.clone(),
-                    outcome: BlobOutcome::Downloaded,
+                    done,
+                    total: desc.size,
                 });
-                Ok(())
             }
-            Err(StoreError::DigestMismatch {
-                expected, actual, ..
-            }) => Err(RegistryError::DigestMismatch {
-                host: ep.host.clone(),
-                reference: ctx.reference.clone(),
-                what: format!("blob {}", desc.digest),
-                expected,
-                actual,
-            }),
-            Err(StoreError::SizeMismatch {
-                digest,
-                expected,
-                actual,
-            }) => Err(RegistryError::SizeMismatch {
-                host: ep.host.clone(),
-                reference: ctx.reference.clone(),
-                digest,
-                expected,
-                actual,
-            }),
-            Err(e) => Err(store_err(format!("storing blob {}", desc.digest), e)),
-        };
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Ok((Err(e), done)),
+        }
+    }
+}
+
+/// Commit a downloaded blob, verified against its descriptor; a mismatch names the registry.
+fn commit_blob(
+    ingest: crate::store::Ingest,
+    ctx: &Ctx,
+    ep: &Endpoint,
+    desc: &Descriptor,
+    note: &dyn Fn(Progress),
+) -> Result<(), RegistryError> {
+    match ingest.commit(Some(&desc.digest), Some(desc.size)) {
+        Ok(_) => {
+            note(Progress::BlobDone {
+                digest: desc.digest.clone(),
+                outcome: BlobOutcome::Downloaded,
+            });
+            Ok(())
+        }
+        Err(StoreError::DigestMismatch {
+            expected, actual, ..
+        }) => Err(RegistryError::DigestMismatch {
+            host: ep.host.clone(),
+            reference: ctx.reference.clone(),
+            what: format!("blob {}", desc.digest),
+            expected,
+            actual,
+        }),
+        Err(StoreError::SizeMismatch {
+            digest,
+            expected,
+            actual,
+        }) => Err(RegistryError::SizeMismatch {
+            host: ep.host.clone(),
+            reference: ctx.reference.clone(),
+            digest,
+            expected,
+            actual,
+        }),
+        Err(e) => Err(RegistryError::Store {
+            host: ep.host.clone(),
+            reference: ctx.reference.clone(),
+            action: format!("storing blob {}", desc.digest),
+            source: Box::new(e),
+        }),
     }
 }
 
