@@ -352,6 +352,8 @@ impl ShellWord<'_> {
         }
     }
 
+    /// `$name`, `${name}` and `${name<op>word}`: a port of BuildKit's `processDollar`
+    /// (`frontend/dockerfile/shell/lex.go`) as one function, so its cases map one to one.
     fn process_dollar(&mut self) -> Result<String, ExpandError> {
         self.next();
         if self.peek() != Some('{') {
