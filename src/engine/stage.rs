@@ -226,7 +226,9 @@ impl Engine<'_> {
                 config: ImageConfig::new(&super::base::image_platform(&stage.platform)),
                 layers: Vec::new(),
                 name: "scratch".to_string(),
-                key: super::step::cached::root_key("scratch"),
+                // The platform is part of every key: a base image's root is its platform's
+                // manifest digest, scratch's names the platform.
+                key: super::step::cached::root_key(&format!("scratch {}", stage.platform)),
             },
             Base::Stage(parent) => {
                 let p = self
@@ -626,6 +628,16 @@ impl Engine<'_> {
         self.commit_made(step, st, made, created)
     }
 
+    /// The emulator a RUN step of stage `index` runs through, when its platform is foreign and
+    /// the kernel has no binfmt_misc handler for it (decided before the build, `platforms.rs`).
+    fn emulator(&self, index: usize) -> Option<&Path> {
+        let arch = &self.inputs.plan.stages[index].platform.architecture;
+        match self.inputs.runners.get(arch) {
+            Some(exec::Runner::Mount(p)) => Some(p.as_path()),
+            _ => None,
+        }
+    }
+
     /// The sandbox, probed at the first RUN (a build without RUN never needs one).
     fn sandbox(&self, step: &Step) -> Result<(SandboxConfig, Probe, exec::Rung), BuildError> {
         let mut sandbox = lock(&self.progress.sandbox);
@@ -696,6 +708,7 @@ impl Engine<'_> {
             timeout: self.inputs.req.sandbox.step_timeout,
             network: self.inputs.req.sandbox.network,
             cancel: self.inputs.cancel,
+            emulator: self.emulator(st.index),
         };
         let (changes, upper) = super::step::run::run_step(&ctx, step, run, &mut |line| {
             on_event(&Event::Log { step: n, line })

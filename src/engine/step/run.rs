@@ -30,6 +30,8 @@ pub struct RunContext<'a> {
     pub timeout: Option<std::time::Duration>,
     pub network: exec::Network,
     pub cancel: &'a exec::Cancel,
+    /// The static emulator to run the step through (a foreign platform with no binfmt handler).
+    pub emulator: Option<&'a Path>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +101,7 @@ pub fn run_step(
     };
     spec.resources = ctx.resources;
     spec.timeout = ctx.timeout;
+    spec.emulator = ctx.emulator.map(Path::to_path_buf);
     // `sharing=locked` cache mounts: held exclusively until the step ends.
     let mut _locks = Vec::new();
     for (i, m) in run.mounts.iter().enumerate() {

@@ -1,0 +1,178 @@
+//! One build, many platforms: what the driver (`build.rs`) needs to build every `--platform` side
+//! by side and hand back one image — how each platform's foreign RUN steps run ([`runners`], before
+//! any step runs), the rendezvous where every platform's plan is counted before the first step
+//! ([`Gate`]), the events of each platform renumbered into one build's ([`Member::relabel`]), and
+//! the image index over the per-platform manifests ([`write_index`]).
+//!
+//! BuildKit builds each platform as its own solve of the same frontend and merges them in the
+//! exporter (`exporter/containerimage/writer.go` writes the index from per-platform refs); a
+//! `FROM --platform=$BUILDPLATFORM` stage has the same cache key in every platform, so the step
+//! single-flight (`step/flight.rs`) runs it once and the other platforms take it from the cache.
+//! Attestation manifests per platform would be added to the index here, next to their image.
+//!
+//! Must not: run steps or publish anything — it decides, counts, relabels and writes one blob.
+
+use std::collections::BTreeMap;
+use std::sync::{Condvar, Mutex, OnceLock};
+
+use super::{BuildError, BuildRequest, Event};
+use crate::exec::{self, Runner};
+use crate::image::{self, Descriptor, Index};
+use crate::plan::{Instruction, Plan};
+use crate::store::Store;
+
+/// How the RUN steps of every architecture the plan runs them on will run; an architecture with
+/// no way to run is an error before any step runs.
+pub(super) fn runners(
+    plan: &Plan,
+    req: &BuildRequest,
+) -> Result<BTreeMap<String, Runner>, BuildError> {
+    let mut out = BTreeMap::new();
+    for &i in &plan.order {
+        let stage = &plan.stages[i];
+        let runs = stage
+            .steps
+            .iter()
+            .any(|s| matches!(s.instruction, Instruction::Run(_)));
+        let arch = &stage.platform.architecture;
+        if !runs || out.contains_key(arch) {
+            continue;
+        }
+        let r = exec::emulate::runner(&stage.platform.to_string(), arch, &req.sandbox.emulation)
+            .map_err(BuildError::Emulation)?;
+        out.insert(arch.clone(), r);
+    }
+    Ok(out)
+}
+
+/// A platform's place in the build's step numbering, known once every platform has planned.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Offsets {
+    /// Added to this platform's step numbers.
+    pub first_step: usize,
+    /// Stages and steps of the whole build (every platform).
+    pub stages: usize,
+    pub steps: usize,
+}
+
+/// Where a platform's build waits, planned, until the others have planned.
+pub(super) trait Gate: Sync {
+    fn ready(&self, stages: usize, steps: usize) -> Result<Offsets, BuildError>;
+}
+
+/// The only platform of a build: nothing to wait for.
+pub(super) struct Solo;
+
+impl Gate for Solo {
+    fn ready(&self, stages: usize, steps: usize) -> Result<Offsets, BuildError> {
+        Ok(Offsets {
+            first_step: 0,
+            stages,
+            steps,
+        })
+    }
+}
+
+/// Every platform's plan size, and whether one failed before running anything.
+pub(super) struct Rendezvous {
+    state: Mutex<(Vec<Option<(usize, usize)>>, bool)>,
+    cv: Condvar,
+}
+
+impl Rendezvous {
+    pub fn new(n: usize) -> Rendezvous {
+        Rendezvous {
+            state: Mutex::new((vec![None; n], false)),
+            cv: Condvar::new(),
+        }
+    }
+
+    /// A platform failed: the others stop waiting (and end as cancelled).
+    pub fn fail(&self) {
+        crate::sync::lock(&self.state).1 = true;
+        self.cv.notify_all();
+    }
+
+    pub fn member(&self, index: usize, platform: String) -> Member<'_> {
+        Member {
+            rendezvous: self,
+            index,
+            platform,
+            offsets: OnceLock::new(),
+        }
+    }
+}
+
+/// One platform's side of the [`Rendezvous`].
+pub(super) struct Member<'a> {
+    rendezvous: &'a Rendezvous,
+    index: usize,
+    platform: String,
+    offsets: OnceLock<Offsets>,
+}
+
+impl Gate for Member<'_> {
+    fn ready(&self, stages: usize, steps: usize) -> Result<Offsets, BuildError> {
+        let rv = self.rendezvous;
+        let mut st = crate::sync::lock(&rv.state);
+        st.0[self.index] = Some((stages, steps));
+        rv.cv.notify_all();
+        while !st.1 && st.0.iter().any(Option::is_none) {
+            st = crate::sync::wait(&rv.cv, st);
+        }
+        if st.1 {
+            return Err(BuildError::Cancelled);
+        }
+        let sizes: Vec<(usize, usize)> = st.0.iter().flatten().copied().collect();
+        let offsets = Offsets {
+            first_step: sizes[..self.index].iter().map(|s| s.1).sum(),
+            stages: sizes.iter().map(|s| s.0).sum(),
+            steps: sizes.iter().map(|s| s.1).sum(),
+        };
+        let _ = self.offsets.set(offsets);
+        Ok(offsets)
+    }
+}
+
+impl Member<'_> {
+    /// This platform's event as the whole build tells it: steps numbered after the platforms
+    /// before it, stages named with the platform (BuildKit prints `[linux/arm64 builder 2/3]`),
+    /// `Planned` with the whole build's size (the driver forwards the first one only).
+    pub fn relabel(&self, e: &Event) -> Event {
+        let off = self.offsets.get().copied().unwrap_or_default();
+        let name = |s: &str| format!("{} {s}", self.platform);
+        let mut e = e.clone();
+        match &mut e {
+            Event::Planned { stages, steps } => {
+                *stages = off.stages;
+                *steps = off.steps;
+            }
+            Event::StageStarted { stage, .. } => *stage = name(stage),
+            Event::StepStarted {
+                step, total, stage, ..
+            } => {
+                *step += off.first_step;
+                *total = off.steps;
+                *stage = name(stage);
+            }
+            Event::StepProgress { step, .. }
+            | Event::Log { step, .. }
+            | Event::StepFinished { step, .. } => *step += off.first_step,
+            _ => {}
+        }
+        e
+    }
+}
+
+/// The image index over the per-platform manifests (each descriptor carrying its `platform`),
+/// stored, in the order the platforms were asked for.
+pub(super) fn write_index(store: &Store, manifests: &[Descriptor]) -> Result<Descriptor, BuildError> {
+    let index = Index::new(manifests.to_vec());
+    let bytes = image::canonical_json(&index)?;
+    let digest = store.put_bytes(&bytes, None)?;
+    Ok(Descriptor::new(
+        image::MEDIA_OCI_INDEX,
+        digest,
+        bytes.len() as u64,
+    ))
+}
