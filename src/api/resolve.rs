@@ -113,7 +113,8 @@ pub fn resolve(spec: &BuildSpec, cfg: &Config) -> Result<BuildRequest, SpecError
     req.build_args = checked_map("build_args", &s.build_args)?;
     req.labels = checked_map("labels", &s.labels)?;
     req.target = s.target.clone();
-    req.platforms = crate::plan::platform::parse_list(&s.platforms).map_err(|e| bad("platforms", e))?;
+    req.platforms =
+        crate::plan::platform::parse_list(&s.platforms).map_err(|e| bad("platforms", e))?;
     req.outputs = s
         .outputs
         .iter()

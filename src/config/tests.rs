@@ -304,12 +304,19 @@ fn emulators_and_binfmt_are_read_and_their_unknown_neighbours_warned() {
     let c = Config::from_toml_str(text, "/etc/kiln/kiln.toml").unwrap();
     assert_eq!(c.worker.binfmt, Some(false));
     assert_eq!(
-        c.worker.emulators.get("arm64").map(|p| p.display().to_string()),
+        c.worker
+            .emulators
+            .get("arm64")
+            .map(|p| p.display().to_string()),
         Some("/opt/qemu-aarch64-static".to_string())
     );
     assert_eq!(c.worker.emulators.len(), 2);
     assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
-    assert!(c.warnings[0].contains("worker.oci.emulatorz"), "{:?}", c.warnings);
+    assert!(
+        c.warnings[0].contains("worker.oci.emulatorz"),
+        "{:?}",
+        c.warnings
+    );
     let e = Config::from_toml_str("[worker.oci]\nemulators = { arm64 = 1 }\n", "k.toml")
         .unwrap_err()
         .to_string();

@@ -192,15 +192,20 @@ fn build_platforms(
             })
             .collect();
         drop(tx);
-        let mut planned = false;
+        // Every platform tells the whole build's size and the sandbox it got: said once.
+        let (mut planned, mut sandbox) = (false, false);
         for e in rx {
-            if matches!(e, Event::Planned { .. }) {
-                if planned {
+            let seen = match e {
+                Event::Planned { .. } => &mut planned,
+                Event::Sandbox { .. } => &mut sandbox,
+                _ => {
+                    on_event(&e);
                     continue;
                 }
-                planned = true;
+            };
+            if !std::mem::replace(seen, true) {
+                on_event(&e);
             }
-            on_event(&e);
         }
         handles
             .into_iter()
@@ -453,7 +458,11 @@ fn publish_images(
                 .iter()
                 .map(|(st, key, r)| (k * STRIDE + st, key.clone(), r.clone())),
         );
-        lineage.extend(early_push::lineage(&b.plan).iter().map(|st| k * STRIDE + st));
+        lineage.extend(
+            early_push::lineage(&b.plan)
+                .iter()
+                .map(|st| k * STRIDE + st),
+        );
     }
     let export = cache_export::Inputs {
         store,

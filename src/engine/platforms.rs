@@ -166,7 +166,10 @@ impl Member<'_> {
 
 /// The image index over the per-platform manifests (each descriptor carrying its `platform`),
 /// stored, in the order the platforms were asked for.
-pub(super) fn write_index(store: &Store, manifests: &[Descriptor]) -> Result<Descriptor, BuildError> {
+pub(super) fn write_index(
+    store: &Store,
+    manifests: &[Descriptor],
+) -> Result<Descriptor, BuildError> {
     let index = Index::new(manifests.to_vec());
     let bytes = image::canonical_json(&index)?;
     let digest = store.put_bytes(&bytes, None)?;

@@ -628,16 +628,6 @@ impl Engine<'_> {
         self.commit_made(step, st, made, created)
     }
 
-    /// The emulator a RUN step of stage `index` runs through, when its platform is foreign and
-    /// the kernel has no binfmt_misc handler for it (decided before the build, `platforms.rs`).
-    fn emulator(&self, index: usize) -> Option<&Path> {
-        let arch = &self.inputs.plan.stages[index].platform.architecture;
-        match self.inputs.runners.get(arch) {
-            Some(exec::Runner::Mount(p)) => Some(p.as_path()),
-            _ => None,
-        }
-    }
-
     /// The sandbox, probed at the first RUN (a build without RUN never needs one).
     fn sandbox(&self, step: &Step) -> Result<(SandboxConfig, Probe, exec::Rung), BuildError> {
         let mut sandbox = lock(&self.progress.sandbox);
@@ -708,8 +698,11 @@ impl Engine<'_> {
             timeout: self.inputs.req.sandbox.step_timeout,
             network: self.inputs.req.sandbox.network,
             cancel: self.inputs.cancel,
-            emulator: self.emulator(st.index),
+            emulator: super::step::run::emulator(&self.inputs, st.index),
         };
+        if let Some(line) = super::step::run::emulation_line(&self.inputs, st.index) {
+            on_event(&Event::Log { step: n, line });
+        }
         let (changes, upper) = super::step::run::run_step(&ctx, step, run, &mut |line| {
             on_event(&Event::Log { step: n, line })
         })

@@ -94,7 +94,13 @@ pub fn qemu_arch(arch: &str) -> &str {
 
 /// How `arch` processes run here; `platform` only names the platform in the error.
 pub fn runner(platform: &str, arch: &str, cfg: &Emulation) -> Result<Runner, EmulateError> {
-    runner_in(Path::new(BINFMT_DIR), platform, arch, cfg, std::env::var_os("PATH"))
+    runner_in(
+        Path::new(BINFMT_DIR),
+        platform,
+        arch,
+        cfg,
+        std::env::var_os("PATH"),
+    )
 }
 
 fn runner_in(
@@ -216,7 +222,10 @@ mod tests {
         let entry = d.path().join(format!("qemu-{q}"));
         std::fs::write(&entry, "enabled\ninterpreter /usr/bin/q\nflags: OC\n").unwrap();
         let e = runner_in(d.path(), "linux/x", foreign(), &cfg, None).unwrap_err();
-        assert!(e.to_string().contains("apt-get install qemu-user-static"), "{e}");
+        assert!(
+            e.to_string().contains("apt-get install qemu-user-static"),
+            "{e}"
+        );
         assert!(e.to_string().contains("linux/x"), "{e}");
         std::fs::write(&entry, "enabled\ninterpreter /usr/bin/q\nflags: OCF\n").unwrap();
         assert_eq!(

@@ -144,7 +144,12 @@ impl Platform {
 pub fn parse_list<S: AsRef<str>>(values: &[S]) -> Result<Vec<Platform>, String> {
     let mut out: Vec<Platform> = Vec::new();
     for v in values {
-        for one in v.as_ref().split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        for one in v
+            .as_ref()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
             let p = Platform::parse(one)?;
             if !out.contains(&p) {
                 out.push(p);
