@@ -273,14 +273,7 @@ fn build_platform(
             });
         }
     }
-    // The Dockerfile-specific ignore file sits beside a Dockerfile read from disk; inline text
-    // has none.
-    let dockerfile_path = match (&req.dockerfile_text, &req.dockerfile) {
-        (Some(_), _) => None,
-        (None, Some(p)) => Some(p.clone()),
-        (None, None) => Some(crate::context::default_dockerfile(&req.context)),
-    };
-    let context = crate::context::SourceRoot::context(&req.context, dockerfile_path.as_deref())?;
+    let context = build_context(req)?;
     if one.index == 0 {
         shared.remote.seed_mounts(store, &plan, on_event);
     }
@@ -332,34 +325,44 @@ fn build_platform(
         return Err(BuildError::Cancelled);
     }
     schedule::build_stages(&engine, &plan.order, one.threads, &siblings, on_event)?;
-    let (records, layers, config, manifest) = make_image(&engine, shared)?;
+    let made = make_image(&engine, shared)?;
     let early_bytes = early.as_ref().map_or(0, |e| e.finish());
     drop(engine);
     Ok(Built {
         plan,
-        records,
-        layers,
-        config,
-        manifest,
+        records: made.records,
+        layers: made.layers,
+        config: made.config,
+        manifest: made.manifest,
         early_bytes,
     })
 }
 
+/// What [`make_image`] stored: the step records, the image's layers, config and manifest.
+struct Made {
+    records: Vec<cache_export::StepRecord>,
+    layers: Vec<Descriptor>,
+    config: Descriptor,
+    manifest: Descriptor,
+}
+
+/// The build context, with the Dockerfile-specific ignore file that sits beside a Dockerfile read
+/// from disk (inline text has none).
+fn build_context(req: &BuildRequest) -> Result<crate::context::SourceRoot, BuildError> {
+    let dockerfile_path = match (&req.dockerfile_text, &req.dockerfile) {
+        (Some(_), _) => None,
+        (None, Some(p)) => Some(p.clone()),
+        (None, None) => Some(crate::context::default_dockerfile(&req.context)),
+    };
+    Ok(crate::context::SourceRoot::context(
+        &req.context,
+        dockerfile_path.as_deref(),
+    )?)
+}
+
 /// The target stage becomes the image: config (labels, created, inline cache) and manifest, in
 /// the store.
-#[allow(clippy::type_complexity)]
-fn make_image(
-    engine: &stage::Engine<'_>,
-    shared: &Shared<'_>,
-) -> Result<
-    (
-        Vec<cache_export::StepRecord>,
-        Vec<Descriptor>,
-        Descriptor,
-        Descriptor,
-    ),
-    BuildError,
-> {
+fn make_image(engine: &stage::Engine<'_>, shared: &Shared<'_>) -> Result<Made, BuildError> {
     let inputs = &engine.inputs;
     let (store, req, plan) = (inputs.store, inputs.req, inputs.plan);
     let target = engine
@@ -412,7 +415,12 @@ fn make_image(
     // The target stage's platform: `FROM --platform=…` on the final stage wins, as in BuildKit.
     let stage_platform = &plan.stages[plan.target].platform;
     manifest_desc.platform = Some(base::image_platform(stage_platform));
-    Ok((records, final_state.layers, config_desc, manifest_desc))
+    Ok(Made {
+        records,
+        layers: final_state.layers,
+        config: config_desc,
+        manifest: manifest_desc,
+    })
 }
 
 /// The image (one platform: its manifest, as before; several: an index over them) tagged

@@ -75,21 +75,30 @@ impl Gate for Solo {
 
 /// Every platform's plan size, and whether one failed before running anything.
 pub(super) struct Rendezvous {
-    state: Mutex<(Vec<Option<(usize, usize)>>, bool)>,
+    state: Mutex<Arrivals>,
     cv: Condvar,
+}
+
+struct Arrivals {
+    /// (stages, steps) of each platform that has planned.
+    sizes: Vec<Option<(usize, usize)>>,
+    failed: bool,
 }
 
 impl Rendezvous {
     pub fn new(n: usize) -> Rendezvous {
         Rendezvous {
-            state: Mutex::new((vec![None; n], false)),
+            state: Mutex::new(Arrivals {
+                sizes: vec![None; n],
+                failed: false,
+            }),
             cv: Condvar::new(),
         }
     }
 
     /// A platform failed: the others stop waiting (and end as cancelled).
     pub fn fail(&self) {
-        crate::sync::lock(&self.state).1 = true;
+        crate::sync::lock(&self.state).failed = true;
         self.cv.notify_all();
     }
 
@@ -115,15 +124,15 @@ impl Gate for Member<'_> {
     fn ready(&self, stages: usize, steps: usize) -> Result<Offsets, BuildError> {
         let rv = self.rendezvous;
         let mut st = crate::sync::lock(&rv.state);
-        st.0[self.index] = Some((stages, steps));
+        st.sizes[self.index] = Some((stages, steps));
         rv.cv.notify_all();
-        while !st.1 && st.0.iter().any(Option::is_none) {
+        while !st.failed && st.sizes.iter().any(Option::is_none) {
             st = crate::sync::wait(&rv.cv, st);
         }
-        if st.1 {
+        if st.failed {
             return Err(BuildError::Cancelled);
         }
-        let sizes: Vec<(usize, usize)> = st.0.iter().flatten().copied().collect();
+        let sizes: Vec<(usize, usize)> = st.sizes.iter().flatten().copied().collect();
         let offsets = Offsets {
             first_step: sizes[..self.index].iter().map(|s| s.1).sum(),
             stages: sizes.iter().map(|s| s.0).sum(),

@@ -343,3 +343,51 @@ fn no_emulator_is_an_error_before_any_step_and_a_missing_platform_names_the_othe
         "{err}"
     );
 }
+
+#[test]
+fn cache_to_carries_every_platform_and_a_cold_store_rebuilds_from_it() {
+    require_tool("qemu-aarch64-static");
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("kiln.toml");
+    std::fs::write(&cfg, "[worker.oci]\nbinfmt = false\n").unwrap();
+    let ctx = context(&[("Dockerfile", &DOCKERFILE.replace("BASE", "busybox:multi"))]);
+    let cache = tmp.path().join("cache");
+    let build = |store: &str, cache_flag: String| {
+        let root = tmp.path().join(store);
+        let layout = format!("{}:multi", busybox_index_layout().display());
+        kiln_ok(&root, &["import", &layout, "--tag", "busybox:multi"]);
+        let out = kiln(
+            &root,
+            &[
+                "--config",
+                cfg.to_str().unwrap(),
+                "build",
+                "--progress",
+                "plain",
+                "--platform",
+                "linux/amd64,linux/arm64",
+                &cache_flag,
+                ctx.path().to_str().unwrap(),
+            ],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        (
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            stderr,
+        )
+    };
+    let (first, _) = build(
+        "a",
+        format!("--cache-to=type=local,dest={},mode=max", cache.display()),
+    );
+    let (second, stderr) = build(
+        "b",
+        format!("--cache-from=type=local,src={}", cache.display()),
+    );
+    assert_eq!(first, second, "the same index from the shared cache");
+    // Every layer step of both platforms came from the cache (the ARG steps only edit the config).
+    let layer_steps: Vec<&str> = stderr.lines().filter(|l| l.contains(": layer ")).collect();
+    assert_eq!(layer_steps.len(), 6, "{stderr}");
+    assert!(layer_steps.iter().all(|l| l.contains("CACHED")), "{stderr}");
+}

@@ -216,9 +216,9 @@ impl<'a> StoreBases<'a> {
                 Err(e) => return Err(base_err("reading it from the store".into(), Some(Box::new(e)))),
             }
         };
-        // kiln's target platform is the host's, so a non-host platform here was asked for with
-        // `FROM --platform`: a base of another platform is then an error. For the default platform
-        // kiln keeps using the image (BuildKit only lints that: InvalidBaseImagePlatform).
+        // A non-host platform here was asked for (`--platform` or `FROM --platform`): a base of
+        // another platform is then an error. For the host's platform kiln keeps using the image
+        // (BuildKit only lints that: InvalidBaseImagePlatform).
         if *platform != Platform::host() && !image.config.platform.satisfies(&want) {
             return Err(BuildError::Base {
                 reference: reference.to_string(),
