@@ -141,8 +141,14 @@ fn index_select_tells_arm_variants_apart() {
     };
     let (v6, v7) = (entry(b"6", Some("v6")), entry(b"7", Some("v7")));
     let idx = Index::new(vec![v7.clone(), v6.clone()]);
-    assert_eq!(idx.select(&Platform::new("linux", "arm", Some("v6"))), Some(&v6));
-    assert_eq!(idx.select(&Platform::new("linux", "arm", Some("v7"))), Some(&v7));
+    assert_eq!(
+        idx.select(&Platform::new("linux", "arm", Some("v6"))),
+        Some(&v6)
+    );
+    assert_eq!(
+        idx.select(&Platform::new("linux", "arm", Some("v7"))),
+        Some(&v7)
+    );
     assert_eq!(idx.select(&Platform::new("linux", "arm", Some("v5"))), None);
     assert_eq!(idx.select(&Platform::new("linux", "arm64", None)), None);
 }

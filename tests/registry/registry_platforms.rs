@@ -390,4 +390,27 @@ fn cache_to_carries_every_platform_and_a_cold_store_rebuilds_from_it() {
     let layer_steps: Vec<&str> = stderr.lines().filter(|l| l.contains(": layer ")).collect();
     assert_eq!(layer_steps.len(), 6, "{stderr}");
     assert!(layer_steps.iter().all(|l| l.contains("CACHED")), "{stderr}");
+
+    // One --platform keeps a single manifest: the index's arm64 entry, byte for byte (in the
+    // store that made the records; "b" took them from the shared cache without their layers).
+    let root = tmp.path().join("a");
+    let index = read_json(&blob_path(&root.join("content"), &first));
+    let arm64 = kiln_ok(
+        &root,
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "build",
+            "--platform",
+            "linux/arm64",
+            ctx.path().to_str().unwrap(),
+        ],
+    );
+    assert_eq!(index["manifests"][1]["platform"]["architecture"], "arm64");
+    assert_eq!(index["manifests"][1]["digest"], arm64.trim());
+    let single = read_json(&blob_path(&root.join("content"), arm64.trim()));
+    assert_eq!(
+        single["mediaType"], "application/vnd.oci.image.manifest.v1+json",
+        "{single}"
+    );
 }
