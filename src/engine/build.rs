@@ -454,6 +454,18 @@ fn publish_images(
         &all_layers,
         on_event,
     )?;
+    if images.len() > 1
+        && req
+            .outputs
+            .iter()
+            .any(|o| matches!(o, Output::Docker { .. }))
+    {
+        // `docker load` takes no index (BuildKit's docker exporter refuses a multi-platform
+        // result); the archive holds the host's platform, as store::write_docker_archive writes.
+        on_event(&Event::Warning {
+            message: "type=docker holds one platform: the archive has this machine's platform only (type=oci keeps every platform)".into(),
+        });
+    }
     export_outputs(store, req, tags, &image_desc, on_event)?;
     // Every platform's records travel in the one cache export; stage numbers are per plan, so
     // they are spread apart (the export only asks whether a stage is in the image's lineage).
