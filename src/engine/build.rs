@@ -142,6 +142,7 @@ fn drive(
                 index: 0,
                 threads: req.threads,
                 gate: &platforms::Solo,
+                slots: None,
                 cancel,
             };
             vec![build_platform(&shared, one, on_event)?]
@@ -162,14 +163,18 @@ fn build_platforms(
 ) -> Result<Vec<Built>, BuildError> {
     let rendezvous = platforms::Rendezvous::new(targets.len());
     let siblings = cancel.child();
-    let threads = (shared.req.threads / targets.len()).max(1);
+    // Within max-parallelism: at most that many platforms at once, each with its share.
+    let running = shared.req.threads.clamp(1, targets.len());
+    let slots = platforms::Slots::new(running);
+    let threads = (shared.req.threads / running).max(1);
     let (tx, rx) = std::sync::mpsc::channel::<Event>();
     let results: Vec<Result<Built, BuildError>> = std::thread::scope(|s| {
         let handles: Vec<_> = targets
             .iter()
             .enumerate()
             .map(|(index, p)| {
-                let (tx, rendezvous, siblings) = (tx.clone(), &rendezvous, &siblings);
+                let (tx, rendezvous, siblings, slots) =
+                    (tx.clone(), &rendezvous, &siblings, &slots);
                 s.spawn(move || {
                     let member = rendezvous.member(index, p.to_string());
                     let mut send = |e: &Event| {
@@ -180,6 +185,7 @@ fn build_platforms(
                         index,
                         threads,
                         gate: &member,
+                        slots: Some(slots),
                         cancel: siblings,
                     };
                     let r = build_platform(shared, one, &mut send);
@@ -237,6 +243,8 @@ struct Target<'a> {
     /// Stages of this platform at once.
     threads: usize,
     gate: &'a dyn platforms::Gate,
+    /// Platforms running at once (None: the only one).
+    slots: Option<&'a platforms::Slots>,
     cancel: &'a crate::exec::Cancel,
 }
 
@@ -286,15 +294,7 @@ fn build_platform(
         total += plan.stages[i].steps.len();
     }
     let offsets = one.gate.ready(plan.order.len(), total)?;
-    // With --push, layers upload while later steps run (early_push.rs); the manifest goes last.
-    let early = match req.push {
-        true => Some(std::sync::Arc::new(req.registry.client()?))
-            .zip(Store::open(store.root()).ok())
-            .and_then(|(client, handle)| {
-                early_push::EarlyPush::start(client, handle, &parsed.tags, &plan)
-            }),
-        false => None,
-    };
+    let early = start_early_push(store, req, &parsed.tags, &plan)?;
     // Stages stop each other through this child token; the caller's cancel still reaches them.
     let siblings = one.cancel.child();
     let engine = stage::Engine {
@@ -321,10 +321,15 @@ fn build_platform(
         stages: offsets.stages,
         steps: offsets.steps,
     });
+    let slot = match one.slots {
+        Some(s) => Some(s.acquire(one.cancel).ok_or(BuildError::Cancelled)?),
+        None => None,
+    };
     if one.cancel.is_cancelled() {
         return Err(BuildError::Cancelled);
     }
     schedule::build_stages(&engine, &plan.order, one.threads, &siblings, on_event)?;
+    drop(slot);
     let made = make_image(&engine, shared)?;
     let early_bytes = early.as_ref().map_or(0, |e| e.finish());
     drop(engine);
@@ -344,6 +349,22 @@ struct Made {
     layers: Vec<Descriptor>,
     config: Descriptor,
     manifest: Descriptor,
+}
+
+/// With --push, layers upload while later steps run (early_push.rs); the manifest goes last.
+fn start_early_push(
+    store: &Store,
+    req: &BuildRequest,
+    tags: &[String],
+    plan: &plan::Plan,
+) -> Result<Option<early_push::EarlyPush>, BuildError> {
+    if !req.push {
+        return Ok(None);
+    }
+    let client = std::sync::Arc::new(req.registry.client()?);
+    Ok(Store::open(store.root())
+        .ok()
+        .and_then(|handle| early_push::EarlyPush::start(client, handle, tags, plan)))
 }
 
 /// The build context, with the Dockerfile-specific ignore file that sits beside a Dockerfile read

@@ -173,6 +173,46 @@ impl Member<'_> {
     }
 }
 
+/// At most `max-parallelism` platforms run their stages at once (each with its share of it), so a
+/// build of many platforms stays within the machine's budget; the rest wait, already planned.
+pub(super) struct Slots {
+    free: Mutex<usize>,
+    cv: Condvar,
+}
+
+/// A running platform's slot, given back when dropped.
+pub(super) struct Slot<'a>(&'a Slots);
+
+impl Slots {
+    pub fn new(n: usize) -> Slots {
+        Slots {
+            free: Mutex::new(n.max(1)),
+            cv: Condvar::new(),
+        }
+    }
+
+    /// Wait for a slot; None when `cancel` fires first (another platform failed).
+    pub fn acquire(&self, cancel: &exec::Cancel) -> Option<Slot<'_>> {
+        let mut free = crate::sync::lock(&self.free);
+        while *free == 0 {
+            if cancel.is_cancelled() {
+                return None;
+            }
+            let tick = std::time::Duration::from_millis(100);
+            free = crate::sync::wait_timeout(&self.cv, free, tick);
+        }
+        *free -= 1;
+        Some(Slot(self))
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        *crate::sync::lock(&self.0.free) += 1;
+        self.0.cv.notify_one();
+    }
+}
+
 /// The image index over the per-platform manifests (each descriptor carrying its `platform`),
 /// stored, in the order the platforms were asked for.
 pub(super) fn write_index(
