@@ -108,7 +108,7 @@ struct Built {
     records: Vec<cache_export::StepRecord>,
     layers: Vec<Descriptor>,
     config: Descriptor,
-    /// The manifest, its `platform` set (an index entry needs it).
+    /// The manifest, its `platform` the target's (an index entry needs it).
     manifest: Descriptor,
     early_bytes: u64,
 }
@@ -330,7 +330,10 @@ fn build_platform(
     }
     schedule::build_stages(&engine, &plan.order, one.threads, &siblings, on_event)?;
     drop(slot);
-    let made = make_image(&engine, shared)?;
+    let mut made = make_image(&engine, shared)?;
+    // The index entry names the platform asked for, even when the final stage is
+    // `FROM --platform=…` another (BuildKit's dockerui `makeExportPlatform`).
+    made.manifest.platform = Some(base::image_platform(one.platform));
     let early_bytes = early.as_ref().map_or(0, |e| e.finish());
     drop(engine);
     Ok(Built {
@@ -428,14 +431,11 @@ fn make_image(engine: &stage::Engine<'_>, shared: &Shared<'_>) -> Result<Made, B
     let manifest = Manifest::new(config_desc.clone(), final_state.layers.clone());
     let manifest_bytes = image::canonical_json(&manifest)?;
     let digest = store.put_bytes(&manifest_bytes, None)?;
-    let mut manifest_desc = Descriptor::new(
+    let manifest_desc = Descriptor::new(
         image::MEDIA_OCI_MANIFEST,
         digest,
         manifest_bytes.len() as u64,
     );
-    // The target stage's platform: `FROM --platform=…` on the final stage wins, as in BuildKit.
-    let stage_platform = &plan.stages[plan.target].platform;
-    manifest_desc.platform = Some(base::image_platform(stage_platform));
     Ok(Made {
         records,
         layers: final_state.layers,
