@@ -143,6 +143,15 @@ impl Gate for Member<'_> {
     }
 }
 
+impl Drop for Member<'_> {
+    fn drop(&mut self) {
+        // A platform that panicked must not leave the others waiting for its plan.
+        if std::thread::panicking() {
+            self.rendezvous.fail();
+        }
+    }
+}
+
 impl Member<'_> {
     /// This platform's event as the whole build tells it: steps numbered after the platforms
     /// before it, stages named with the platform (BuildKit prints `[linux/arm64 builder 2/3]`),
