@@ -237,3 +237,56 @@ pub(super) fn write_index(
         bytes.len() as u64,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn platforms_number_their_steps_after_the_ones_before_them() {
+        let rv = Rendezvous::new(2);
+        let (a, b) = (
+            rv.member(0, "linux/amd64".into()),
+            rv.member(1, "linux/arm64".into()),
+        );
+        let (oa, ob) = std::thread::scope(|s| {
+            let hb = s.spawn(|| b.ready(2, 5).unwrap());
+            let oa = a.ready(1, 3).unwrap();
+            (oa, hb.join().unwrap())
+        });
+        assert_eq!((oa.first_step, oa.stages, oa.steps), (0, 3, 8));
+        assert_eq!((ob.first_step, ob.stages, ob.steps), (3, 3, 8));
+        let e = b.relabel(&Event::StepStarted {
+            step: 2,
+            total: 5,
+            stage: "builder".into(),
+            line: 1,
+            instruction: "RUN true".into(),
+        });
+        match e {
+            Event::StepStarted {
+                step, total, stage, ..
+            } => assert_eq!((step, total, stage.as_str()), (5, 8, "linux/arm64 builder")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_failed_platform_releases_the_waiting_ones_and_slots_give_way_to_cancel() {
+        let rv = Rendezvous::new(2);
+        let a = rv.member(0, "linux/amd64".into());
+        let r = std::thread::scope(|s| {
+            let h = s.spawn(|| a.ready(1, 1));
+            rv.fail();
+            h.join().unwrap()
+        });
+        assert!(matches!(r, Err(BuildError::Cancelled)));
+        let slots = Slots::new(1);
+        let cancel = exec::Cancel::new();
+        let held = slots.acquire(&cancel).unwrap();
+        cancel.cancel();
+        assert!(slots.acquire(&cancel).is_none());
+        drop(held);
+        assert!(slots.acquire(&exec::Cancel::new()).is_some());
+    }
+}
