@@ -7,8 +7,16 @@ cd "$(dirname "$0")/.."
 
 packages=(docker-registry skopeo umoci oci-image-tool pigz zstd busybox-static uidmap fuse-overlayfs
           openssl apache2-utils xz-utils bzip2 gzip tar file procps iproute2 python3 python3-venv
-          mmdebstrap)
+          mmdebstrap qemu-user-static)
 missing=()
+# The multi-platform tests assemble an arm64 busybox base from Debian's arm64 busybox-static
+# (testdata/busybox/make-index.sh downloads it with apt-get download), so dpkg must know arm64.
+if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+  if [ "$(id -u)" -ne 0 ]; then echo "scripts/test.sh: need root to add the arm64 architecture" >&2; exit 1; fi
+  echo "==> dpkg --add-architecture arm64"
+  dpkg --add-architecture arm64
+  apt-get update -qq
+fi
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done

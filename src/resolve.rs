@@ -114,6 +114,8 @@ pub fn resolve(spec: &BuildSpec, cfg: &Config) -> Result<BuildRequest, SpecError
     req.build_args = checked_map("build_args", &s.build_args)?;
     req.labels = checked_map("labels", &s.labels)?;
     req.target = s.target.clone();
+    req.platforms =
+        crate::plan::platform::parse_list(&s.platforms).map_err(|e| bad("platforms", e))?;
     req.outputs = s
         .outputs
         .iter()
@@ -135,6 +137,10 @@ pub fn resolve(spec: &BuildSpec, cfg: &Config) -> Result<BuildRequest, SpecError
     }
     resolve_sandbox(&s, &mut req)?;
     req.sandbox.ca_injection = cfg.worker.ca_injection;
+    req.sandbox.emulation = crate::exec::Emulation {
+        binfmt: cfg.worker.binfmt.unwrap_or(true),
+        emulators: cfg.worker.emulators.clone(),
+    };
     req.secrets = resolve_secrets(&s)?;
     req.push = s.push;
     req.no_cache = s.no_cache;

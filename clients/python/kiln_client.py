@@ -291,7 +291,8 @@ def _string_list(value):
 def build_image(name, tag, push_image=True, registry_credentials=None, insecure_registry=False,
                 build_args=None, context="/build", dockerfile=None, labels=None,
                 target=None, no_cache=False, insecure_registries=None, secrets=None,
-                resources=None, outputs=None, cache_from=None, cache_to=None, out=None, **extra):
+                resources=None, outputs=None, cache_from=None, cache_to=None, out=None,
+                platforms=None, **extra):
     """Build ``name:tag`` from ``context`` (a path under the daemon's /build) and, with
     ``push_image``, push it. Prints the build log; returns True on success, False when the build
     failed or the daemon refused it (the reason is printed).
@@ -301,7 +302,9 @@ def build_image(name, tag, push_image=True, registry_credentials=None, insecure_
     JSON text. ``secrets`` maps secret ids to values for ``RUN --mount=type=secret``.
     ``cache_from`` / ``cache_to`` take BuildKit's cache values (one string or a list), e.g.
     ``cache_from="type=registry,ref=reg.example.com/team/cache:main"`` and
-    ``cache_to="type=registry,ref=reg.example.com/team/cache:main,mode=max"``. Any other
+    ``cache_to="type=registry,ref=reg.example.com/team/cache:main,mode=max"``. ``platforms``
+    (one string such as ``"linux/amd64,linux/arm64"``, or a list) builds every platform into one
+    image index (foreign RUN steps are emulated). Any other
     build spec field may be passed as a keyword (e.g. ``compression="zstd"``). A daemon that does
     not answer raises ``DaemonUnreachable``; Ctrl-C cancels the build and re-raises.
     """
@@ -326,6 +329,8 @@ def build_image(name, tag, push_image=True, registry_credentials=None, insecure_
         spec["cache_from"] = _string_list(cache_from)
     if cache_to:
         spec["cache_to"] = _string_list(cache_to)
+    if platforms:
+        spec["platforms"] = _string_list(platforms)
     if target:
         spec["target"] = target
     if insecure_registries:

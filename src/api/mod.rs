@@ -92,6 +92,10 @@ pub struct BuildSpec {
     /// The catalog entry this build creates (`building`) and completes (`ready` / `failed`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub catalog: Option<CatalogSpec>,
+    /// Target platforms (`linux/amd64`, `linux/arm64`, `linux/arm/v7`; an entry may list several
+    /// separated by commas). Two or more make one image index; none: the daemon's platform.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<String>,
 }
 
 impl BuildSpec {

@@ -39,7 +39,9 @@ use crate::store::{Store, StoreError, Tracked};
 
 /// Bump when the inputs a key covers change, or what a step makes from the same inputs. 2: a
 /// single-match wildcard copies to the destination path, `COPY --from` keeps the source's owners.
-pub const SCHEMA: u32 = 2;
+/// 3: a `FROM scratch` stage's root names its platform (a base image's root is its
+/// platform's manifest digest already), so no step of one platform is taken for another's.
+pub const SCHEMA: u32 = 3;
 const NAMESPACE: &str = "step-cache";
 
 #[derive(Debug, thiserror::Error)]

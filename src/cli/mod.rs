@@ -188,6 +188,10 @@ struct BuildArgs {
     /// [,mounts=true][,ignore-error=true] | type=local,dest=DIR[,mode=…] | type=inline.
     #[arg(long = "cache-to")]
     cache_to: Vec<String>,
+    /// Target platform(s): linux/amd64,linux/arm64[,linux/arm/v7] (repeatable or comma-separated).
+    /// Two or more build one image index; foreign RUN steps run under QEMU emulation.
+    #[arg(long = "platform")]
+    platforms: Vec<String>,
     #[command(flatten)]
     packages: catalog::PackageFlags,
 }

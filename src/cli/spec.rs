@@ -44,6 +44,7 @@ pub(super) fn from_flags(args: &BuildArgs, reader: Reader) -> Result<BuildSpec> 
         insecure_registries: api::HostList(args.registry.insecure.clone()),
         cache_from: args.cache_from.iter().map(|c| absolute_paths(c)).collect(),
         cache_to: args.cache_to.iter().map(|c| absolute_paths(c)).collect(),
+        platforms: args.platforms.clone(),
         ..BuildSpec::default()
     };
     spec.resources.cpus = args.cpus;

@@ -159,6 +159,14 @@ pub struct WorkerConfig {
     /// kiln's own: bind the platform's CA bundle into RUN steps (default: when one exists).
     #[serde(rename = "ca-injection")]
     pub ca_injection: Option<bool>,
+    /// kiln's own: run foreign-platform RUN steps through a kernel binfmt_misc handler when one is
+    /// registered with the F flag (default true); false always mounts the emulator instead.
+    pub binfmt: Option<bool>,
+    /// kiln's own: `emulators = { arm64 = "/usr/bin/qemu-aarch64-static" }`, the static QEMU
+    /// user-mode emulator per architecture (OCI names; default: `qemu-<arch>-static` or
+    /// `qemu-<arch>` on PATH).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub emulators: std::collections::BTreeMap<String, std::path::PathBuf>,
     /// `[[worker.oci.gcpolicy]]`, in order (none: BuildKit's defaults when `gc = true`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub gcpolicy: Vec<GcPolicyConfig>,

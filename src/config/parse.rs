@@ -389,6 +389,13 @@ fn worker(w: &mut Walker, t: &Table) -> Result<WorkerConfig, ConfigError> {
                 wc.sandbox = Some(s);
             }
             "ca-injection" => wc.ca_injection = Some(w.bool(&key, v)?),
+            "binfmt" => wc.binfmt = Some(w.bool(&key, v)?),
+            "emulators" => {
+                for (arch, path) in w.table(&key, v)? {
+                    let p = w.string(&format!("{key}.{arch}"), path)?;
+                    wc.emulators.insert(arch.clone(), p.into());
+                }
+            }
             "gc" => wc.gc = Some(w.bool(&key, v)?),
             "gckeepstorage" => wc.gckeepstorage = Some(w.disk_space(&key, v)?),
             "reservedSpace" => wc.reserved_space = Some(w.disk_space(&key, v)?),

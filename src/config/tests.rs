@@ -297,3 +297,28 @@ fn gcpolicy_rules_show_as_buildkitd_writes_them() {
     let again = Config::from_toml_str(&shown, "shown").unwrap();
     assert_eq!(again.worker.gcpolicy, c.worker.gcpolicy, "{shown}");
 }
+
+#[test]
+fn emulators_and_binfmt_are_read_and_their_unknown_neighbours_warned() {
+    let text = "[worker.oci]\nbinfmt = false\nemulators = { arm64 = \"/opt/qemu-aarch64-static\", riscv64 = \"/opt/qemu-riscv64\" }\nemulatorz = 1\n";
+    let c = Config::from_toml_str(text, "/etc/kiln/kiln.toml").unwrap();
+    assert_eq!(c.worker.binfmt, Some(false));
+    assert_eq!(
+        c.worker
+            .emulators
+            .get("arm64")
+            .map(|p| p.display().to_string()),
+        Some("/opt/qemu-aarch64-static".to_string())
+    );
+    assert_eq!(c.worker.emulators.len(), 2);
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    assert!(
+        c.warnings[0].contains("worker.oci.emulatorz"),
+        "{:?}",
+        c.warnings
+    );
+    let e = Config::from_toml_str("[worker.oci]\nemulators = { arm64 = 1 }\n", "k.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("worker.oci.emulators.arm64"), "{e}");
+}

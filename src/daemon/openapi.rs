@@ -61,6 +61,7 @@ fn build_spec_schema() -> Value {
             "outputs": {"type": "array", "items": {"type": "string"}, "description": "type=oci|docker,dest=PATH under an allowed root"},
             "cache_from": {"type": "array", "items": {"type": "string"}, "description": "BuildKit --cache-from: type=registry,ref=R | type=local,src=DIR under an allowed root | an image reference; tried in order"},
             "cache_to": {"type": "array", "items": {"type": "string"}, "description": "BuildKit --cache-to: type=registry,ref=R[,mode=min|max][,mounts=true][,ignore-error=true] | type=local,dest=DIR | type=inline"},
+            "platforms": {"type": "array", "items": {"type": "string"}, "description": "target platforms (linux/amd64, linux/arm64, linux/arm/v7; an item may list several, comma-separated): two or more build one image index"},
             "compression": {"enum": ["gzip", "zstd", "uncompressed"]},
             "compression_level": {"type": "integer"},
             "source_date_epoch": {"type": "integer"},

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use super::publish::{self, cache_export, early_push, remote_cache};
 use super::step::history;
-use super::{base, inputs, nospace, schedule, stage, workspace};
+use super::{base, inputs, nospace, platforms, schedule, stage, workspace};
 use super::{BuildError, BuildRequest, BuildResult, Event, Output};
 use crate::image::{self, Descriptor, Manifest};
 use crate::plan;
@@ -41,7 +41,8 @@ pub fn build(
 }
 
 /// What the request says before anything is planned: store names of the tags, the Dockerfile,
-/// and the plan options (SOURCE_DATE_EPOCH from the request or its build arg, as BuildKit).
+/// and the plan options (SOURCE_DATE_EPOCH from the request or its build arg, as BuildKit); each
+/// platform plans with these options and its own target platform.
 struct Parsed {
     tags: Vec<String>,
     file_name: String,
@@ -91,7 +92,29 @@ fn parse_request(req: &BuildRequest) -> Result<Parsed, BuildError> {
     })
 }
 
-/// The build itself, under the lease `build` took and with its ENOSPC watch.
+/// What every platform's build shares: the request, the parsed Dockerfile, the shared caches.
+struct Shared<'a> {
+    store: &'a Store,
+    req: &'a BuildRequest,
+    parsed: &'a Parsed,
+    remote: &'a remote_cache::RemoteCaches,
+    cache_client: Option<std::sync::Arc<crate::registry::RegistryClient>>,
+    lease: &'a store::Lease<'a>,
+}
+
+/// One platform's image, made and stored, with what publishing it needs.
+struct Built {
+    plan: plan::Plan,
+    records: Vec<cache_export::StepRecord>,
+    layers: Vec<Descriptor>,
+    config: Descriptor,
+    /// The manifest, its `platform` the target's (an index entry needs it).
+    manifest: Descriptor,
+    early_bytes: u64,
+}
+
+/// The build itself, under the lease `build` took and with its ENOSPC watch: every platform (one
+/// unless `--platform` names several, in parallel then), then the image or index published.
 fn drive(
     store: &Store,
     req: &BuildRequest,
@@ -100,13 +123,139 @@ fn drive(
     lease: &store::Lease<'_>,
 ) -> Result<BuildResult, BuildError> {
     let started = Instant::now();
-    let Parsed {
-        tags,
-        file_name,
-        df,
-        opts,
-        sde,
-    } = parse_request(req)?;
+    let parsed = parse_request(req)?;
+    let cache_client = publish::cache_registry_client(req)?;
+    let remote = remote_cache::RemoteCaches::import(req, store, cache_client.clone(), on_event);
+    let shared = Shared {
+        store,
+        req,
+        parsed: &parsed,
+        remote: &remote,
+        cache_client,
+        lease,
+    };
+    let images = match req.platforms.as_slice() {
+        [] | [_] => {
+            let p = req.platforms.first().cloned().unwrap_or_default();
+            let one = Target {
+                platform: &p,
+                index: 0,
+                threads: req.threads,
+                gate: &platforms::Solo,
+                slots: None,
+                cancel,
+            };
+            vec![build_platform(&shared, one, on_event)?]
+        }
+        many => build_platforms(&shared, many, on_event, cancel)?,
+    };
+    publish_images(&shared, images, started, on_event)
+}
+
+/// Every platform on its own thread, within the build's parallelism; their events renumbered
+/// into one build's and handed to `on_event` on this thread. The first platform to fail stops
+/// the others.
+fn build_platforms(
+    shared: &Shared<'_>,
+    targets: &[plan::Platform],
+    on_event: &mut dyn FnMut(&Event),
+    cancel: &crate::exec::Cancel,
+) -> Result<Vec<Built>, BuildError> {
+    let rendezvous = platforms::Rendezvous::new(targets.len());
+    let siblings = cancel.child();
+    // Within max-parallelism: at most that many platforms at once, each with its share.
+    let running = shared.req.threads.clamp(1, targets.len());
+    let slots = platforms::Slots::new(running);
+    let threads = (shared.req.threads / running).max(1);
+    let (tx, rx) = std::sync::mpsc::channel::<Event>();
+    let results: Vec<Result<Built, BuildError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = targets
+            .iter()
+            .enumerate()
+            .map(|(index, p)| {
+                let (tx, rendezvous, siblings, slots) =
+                    (tx.clone(), &rendezvous, &siblings, &slots);
+                s.spawn(move || {
+                    let member = rendezvous.member(index, p.to_string());
+                    let mut send = |e: &Event| {
+                        let _ = tx.send(member.relabel(e));
+                    };
+                    let one = Target {
+                        platform: p,
+                        index,
+                        threads,
+                        gate: &member,
+                        slots: Some(slots),
+                        cancel: siblings,
+                    };
+                    let r = build_platform(shared, one, &mut send);
+                    if r.is_err() {
+                        rendezvous.fail();
+                        siblings.cancel();
+                    }
+                    r
+                })
+            })
+            .collect();
+        drop(tx);
+        // Every platform tells the whole build's size and the sandbox it got: said once.
+        let (mut planned, mut sandbox) = (false, false);
+        for e in rx {
+            let seen = match e {
+                Event::Planned { .. } => &mut planned,
+                Event::Sandbox { .. } => &mut sandbox,
+                _ => {
+                    on_event(&e);
+                    continue;
+                }
+            };
+            if !std::mem::replace(seen, true) {
+                on_event(&e);
+            }
+        }
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    if cancel.is_cancelled() {
+        return Err(BuildError::Cancelled);
+    }
+    // The failure that stopped the others, not the cancellations it caused.
+    let (ok, errs): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
+    let mut errs: Vec<BuildError> = errs.into_iter().filter_map(Result::err).collect();
+    if let Some(i) = errs
+        .iter()
+        .position(|e| !matches!(e, BuildError::Cancelled))
+    {
+        return Err(errs.swap_remove(i));
+    }
+    if let Some(e) = errs.pop() {
+        return Err(e);
+    }
+    Ok(ok.into_iter().filter_map(Result::ok).collect())
+}
+
+/// Which platform a [`build_platform`] call builds, and how it fits into the whole build.
+struct Target<'a> {
+    platform: &'a plan::Platform,
+    index: usize,
+    /// Stages of this platform at once.
+    threads: usize,
+    gate: &'a dyn platforms::Gate,
+    /// Platforms running at once (None: the only one).
+    slots: Option<&'a platforms::Slots>,
+    cancel: &'a crate::exec::Cancel,
+}
+
+/// One platform: plan (bases resolved, pulled while planning), workspace, early push, the
+/// stages (`schedule.rs`), then the target stage made into a stored config and manifest.
+fn build_platform(
+    shared: &Shared<'_>,
+    one: Target<'_>,
+    on_event: &mut dyn FnMut(&Event),
+) -> Result<Built, BuildError> {
+    let (store, req, parsed) = (shared.store, shared.req, shared.parsed);
     // The workspace comes first: bases pulled while planning are unpacked into it as they
     // download (prepare.rs), and it outlives the preparer's threads.
     let workspace_root = store.root().join("builds");
@@ -115,47 +264,39 @@ fn drive(
             path: workspace_root.clone(),
             source,
         })?;
-    lease.protect_dir(workspace.path())?;
+    shared.lease.protect_dir(workspace.path())?;
     let preparer = base::prepare::Preparer::new(store);
     let bases = base::StoreBases::new(store)
         .with_registry(req.pull.then_some(&req.registry))
         .with_preparer(&preparer);
-    let plan = plan::plan(&df, &opts, &bases)?;
+    let mut opts = parsed.opts.clone();
+    opts.platform = one.platform.clone();
+    let plan = plan::plan(&parsed.df, &opts, &bases)?;
     bases.report(on_event);
-    for w in &plan.warnings {
-        on_event(&Event::Warning {
-            message: warning_text(&plan.file_name, w),
-        });
+    // Warnings are the Dockerfile's, the same for every platform: told once.
+    if one.index == 0 {
+        for w in &plan.warnings {
+            on_event(&Event::Warning {
+                message: warning_text(&plan.file_name, w),
+            });
+        }
     }
-
-    // The Dockerfile-specific ignore file sits beside a Dockerfile read from disk; inline text
-    // has none.
-    let dockerfile_path = match (&req.dockerfile_text, &req.dockerfile) {
-        (Some(_), _) => None,
-        (None, Some(p)) => Some(p.clone()),
-        (None, None) => Some(crate::context::default_dockerfile(&req.context)),
-    };
-    let context = crate::context::SourceRoot::context(&req.context, dockerfile_path.as_deref())?;
-    let cache_client = publish::cache_registry_client(req)?;
-    let remote = remote_cache::RemoteCaches::import(req, store, cache_client.clone(), on_event);
-    remote.seed_mounts(store, &plan, on_event);
-    // With --push, layers upload while later steps run (early_push.rs); the manifest goes last.
-    let early = match req.push {
-        true => Some(std::sync::Arc::new(req.registry.client()?))
-            .zip(Store::open(store.root()).ok())
-            .and_then(|(client, handle)| {
-                early_push::EarlyPush::start(client, handle, &tags, &plan)
-            }),
-        false => None,
-    };
-    // Stages stop each other through this child token; the caller's cancel still reaches them.
-    let siblings = cancel.child();
+    let context = build_context(req)?;
+    if one.index == 0 {
+        shared.remote.seed_mounts(store, &plan, on_event);
+    }
+    // Before any step runs: a foreign RUN step with no way to run is an error now.
+    let runners = platforms::runners(&plan, req)?;
     let mut first_step = BTreeMap::new();
     let mut total = 0;
     for &i in &plan.order {
         first_step.insert(i, total + 1);
         total += plan.stages[i].steps.len();
     }
+    let offsets = one.gate.ready(plan.order.len(), total)?;
+    let early = start_early_push(store, req, &parsed.tags, &plan)?;
+    // Stages stop each other through this child token; the caller's cancel still reaches them.
+    let siblings = one.cancel.child();
     let engine = stage::Engine {
         inputs: inputs::Inputs {
             store,
@@ -164,54 +305,91 @@ fn drive(
             bases: &bases,
             context: &context,
             workspace: workspace.path(),
-            file_name: &file_name,
-            sde,
-            created: engine_created(sde),
+            file_name: &parsed.file_name,
+            sde: parsed.sde,
+            created: engine_created(parsed.sde),
             cancel: &siblings,
             early_push: early.as_ref(),
-            remote: &remote,
+            remote: shared.remote,
+            runners: &runners,
         },
         progress: stage::Progress::default(),
         first_step,
         total_steps: total,
     };
     on_event(&Event::Planned {
-        stages: plan.order.len(),
-        steps: total,
+        stages: offsets.stages,
+        steps: offsets.steps,
     });
-    if cancel.is_cancelled() {
+    let slot = match one.slots {
+        Some(s) => Some(s.acquire(one.cancel).ok_or(BuildError::Cancelled)?),
+        None => None,
+    };
+    if one.cancel.is_cancelled() {
         return Err(BuildError::Cancelled);
     }
-    schedule::build_stages(&engine, &plan.order, req.threads, &siblings, on_event)?;
-    let finish = Finish {
-        engine: &engine,
-        tags,
-        cache_client,
-        early: early.as_ref(),
-        started,
+    schedule::build_stages(&engine, &plan.order, one.threads, &siblings, on_event)?;
+    drop(slot);
+    let mut made = make_image(&engine, shared)?;
+    // The index entry names the platform asked for, even when the final stage is
+    // `FROM --platform=…` another (BuildKit's dockerui `makeExportPlatform`).
+    made.manifest.platform = Some(base::image_platform(one.platform));
+    let early_bytes = early.as_ref().map_or(0, |e| e.finish());
+    drop(engine);
+    Ok(Built {
+        plan,
+        records: made.records,
+        layers: made.layers,
+        config: made.config,
+        manifest: made.manifest,
+        early_bytes,
+    })
+}
+
+/// What [`make_image`] stored: the step records, the image's layers, config and manifest.
+struct Made {
+    records: Vec<cache_export::StepRecord>,
+    layers: Vec<Descriptor>,
+    config: Descriptor,
+    manifest: Descriptor,
+}
+
+/// With --push, layers upload while later steps run (early_push.rs); the manifest goes last.
+fn start_early_push(
+    store: &Store,
+    req: &BuildRequest,
+    tags: &[String],
+    plan: &plan::Plan,
+) -> Result<Option<early_push::EarlyPush>, BuildError> {
+    if !req.push {
+        return Ok(None);
+    }
+    let client = std::sync::Arc::new(req.registry.client()?);
+    Ok(Store::open(store.root())
+        .ok()
+        .and_then(|handle| early_push::EarlyPush::start(client, handle, tags, plan)))
+}
+
+/// The build context, with the Dockerfile-specific ignore file that sits beside a Dockerfile read
+/// from disk (inline text has none).
+fn build_context(req: &BuildRequest) -> Result<crate::context::SourceRoot, BuildError> {
+    let dockerfile_path = match (&req.dockerfile_text, &req.dockerfile) {
+        (Some(_), _) => None,
+        (None, Some(p)) => Some(p.clone()),
+        (None, None) => Some(crate::context::default_dockerfile(&req.context)),
     };
-    finish_image(finish, on_event)
+    Ok(crate::context::SourceRoot::context(
+        &req.context,
+        dockerfile_path.as_deref(),
+    )?)
 }
 
-/// What the end of a build needs besides the engine that ran it.
-struct Finish<'a> {
-    engine: &'a stage::Engine<'a>,
-    tags: Vec<String>,
-    cache_client: Option<std::sync::Arc<crate::registry::RegistryClient>>,
-    early: Option<&'a early_push::EarlyPush>,
-    started: Instant,
-}
-
-/// The target stage becomes the image: config (labels, created, inline cache), manifest, local
-/// tags, outputs, then the push and the cache export side by side (publish.rs).
-fn finish_image(
-    f: Finish<'_>,
-    on_event: &mut dyn FnMut(&Event),
-) -> Result<BuildResult, BuildError> {
-    let inputs = &f.engine.inputs;
+/// The target stage becomes the image: config (labels, created, inline cache) and manifest, in
+/// the store.
+fn make_image(engine: &stage::Engine<'_>, shared: &Shared<'_>) -> Result<Made, BuildError> {
+    let inputs = &engine.inputs;
     let (store, req, plan) = (inputs.store, inputs.req, inputs.plan);
-    let target = f
-        .engine
+    let target = engine
         .progress
         .finished(plan.target)
         .ok_or_else(|| BuildError::Step {
@@ -227,6 +405,7 @@ fn finish_image(
         // Times come from the layers (history.rs), so a rebuild from cache is the same image.
         None => history::normalize(&mut final_state.config),
     }
+    // Labels go into every platform's config (BuildKit's `--label` is per image config).
     for (k, v) in &req.labels {
         final_state
             .config
@@ -234,7 +413,7 @@ fn finish_image(
             .labels
             .insert(k.clone(), v.clone());
     }
-    let records = std::mem::take(&mut *crate::sync::lock(&f.engine.progress.records));
+    let records = std::mem::take(&mut *crate::sync::lock(&engine.progress.records));
     let lineage = early_push::lineage(plan);
     let export = cache_export::Inputs {
         store,
@@ -244,7 +423,7 @@ fn finish_image(
         lineage: &lineage,
         image_layers: &final_state.layers,
         remote: inputs.remote,
-        client: f.cache_client,
+        client: shared.cache_client.clone(),
     };
     cache_export::inline_config(&mut final_state.config, &export)?;
     let (config_bytes, config_desc) = final_state.config.to_blob()?;
@@ -257,34 +436,109 @@ fn finish_image(
         digest,
         manifest_bytes.len() as u64,
     );
-    let tags = &f.tags;
+    Ok(Made {
+        records,
+        layers: final_state.layers,
+        config: config_desc,
+        manifest: manifest_desc,
+    })
+}
+
+/// The image (one platform: its manifest, as before; several: an index over them) tagged
+/// locally, written to the `--output`s, pushed, and the step records exported.
+fn publish_images(
+    shared: &Shared<'_>,
+    images: Vec<Built>,
+    started: Instant,
+    on_event: &mut dyn FnMut(&Event),
+) -> Result<BuildResult, BuildError> {
+    let (store, req) = (shared.store, shared.req);
+    let tags = &shared.parsed.tags;
+    let all_layers: Vec<Descriptor> = images.iter().flat_map(|b| b.layers.clone()).collect();
+    let image_desc = match images.as_slice() {
+        [one] => {
+            let mut d = one.manifest.clone();
+            d.platform = None;
+            d
+        }
+        many => {
+            let manifests: Vec<Descriptor> = many.iter().map(|b| b.manifest.clone()).collect();
+            platforms::write_index(store, &manifests)?
+        }
+    };
     publish::tag_locally(
         store,
         req,
-        inputs.remote,
+        shared.remote,
         tags,
-        &manifest_desc,
-        &final_state.layers,
+        &image_desc,
+        &all_layers,
         on_event,
     )?;
-    export_outputs(store, req, tags, &manifest_desc, on_event)?;
-    let early_bytes = f.early.map_or(0, |e| e.finish());
-    publish::push_and_export(&export, tags, &manifest_desc, early_bytes, on_event)?;
-    publish::after_remote_caches(store, inputs.remote, &records, on_event)?;
-    let size = config_desc.size
-        + manifest_desc.size
-        + final_state.layers.iter().map(|l| l.size).sum::<u64>();
+    if images.len() > 1
+        && req
+            .outputs
+            .iter()
+            .any(|o| matches!(o, Output::Docker { .. }))
+    {
+        // `docker load` takes no index (BuildKit's docker exporter refuses a multi-platform
+        // result); the archive holds the host's platform, as store::write_docker_archive writes.
+        on_event(&Event::Warning {
+            message: "type=docker holds one platform: the archive has this machine's platform only (type=oci keeps every platform)".into(),
+        });
+    }
+    export_outputs(store, req, tags, &image_desc, on_event)?;
+    // Every platform's records travel in the one cache export; stage numbers are per plan, so
+    // they are spread apart (the export only asks whether a stage is in the image's lineage).
+    const STRIDE: usize = 1 << 16;
+    let mut records = Vec::new();
+    let mut lineage = std::collections::BTreeSet::new();
+    for (k, b) in images.iter().enumerate() {
+        records.extend(
+            b.records
+                .iter()
+                .map(|(st, key, r)| (k * STRIDE + st, key.clone(), r.clone())),
+        );
+        lineage.extend(
+            early_push::lineage(&b.plan)
+                .iter()
+                .map(|st| k * STRIDE + st),
+        );
+    }
+    let export = cache_export::Inputs {
+        store,
+        req,
+        plan: &images[0].plan,
+        records: &records,
+        lineage: &lineage,
+        image_layers: &all_layers,
+        remote: shared.remote,
+        client: shared.cache_client.clone(),
+    };
+    let early_bytes = images.iter().map(|b| b.early_bytes).sum();
+    publish::push_and_export(&export, tags, &image_desc, early_bytes, on_event)?;
+    publish::after_remote_caches(store, shared.remote, &records, on_event)?;
+    let size = image_desc.size
+        + images
+            .iter()
+            .map(|b| {
+                b.config.size
+                    + if images.len() > 1 { b.manifest.size } else { 0 }
+                    + b.layers.iter().map(|l| l.size).sum::<u64>()
+            })
+            .sum::<u64>();
+    let config = images[0].config.digest.clone();
     on_event(&Event::Finished {
-        manifest: manifest_desc.digest.clone(),
-        config: config_desc.digest.clone(),
-        tags: f.tags.clone(),
+        manifest: image_desc.digest.clone(),
+        config: config.clone(),
+        tags: tags.clone(),
         size,
-        duration_ms: f.started.elapsed().as_millis() as u64,
+        duration_ms: started.elapsed().as_millis() as u64,
     });
     Ok(BuildResult {
-        manifest: manifest_desc,
-        config: config_desc.digest,
-        tags: f.tags,
+        manifest: image_desc,
+        config,
+        tags: tags.clone(),
     })
 }
 

@@ -37,6 +37,8 @@ pub enum BuildError {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+    #[error("preparing RUN steps for a foreign platform")]
+    Emulation(#[source] crate::exec::EmulateError),
     #[error("base image {reference}: {message}")]
     Base {
         reference: String,

@@ -34,6 +34,8 @@ pub struct Inputs<'a> {
     pub early_push: Option<&'a EarlyPush>,
     /// `--cache-from` sources, read after the local step cache.
     pub remote: &'a RemoteCaches,
+    /// How RUN steps of each architecture the plan runs them on are run (`platforms.rs`).
+    pub runners: &'a std::collections::BTreeMap<String, crate::exec::Runner>,
 }
 
 impl Inputs<'_> {

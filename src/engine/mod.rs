@@ -23,6 +23,7 @@
 //! | `step/`        | RUN, metadata, WORKDIR defaults, history, cache keys and records, flight |
 //! | `stage.rs`     | the stage loop: the only code that commits layers and changes a stage    |
 //! | `schedule.rs`  | stages on threads once their dependencies finished                       |
+//! | `platforms.rs` | many platforms: emulation check, plan rendezvous, event numbering, index |
 //! | `build.rs`     | the driver: request → plan → stages → image → outputs ([`build`])        |
 //!
 //! Must not: parse Dockerfiles, write tar or hash bytes itself — it calls the modules that do.
@@ -34,6 +35,7 @@ mod error;
 mod event;
 mod inputs;
 mod nospace;
+mod platforms;
 mod publish;
 mod request;
 mod schedule;

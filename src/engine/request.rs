@@ -82,6 +82,9 @@ pub struct BuildRequest {
     pub cache_from: Vec<crate::cache::spec::ImportSpec>,
     /// `--cache-to`: where the build's step records go (registry, OCI layout, inline).
     pub cache_to: Vec<crate::cache::spec::ExportSpec>,
+    /// `--platform`: the target platforms. None or one: one image manifest (none: the host's);
+    /// two or more: one image index over a manifest per platform.
+    pub platforms: Vec<crate::plan::Platform>,
 }
 
 /// Registry settings and this build's credentials, for pulling bases and pushing results. Held in
@@ -119,6 +122,8 @@ pub struct SandboxOptions {
     pub network: crate::exec::Network,
     /// `[worker.oci] ca-injection` (not given: on when the platform mounted a CA).
     pub ca_injection: Option<bool>,
+    /// `[worker.oci] binfmt` and `emulators`: how foreign-platform RUN steps run.
+    pub emulation: crate::exec::Emulation,
 }
 
 impl SandboxOptions {
@@ -156,6 +161,7 @@ impl BuildRequest {
             registry: RegistryAccess::default(),
             cache_from: Vec::new(),
             cache_to: Vec::new(),
+            platforms: Vec::new(),
         }
     }
 }

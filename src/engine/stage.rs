@@ -226,7 +226,9 @@ impl Engine<'_> {
                 config: ImageConfig::new(&super::base::image_platform(&stage.platform)),
                 layers: Vec::new(),
                 name: "scratch".to_string(),
-                key: super::step::cached::root_key("scratch"),
+                // The platform is part of every key: a base image's root is its platform's
+                // manifest digest, scratch's names the platform.
+                key: super::step::cached::root_key(&format!("scratch {}", stage.platform)),
             },
             Base::Stage(parent) => {
                 let p = self
@@ -665,7 +667,11 @@ impl Engine<'_> {
             timeout: self.inputs.req.sandbox.step_timeout,
             network: self.inputs.req.sandbox.network,
             cancel: self.inputs.cancel,
+            emulator: super::step::run::emulator(&self.inputs, st.index),
         };
+        if let Some(line) = super::step::run::emulation_line(&self.inputs, st.index) {
+            on_event(&Event::Log { step: n, line });
+        }
         let (changes, upper) = super::step::run::run_step(&ctx, step, run, &mut |line| {
             on_event(&Event::Log { step: n, line })
         })

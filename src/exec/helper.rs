@@ -195,6 +195,9 @@ fn pid1(
     for w in mounts::setup(rootfs, spec.rung, &spec.mounts, secrets)? {
         report(&Status::Warning(w));
     }
+    if let Some(emu) = &spec.emulator {
+        mounts::bind_emulator(rootfs, emu)?;
+    }
     if spec.rung != Rung::Chroot {
         nix::unistd::sethostname(&spec.hostname).map_err(|e| format!("sethostname: {e}"))?;
     }
@@ -272,7 +275,23 @@ fn exec_command(
 ) -> String {
     use std::os::unix::process::CommandExt;
     let spec = &hs.spec;
-    let Some((prog, args)) = spec.argv.split_first() else {
+    if spec.argv.is_empty() {
+        return "empty command".into();
+    }
+    // A foreign-architecture step without a binfmt_misc handler runs through the mounted emulator
+    // (BuildKit prepends qemuMountName to the args the same way, solver/llbsolver/ops/exec.go).
+    let argv = match spec.emulator {
+        Some(_) => {
+            let path = spec
+                .env
+                .iter()
+                .find_map(|kv| kv.strip_prefix("PATH="))
+                .unwrap_or(DEFAULT_PATH);
+            super::emulate::emulated_argv(&spec.argv, path, Path::new("/"))
+        }
+        None => spec.argv.clone(),
+    };
+    let Some((prog, args)) = argv.split_first() else {
         return "empty command".into();
     };
     // stdout is the output pipe; stderr (the status pipe) is replaced by it.

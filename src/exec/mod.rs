@@ -20,6 +20,7 @@
 //! Must NOT: know build steps, Dockerfiles, digests or layers.
 
 mod cgroup;
+pub mod emulate;
 mod helper;
 mod mounts;
 mod probe;
@@ -28,6 +29,7 @@ mod user;
 mod userns;
 
 pub use cgroup::CgroupStatus;
+pub use emulate::{EmulateError, Emulation, Runner};
 pub use helper::sandbox_main;
 pub use mounts::{overlay_opaque_xattr, platform_ca_bundle, step_env, CA_TARGET, PLATFORM_CA_DIR};
 pub use probe::{probe, Probe};
@@ -256,6 +258,11 @@ pub struct SandboxSpec {
     pub resources: Resources,
     /// The rung to use (normally `probe(cfg).rung`).
     pub rung: Rung,
+    /// A static QEMU user-mode emulator on the host: bound read-only at
+    /// [`emulate::EMULATOR_PATH`] and the command run through it (a foreign-architecture step
+    /// with no binfmt_misc handler).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emulator: Option<PathBuf>,
 }
 
 impl SandboxSpec {
@@ -272,6 +279,7 @@ impl SandboxSpec {
             timeout: None,
             resources: Resources::default(),
             rung,
+            emulator: None,
         }
     }
 }

@@ -341,6 +341,14 @@ pub(crate) fn setup(
     Ok(warnings)
 }
 
+/// The step's emulator, read-only on the sandbox's private `/dev` tmpfs (never in a layer);
+/// BuildKit binds it at `/dev/.buildkit_qemu_emulator` the same way.
+pub(crate) fn bind_emulator(root: &Path, emulator: &Path) -> R<()> {
+    let dst = root.join(super::emulate::EMULATOR_PATH.trim_start_matches('/'));
+    std::fs::File::create(&dst).map_err(|e| format!("creating {}: {e}", dst.display()))?;
+    bind(emulator, &dst, true)
+}
+
 /// A private tmpfs for secrets, outside the rootfs (and so outside every layer).
 pub(crate) fn secrets_tmpfs(dir: &Path) -> R<()> {
     m(

@@ -131,3 +131,24 @@ fn platform_fields_are_shared_with_descriptors_and_tolerate_docker_nulls() {
         r#"{"architecture":"arm64","config":{},"container":"abc","os":"linux","rootfs":{"diff_ids":[],"type":"layers"},"variant":"v8"}"#
     );
 }
+
+#[test]
+fn index_select_tells_arm_variants_apart() {
+    let entry = |n: &[u8], v: Option<&str>| {
+        let mut d = Descriptor::new(MEDIA_OCI_MANIFEST, Digest::of(n), 1);
+        d.platform = Some(Platform::new("linux", "arm", v));
+        d
+    };
+    let (v6, v7) = (entry(b"6", Some("v6")), entry(b"7", Some("v7")));
+    let idx = Index::new(vec![v7.clone(), v6.clone()]);
+    assert_eq!(
+        idx.select(&Platform::new("linux", "arm", Some("v6"))),
+        Some(&v6)
+    );
+    assert_eq!(
+        idx.select(&Platform::new("linux", "arm", Some("v7"))),
+        Some(&v7)
+    );
+    assert_eq!(idx.select(&Platform::new("linux", "arm", Some("v5"))), None);
+    assert_eq!(idx.select(&Platform::new("linux", "arm64", None)), None);
+}

@@ -139,6 +139,26 @@ impl Platform {
     }
 }
 
+/// `--platform linux/amd64,linux/arm64` (repeatable, each value comma-separated, as buildx takes
+/// it): every platform once, in the order first given. An empty list means the host's platform.
+pub fn parse_list<S: AsRef<str>>(values: &[S]) -> Result<Vec<Platform>, String> {
+    let mut out: Vec<Platform> = Vec::new();
+    for v in values {
+        for one in v
+            .as_ref()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            let p = Platform::parse(one)?;
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn is_known_arch(a: &str) -> bool {
     matches!(
         a,
@@ -183,5 +203,14 @@ mod tests {
         );
         assert_eq!(Platform::parse("arm64").unwrap().to_string(), "linux/arm64");
         assert!(Platform::parse("linux//amd64").is_err());
+    }
+
+    #[test]
+    fn lists_split_on_commas_and_drop_repeats() {
+        let l = parse_list(&["linux/amd64,linux/arm64", "linux/aarch64", "linux/arm/v6"]).unwrap();
+        let names: Vec<String> = l.iter().map(|p| p.to_string()).collect();
+        assert_eq!(names, ["linux/amd64", "linux/arm64", "linux/arm/v6"]);
+        assert!(parse_list(&["linux/amd64,linux//x"]).is_err());
+        assert!(parse_list::<&str>(&[]).unwrap().is_empty());
     }
 }

@@ -4,6 +4,9 @@
 #
 #   testdata/busybox/make-image.sh DEST_DIR [TAG]     (TAG defaults to "latest")
 #
+# BUSYBOX=PATH ARCH=arm64 use another architecture's busybox-static (make-index.sh does); its applet
+# list is read from the host's busybox (the same Debian version), which can run here.
+#
 # The layout is reproducible: fixed mtimes, sorted entries, numeric owners, gzip -n.
 set -euo pipefail
 dest=${1:?usage: make-image.sh DEST_DIR [TAG]}
@@ -11,6 +14,8 @@ tag=${2:-latest}
 bb=$(command -v busybox || true)
 [ -x /bin/busybox ] && bb=/bin/busybox
 [ -n "$bb" ] || { echo "make-image.sh: busybox-static is not installed (apt-get install busybox-static)" >&2; exit 1; }
+lister=$bb
+bb=${BUSYBOX:-$bb}
 file -L "$bb" 2>/dev/null | grep -q "statically linked" || ldd "$bb" 2>&1 | grep -q "not a dynamic" \
   || { echo "make-image.sh: $bb is not statically linked (install busybox-static)" >&2; exit 1; }
 
@@ -23,7 +28,7 @@ chmod 700 "$root/root"
 cp "$bb" "$root/bin/busybox"
 chmod 755 "$root/bin/busybox"
 # One symlink per applet, where busybox itself would install it.
-"$bb" --list-full | while read -r applet; do
+"$lister" --list-full | while read -r applet; do
   [ "$applet" = bin/busybox ] && continue
   mkdir -p "$root/$(dirname "$applet")"
   ln -sf /bin/busybox "$root/$applet"
@@ -57,6 +62,7 @@ layer_size=$(stat -c %s "$work/layer.tar.gz")
 case "$(uname -m)" in
   x86_64) arch=amd64 ;; aarch64) arch=arm64 ;; armv7l) arch=arm ;; *) arch=$(uname -m) ;;
 esac
+arch=${ARCH:-$arch}
 mkdir -p "$dest/blobs/sha256"
 cp "$work/layer.tar.gz" "$dest/blobs/sha256/$layer_digest"
 printf '{"architecture":"%s","config":{"Cmd":["sh"],"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},"created":"1970-01-01T00:00:00Z","history":[{"created":"1970-01-01T00:00:00Z","created_by":"testdata/busybox/make-image.sh"}],"os":"linux","rootfs":{"diff_ids":["sha256:%s"],"type":"layers"}}' \

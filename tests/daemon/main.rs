@@ -15,6 +15,7 @@ mod daemon_api;
 mod daemon_burst;
 mod daemon_catalog;
 mod daemon_kill;
+mod daemon_platforms;
 mod daemon_records;
 mod daemon_sidecar;
 mod daemon_soak;

@@ -16,5 +16,6 @@ mod registry_credentials;
 mod registry_faults;
 mod registry_hostile;
 mod registry_mirror;
+mod registry_platforms;
 mod registry_pull_push;
 mod registry_tls;

@@ -97,3 +97,25 @@ class CacheKwargs(unittest.TestCase):
         self.assertEqual(sent["cache_from"], ["type=registry,ref=r.example.com/t/cache:main"])
         self.assertEqual(sent["cache_to"], ["type=registry,ref=r.example.com/t/cache:main,mode=max",
                                             "type=inline"])
+
+
+class PlatformsKwarg(unittest.TestCase):
+    def test_platforms_reach_the_spec_as_a_list(self):
+        sent = []
+
+        def fake_request(method, path, body=None):
+            sent.append(body)
+            return {"id": "b1"}
+
+        saved = (kiln_client._request, kiln_client.follow_build)
+        kiln_client._request = fake_request
+        kiln_client.follow_build = lambda build_id, out: True
+        try:
+            kiln_client.build_image("app", "1", platforms="linux/amd64,linux/arm64")
+            kiln_client.build_image("app", "1", platforms=("linux/amd64", "linux/arm/v7"))
+            kiln_client.build_image("app", "1")
+        finally:
+            kiln_client._request, kiln_client.follow_build = saved
+        self.assertEqual(sent[0]["platforms"], ["linux/amd64,linux/arm64"])
+        self.assertEqual(sent[1]["platforms"], ["linux/amd64", "linux/arm/v7"])
+        self.assertNotIn("platforms", sent[2])

@@ -82,8 +82,13 @@ impl<'a> StoreBases<'a> {
         }
     }
 
-    /// Pull `r` for `platform` into the store (tagged under its store name).
-    fn pull(&self, r: &Reference, platform: &crate::image::Platform) -> Result<(), BuildError> {
+    /// Pull `r` for `platform` into the store (tagged under its store name); returns the
+    /// platform's manifest.
+    fn pull(
+        &self,
+        r: &Reference,
+        platform: &crate::image::Platform,
+    ) -> Result<crate::image::Descriptor, BuildError> {
         let Some(access) = self.registry else {
             return Err(BuildError::Base {
                 reference: r.to_string(),
@@ -126,7 +131,7 @@ impl<'a> StoreBases<'a> {
             source: Some(Box::new(e)),
         })?;
         lock(&self.pulled).push((r.store_name(), desc.digest.to_string(), bytes));
-        Ok(())
+        Ok(desc)
     }
 
     /// The image a FROM or `--from` names for the host platform.
@@ -175,14 +180,28 @@ impl<'a> StoreBases<'a> {
                 Some(d) => d.to_string(),
                 None => name.clone(),
             };
+            // Read back by the pulled manifest's digest, not the name: another platform of the
+            // same build may retag the name with its own manifest meanwhile.
+            let pull = |this: &Self| -> Result<StoredImage, BuildError> {
+                let desc = this.pull(&r, &want)?;
+                let got = desc.digest.to_string();
+                this.store
+                    .image_for(&got, &want)
+                    .map_err(|e| this.platform_err(reference, &key, &want, e))
+            };
             match self.store.image_for(&key, &want) {
-                Ok(img) => img,
-                Err(store::StoreError::ImageNotFound(_)) if self.registry.is_some() => {
-                    self.pull(&r, &want)?;
-                    self.store
-                        .image_for(&key, &want)
-                        .map_err(|e| self.platform_err(reference, &key, &want, e))?
+                // The name holds the manifest of another platform (pulled for it, as Docker
+                // pulls): `--platform` asked for this one, so pull it.
+                Ok(img)
+                    if *platform != Platform::host()
+                        && !img.config.platform.satisfies(&want)
+                        && self.registry.is_some()
+                        && r.digest.is_none() =>
+                {
+                    pull(self)?
                 }
+                Ok(img) => img,
+                Err(store::StoreError::ImageNotFound(_)) if self.registry.is_some() => pull(self)?,
                 Err(e @ store::StoreError::NoPlatform { .. }) => {
                     return Err(self.platform_err(reference, &key, &want, e))
                 }
@@ -197,9 +216,9 @@ impl<'a> StoreBases<'a> {
                 Err(e) => return Err(base_err("reading it from the store".into(), Some(Box::new(e)))),
             }
         };
-        // kiln's target platform is the host's, so a non-host platform here was asked for with
-        // `FROM --platform`: a base of another platform is then an error. For the default platform
-        // kiln keeps using the image (BuildKit only lints that: InvalidBaseImagePlatform).
+        // A non-host platform here was asked for (`--platform` or `FROM --platform`): a base of
+        // another platform is then an error. For the host's platform kiln keeps using the image
+        // (BuildKit only lints that: InvalidBaseImagePlatform).
         if *platform != Platform::host() && !image.config.platform.satisfies(&want) {
             return Err(BuildError::Base {
                 reference: reference.to_string(),

@@ -30,6 +30,32 @@ pub struct RunContext<'a> {
     pub timeout: Option<std::time::Duration>,
     pub network: exec::Network,
     pub cancel: &'a exec::Cancel,
+    /// The static emulator to run the step through (a foreign platform with no binfmt handler).
+    pub emulator: Option<&'a Path>,
+}
+
+/// The emulator a RUN step of stage `index` runs through, when its platform is foreign and the
+/// kernel has no binfmt_misc handler for it (decided before the build, `platforms.rs`).
+pub fn emulator<'a>(
+    inputs: &'a crate::engine::inputs::Inputs<'_>,
+    index: usize,
+) -> Option<&'a Path> {
+    let arch = &inputs.plan.stages[index].platform.architecture;
+    match inputs.runners.get(arch) {
+        Some(exec::Runner::Mount(p)) => Some(p.as_path()),
+        _ => None,
+    }
+}
+
+/// How a foreign-platform RUN step is emulated, for its log (None: the host's platform).
+pub fn emulation_line(inputs: &crate::engine::inputs::Inputs<'_>, index: usize) -> Option<String> {
+    let platform = &inputs.plan.stages[index].platform;
+    let via = match inputs.runners.get(&platform.architecture)? {
+        exec::Runner::Native => return None,
+        exec::Runner::Binfmt(name) => format!("the kernel's binfmt_misc handler {name}"),
+        exec::Runner::Mount(p) => format!("{} (mounted read-only)", p.display()),
+    };
+    Some(format!("emulated {platform}: through {via}"))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +125,7 @@ pub fn run_step(
     };
     spec.resources = ctx.resources;
     spec.timeout = ctx.timeout;
+    spec.emulator = ctx.emulator.map(Path::to_path_buf);
     // `sharing=locked` cache mounts: held exclusively until the step ends.
     let mut _locks = Vec::new();
     for (i, m) in run.mounts.iter().enumerate() {
