@@ -32,7 +32,7 @@ pub struct SpecError {
     pub message: String,
 }
 
-fn bad(field: &str, message: impl Into<String>) -> SpecError {
+pub(super) fn bad(field: &str, message: impl Into<String>) -> SpecError {
     SpecError {
         field: field.to_string(),
         message: message.into(),
@@ -140,6 +140,7 @@ pub fn resolve(spec: &BuildSpec, cfg: &Config) -> Result<BuildRequest, SpecError
     req.pull = !s.no_pull;
     req.registry = resolve_registry(&s, cfg, &req.tags)?;
     resolve_cache(&s, &mut req)?;
+    super::resolve_flags::resolve_ci_flags(&s, &mut req)?;
     Ok(req)
 }
 

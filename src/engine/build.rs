@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use super::publish::{self, cache_export, early_push, remote_cache};
 use super::step::history;
-use super::{base, inputs, nospace, schedule, stage, workspace};
+use super::{base, inputs, named, nospace, schedule, stage, workspace};
 use super::{BuildError, BuildRequest, BuildResult, Event, Output};
 use crate::image::{self, Descriptor, Manifest};
 use crate::plan;
@@ -81,6 +81,7 @@ fn parse_request(req: &BuildRequest) -> Result<Parsed, BuildError> {
         target: req.target.clone(),
         platform: plan::Platform::host(),
         file_name: file_name.clone(),
+        named_contexts: named::plan_sources(req),
     };
     Ok(Parsed {
         tags,
@@ -119,6 +120,7 @@ fn drive(
     let preparer = base::prepare::Preparer::new(store);
     let bases = base::StoreBases::new(store)
         .with_registry(req.pull.then_some(&req.registry))
+        .pull_always(req.pull_always)
         .with_preparer(&preparer);
     let plan = plan::plan(&df, &opts, &bases)?;
     bases.report(on_event);
@@ -136,6 +138,9 @@ fn drive(
         (None, None) => Some(crate::context::default_dockerfile(&req.context)),
     };
     let context = crate::context::SourceRoot::context(&req.context, dockerfile_path.as_deref())?;
+    let named_roots = named::open_local(req)?;
+    // Key files' agents start before any step and stop when the build ends, however it ends.
+    let ssh_agents = super::ssh::Agents::start(&req.ssh)?;
     let cache_client = publish::cache_registry_client(req)?;
     let remote = remote_cache::RemoteCaches::import(req, store, cache_client.clone(), on_event);
     remote.seed_mounts(store, &plan, on_event);
@@ -163,6 +168,8 @@ fn drive(
             plan: &plan,
             bases: &bases,
             context: &context,
+            named: &named_roots,
+            ssh: &ssh_agents,
             workspace: workspace.path(),
             file_name: &file_name,
             sde,

@@ -33,10 +33,12 @@ mod copy;
 mod error;
 mod event;
 mod inputs;
+mod named;
 mod nospace;
 mod publish;
 mod request;
 mod schedule;
+mod ssh;
 mod stage;
 mod step;
 mod workspace;
@@ -46,7 +48,8 @@ pub use build::{build, warning_text};
 pub use error::BuildError;
 pub use event::{Event, LayerSummary};
 pub use request::{
-    BuildRequest, BuildResult, Output, RegistryAccess, SandboxOptions, SecretSource,
+    BuildRequest, BuildResult, NamedContext, Output, RegistryAccess, SandboxOptions, SecretSource,
+    SshSource,
 };
 pub use step::metadata::{apply_metadata, MetaState};
 pub use workspace::{empty_trash, scratch_dirs};

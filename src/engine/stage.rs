@@ -169,15 +169,15 @@ impl Engine<'_> {
             } else {
                 let stage_key = |i: usize| self.progress.finished(i).map(|f| f.key.clone());
                 key = cached::step_key(&self.inputs, &stage_key, step, &key)?;
-                let mut hit = cached::cached(&self.inputs, &key)?;
+                let mut hit = cached::cached(&self.inputs, stage, &key)?;
                 // Identical steps of concurrent builds run once (flight.rs); the lead is held
                 // until the record is saved, then the others find it in the cache.
                 let mut _lead = None;
-                if hit.is_none() && !self.inputs.req.no_cache {
+                if hit.is_none() && !cached::skips_cache(&self.inputs, stage) {
                     match super::step::flight::join(&key) {
                         super::step::flight::Turn::Lead(l) => _lead = Some(l),
                         super::step::flight::Turn::Followed => {
-                            hit = cached::cached(&self.inputs, &key)?
+                            hit = cached::cached(&self.inputs, stage, &key)?
                         }
                     }
                 }
@@ -483,6 +483,12 @@ impl Engine<'_> {
                 }
                 Some(dir)
             }
+            // `copy::step::copy` reads local contexts as source roots of their own.
+            Some(plan::CopySource::Context(key)) => Some(
+                super::named::local(self.inputs.named, key)?
+                    .root()
+                    .to_path_buf(),
+            ),
         })
     }
 
@@ -692,10 +698,13 @@ impl Engine<'_> {
             stage_roots: &stage_roots,
             store: self.inputs.store,
             secrets: &self.inputs.req.secrets,
+            named: self.inputs.named,
+            ssh: self.inputs.ssh,
             resources: self.inputs.req.sandbox.resources,
             timeout: self.inputs.req.sandbox.step_timeout,
             network: self.inputs.req.sandbox.network,
             cancel: self.inputs.cancel,
+            options: &self.inputs.req.sandbox,
         };
         let (changes, upper) = super::step::run::run_step(&ctx, step, run, &mut |line| {
             on_event(&Event::Log { step: n, line })

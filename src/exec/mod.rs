@@ -21,6 +21,7 @@
 
 mod cgroup;
 mod helper;
+mod limits;
 mod mounts;
 mod probe;
 mod seccomp;
@@ -29,6 +30,7 @@ mod userns;
 
 pub use cgroup::CgroupStatus;
 pub use helper::sandbox_main;
+pub use limits::{HostEntry, Ulimit};
 pub use mounts::{overlay_opaque_xattr, platform_ca_bundle, step_env, CA_TARGET, PLATFORM_CA_DIR};
 pub use probe::{probe, Probe};
 pub use userns::maybe_reexec_into_userns;
@@ -256,6 +258,15 @@ pub struct SandboxSpec {
     pub resources: Resources,
     /// The rung to use (normally `probe(cfg).rung`).
     pub rung: Rung,
+    /// `--add-host` lines appended to the step's `/etc/hosts` (a private copy).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<HostEntry>,
+    /// Size of `/dev/shm` in bytes (`--shm-size`; default 64 MiB, Docker's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shm_size: Option<u64>,
+    /// `--ulimit`s set before the command's exec.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ulimits: Vec<Ulimit>,
 }
 
 impl SandboxSpec {
@@ -272,6 +283,9 @@ impl SandboxSpec {
             timeout: None,
             resources: Resources::default(),
             rung,
+            extra_hosts: Vec::new(),
+            shm_size: None,
+            ulimits: Vec::new(),
         }
     }
 }

@@ -15,6 +15,7 @@ use super::dispatch::{self, at, Ctx, DispatchState, UsedOnce};
 use super::lint::{self, Lints};
 use super::types::{Base, CopySource, Plan, Stage, Step, Warning};
 use super::values::{self, ValueError};
+use super::named::{self, NamedSource};
 use super::{is_proxy_arg, BaseImageInfo, BaseImages, PlanError, PlanOptions, Platform};
 use crate::dockerfile::checks::{self, CheckConfig};
 use crate::dockerfile::shell::{EnvList, Lex};
@@ -35,6 +36,10 @@ pub(super) struct Header {
     pub base: Base,
     pub platform: Platform,
     pub info: Option<BaseImageInfo>,
+    /// Replaced by a named context: its instructions are not run (BuildKit's `ds.namedContext`).
+    pub replaced: bool,
+    /// The key of the local context replacing it (it is then only a `--from` source).
+    pub named_local: Option<String>,
 }
 
 /// Which stages each stage reads (with the span that makes it read it, for cycle errors) and the
@@ -234,13 +239,24 @@ impl<'a> DispatchContext<'a> {
         let mut platform = explicit
             .clone()
             .unwrap_or_else(|| self.opts.platform.clone());
+        if let Some(h) = named::replaced_header(self.opts, &d.stages, i, &platform, bases) {
+            return Ok(h);
+        }
         let (base, info) = if let Some(j) = earlier {
             if explicit.is_none() {
                 platform = earlier_headers[j].platform.clone();
             }
+            self.check_local_base(earlier_headers, j, Some(span))?;
             (Base::Stage(j), None)
         } else if name == "scratch" {
             (Base::Scratch, None)
+        } else if let Some((key, src)) = named::lookup(self.opts, &name) {
+            match src {
+                NamedSource::Image(r) => (Base::Image(r.clone()), bases.lookup(r, &platform)),
+                NamedSource::Local => {
+                    return Err(self.at(span, named::local_from_error(&key), orig))
+                }
+            }
         } else {
             values::check_reference(&name).map_err(|e| {
                 self.at(
@@ -256,7 +272,25 @@ impl<'a> DispatchContext<'a> {
             base,
             platform,
             info,
+            replaced: false,
+            named_local: None,
         })
+    }
+
+    /// A stage replaced by a local named context has no filesystem of its own to start from:
+    /// being a base or the target is an error (BuildKit would start from the directory).
+    pub fn check_local_base(
+        &self,
+        headers: &[Header],
+        j: usize,
+        span: Option<Span>,
+    ) -> Result<(), PlanError> {
+        let Some(key) = &headers[j].named_local else {
+            return Ok(());
+        };
+        let st = &self.d.stages[j];
+        let span = span.unwrap_or(st.from.span);
+        Err(self.at(span, named::local_from_error(key), st.from.original.clone()))
     }
 
     /// UndefinedArgInFrom for each variable a FROM line used that no global ARG declares.
@@ -357,8 +391,17 @@ impl<'a> DispatchContext<'a> {
             if let Base::Stage(j) = headers[i].base {
                 list.push((j, st.from.span));
             }
-            let trig = self.init_on_build_triggers(i, &headers[i])?;
-            for ins in trig.iter().chain(st.instructions.iter()) {
+            let trig = if headers[i].replaced {
+                Vec::new()
+            } else {
+                self.init_on_build_triggers(i, &headers[i])?
+            };
+            let own = if headers[i].replaced {
+                &[][..]
+            } else {
+                &st.instructions[..]
+            };
+            for ins in trig.iter().chain(own.iter()) {
                 self.instruction_sources(ins, &mut list)?;
             }
             graph.triggers.push(trig);
@@ -427,9 +470,9 @@ impl<'a> DispatchContext<'a> {
                 super::check_from_unexpanded(&self.lex, &f)
                     .map_err(|w| self.at(ins.span, w, f.clone()))?;
             }
-            if let CopySource::Stage(j) = resolve_source(&self.d.stages, &f)
-                .map_err(|(w, _)| self.at(ins.span, w, ins.original.clone()))?
-            {
+            let src = resolve_source(&self.d.stages, &f)
+                .map_err(|(w, _)| self.at(ins.span, w, ins.original.clone()))?;
+            if let CopySource::Stage(j) = named::redirect(self.opts, &self.d.stages, src) {
                 list.push((j, ins.span));
             }
         }
@@ -472,8 +515,11 @@ impl<'a> DispatchContext<'a> {
                 Base::Scratch => image_state(Some(&BaseImageInfo::default())),
                 Base::Image(_) => image_state(h.info.as_ref()),
             };
-            let steps =
-                self.dispatch_stage(i, &mut state, meta, &proxy, graph, order.contains(&i))?;
+            let steps = if h.replaced {
+                Vec::new()
+            } else {
+                self.dispatch_stage(i, &mut state, meta, &proxy, graph, order.contains(&i))?
+            };
             let st = &self.d.stages[i];
             let mut dl: Vec<usize> = graph.deps[i].iter().map(|(j, _)| *j).collect();
             dl.sort_unstable();
@@ -506,7 +552,9 @@ impl<'a> DispatchContext<'a> {
     ) -> Result<Vec<Step>, PlanError> {
         let d = self.d;
         let st = &d.stages[i];
-        let resolve = |f: &str| resolve_source(&d.stages, f);
+        let opts = self.opts;
+        let resolve =
+            |f: &str| resolve_source(&d.stages, f).map(|s| named::redirect(opts, &d.stages, s));
         let mut stage_lints = Lints::new(self.lints.cfg.clone());
         let mut stage_used = BTreeSet::new();
         let mut ctx = Ctx {

@@ -26,10 +26,15 @@ pub struct RunContext<'a> {
     /// Cache mounts live in the store (`cache::mounts`), which records each use for GC.
     pub store: &'a crate::store::Store,
     pub secrets: &'a [SecretSource],
+    /// Local `--build-context` directories (`--mount from=NAME`).
+    pub named: &'a BTreeMap<String, crate::context::SourceRoot>,
+    pub ssh: &'a crate::engine::ssh::Agents,
     pub resources: exec::Resources,
     pub timeout: Option<std::time::Duration>,
     pub network: exec::Network,
     pub cancel: &'a exec::Cancel,
+    /// `--add-host`, `--shm-size`, `--ulimit`.
+    pub options: &'a crate::engine::SandboxOptions,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +103,9 @@ pub fn run_step(
         plan::Network::Default => ctx.network,
     };
     spec.resources = ctx.resources;
+    spec.extra_hosts = ctx.options.extra_hosts.clone();
+    spec.shm_size = ctx.options.shm_size;
+    spec.ulimits = ctx.options.ulimits.clone();
     spec.timeout = ctx.timeout;
     // `sharing=locked` cache mounts: held exclusively until the step ends.
     let mut _locks = Vec::new();
@@ -184,6 +192,11 @@ fn source_root(ctx: &RunContext<'_>, from: &Option<plan::CopySource>) -> Result<
             .get(i)
             .cloned()
             .ok_or_else(|| RunError::Mount(format!("from=stage {i}: the stage was not built"))),
+        Some(plan::CopySource::Context(key)) => ctx
+            .named
+            .get(key)
+            .map(|r| r.root().to_path_buf())
+            .ok_or_else(|| RunError::Mount(format!("from={key}: no such named context"))),
         Some(plan::CopySource::Image(r)) => Err(RunError::Mount(format!(
             "from={r}: mounting an image that is not a stage of this Dockerfile is not supported yet"
         ))),
@@ -203,31 +216,85 @@ fn inside(root: &Path, source: &Option<String>) -> Result<PathBuf, RunError> {
     Ok(p)
 }
 
-/// Adds `m` to the sandbox's mounts; returns the lock of a `sharing=locked` cache, to hold for
-/// the step.
+/// What a mount keeps for as long as the step runs (dropped after it).
+enum Held {
+    /// A `sharing=locked` cache's lock.
+    Lock { _file: fs::File },
+    /// An ssh mount's proxy socket.
+    Proxy { _proxy: crate::engine::ssh::Proxy },
+}
+
+/// Adds `m` to the sandbox's mounts; returns what must be held for the step (a `sharing=locked`
+/// cache's lock, an ssh proxy).
 fn add_mount(
     ctx: &RunContext<'_>,
     spec: &mut SandboxSpec,
     m: &Mount,
     i: usize,
-) -> Result<Option<fs::File>, RunError> {
+) -> Result<Option<Held>, RunError> {
     match m {
         Mount::Bind { .. } => add_bind(ctx, spec, m, i)?,
-        Mount::Cache { .. } => return add_cache(ctx, spec, m),
+        Mount::Cache { .. } => {
+            return Ok(add_cache(ctx, spec, m)?.map(|f| Held::Lock { _file: f }))
+        }
         Mount::Tmpfs { target, size } => spec.mounts.push(ExtraMount::Tmpfs {
             target: target.clone(),
             size: size.map(|s| s.max(0) as u64),
         }),
         Mount::Secret { .. } => add_secret(ctx, spec, m, i)?,
-        Mount::Ssh { id, required, .. } => {
-            if *required {
-                return Err(RunError::Mount(format!(
-                    "type=ssh (id {id}): SSH agent forwarding is not supported yet"
-                )));
-            }
-        }
+        Mount::Ssh { .. } => return add_ssh(ctx, spec, m, i),
     }
     Ok(None)
+}
+
+/// `--mount=type=ssh`: a proxy socket to the `--ssh` agent of the id at `target`, and
+/// `SSH_AUTH_SOCK` naming it when the step has none (BuildKit's `AddSSHSocket` sets it to the
+/// first ssh mount). An optional mount whose id was not given is left out, as BuildKit's.
+fn add_ssh(
+    ctx: &RunContext<'_>,
+    spec: &mut SandboxSpec,
+    m: &Mount,
+    i: usize,
+) -> Result<Option<Held>, RunError> {
+    let Mount::Ssh {
+        id,
+        target,
+        required,
+        mode,
+        uid,
+        gid,
+    } = m
+    else {
+        unreachable!("add_mount passes ssh mounts")
+    };
+    let Some(agent) = ctx.ssh.socket(id) else {
+        if *required {
+            return Err(RunError::Mount(format!(
+                "type=ssh,id={id} is required but no --ssh {id}=… was given"
+            )));
+        }
+        return Ok(None);
+    };
+    if (*uid, *gid) != (0, 0) {
+        // The socket is kiln's; a non-root owner needs the sandbox's id map on the host side.
+        return Err(RunError::Mount(format!(
+            "type=ssh,id={id}: uid={uid},gid={gid} cannot be given to the socket in the {} \
+             sandbox rung (only 0 is supported)",
+            ctx.rung
+        )));
+    }
+    let path = ctx.scratch.join(format!("ssh-{i}.sock"));
+    let proxy = crate::engine::ssh::Proxy::start(agent, &path, *mode)
+        .map_err(|e| RunError::Mount(crate::report::chain(&e)))?;
+    spec.mounts.push(ExtraMount::Bind {
+        source: path,
+        target: target.clone(),
+        readonly: false,
+    });
+    if !spec.env.iter().any(|e| e.starts_with("SSH_AUTH_SOCK=")) {
+        spec.env.push(format!("SSH_AUTH_SOCK={target}"));
+    }
+    Ok(Some(Held::Proxy { _proxy: proxy }))
 }
 
 /// `--mount=type=bind`: read-only as it is, read-write as a copy whose writes are discarded.
