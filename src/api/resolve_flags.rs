@@ -167,7 +167,9 @@ mod tests {
             named_context("/src/dir").unwrap(),
             NamedContext::Local("/src/dir".into())
         );
-        assert!(named_context("git://x/y").unwrap_err().contains("not supported"));
+        assert!(named_context("git://x/y")
+            .unwrap_err()
+            .contains("not supported"));
     }
 
     #[test]

@@ -99,7 +99,8 @@ fn ci_flags(args: &BuildArgs, spec: &mut BuildSpec) -> Result<()> {
     spec.shm_size = args.shm_size.clone().map(api::Memory::Text);
     spec.ulimits = args.ulimits.clone();
     for v in &args.ssh {
-        spec.ssh.push(ssh_flag(v, std::env::var("SSH_AUTH_SOCK").ok())?);
+        spec.ssh
+            .push(ssh_flag(v, std::env::var("SSH_AUTH_SOCK").ok())?);
     }
     for v in &args.build_contexts {
         let Some((name, value)) = v.split_once('=').filter(|(n, _)| !n.is_empty()) else {
@@ -124,7 +125,9 @@ fn ssh_flag(v: &str, auth_sock: Option<String>) -> Result<String> {
         Some((id, p)) => (id, p.to_string()),
         None => match auth_sock.filter(|s| !s.is_empty()) {
             Some(sock) => (v, sock),
-            None => bail!("--ssh {v}: SSH_AUTH_SOCK is not set (start ssh-agent, or give {v}=SOCKET|KEYFILE)"),
+            None => bail!(
+                "--ssh {v}: SSH_AUTH_SOCK is not set (start ssh-agent, or give {v}=SOCKET|KEYFILE)"
+            ),
         },
     };
     let paths: Vec<String> = paths

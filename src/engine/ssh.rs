@@ -74,7 +74,10 @@ impl Agents {
                     if let Some(p) = paths.iter().find(|p| is_socket(p)) {
                         return Err(source_err(
                             &s.id,
-                            format!("{} is a socket: give one socket or only key files", p.display()),
+                            format!(
+                                "{} is a socket: give one socket or only key files",
+                                p.display()
+                            ),
                             None,
                         ));
                     }
@@ -109,7 +112,11 @@ impl KeyAgent {
     fn start(id: &str, keys: &[PathBuf]) -> Result<KeyAgent, SshError> {
         for k in keys {
             if !k.is_file() {
-                return Err(source_err(id, format!("{} is not a socket or a key file", k.display()), None));
+                return Err(source_err(
+                    id,
+                    format!("{} is not a socket or a key file", k.display()),
+                    None,
+                ));
             }
         }
         // Short path under /tmp: a socket path must fit in sun_path (108 bytes).
@@ -152,7 +159,11 @@ impl KeyAgent {
         if !out.status.success() {
             let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
             let _ = agent.child.kill();
-            return Err(source_err(id, format!("ssh-add refused the key files: {why}"), None));
+            return Err(source_err(
+                id,
+                format!("ssh-add refused the key files: {why}"),
+                None,
+            ));
         }
         Ok(agent)
     }

@@ -13,9 +13,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::dispatch::{self, at, Ctx, DispatchState, UsedOnce};
 use super::lint::{self, Lints};
+use super::named::{self, NamedSource};
 use super::types::{Base, CopySource, Plan, Stage, Step, Warning};
 use super::values::{self, ValueError};
-use super::named::{self, NamedSource};
 use super::{is_proxy_arg, BaseImageInfo, BaseImages, PlanError, PlanOptions, Platform};
 use crate::dockerfile::checks::{self, CheckConfig};
 use crate::dockerfile::shell::{EnvList, Lex};

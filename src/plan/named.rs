@@ -54,11 +54,7 @@ pub(super) fn replacing<'o>(
 
 /// A `--from` after stage lookup: a stage replaced by a local context reads the context; an
 /// image name that has a context reads that context instead.
-pub(super) fn redirect(
-    opts: &PlanOptions,
-    stages: &[df::StageDef],
-    src: CopySource,
-) -> CopySource {
+pub(super) fn redirect(opts: &PlanOptions, stages: &[df::StageDef], src: CopySource) -> CopySource {
     match src {
         CopySource::Stage(i) => match replacing(opts, stages, i) {
             Some((key, NamedSource::Local)) => CopySource::Context(key),

@@ -234,9 +234,7 @@ fn add_mount(
 ) -> Result<Option<Held>, RunError> {
     match m {
         Mount::Bind { .. } => add_bind(ctx, spec, m, i)?,
-        Mount::Cache { .. } => {
-            return Ok(add_cache(ctx, spec, m)?.map(|f| Held::Lock { _file: f }))
-        }
+        Mount::Cache { .. } => return Ok(add_cache(ctx, spec, m)?.map(|f| Held::Lock { _file: f })),
         Mount::Tmpfs { target, size } => spec.mounts.push(ExtraMount::Tmpfs {
             target: target.clone(),
             size: size.map(|s| s.max(0) as u64),
