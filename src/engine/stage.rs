@@ -193,8 +193,13 @@ impl Engine<'_> {
                         }
                         self.materialize_sources(step)?;
                         let made = self.step(step, &mut state, &mut meta, n, on_event)?;
-                        let record =
-                            cached::remember(&self.inputs, &key, state.layers.last(), &made)?;
+                        let record = cached::remember(
+                            &self.inputs,
+                            stage,
+                            &key,
+                            state.layers.last(),
+                            &made,
+                        )?;
                         lock(&self.progress.records).push((index, key.clone(), record));
                         made
                     }
@@ -211,7 +216,7 @@ impl Engine<'_> {
         lock(&self.progress.finished).insert(
             index,
             Arc::new(Finished {
-                key,
+                key: cached::finished_key(&self.inputs, stage, key, &state.layers)?,
                 state: Mutex::new(state),
             }),
         );

@@ -221,6 +221,7 @@ pub fn skips_cache(inputs: &Inputs<'_>, stage: &crate::plan::Stage) -> bool {
 /// Remember what a step produced: `newest`, the stage's newest layer, when the step made one.
 pub fn remember(
     inputs: &Inputs<'_>,
+    stage: &crate::plan::Stage,
     key: &CacheKey,
     newest: Option<&Descriptor>,
     made: &Option<LayerSummary>,
@@ -236,8 +237,33 @@ pub fn remember(
     // The layer's time travels with it (history.rs): a replay writes the same entry.
     let created = layer.as_ref().map(|_| inputs.created.clone());
     let record = Record { layer, created };
-    cache::save(inputs.store, key, &record).map_err(key_err)?;
+    // A `--no-cache-filter` stage's result is not recorded: its key would then name two
+    // results, and a later build's steps keyed on this stage (`COPY --from`) would mix them.
+    if !filtered(inputs, stage) {
+        cache::save(inputs.store, key, &record).map_err(key_err)?;
+    }
     Ok(record)
+}
+
+/// Whether `stage` skips the cache because `--no-cache-filter` names it (not `--no-cache`).
+fn filtered(inputs: &Inputs<'_>, stage: &crate::plan::Stage) -> bool {
+    !inputs.req.no_cache && skips_cache(inputs, stage)
+}
+
+/// The key a finished stage hands its dependents. A `--no-cache-filter` stage ran afresh, so its
+/// key is extended with the layers it made: steps that read it run again when its content
+/// changed, as BuildKit's content-based keys of file-op inputs would have them.
+pub fn finished_key(
+    inputs: &Inputs<'_>,
+    stage: &crate::plan::Stage,
+    key: CacheKey,
+    layers: &[Descriptor],
+) -> Result<CacheKey, BuildError> {
+    if !filtered(inputs, stage) {
+        return Ok(key);
+    }
+    let digests: Vec<String> = layers.iter().map(|l| l.digest.to_string()).collect();
+    CacheKey::chain(&key, &digests).map_err(key_err)
 }
 
 /// The key a stage starts from when it is built FROM scratch or an image.
