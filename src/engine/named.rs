@@ -57,3 +57,11 @@ pub(crate) fn local<'a>(
         source: None,
     })
 }
+
+/// The directory of a local context the plan named.
+pub(crate) fn local_dir(
+    named: &BTreeMap<String, SourceRoot>,
+    key: &str,
+) -> Result<std::path::PathBuf, BuildError> {
+    Ok(local(named, key)?.root().to_path_buf())
+}

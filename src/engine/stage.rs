@@ -488,12 +488,10 @@ impl Engine<'_> {
                 }
                 Some(dir)
             }
-            // `copy::step::copy` reads local contexts as source roots of their own.
-            Some(plan::CopySource::Context(key)) => Some(
-                super::named::local(self.inputs.named, key)?
-                    .root()
-                    .to_path_buf(),
-            ),
+            // Not reached: `copy::step::copy` reads local contexts as source roots of their own.
+            Some(plan::CopySource::Context(k)) => {
+                Some(super::named::local_dir(self.inputs.named, k)?)
+            }
         })
     }
 
@@ -705,9 +703,6 @@ impl Engine<'_> {
             secrets: &self.inputs.req.secrets,
             named: self.inputs.named,
             ssh: self.inputs.ssh,
-            resources: self.inputs.req.sandbox.resources,
-            timeout: self.inputs.req.sandbox.step_timeout,
-            network: self.inputs.req.sandbox.network,
             cancel: self.inputs.cancel,
             options: &self.inputs.req.sandbox,
         };

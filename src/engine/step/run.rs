@@ -29,11 +29,8 @@ pub struct RunContext<'a> {
     /// Local `--build-context` directories (`--mount from=NAME`).
     pub named: &'a BTreeMap<String, crate::context::SourceRoot>,
     pub ssh: &'a crate::engine::ssh::Agents,
-    pub resources: exec::Resources,
-    pub timeout: Option<std::time::Duration>,
-    pub network: exec::Network,
     pub cancel: &'a exec::Cancel,
-    /// `--add-host`, `--shm-size`, `--ulimit`.
+    /// Network, limits, timeout; `--add-host`, `--shm-size`, `--ulimit`.
     pub options: &'a crate::engine::SandboxOptions,
 }
 
@@ -100,13 +97,13 @@ pub fn run_step(
     spec.network = match run.network {
         plan::Network::None => exec::Network::None,
         plan::Network::Host => exec::Network::Host,
-        plan::Network::Default => ctx.network,
+        plan::Network::Default => ctx.options.network,
     };
-    spec.resources = ctx.resources;
+    spec.resources = ctx.options.resources;
     spec.extra_hosts = ctx.options.extra_hosts.clone();
     spec.shm_size = ctx.options.shm_size;
     spec.ulimits = ctx.options.ulimits.clone();
-    spec.timeout = ctx.timeout;
+    spec.timeout = ctx.options.step_timeout;
     // `sharing=locked` cache mounts: held exclusively until the step ends.
     let mut _locks = Vec::new();
     for (i, m) in run.mounts.iter().enumerate() {
