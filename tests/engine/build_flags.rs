@@ -382,3 +382,56 @@ fn flag_values_kiln_cannot_use_are_errors_naming_the_flag() {
         "{err}"
     );
 }
+
+/// Rootless (the `kilntest` user): lowering limits, extra hosts and /dev/shm work; raising the
+/// hard limit above the user's own cannot be honoured in the sandbox and says which rung refused.
+#[test]
+fn rootless_honours_the_flags_and_names_the_rung_it_cannot_honour_them_in() {
+    let r = Rootless::new(&[(
+        "Dockerfile",
+        "FROM busybox\nRUN grep db /etc/hosts > /h; ulimit -Hn > /n; \
+         df -k /dev/shm | tail -1 | awk '{print $2}' > /s\n",
+    )]);
+    let (img, _) = r.build(&[
+        "--add-host",
+        "db:10.0.0.7",
+        "--ulimit",
+        "nofile=100:200",
+        "--shm-size",
+        "8m",
+    ]);
+    assert_eq!(file_of(&img, "h"), "10.0.0.7\tdb\n");
+    assert_eq!(file_of(&img, "n"), "200\n");
+    assert_eq!(file_of(&img, "s"), "8192\n");
+
+    let hard = Command::new("runuser")
+        .args(["-u", "kilntest", "--", "sh", "-c", "ulimit -Hn"])
+        .output()
+        .unwrap();
+    let hard: u64 = String::from_utf8_lossy(&hard.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    let flag = format!("nofile=64:{}", hard + 1);
+    let out = Command::new("runuser")
+        .args(["-u", "kilntest", "--"])
+        .arg(r.dir.path().join("kiln"))
+        .arg("--root")
+        .arg(r.dir.path().join("state"))
+        .args(["build", "--no-cache", "--ulimit", &flag])
+        .arg(r.ctx())
+        .current_dir(r.dir.path())
+        .env("HOME", r.dir.path())
+        .env_remove("XDG_RUNTIME_DIR")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "raising the hard limit as kilntest succeeded:\n{err}"
+    );
+    assert!(
+        err.contains("--ulimit nofile=64:") && err.contains("sandbox rung"),
+        "{err}"
+    );
+}
