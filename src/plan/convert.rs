@@ -246,17 +246,22 @@ impl<'a> DispatchContext<'a> {
             if explicit.is_none() {
                 platform = earlier_headers[j].platform.clone();
             }
-            self.check_local_base(earlier_headers, j, Some(span))?;
             (Base::Stage(j), None)
         } else if name == "scratch" {
             (Base::Scratch, None)
         } else if let Some((key, src)) = named::lookup(self.opts, &name) {
-            match src {
+            let (base, info) = match src {
                 NamedSource::Image(r) => (Base::Image(r.clone()), bases.lookup(r, &platform)),
-                NamedSource::Local => {
-                    return Err(self.at(span, named::local_from_error(&key), orig))
-                }
-            }
+                NamedSource::Local => (Base::Scratch, None),
+            };
+            let named_local = (*src == NamedSource::Local).then_some(key);
+            return Ok(Header {
+                base,
+                platform,
+                info,
+                replaced: false,
+                named_local,
+            });
         } else {
             values::check_reference(&name).map_err(|e| {
                 self.at(
@@ -275,22 +280,6 @@ impl<'a> DispatchContext<'a> {
             replaced: false,
             named_local: None,
         })
-    }
-
-    /// A stage replaced by a local named context has no filesystem of its own to start from:
-    /// being a base or the target is an error (BuildKit would start from the directory).
-    pub fn check_local_base(
-        &self,
-        headers: &[Header],
-        j: usize,
-        span: Option<Span>,
-    ) -> Result<(), PlanError> {
-        let Some(key) = &headers[j].named_local else {
-            return Ok(());
-        };
-        let st = &self.d.stages[j];
-        let span = span.unwrap_or(st.from.span);
-        Err(self.at(span, named::local_from_error(key), st.from.original.clone()))
     }
 
     /// UndefinedArgInFrom for each variable a FROM line used that no global ARG declares.
@@ -515,11 +504,15 @@ impl<'a> DispatchContext<'a> {
                 Base::Scratch => image_state(Some(&BaseImageInfo::default())),
                 Base::Image(_) => image_state(h.info.as_ref()),
             };
-            let steps = if h.replaced {
-                Vec::new()
-            } else {
-                self.dispatch_stage(i, &mut state, meta, &proxy, graph, order.contains(&i))?
-            };
+            let mut steps = Vec::new();
+            if let Some(key) = &h.named_local {
+                steps.push(named::base_step(key, self.d.stages[i].from.span, &state));
+            }
+            if !h.replaced {
+                let more =
+                    self.dispatch_stage(i, &mut state, meta, &proxy, graph, order.contains(&i))?;
+                steps.extend(more);
+            }
             let st = &self.d.stages[i];
             let mut dl: Vec<usize> = graph.deps[i].iter().map(|(j, _)| *j).collect();
             dl.sort_unstable();

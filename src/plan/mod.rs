@@ -125,7 +125,6 @@ pub fn plan(d: &Dockerfile, opts: &PlanOptions, bases: &dyn BaseImages) -> Resul
     let meta = dctx.build_meta_args(&predefined)?;
     let headers = dctx.build_dispatch_states(&meta, bases)?;
     let target = dctx.resolve_target()?;
-    dctx.check_local_base(&headers, target, None)?;
     let graph = dctx.build_stage_dependency_graph(&headers)?;
     convert::check_cycles(&graph.deps, &d.stages, dctx.file)?;
     let order = convert::reachable(target, &graph.deps);

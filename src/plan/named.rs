@@ -8,9 +8,11 @@
 //! Must not: read the contexts (the engine does) or do I/O.
 
 use super::convert::Header;
-use super::types::{Base, CopySource};
+use super::dispatch::DispatchState;
+use super::types::{Base, Copy, CopySource, Instruction, Step};
 use super::{BaseImages, PlanOptions, Platform};
 use crate::dockerfile as df;
+use crate::dockerfile::Span;
 
 /// What a named context gives the plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,12 +99,34 @@ pub(super) fn replaced_header(
     })
 }
 
-/// Why a local context cannot be a base.
-pub(super) fn local_from_error(key: &str) -> String {
-    format!(
-        "the named context {key:?} is a local directory: use it with COPY --from={key} or RUN \
-         --mount=from={key}; FROM of a directory is not supported"
-    )
+/// The first step of a stage that starts from a local context (`FROM NAME`, or a stage named
+/// `NAME` replaced by it): the directory's files copied onto `scratch`, as BuildKit's
+/// `llb.Local` state becomes the stage's root filesystem (owners reset, `.dockerignore` applied,
+/// an empty image config).
+pub(super) fn base_step(key: &str, span: Span, st: &DispatchState) -> Step {
+    Step {
+        span,
+        source: format!("COPY --from={key} . /"),
+        instruction: Instruction::Copy(Copy {
+            from: Some(CopySource::Context(key.to_string())),
+            sources: vec![".".to_string()],
+            heredocs: Vec::new(),
+            dest: "/".to_string(),
+            chown: None,
+            chmod: None,
+            link: false,
+            parents: false,
+            excludes: Vec::new(),
+        }),
+        on_build: false,
+        args: st.arg_values.clone(),
+        declared_args: st.declared.clone(),
+        env: st.image_env.0.clone(),
+        run_env: st.env.0.clone(),
+        workdir: st.workdir.clone(),
+        user: st.user.clone(),
+        shell: st.shell.clone(),
+    }
 }
 
 #[cfg(test)]

@@ -210,21 +210,26 @@ fn named_contexts_replace_stages_and_images() {
     // The replaced stage's RUN never ran (it would have failed: busybox has no alpine-release).
     assert!(!stderr.contains("alpine-release"), "{stderr}");
 
-    // A directory cannot be a base: said, not built empty.
-    fs::write(ctx.path().join("Dockerfile"), "FROM base\nRUN true\n").unwrap();
-    let flag = format!("base={}", dir.path().display());
-    let err = kiln_err(
-        root.path(),
-        &[
-            "build",
-            "--build-context",
-            &flag,
-            ctx.path().to_str().unwrap(),
-        ],
-    );
+    // A directory as a base: the stage it replaces (whose RUN would fail) and a FROM of it start
+    // from its files.
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox AS base\nRUN false\nFROM base\nCOPY --from=busybox /bin/busybox /bb\n",
+    )
+    .unwrap();
+    let flag = format!("--build-context=base={}", dir.path().display());
+    let (img, _) = build_to_layout(root.path(), ctx.path(), &[&flag]);
+    let tree = all_entries(&img);
+    assert_eq!(file_of(&img, "out"), "dummy-result");
     assert!(
-        err.contains("named context \"base\" is a local directory"),
-        "{err}"
+        tree.contains_key("bb") && !tree.contains_key("out2"),
+        "{:?}",
+        tree.keys()
+    );
+    assert_eq!(
+        img.layers.len(),
+        2,
+        "the directory's layer, then the COPY's"
     );
     let err = kiln_err(
         root.path(),
