@@ -193,14 +193,10 @@ impl Engine<'_> {
                         }
                         self.materialize_sources(step)?;
                         let made = self.step(step, &mut state, &mut meta, n, on_event)?;
-                        let record = cached::remember(
-                            &self.inputs,
-                            stage,
-                            &key,
-                            state.layers.last(),
-                            &made,
-                        )?;
-                        lock(&self.progress.records).push((index, key.clone(), record));
+                        let last = state.layers.last();
+                        let record = cached::remember(&self.inputs, stage, &key, last, &made)?;
+                        lock(&self.progress.records)
+                            .extend(record.map(|r| (index, key.clone(), r)));
                         made
                     }
                 }

@@ -219,13 +219,15 @@ pub fn skips_cache(inputs: &Inputs<'_>, stage: &crate::plan::Stage) -> bool {
 }
 
 /// Remember what a step produced: `newest`, the stage's newest layer, when the step made one.
+/// None for a `--no-cache-filter` stage: its result is neither recorded nor exported (`--cache-to`),
+/// as its key would then name two results.
 pub fn remember(
     inputs: &Inputs<'_>,
     stage: &crate::plan::Stage,
     key: &CacheKey,
     newest: Option<&Descriptor>,
     made: &Option<LayerSummary>,
-) -> Result<Record, BuildError> {
+) -> Result<Option<Record>, BuildError> {
     let layer = match (made, newest) {
         (Some(s), Some(desc)) => Some(CachedLayer {
             descriptor: desc.clone(),
@@ -237,12 +239,12 @@ pub fn remember(
     // The layer's time travels with it (history.rs): a replay writes the same entry.
     let created = layer.as_ref().map(|_| inputs.created.clone());
     let record = Record { layer, created };
-    // A `--no-cache-filter` stage's result is not recorded: its key would then name two
-    // results, and a later build's steps keyed on this stage (`COPY --from`) would mix them.
-    if !filtered(inputs, stage) {
-        cache::save(inputs.store, key, &record).map_err(key_err)?;
+    // A later build's steps keyed on this stage (`COPY --from`) would mix the two results.
+    if filtered(inputs, stage) {
+        return Ok(None);
     }
-    Ok(record)
+    cache::save(inputs.store, key, &record).map_err(key_err)?;
+    Ok(Some(record))
 }
 
 /// Whether `stage` skips the cache because `--no-cache-filter` names it (not `--no-cache`).
