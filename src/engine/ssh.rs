@@ -69,7 +69,17 @@ impl Agents {
                     .unwrap_or(false)
             };
             let socket = match s.paths.as_slice() {
-                [one] if is_socket(one) => one.clone(),
+                [one] if is_socket(one) => {
+                    // Said now, not as a silent missing agent in the step.
+                    UnixStream::connect(one).map_err(|e| {
+                        source_err(
+                            &s.id,
+                            format!("connecting to the agent at {}", one.display()),
+                            Some(e),
+                        )
+                    })?;
+                    one.clone()
+                }
                 paths => {
                     if let Some(p) = paths.iter().find(|p| is_socket(p)) {
                         return Err(source_err(
@@ -125,14 +135,15 @@ impl KeyAgent {
             .tempdir_in("/tmp")
             .map_err(|e| source_err(id, "creating the agent's directory", Some(e)))?;
         let socket = dir.path().join("agent.sock");
-        let child = Command::new("ssh-agent")
-            .arg("-D")
+        let mut cmd = Command::new("ssh-agent");
+        cmd.arg("-D")
             .arg("-a")
             .arg(&socket)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
+            .stderr(Stdio::null());
+        // Dies with the build's thread even if kiln is killed before the agent is dropped.
+        let child = crate::exec::spawn_tied_to_thread(&mut cmd)
             .map_err(|e| source_err(id, "starting ssh-agent (install openssh-client)", Some(e)))?;
         let mut agent = KeyAgent {
             child,

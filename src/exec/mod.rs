@@ -382,6 +382,33 @@ fn unique_name() -> String {
     )
 }
 
+/// Spawns `cmd` so that it is killed when the calling thread ends (`PR_SET_PDEATHSIG`), as the
+/// sandbox helper is: a helper process of a build (the `--ssh` key agent) never outlives a daemon
+/// killed with -9.
+pub fn spawn_tied_to_thread(
+    cmd: &mut std::process::Command,
+) -> std::io::Result<std::process::Child> {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs between fork and exec and makes one async-signal-safe syscall
+    // (prctl) with integer arguments; it allocates nothing and touches no shared state.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
 /// Runs `spec` to completion, streaming its output lines to `on_output`.
 pub fn run(
     cfg: &SandboxConfig,

@@ -278,7 +278,11 @@ fn add_ssh(
             ctx.rung
         )));
     }
-    let path = ctx.scratch.join(format!("ssh-{i}.sock"));
+    // In a directory only kiln's user enters, whatever mode the mount gives the socket.
+    let dir = ctx.scratch.join("ssh");
+    fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(io("securing", &dir))?;
+    let path = dir.join(format!("{i}.sock"));
     let proxy = crate::engine::ssh::Proxy::start(agent, &path, *mode)
         .map_err(|e| RunError::Mount(crate::report::chain(&e)))?;
     spec.mounts.push(ExtraMount::Bind {
