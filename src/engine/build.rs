@@ -140,7 +140,8 @@ fn drive(
     let context = crate::context::SourceRoot::context(&req.context, dockerfile_path.as_deref())?;
     let named_roots = named::open_local(req)?;
     // Key files' agents start before any step and stop when the build ends, however it ends.
-    let ssh_agents = super::ssh::Agents::start(&req.ssh)?;
+    let ssh_agents =
+        super::ssh::Agents::start(req.ssh.iter().map(|s| (s.id.as_str(), s.paths.as_slice())))?;
     let cache_client = publish::cache_registry_client(req)?;
     let remote = remote_cache::RemoteCaches::import(req, store, cache_client.clone(), on_event);
     remote.seed_mounts(store, &plan, on_event);

@@ -11,13 +11,13 @@
 //!
 //! | file or folder | job                                                                      |
 //! |----------------|--------------------------------------------------------------------------|
+//! | `ssh.rs`       | `--ssh`: the build's agents (kiln's own for key files), step proxies     |
 //! | `error.rs`     | [`BuildError`]                                                           |
 //! | `event.rs`     | what a build reports as it goes ([`Event`])                              |
 //! | `request.rs`   | [`BuildRequest`], `--output`, `--secret`, registry and sandbox options   |
 //! | `workspace.rs` | the build's scratch directory, trash emptied in the background           |
 //! | `nospace.rs`   | ENOSPC anywhere in a build told as one "free space" error                |
 //! | `named.rs`     | `--build-context`: names for the plan, local directories as source roots |
-//! | `ssh.rs`       | `--ssh`: the build's agents (kiln's own for key files), step proxies     |
 //! | `base/`        | FROM images: resolve, pull, unpack into snapshots while downloading      |
 //! | `publish/`     | local tags, push, layers pushed early, `--cache-from`/`--cache-to`       |
 //! | `inputs.rs`    | what every step reads and never changes (`Inputs`)             |

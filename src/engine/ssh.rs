@@ -23,8 +23,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::request::SshSource;
-
 #[derive(Debug, thiserror::Error)]
 pub enum SshError {
     #[error("--ssh {id}: {message}")]
@@ -60,20 +58,23 @@ pub struct Agents {
 
 impl Agents {
     /// Checks every source and starts the key files' agents.
-    pub fn start(sources: &[SshSource]) -> Result<Agents, SshError> {
+    /// `sources` are the `--ssh` (id, paths) pairs.
+    pub fn start<'a>(
+        sources: impl IntoIterator<Item = (&'a str, &'a [PathBuf])>,
+    ) -> Result<Agents, SshError> {
         let mut out = Agents::default();
-        for s in sources {
+        for (id, paths) in sources {
             let is_socket = |p: &Path| {
                 std::fs::metadata(p)
                     .map(|m| m.file_type().is_socket())
                     .unwrap_or(false)
             };
-            let socket = match s.paths.as_slice() {
+            let socket = match paths {
                 [one] if is_socket(one) => {
                     // Said now, not as a silent missing agent in the step.
                     UnixStream::connect(one).map_err(|e| {
                         source_err(
-                            &s.id,
+                            id,
                             format!("connecting to the agent at {}", one.display()),
                             Some(e),
                         )
@@ -83,7 +84,7 @@ impl Agents {
                 paths => {
                     if let Some(p) = paths.iter().find(|p| is_socket(p)) {
                         return Err(source_err(
-                            &s.id,
+                            id,
                             format!(
                                 "{} is a socket: give one socket or only key files",
                                 p.display()
@@ -91,13 +92,13 @@ impl Agents {
                             None,
                         ));
                     }
-                    let agent = KeyAgent::start(&s.id, paths)?;
+                    let agent = KeyAgent::start(id, paths)?;
                     let sock = agent.socket.clone();
                     out._own.push(agent);
                     sock
                 }
             };
-            out.sockets.push((s.id.clone(), socket));
+            out.sockets.push((id.to_string(), socket));
         }
         Ok(out)
     }
