@@ -253,7 +253,8 @@ fn ssh_forwards_a_real_agent_and_the_key_never_leaves_it() {
         "Dockerfile",
         "FROM busybox\nCOPY sshroot/ /\n\
          RUN --mount=type=ssh ssh-add -l > /keys && echo \"$SSH_AUTH_SOCK\" > /sock\n\
-         RUN --mount=type=ssh,target=/tmp/a.sock,mode=0640 stat -c %a /tmp/a.sock > /mode \
+         RUN --mount=type=ssh,target=/tmp/a.sock,mode=0640,uid=1000,gid=2000 \
+             stat -c '%a %u %g' /tmp/a.sock > /mode \
              && SSH_AUTH_SOCK=/tmp/a.sock ssh-add -l > /keys2\n",
     )]);
     host_binary_tree("/usr/bin/ssh-add", &ctx.path().join("sshroot"));
@@ -281,7 +282,11 @@ fn ssh_forwards_a_real_agent_and_the_key_never_leaves_it() {
         "{stderr}"
     );
     assert_eq!(file_of(&img, "sock"), "/run/buildkit/ssh_agent.0\n");
-    assert_eq!(file_of(&img, "mode"), "640\n", "the mount's mode= on the socket");
+    assert_eq!(
+        file_of(&img, "mode"),
+        "640 1000 2000\n",
+        "the mount's mode= on the socket"
+    );
     assert!(file_of(&img, "keys2").contains("kiln-test-key"));
 
     // A running agent's socket, as `--ssh default` takes it from SSH_AUTH_SOCK.

@@ -270,11 +270,12 @@ fn add_ssh(
         }
         return Ok(None);
     };
-    if (*uid, *gid) != (0, 0) {
-        // The socket is kiln's; a non-root owner needs the sandbox's id map on the host side.
+    // Only the single-uid rung gives the step a user namespace of its own (one id); the others
+    // share kiln's ids, so the socket chowned here is owned by uid/gid inside the step too.
+    if (*uid, *gid) != (0, 0) && ctx.rung == exec::Rung::SingleUid {
         return Err(RunError::Mount(format!(
             "type=ssh,id={id}: uid={uid},gid={gid} cannot be given to the socket in the {} \
-             sandbox rung (only 0 is supported)",
+             sandbox rung (it maps one id; only 0 works there)",
             ctx.rung
         )));
     }
@@ -285,6 +286,15 @@ fn add_ssh(
     let path = dir.join(format!("{i}.sock"));
     let proxy = crate::engine::ssh::Proxy::start(agent, &path, *mode)
         .map_err(|e| RunError::Mount(crate::report::chain(&e)))?;
+    if (*uid, *gid) != (0, 0) {
+        std::os::unix::fs::chown(&path, Some(*uid), Some(*gid)).map_err(|e| {
+            RunError::Mount(format!(
+                "type=ssh,id={id}: giving the socket to uid={uid},gid={gid} in the {} sandbox \
+                 rung: {e}",
+                ctx.rung
+            ))
+        })?;
+    }
     spec.mounts.push(ExtraMount::Bind {
         source: path,
         target: target.clone(),
