@@ -8,8 +8,9 @@
 //!
 //! A step does not get the agent's socket: it gets a proxy socket of its own in its scratch
 //! directory (BuildKit forwards through the session the same way), created with the mount's
-//! `mode` (and `uid`/`gid`, set by the RUN step), which every connection is relayed from. So the agent's peer-uid check sees kiln
-//! whatever ids the sandbox maps, and the host socket's mode is never changed.
+//! `mode` (its `uid`/`gid` are set by the RUN step), which every connection is relayed from. So
+//! the agent's peer-uid check sees kiln whatever ids the sandbox maps, and the host socket's mode
+//! is never changed.
 //!
 //! Must not: log, store or copy anything an agent answers, or start agents for a build that
 //! gives no `--ssh`.
