@@ -397,6 +397,21 @@ fn flag_values_kiln_cannot_use_are_errors_naming_the_flag() {
     );
 }
 
+/// `kiln --root <its state> ARGS` as kilntest, success or not.
+fn kilntest_kiln(r: &Rootless, args: &[&str]) -> std::process::Output {
+    Command::new("runuser")
+        .args(["-u", "kilntest", "--"])
+        .arg(r.dir.path().join("kiln"))
+        .arg("--root")
+        .arg(r.dir.path().join("state"))
+        .args(args)
+        .current_dir(r.dir.path())
+        .env("HOME", r.dir.path())
+        .env_remove("XDG_RUNTIME_DIR")
+        .output()
+        .unwrap()
+}
+
 /// Rootless (the `kilntest` user): lowering limits, extra hosts and /dev/shm work; raising the
 /// hard limit above the user's own cannot be honoured in the sandbox and says which rung refused.
 #[test]
@@ -427,18 +442,9 @@ fn rootless_honours_the_flags_and_names_the_rung_it_cannot_honour_them_in() {
         .parse()
         .unwrap();
     let flag = format!("nofile=64:{}", hard + 1);
-    let out = Command::new("runuser")
-        .args(["-u", "kilntest", "--"])
-        .arg(r.dir.path().join("kiln"))
-        .arg("--root")
-        .arg(r.dir.path().join("state"))
-        .args(["build", "--no-cache", "--ulimit", &flag])
-        .arg(r.ctx())
-        .current_dir(r.dir.path())
-        .env("HOME", r.dir.path())
-        .env_remove("XDG_RUNTIME_DIR")
-        .output()
-        .unwrap();
+    let ctx = r.ctx();
+    let ctx = ctx.to_str().unwrap();
+    let out = kilntest_kiln(&r, &["build", "--no-cache", "--ulimit", &flag, ctx]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success(),
@@ -446,6 +452,48 @@ fn rootless_honours_the_flags_and_names_the_rung_it_cannot_honour_them_in() {
     );
     assert!(
         err.contains("--ulimit nofile=64:") && err.contains("sandbox rung"),
+        "{err}"
+    );
+
+    // The single-uid rung maps one id: an ssh socket owned by another is refused, naming it.
+    let key = r.dir.path().join("id");
+    let gen = Command::new("runuser")
+        .args([
+            "-u",
+            "kilntest",
+            "--",
+            "ssh-keygen",
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-f",
+        ])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(
+        gen.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gen.stderr)
+    );
+    fs::write(
+        r.ctx().join("Dockerfile"),
+        "FROM busybox\nRUN --mount=type=ssh,uid=1000 true\n",
+    )
+    .unwrap();
+    let ssh = format!("default={}", key.display());
+    let out = kilntest_kiln(
+        &r,
+        &["build", "--sandbox", "single-uid", "--ssh", &ssh, ctx],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains(
+                "uid=1000,gid=0 cannot be given to the socket in the single-uid sandbox rung"
+            ),
         "{err}"
     );
 }
