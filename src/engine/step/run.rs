@@ -46,6 +46,17 @@ pub enum RunError {
     Mount(String),
     #[error("secret {id:?}: {why}")]
     Secret { id: String, why: String },
+    #[error("--mount type=ssh")]
+    Ssh(#[from] crate::engine::ssh::SshError),
+    #[error("--mount type=ssh,id={id}: giving the socket to uid={uid},gid={gid} in the {rung} sandbox rung")]
+    SshOwner {
+        id: String,
+        uid: u32,
+        gid: u32,
+        rung: exec::Rung,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{action} {path}")]
     Io {
         action: &'static str,
@@ -284,15 +295,16 @@ fn add_ssh(
     fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(io("securing", &dir))?;
     let path = dir.join(format!("{i}.sock"));
-    let proxy = crate::engine::ssh::Proxy::start(agent, &path, *mode)
-        .map_err(|e| RunError::Mount(crate::report::chain(&e)))?;
+    let proxy = crate::engine::ssh::Proxy::start(agent, &path, *mode)?;
     if (*uid, *gid) != (0, 0) {
-        std::os::unix::fs::chown(&path, Some(*uid), Some(*gid)).map_err(|e| {
-            RunError::Mount(format!(
-                "type=ssh,id={id}: giving the socket to uid={uid},gid={gid} in the {} sandbox \
-                 rung: {e}",
-                ctx.rung
-            ))
+        std::os::unix::fs::chown(&path, Some(*uid), Some(*gid)).map_err(|source| {
+            RunError::SshOwner {
+                id: id.clone(),
+                uid: *uid,
+                gid: *gid,
+                rung: ctx.rung,
+                source,
+            }
         })?;
     }
     spec.mounts.push(ExtraMount::Bind {
