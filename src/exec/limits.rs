@@ -156,6 +156,11 @@ impl std::str::FromStr for HostEntry {
 /// `base` (the host's `/etc/hosts`, which RUN steps see today) with `entries` appended, as
 /// BuildKit's `GetHostsFile` appends `extraHosts` to the hosts file it generates.
 pub(crate) fn hosts_file(base: &str, entries: &[HostEntry]) -> String {
+    // A host without /etc/hosts: BuildKit's own localhost lines (`executor/oci/hosts.go`).
+    let base = match base.trim() {
+        "" => "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+        _ => base,
+    };
     let mut out = base.to_string();
     if !out.is_empty() && !out.ends_with('\n') {
         out.push('\n');

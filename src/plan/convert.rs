@@ -38,7 +38,7 @@ pub(super) struct Header {
     pub info: Option<BaseImageInfo>,
     /// Replaced by a named context: its instructions are not run (BuildKit's `ds.namedContext`).
     pub replaced: bool,
-    /// The key of the local context replacing it (it is then only a `--from` source).
+    /// The key of the local context it starts from (its first step copies the files in).
     pub named_local: Option<String>,
 }
 
