@@ -288,11 +288,40 @@ def _string_list(value):
     return [str(v) for v in value]
 
 
+def _ssh_value(value):
+    """buildx's ``--ssh``: ``default`` or a bare id is the agent at ``$SSH_AUTH_SOCK``."""
+    if "=" in value:
+        return value
+    sock = os.environ.get("SSH_AUTH_SOCK")
+    if not sock:
+        raise ValueError("ssh %r: SSH_AUTH_SOCK is not set (give %s=SOCKET|KEYFILE)" % (value, value))
+    return "%s=%s" % (value, sock)
+
+
+def _ci_flags(spec, build_contexts, ssh, add_hosts, pull, no_cache_filter, shm_size, ulimits):
+    """The ``docker buildx build`` flags' fields, given only when set."""
+    if build_contexts:
+        spec["build_contexts"] = {str(k): str(v) for k, v in dict(build_contexts).items()}
+    if ssh:
+        spec["ssh"] = [_ssh_value(v) for v in _string_list(ssh)]
+    if add_hosts:
+        spec["add_hosts"] = _string_list(add_hosts)
+    if pull:
+        spec["pull"] = True
+    if no_cache_filter:
+        spec["no_cache_filter"] = _string_list(no_cache_filter)
+    if shm_size is not None:
+        spec["shm_size"] = shm_size
+    if ulimits:
+        spec["ulimits"] = _string_list(ulimits)
+
+
 def build_image(name, tag, push_image=True, registry_credentials=None, insecure_registry=False,
                 build_args=None, context="/build", dockerfile=None, labels=None,
                 target=None, no_cache=False, insecure_registries=None, secrets=None,
                 resources=None, outputs=None, cache_from=None, cache_to=None, out=None,
-                platforms=None, **extra):
+                platforms=None, build_contexts=None, ssh=None, add_hosts=None, pull=False,
+                no_cache_filter=None, shm_size=None, ulimits=None, **extra):
     """Build ``name:tag`` from ``context`` (a path under the daemon's /build) and, with
     ``push_image``, push it. Prints the build log; returns True on success, False when the build
     failed or the daemon refused it (the reason is printed).
@@ -307,6 +336,13 @@ def build_image(name, tag, push_image=True, registry_credentials=None, insecure_
     image index (foreign RUN steps are emulated). Any other
     build spec field may be passed as a keyword (e.g. ``compression="zstd"``). A daemon that does
     not answer raises ``DaemonUnreachable``; Ctrl-C cancels the build and re-raises.
+
+    ``docker buildx build`` flags: ``build_contexts`` maps names to ``PATH`` (under /build),
+    ``docker-image://REF`` or ``oci-layout://PATH[@DIGEST]``; ``ssh`` is ``"default"`` (this
+    process's ``$SSH_AUTH_SOCK``), ``"ID=SOCKET"``, ``"ID=KEY[,KEY]"`` or a list of them (paths
+    under /build); ``add_hosts`` is ``"NAME:IP"`` or a list; ``pull`` re-resolves every base;
+    ``no_cache_filter`` names stages; ``shm_size`` is bytes or ``"128m"``; ``ulimits`` is
+    ``"nofile=1024:2048"`` or a list.
     """
     out = out or sys.stdout
     spec = {"context": context, "name": name, "tag": tag, "push": bool(push_image)}
@@ -339,6 +375,7 @@ def build_image(name, tag, push_image=True, registry_credentials=None, insecure_
         spec["secrets"] = [{"id": k, "value": v} for k, v in secrets.items()]
     if resources:
         spec["resources"] = resources
+    _ci_flags(spec, build_contexts, ssh, add_hosts, pull, no_cache_filter, shm_size, ulimits)
     spec.update(extra)
     try:
         build_id = _request("POST", "/v1/builds", spec)["id"]

@@ -96,6 +96,31 @@ pub struct BuildSpec {
     /// separated by commas). Two or more make one image index; none: the daemon's platform.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub platforms: Vec<String>,
+    /// `--build-context NAME=VALUE`: `PATH` (a directory under an allowed root),
+    /// `docker-image://REF` or `oci-layout://PATH[@DIGEST|:TAG]`, used by `FROM NAME` and
+    /// `COPY --from=NAME` as BuildKit's named contexts are.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub build_contexts: BTreeMap<String, String>,
+    /// `--ssh` values `ID=PATH[,PATH]`: an agent socket, or private key files loaded into a
+    /// private agent for this build (paths under an allowed root).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ssh: Vec<String>,
+    /// `--add-host NAME:IP` entries for RUN steps' `/etc/hosts` (never in the image).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub add_hosts: Vec<String>,
+    /// Re-resolve every base image against its registry even when the store has it (BuildKit's
+    /// `--pull`); `no_pull` and `pull` together are refused.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub pull: bool,
+    /// Stages whose steps run without the step cache (`--no-cache-filter`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub no_cache_filter: Vec<String>,
+    /// Size of RUN steps' `/dev/shm` (bytes or `"128m"`; default 64 MiB as Docker's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shm_size: Option<Memory>,
+    /// `--ulimit TYPE=SOFT[:HARD]` values for RUN steps (`nofile=1024:2048`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ulimits: Vec<String>,
 }
 
 impl BuildSpec {

@@ -12,6 +12,7 @@ mod progress;
 mod registry;
 mod remote;
 mod spec;
+mod stdin;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -194,6 +195,32 @@ struct BuildArgs {
     platforms: Vec<String>,
     #[command(flatten)]
     packages: catalog::PackageFlags,
+    /// A named context for FROM NAME / COPY --from=NAME: NAME=PATH | NAME=docker-image://REF |
+    /// NAME=oci-layout://PATH[@DIGEST|:TAG] (repeatable).
+    #[arg(long = "build-context", value_name = "NAME=VALUE")]
+    build_contexts: Vec<String>,
+    /// SSH agent for RUN --mount=type=ssh: default | ID=SOCKET | ID=KEYFILE[,KEYFILE]
+    /// (repeatable; default and a bare ID use $SSH_AUTH_SOCK).
+    #[arg(long = "ssh", value_name = "default|ID[=SOCKET|KEY[,KEY]]")]
+    ssh: Vec<String>,
+    /// Add NAME:IP to RUN steps' /etc/hosts (repeatable; not in the image).
+    #[arg(long = "add-host", value_name = "NAME:IP")]
+    add_hosts: Vec<String>,
+    /// Ask the registry for every base image even when the local store has it.
+    #[arg(long, conflicts_with = "no_pull")]
+    pull: bool,
+    /// Run these stages' steps without the step cache (STAGE[,STAGE]; repeatable).
+    #[arg(long = "no-cache-filter", value_name = "STAGE")]
+    no_cache_filter: Vec<String>,
+    /// Size of RUN steps' /dev/shm: bytes, or 64m, 1g (default 64m).
+    #[arg(long = "shm-size")]
+    shm_size: Option<String>,
+    /// Resource limit of RUN steps, TYPE=SOFT[:HARD] (e.g. nofile=1024:2048; repeatable).
+    #[arg(long = "ulimit", value_name = "TYPE=SOFT[:HARD]")]
+    ulimits: Vec<String>,
+    /// The Dockerfile read from stdin (`-f -`, or a non-tar on stdin with context `-`).
+    #[arg(skip)]
+    stdin_dockerfile: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -253,10 +280,14 @@ fn parse_kv(values: &[String], what: &str, from_env: bool) -> Result<BTreeMap<St
 
 fn run(cli: Cli) -> Result<i32> {
     match cli.command {
-        Command::Build(args) => match client::Client::select(&cli.host)? {
-            Some(c) => client::remote_build(&c, &args),
-            None => cmd_build(&cli.root, &load_config(&cli.config)?, *args),
-        },
+        Command::Build(mut args) => {
+            // Held until the build ends: the context read from stdin lives in it.
+            let _stdin = stdin::take(&mut args)?;
+            match client::Client::select(&cli.host)? {
+                Some(c) => client::remote_build(&c, &args),
+                None => cmd_build(&cli.root, &load_config(&cli.config)?, *args),
+            }
+        }
         Command::Pull(args) => {
             registry::cmd_pull(&open_store(&cli.root)?, &load_config(&cli.config)?, args)
         }
@@ -341,6 +372,7 @@ fn cmd_plan(root: &Option<PathBuf>, args: PlanArgs) -> Result<i32> {
         target: args.df.target.clone(),
         platform: crate::plan::Platform::host(),
         file_name,
+        ..Default::default()
     };
     // Base images found in the local store make ENV expansion exact; without a store the plan
     // still prints, with base images' environments taken as empty.

@@ -71,9 +71,14 @@ pub(super) fn from_flags(args: &BuildArgs, reader: Reader) -> Result<BuildSpec> 
             }
         }
     }
+    if let Some(text) = &args.stdin_dockerfile {
+        spec.dockerfile = None;
+        spec.dockerfile_text = Some(text.clone());
+    }
     for s in &args.secrets {
         spec.secrets.push(secret(s, reader)?);
     }
+    ci_flags(args, &mut spec)?;
     spec.packages = args.packages.packages()?;
     spec.catalog = args.packages.catalog();
     if spec.catalog.is_some() && reader == Reader::Local {
@@ -84,6 +89,53 @@ pub(super) fn from_flags(args: &BuildArgs, reader: Reader) -> Result<BuildSpec> 
         spec.context = None;
     }
     Ok(spec)
+}
+
+/// `--build-context`, `--ssh`, `--add-host`, `--pull`, `--no-cache-filter`, `--shm-size`,
+/// `--ulimit`: as typed, with paths made absolute and `--ssh default` given its socket.
+fn ci_flags(args: &BuildArgs, spec: &mut BuildSpec) -> Result<()> {
+    spec.add_hosts = args.add_hosts.clone();
+    spec.pull = args.pull;
+    spec.no_cache_filter = args.no_cache_filter.clone();
+    spec.shm_size = args.shm_size.clone().map(api::Memory::Text);
+    spec.ulimits = args.ulimits.clone();
+    for v in &args.ssh {
+        spec.ssh
+            .push(ssh_flag(v, std::env::var("SSH_AUTH_SOCK").ok())?);
+    }
+    for v in &args.build_contexts {
+        let Some((name, value)) = v.split_once('=').filter(|(n, _)| !n.is_empty()) else {
+            bail!("invalid --build-context {v:?}: expected NAME=VALUE");
+        };
+        let value = match value.strip_prefix("oci-layout://") {
+            Some(rest) => format!("oci-layout://{}", absolute(Path::new(rest)).display()),
+            None if value.contains("://") => value.to_string(),
+            None => absolute(Path::new(value.strip_prefix("local:").unwrap_or(value)))
+                .display()
+                .to_string(),
+        };
+        spec.build_contexts.insert(name.to_string(), value);
+    }
+    Ok(())
+}
+
+/// buildx's `--ssh`: `default` or a bare `ID` is the agent at `$SSH_AUTH_SOCK`; `ID=P[,P]` paths
+/// (sockets or key files) are made absolute.
+fn ssh_flag(v: &str, auth_sock: Option<String>) -> Result<String> {
+    let (id, paths) = match v.split_once('=') {
+        Some((id, p)) => (id, p.to_string()),
+        None => match auth_sock.filter(|s| !s.is_empty()) {
+            Some(sock) => (v, sock),
+            None => bail!(
+                "--ssh {v}: SSH_AUTH_SOCK is not set (start ssh-agent, or give {v}=SOCKET|KEYFILE)"
+            ),
+        },
+    };
+    let paths: Vec<String> = paths
+        .split(',')
+        .map(|p| absolute(Path::new(p)).display().to_string())
+        .collect();
+    Ok(format!("{id}={}", paths.join(",")))
 }
 
 /// `--secret id=ID,src=PATH|env=VAR`: by reference for this process, by value for a daemon.

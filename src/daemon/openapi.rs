@@ -80,9 +80,24 @@ fn build_spec_schema() -> Value {
             "step_timeout": {"type": "integer"}
         }
     });
+    ci_flags_schema(&mut v["properties"]);
     v["properties"]["packages"] = packages_schema();
     v["properties"]["catalog"] = catalog_schema();
     v
+}
+
+/// The `docker buildx build` flags' fields (issue 21).
+fn ci_flags_schema(p: &mut Value) {
+    let list = |d: &str| json!({"type": "array", "items": {"type": "string"}, "description": d});
+    p["build_contexts"] = json!({"type": "object", "additionalProperties": {"type": "string"},
+        "description": "--build-context NAME: PATH under an allowed root | docker-image://REF | oci-layout://PATH[@DIGEST|:TAG]"});
+    p["ssh"] = list("--ssh ID=SOCKET | ID=KEYFILE[,KEYFILE], paths under an allowed root");
+    p["add_hosts"] = list("--add-host NAME:IP for RUN steps' /etc/hosts");
+    p["pull"] =
+        json!({"type": "boolean", "description": "re-resolve every base against its registry"});
+    p["no_cache_filter"] = list("stages whose steps skip the step cache");
+    p["shm_size"] = json!({"oneOf": [{"type": "integer"}, {"type": "string"}], "description": "RUN steps' /dev/shm size"});
+    p["ulimits"] = list("--ulimit TYPE=SOFT[:HARD] for RUN steps");
 }
 
 fn packages_schema() -> Value {

@@ -129,6 +129,18 @@ impl Caller {
             }
             None => bases.extend(dockerfile.map(dockerfile_bases).unwrap_or_default()),
         }
+        // A name with a `--build-context` is not pulled (the context is); an image context is.
+        let named: Vec<String> = spec
+            .build_contexts
+            .keys()
+            .filter_map(|k| crate::plan::named_context_key(k).ok())
+            .collect();
+        bases.retain(|b| crate::plan::named_context_key(b).map_or(true, |k| !named.contains(&k)));
+        bases.extend(
+            spec.build_contexts
+                .values()
+                .filter_map(|v| v.strip_prefix("docker-image://").map(str::to_string)),
+        );
         for b in bases {
             if let Some(r) = repo(&b) {
                 p.check_pull(&self.who, &self.groups, &r).map_err(denied)?;
@@ -173,6 +185,30 @@ impl Caller {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn named_contexts_are_checked_as_what_they_pull() {
+        let cfg = crate::config::Config::from_toml_str(
+            "[policy.groups.a]\nuids = [1000]\npull = [\"docker.io/library/busybox\"]\n",
+            "kiln.toml",
+        )
+        .unwrap();
+        let pol = cfg.policy.unwrap();
+        let caller = Caller {
+            who: "uid 1000".into(),
+            groups: vec!["a".into()],
+            policy: Some(pol),
+        };
+        let mut spec = BuildSpec::default();
+        // `base` is a local context: not pulled, so not checked against the policy.
+        spec.build_contexts
+            .insert("base".into(), "/build/dir".into());
+        caller.check_build(&spec, Some("FROM base\n")).unwrap();
+        spec.build_contexts
+            .insert("other".into(), "docker-image://debian:12".into());
+        let e = caller.check_build(&spec, Some("FROM base\n")).unwrap_err();
+        assert!(format!("{e:?}").contains("debian"), "{e:?}");
+    }
 
     #[test]
     fn bases_of_a_dockerfile() {

@@ -250,6 +250,7 @@ pub(super) fn prepare(
             *src = resolve_under(roots, &src.to_string_lossy(), "cache_from src")?;
         }
     }
+    named_and_ssh_paths(roots, &mut req)?;
     req.sandbox.helper = settings.helper.clone();
     apply_capacity(settings, &spec.resources, &mut req)?;
     sensitive.retain(|s| s.len() >= 3);
@@ -260,6 +261,23 @@ pub(super) fn prepare(
         _secret_dir: secret_dir,
         _context_dir: context_dir,
     })
+}
+
+/// `build_contexts` directories and OCI layouts, and `ssh` sockets and key files: read by the
+/// daemon on the caller's behalf, so under the roots like the main context.
+fn named_and_ssh_paths(roots: &[PathBuf], req: &mut BuildRequest) -> Result<(), ApiError> {
+    use crate::engine::NamedContext;
+    for c in req.named_contexts.values_mut() {
+        if let NamedContext::Local(p) | NamedContext::OciLayout { path: p, .. } = c {
+            *p = resolve_under(roots, &p.to_string_lossy(), "build_contexts path")?;
+        }
+    }
+    for s in &mut req.ssh {
+        for p in &mut s.paths {
+            *p = resolve_under(roots, &p.to_string_lossy(), "ssh path")?;
+        }
+    }
+    Ok(())
 }
 
 /// Inline secret values → files in a private directory (deleted with the build); `src` paths

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use super::publish::{self, cache_export, early_push, remote_cache};
 use super::step::history;
-use super::{base, inputs, nospace, platforms, schedule, stage, workspace};
+use super::{base, inputs, named, nospace, platforms, schedule, stage, workspace};
 use super::{BuildError, BuildRequest, BuildResult, Event, Output};
 use crate::image::{self, Descriptor, Manifest};
 use crate::plan;
@@ -82,6 +82,7 @@ fn parse_request(req: &BuildRequest) -> Result<Parsed, BuildError> {
         target: req.target.clone(),
         platform: plan::Platform::host(),
         file_name: file_name.clone(),
+        named_contexts: named::plan_sources(req),
     };
     Ok(Parsed {
         tags,
@@ -100,6 +101,10 @@ struct Shared<'a> {
     remote: &'a remote_cache::RemoteCaches,
     cache_client: Option<std::sync::Arc<crate::registry::RegistryClient>>,
     lease: &'a store::Lease<'a>,
+    /// Local `--build-context` directories, opened once.
+    named: &'a std::collections::BTreeMap<String, crate::context::SourceRoot>,
+    /// `--ssh` agents, one set for every platform.
+    ssh: &'a super::ssh::Agents,
 }
 
 /// One platform's image, made and stored, with what publishing it needs.
@@ -126,6 +131,10 @@ fn drive(
     let parsed = parse_request(req)?;
     let cache_client = publish::cache_registry_client(req)?;
     let remote = remote_cache::RemoteCaches::import(req, store, cache_client.clone(), on_event);
+    let named_roots = named::open_local(req)?;
+    // Key files' agents start before any step and stop when the build ends, however it ends.
+    let ssh_agents =
+        super::ssh::Agents::start(req.ssh.iter().map(|s| (s.id.as_str(), s.paths.as_slice())))?;
     let shared = Shared {
         store,
         req,
@@ -133,6 +142,8 @@ fn drive(
         remote: &remote,
         cache_client,
         lease,
+        named: &named_roots,
+        ssh: &ssh_agents,
     };
     let images = match req.platforms.as_slice() {
         [] | [_] => {
@@ -268,6 +279,7 @@ fn build_platform(
     let preparer = base::prepare::Preparer::new(store);
     let bases = base::StoreBases::new(store)
         .with_registry(req.pull.then_some(&req.registry))
+        .pull_always(req.pull_always)
         .with_preparer(&preparer);
     let mut opts = parsed.opts.clone();
     opts.platform = one.platform.clone();
@@ -304,6 +316,8 @@ fn build_platform(
             plan: &plan,
             bases: &bases,
             context: &context,
+            named: shared.named,
+            ssh: shared.ssh,
             workspace: workspace.path(),
             file_name: &parsed.file_name,
             sde: parsed.sde,

@@ -70,6 +70,8 @@ pub enum BuildError {
     CacheExport { spec: String, message: String },
     #[error("build cancelled")]
     Cancelled,
+    #[error(transparent)]
+    Ssh(#[from] super::ssh::SshError),
     #[error(
         "no space left on device while writing {what}; free space on the filesystem of {root} \
          (`kiln prune` removes build cache) and build again"

@@ -25,6 +25,10 @@ pub struct Inputs<'a> {
     pub plan: &'a Plan,
     pub bases: &'a StoreBases<'a>,
     pub context: &'a SourceRoot,
+    /// Local `--build-context` directories by key (`COPY --from=NAME`).
+    pub named: &'a std::collections::BTreeMap<String, SourceRoot>,
+    /// `--ssh` agents for `RUN --mount=type=ssh`.
+    pub ssh: &'a super::ssh::Agents,
     pub workspace: &'a Path,
     pub file_name: &'a str,
     pub sde: Option<i64>,

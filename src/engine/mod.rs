@@ -11,11 +11,13 @@
 //!
 //! | file or folder | job                                                                      |
 //! |----------------|--------------------------------------------------------------------------|
+//! | `ssh.rs`       | `--ssh`: the build's agents (kiln's own for key files), step proxies     |
 //! | `error.rs`     | [`BuildError`]                                                           |
 //! | `event.rs`     | what a build reports as it goes ([`Event`])                              |
 //! | `request.rs`   | [`BuildRequest`], `--output`, `--secret`, registry and sandbox options   |
 //! | `workspace.rs` | the build's scratch directory, trash emptied in the background           |
 //! | `nospace.rs`   | ENOSPC anywhere in a build told as one "free space" error                |
+//! | `named.rs`     | `--build-context`: names for the plan, local directories as source roots |
 //! | `base/`        | FROM images: resolve, pull, unpack into snapshots while downloading      |
 //! | `publish/`     | local tags, push, layers pushed early, `--cache-from`/`--cache-to`       |
 //! | `inputs.rs`    | what every step reads and never changes (`Inputs`)             |
@@ -34,11 +36,13 @@ mod copy;
 mod error;
 mod event;
 mod inputs;
+mod named;
 mod nospace;
 mod platforms;
 mod publish;
 mod request;
 mod schedule;
+mod ssh;
 mod stage;
 mod step;
 mod workspace;
@@ -48,7 +52,8 @@ pub use build::{build, warning_text};
 pub use error::BuildError;
 pub use event::{Event, LayerSummary};
 pub use request::{
-    BuildRequest, BuildResult, Output, RegistryAccess, SandboxOptions, SecretSource,
+    BuildRequest, BuildResult, NamedContext, Output, RegistryAccess, SandboxOptions, SecretSource,
+    SshSource,
 };
 pub use step::metadata::{apply_metadata, MetaState};
 pub use workspace::{empty_trash, scratch_dirs};

@@ -85,6 +85,38 @@ pub struct BuildRequest {
     /// `--platform`: the target platforms. None or one: one image manifest (none: the host's);
     /// two or more: one image index over a manifest per platform.
     pub platforms: Vec<crate::plan::Platform>,
+    /// `--pull`: re-resolve every base against its registry even when the store has it
+    /// (BuildKit's `image-resolve-mode=pull`); `pull` alone pulls only what is missing.
+    pub pull_always: bool,
+    /// `--no-cache-filter`: stages (by name, lower case, or index) whose steps skip the cache.
+    pub no_cache_filter: Vec<String>,
+    /// `--ssh`: agent sockets or key files for `RUN --mount=type=ssh`.
+    pub ssh: Vec<SshSource>,
+    /// `--build-context NAME=…`: named contexts, keyed by BuildKit's normalised name.
+    pub named_contexts: BTreeMap<String, NamedContext>,
+}
+
+/// One `--ssh ID=PATH[,PATH]`: a socket is forwarded as is; other paths are private keys loaded
+/// into an agent kiln starts for the build. Paths only: kiln never reads the key material.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshSource {
+    pub id: String,
+    pub paths: Vec<PathBuf>,
+}
+
+/// What a `--build-context` name stands for (BuildKit's `dockerui.NamedContext` sources).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamedContext {
+    /// A directory: `FROM NAME` starts from its files, `COPY --from=NAME` reads them.
+    Local(PathBuf),
+    /// `docker-image://REF`: an image, as `FROM REF` would take it.
+    Image(String),
+    /// `oci-layout://PATH[@DIGEST|:TAG]`.
+    OciLayout {
+        path: PathBuf,
+        tag: Option<String>,
+        digest: Option<Digest>,
+    },
 }
 
 /// Registry settings and this build's credentials, for pulling bases and pushing results. Held in
@@ -124,6 +156,12 @@ pub struct SandboxOptions {
     pub ca_injection: Option<bool>,
     /// `[worker.oci] binfmt` and `emulators`: how foreign-platform RUN steps run.
     pub emulation: crate::exec::Emulation,
+    /// `--add-host` entries for RUN steps' `/etc/hosts`.
+    pub extra_hosts: Vec<crate::exec::HostEntry>,
+    /// `--shm-size` in bytes.
+    pub shm_size: Option<u64>,
+    /// `--ulimit`s of RUN steps.
+    pub ulimits: Vec<crate::exec::Ulimit>,
 }
 
 impl SandboxOptions {
@@ -162,6 +200,10 @@ impl BuildRequest {
             cache_from: Vec::new(),
             cache_to: Vec::new(),
             platforms: Vec::new(),
+            pull_always: false,
+            no_cache_filter: Vec::new(),
+            ssh: Vec::new(),
+            named_contexts: BTreeMap::new(),
         }
     }
 }

@@ -169,15 +169,15 @@ impl Engine<'_> {
             } else {
                 let stage_key = |i: usize| self.progress.finished(i).map(|f| f.key.clone());
                 key = cached::step_key(&self.inputs, &stage_key, step, &key)?;
-                let mut hit = cached::cached(&self.inputs, &key)?;
+                let mut hit = cached::cached(&self.inputs, stage, &key)?;
                 // Identical steps of concurrent builds run once (flight.rs); the lead is held
                 // until the record is saved, then the others find it in the cache.
                 let mut _lead = None;
-                if hit.is_none() && !self.inputs.req.no_cache {
+                if hit.is_none() && !cached::skips_cache(&self.inputs, stage) {
                     match super::step::flight::join(&key) {
                         super::step::flight::Turn::Lead(l) => _lead = Some(l),
                         super::step::flight::Turn::Followed => {
-                            hit = cached::cached(&self.inputs, &key)?
+                            hit = cached::cached(&self.inputs, stage, &key)?
                         }
                     }
                 }
@@ -193,9 +193,10 @@ impl Engine<'_> {
                         }
                         self.materialize_sources(step)?;
                         let made = self.step(step, &mut state, &mut meta, n, on_event)?;
-                        let record =
-                            cached::remember(&self.inputs, &key, state.layers.last(), &made)?;
-                        lock(&self.progress.records).push((index, key.clone(), record));
+                        let last = state.layers.last();
+                        let record = cached::remember(&self.inputs, stage, &key, last, &made)?;
+                        lock(&self.progress.records)
+                            .extend(record.map(|r| (index, key.clone(), r)));
                         made
                     }
                 }
@@ -211,7 +212,7 @@ impl Engine<'_> {
         lock(&self.progress.finished).insert(
             index,
             Arc::new(Finished {
-                key,
+                key: cached::finished_key(&self.inputs, stage, key, &state.layers)?,
                 state: Mutex::new(state),
             }),
         );
@@ -485,6 +486,10 @@ impl Engine<'_> {
                 }
                 Some(dir)
             }
+            // Not reached: `copy::step::copy` reads local contexts as source roots of their own.
+            Some(plan::CopySource::Context(k)) => {
+                Some(super::named::local_dir(self.inputs.named, k)?)
+            }
         })
     }
 
@@ -663,11 +668,11 @@ impl Engine<'_> {
             stage_roots: &stage_roots,
             store: self.inputs.store,
             secrets: &self.inputs.req.secrets,
-            resources: self.inputs.req.sandbox.resources,
-            timeout: self.inputs.req.sandbox.step_timeout,
-            network: self.inputs.req.sandbox.network,
+            named: self.inputs.named,
+            ssh: self.inputs.ssh,
             cancel: self.inputs.cancel,
             emulator: super::step::run::emulator(&self.inputs, st.index),
+            options: &self.inputs.req.sandbox,
         };
         if let Some(line) = super::step::run::emulation_line(&self.inputs, st.index) {
             on_event(&Event::Log { step: n, line });

@@ -64,7 +64,7 @@ fn helper() -> Result<(), String> {
     for d in [&rootfs, &skel, &secrets] {
         std::fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
     }
-    let points = mounts::mount_points(&hs.spec.mounts);
+    let points = mounts::mount_points(&hs.spec);
     // Overlays get their missing mount points from the skeleton lower layer; a plain directory
     // rootfs gets them created now and removed afterwards.
     let plain: Option<PathBuf> = hs.spec.rootfs.iter().find_map(|m| match m {
@@ -192,7 +192,7 @@ fn pid1(
     mounts::make_private()?;
     mounts::mount_rootfs(&spec.rootfs, rootfs, skel)?;
     mounts::secrets_tmpfs(secrets)?;
-    for w in mounts::setup(rootfs, spec.rung, &spec.mounts, secrets)? {
+    for w in mounts::setup(rootfs, spec, secrets)? {
         report(&Status::Warning(w));
     }
     if let Some(emu) = &spec.emulator {
@@ -310,6 +310,11 @@ fn exec_command(
             // numbers beyond the kernel's last capability is expected and ignored.
             unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
         }
+    }
+    // Before dropping to the step's user: lowering needs nothing, raising within the hard limit
+    // needs nothing either, and a refused raise is an error naming the rung.
+    if let Err(e) = super::limits::apply(&spec.ulimits, spec.rung) {
+        return e;
     }
     let groups: Vec<Gid> = user.groups.iter().map(|g| Gid::from_raw(*g)).collect();
     if let Err(e) = nix::unistd::setgroups(&groups) {

@@ -22,6 +22,7 @@
 mod cgroup;
 pub mod emulate;
 mod helper;
+mod limits;
 mod mounts;
 mod probe;
 mod seccomp;
@@ -31,6 +32,7 @@ mod userns;
 pub use cgroup::CgroupStatus;
 pub use emulate::{EmulateError, Emulation, Runner};
 pub use helper::sandbox_main;
+pub use limits::{HostEntry, Ulimit};
 pub use mounts::{overlay_opaque_xattr, platform_ca_bundle, step_env, CA_TARGET, PLATFORM_CA_DIR};
 pub use probe::{probe, Probe};
 pub use userns::maybe_reexec_into_userns;
@@ -263,6 +265,15 @@ pub struct SandboxSpec {
     /// with no binfmt_misc handler).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub emulator: Option<PathBuf>,
+    /// `--add-host` lines appended to the step's `/etc/hosts` (a private copy).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<HostEntry>,
+    /// Size of `/dev/shm` in bytes (`--shm-size`; default 64 MiB, Docker's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shm_size: Option<u64>,
+    /// `--ulimit`s set before the command's exec.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ulimits: Vec<Ulimit>,
 }
 
 impl SandboxSpec {
@@ -280,6 +291,9 @@ impl SandboxSpec {
             resources: Resources::default(),
             rung,
             emulator: None,
+            extra_hosts: Vec::new(),
+            shm_size: None,
+            ulimits: Vec::new(),
         }
     }
 }
@@ -374,6 +388,33 @@ fn unique_name() -> String {
         std::process::id(),
         N.fetch_add(1, Ordering::SeqCst)
     )
+}
+
+/// Spawns `cmd` so that it is killed when the calling thread ends (`PR_SET_PDEATHSIG`), as the
+/// sandbox helper is: a helper process of a build (the `--ssh` key agent) never outlives a daemon
+/// killed with -9.
+pub fn spawn_tied_to_thread(
+    cmd: &mut std::process::Command,
+) -> std::io::Result<std::process::Child> {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs between fork and exec and makes one async-signal-safe syscall
+    // (prctl) with integer arguments; it allocates nothing and touches no shared state.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
 }
 
 /// Runs `spec` to completion, streaming its output lines to `on_output`.

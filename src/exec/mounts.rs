@@ -8,7 +8,7 @@
 //! environment only, so neither can reach a layer or the image config), or bind through a
 //! symlink in the image.
 
-use super::{ExtraMount, Rung};
+use super::{ExtraMount, Rung, SandboxSpec};
 use crate::snapshot::Mount;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use std::path::{Path, PathBuf};
@@ -189,14 +189,16 @@ pub(crate) fn mount_rootfs(rootfs: &[Mount], target: &Path, skel: &Path) -> R<()
 }
 
 /// The mount points the sandbox needs: (path relative to the rootfs, is a file).
-pub(crate) fn mount_points(extra: &[ExtraMount]) -> Vec<(PathBuf, bool)> {
+pub(crate) fn mount_points(spec: &SandboxSpec) -> Vec<(PathBuf, bool)> {
+    let extra = &spec.mounts;
     let mut v: Vec<(PathBuf, bool)> = vec![
         ("proc".into(), false),
         ("dev".into(), false),
         ("sys".into(), false),
     ];
     for f in ["etc/resolv.conf", "etc/hosts"] {
-        if Path::new("/").join(f).exists() {
+        let own_hosts = f == "etc/hosts" && !spec.extra_hosts.is_empty();
+        if own_hosts || Path::new("/").join(f).exists() {
             v.push((f.into(), true));
         }
     }
@@ -230,12 +232,8 @@ pub(crate) fn create_point(root: &Path, rel: &Path, file: bool) -> R<Vec<PathBuf
 const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
 /// /proc, /dev, /sys, resolv.conf, hosts and the extra mounts, below the mounted `root`.
-pub(crate) fn setup(
-    root: &Path,
-    rung: Rung,
-    extra: &[ExtraMount],
-    secrets: &Path,
-) -> R<Vec<String>> {
+pub(crate) fn setup(root: &Path, spec: &SandboxSpec, secrets: &Path) -> R<Vec<String>> {
+    let (rung, extra) = (spec.rung, &spec.mounts);
     let mut warnings = Vec::new();
     let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let proc_ = root.join("proc");
@@ -277,12 +275,17 @@ pub(crate) fn setup(
     ) {
         warnings.push(format!("no /dev/pts in the sandbox: {e}"));
     }
+    // Docker's default /dev/shm is 64 MiB; `--shm-size` sets it (BuildKit's `WithShmSize`).
+    let shm_opts = match spec.shm_size {
+        Some(bytes) => format!("mode=1777,size={bytes}"),
+        None => "mode=1777,size=65536k".to_string(),
+    };
     m(
         Some(Path::new("shm")),
         &shm,
         Some("tmpfs"),
         nosuid,
-        Some("mode=1777,size=65536k"),
+        Some(&shm_opts),
     )?;
     for (link, to) in [
         ("ptmx", "pts/ptmx"),
@@ -297,7 +300,15 @@ pub(crate) fn setup(
     bind(Path::new("/sys"), &root.join("sys"), true)?;
     for f in ["etc/resolv.conf", "etc/hosts"] {
         let host = Path::new("/").join(f);
-        if host.exists() {
+        if f == "etc/hosts" && !spec.extra_hosts.is_empty() {
+            // `--add-host`: the host's lines plus the extra ones, on the step's private tmpfs
+            // (never in the rootfs, so never in a layer).
+            let base = std::fs::read_to_string(&host).unwrap_or_default();
+            let own = secrets.join("hosts");
+            std::fs::write(&own, super::limits::hosts_file(&base, &spec.extra_hosts))
+                .map_err(|e| format!("writing {}: {e}", own.display()))?;
+            bind(&own, &root.join(f), true)?;
+        } else if host.exists() {
             bind(&host, &root.join(f), true)?;
         }
     }

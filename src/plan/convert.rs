@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::dispatch::{self, at, Ctx, DispatchState, UsedOnce};
 use super::lint::{self, Lints};
+use super::named::{self, NamedSource};
 use super::types::{Base, CopySource, Plan, Stage, Step, Warning};
 use super::values::{self, ValueError};
 use super::{is_proxy_arg, BaseImageInfo, BaseImages, PlanError, PlanOptions, Platform};
@@ -35,6 +36,10 @@ pub(super) struct Header {
     pub base: Base,
     pub platform: Platform,
     pub info: Option<BaseImageInfo>,
+    /// Replaced by a named context: its instructions are not run (BuildKit's `ds.namedContext`).
+    pub replaced: bool,
+    /// The key of the local context it starts from (its first step copies the files in).
+    pub named_local: Option<String>,
 }
 
 /// Which stages each stage reads (with the span that makes it read it, for cycle errors) and the
@@ -234,6 +239,9 @@ impl<'a> DispatchContext<'a> {
         let mut platform = explicit
             .clone()
             .unwrap_or_else(|| self.opts.platform.clone());
+        if let Some(h) = named::replaced_header(self.opts, &d.stages, i, &platform, bases) {
+            return Ok(h);
+        }
         let (base, info) = if let Some(j) = earlier {
             if explicit.is_none() {
                 platform = earlier_headers[j].platform.clone();
@@ -241,6 +249,19 @@ impl<'a> DispatchContext<'a> {
             (Base::Stage(j), None)
         } else if name == "scratch" {
             (Base::Scratch, None)
+        } else if let Some((key, src)) = named::lookup(self.opts, &name) {
+            let (base, info) = match src {
+                NamedSource::Image(r) => (Base::Image(r.clone()), bases.lookup(r, &platform)),
+                NamedSource::Local => (Base::Scratch, None),
+            };
+            let named_local = (*src == NamedSource::Local).then_some(key);
+            return Ok(Header {
+                base,
+                platform,
+                info,
+                replaced: false,
+                named_local,
+            });
         } else {
             values::check_reference(&name).map_err(|e| {
                 self.at(
@@ -256,6 +277,8 @@ impl<'a> DispatchContext<'a> {
             base,
             platform,
             info,
+            replaced: false,
+            named_local: None,
         })
     }
 
@@ -357,8 +380,17 @@ impl<'a> DispatchContext<'a> {
             if let Base::Stage(j) = headers[i].base {
                 list.push((j, st.from.span));
             }
-            let trig = self.init_on_build_triggers(i, &headers[i])?;
-            for ins in trig.iter().chain(st.instructions.iter()) {
+            let trig = if headers[i].replaced {
+                Vec::new()
+            } else {
+                self.init_on_build_triggers(i, &headers[i])?
+            };
+            let own = if headers[i].replaced {
+                &[][..]
+            } else {
+                &st.instructions[..]
+            };
+            for ins in trig.iter().chain(own.iter()) {
                 self.instruction_sources(ins, &mut list)?;
             }
             graph.triggers.push(trig);
@@ -427,9 +459,9 @@ impl<'a> DispatchContext<'a> {
                 super::check_from_unexpanded(&self.lex, &f)
                     .map_err(|w| self.at(ins.span, w, f.clone()))?;
             }
-            if let CopySource::Stage(j) = resolve_source(&self.d.stages, &f)
-                .map_err(|(w, _)| self.at(ins.span, w, ins.original.clone()))?
-            {
+            let src = resolve_source(&self.d.stages, &f)
+                .map_err(|(w, _)| self.at(ins.span, w, ins.original.clone()))?;
+            if let CopySource::Stage(j) = named::redirect(self.opts, &self.d.stages, src) {
                 list.push((j, ins.span));
             }
         }
@@ -472,8 +504,15 @@ impl<'a> DispatchContext<'a> {
                 Base::Scratch => image_state(Some(&BaseImageInfo::default())),
                 Base::Image(_) => image_state(h.info.as_ref()),
             };
-            let steps =
-                self.dispatch_stage(i, &mut state, meta, &proxy, graph, order.contains(&i))?;
+            let mut steps = Vec::new();
+            if let Some(key) = &h.named_local {
+                steps.push(named::base_step(key, self.d.stages[i].from.span, &state));
+            }
+            if !h.replaced {
+                let more =
+                    self.dispatch_stage(i, &mut state, meta, &proxy, graph, order.contains(&i))?;
+                steps.extend(more);
+            }
             let st = &self.d.stages[i];
             let mut dl: Vec<usize> = graph.deps[i].iter().map(|(j, _)| *j).collect();
             dl.sort_unstable();
@@ -506,7 +545,9 @@ impl<'a> DispatchContext<'a> {
     ) -> Result<Vec<Step>, PlanError> {
         let d = self.d;
         let st = &d.stages[i];
-        let resolve = |f: &str| resolve_source(&d.stages, f);
+        let opts = self.opts;
+        let resolve =
+            |f: &str| resolve_source(&d.stages, f).map(|s| named::redirect(opts, &d.stages, s));
         let mut stage_lints = Lints::new(self.lints.cfg.clone());
         let mut stage_used = BTreeSet::new();
         let mut ctx = Ctx {

@@ -12,6 +12,7 @@ pub mod chmod;
 mod convert;
 mod dispatch;
 mod lint;
+mod named;
 pub mod platform;
 mod render;
 mod types;
@@ -21,6 +22,7 @@ use std::collections::BTreeMap;
 
 pub use chmod::{Chmod, ChmodError};
 pub use lint::secret_name;
+pub use named::{named_context_key, NamedSource};
 pub use platform::Platform;
 pub use types::*;
 
@@ -36,6 +38,8 @@ pub struct PlanOptions {
     /// Target platform (default: the host's, linux/<arch>).
     pub platform: Platform,
     pub file_name: String,
+    /// `--build-context`s by [`named_context_key`].
+    pub named_contexts: BTreeMap<String, NamedSource>,
 }
 
 impl Default for PlanOptions {
@@ -45,6 +49,7 @@ impl Default for PlanOptions {
             target: None,
             platform: Platform::host(),
             file_name: "Dockerfile".into(),
+            named_contexts: BTreeMap::new(),
         }
     }
 }

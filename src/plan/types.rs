@@ -47,6 +47,8 @@ pub struct Heredoc {
 pub enum CopySource {
     Stage(usize),
     Image(String),
+    /// A local `--build-context` directory, by its key.
+    Context(String),
 }
 
 /// COPY and ADD as one typed instruction: everything the engine applies, expanded and checked

@@ -330,6 +330,10 @@ pub fn import_oci_layout(
         .map(|d| d.ref_name().unwrap_or("<unnamed>"))
         .collect();
     let root = match tag {
+        // `PATH@sha256:…` (BuildKit's oci-layout named contexts pin a digest): a tag has no ':'.
+        Some(t) if t.starts_with("sha256:") => {
+            index.manifests.iter().find(|d| d.digest.to_string() == t)
+        }
         Some(t) => index.manifests.iter().find(|d| d.ref_name() == Some(t)),
         None if index.manifests.len() == 1 => index.manifests.first(),
         None => None,

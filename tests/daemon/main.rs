@@ -14,6 +14,7 @@ mod client_python;
 mod daemon_api;
 mod daemon_burst;
 mod daemon_catalog;
+mod daemon_flags;
 mod daemon_kill;
 mod daemon_platforms;
 mod daemon_records;

@@ -9,6 +9,7 @@
 mod support;
 
 mod build_cache;
+mod build_flags;
 mod build_history;
 mod build_offline;
 mod build_run;

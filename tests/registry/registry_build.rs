@@ -197,3 +197,48 @@ fn a_pulled_base_is_unpacked_while_it_downloads_layer_order_kept() {
         "the base's snapshots were re-made"
     );
 }
+
+/// `--pull` (BuildKit's meaning): a base tag the store already has is resolved again against its
+/// registry, so a moved tag is seen; without it the stored base is used (offline builds work).
+#[test]
+fn pull_reresolves_a_moved_tag_the_store_has() {
+    let reg = registry_support::Registry::start(registry_support::Options::default());
+    let base = format!("{}/library/base:1", reg.addr);
+    let seeded = store_with_busybox();
+    let insecure = ["--insecure-registry", reg.addr.as_str()];
+    let mut push = vec!["push", "busybox:latest", base.as_str()];
+    push.extend_from_slice(&insecure);
+    kiln_ok(seeded.path(), &push);
+
+    let store = tempfile::tempdir().unwrap();
+    let ctx = context(&[(
+        "Dockerfile",
+        &format!("FROM {base}\nRUN cat /version > /seen 2>/dev/null || echo one > /seen\n"),
+    )]);
+    let (img, _) = build_to_layout(store.path(), ctx.path(), &insecure);
+    assert_eq!(seen(&img), "one\n");
+
+    // The tag moves to an image with /version.
+    let v2 = context(&[("Dockerfile", "FROM busybox\nRUN echo two > /version\n")]);
+    let mut args = vec!["build", "-t", base.as_str(), "--push"];
+    args.extend_from_slice(&insecure);
+    args.push(v2.path().to_str().unwrap());
+    kiln_ok(seeded.path(), &args);
+
+    let (img, _) = build_to_layout(store.path(), ctx.path(), &insecure);
+    assert_eq!(
+        seen(&img),
+        "one\n",
+        "without --pull the stored base is used"
+    );
+    let mut flags = vec!["--pull"];
+    flags.extend_from_slice(&insecure);
+    let (img, stderr) = build_to_layout(store.path(), ctx.path(), &flags);
+    assert_eq!(seen(&img), "two\n", "{stderr}");
+    assert!(stderr.contains("exported pulled:"), "{stderr}");
+}
+
+fn seen(img: &LayoutImage) -> String {
+    let e = all_entries(img);
+    String::from_utf8(e["seen"].content.clone().unwrap()).unwrap()
+}

@@ -654,3 +654,34 @@ pub fn pids_of(marker: &str) -> Vec<i32> {
         .filter_map(|l| l.trim().parse().ok())
         .collect()
 }
+
+/// A host binary and the libraries it loads, copied below `dest` at their own paths, so that
+/// it runs inside a busybox image (busybox has no ssh-add).
+pub fn host_binary_tree(bin: &str, dest: &Path) {
+    let ldd = Command::new("ldd").arg(bin).output().unwrap();
+    let libs: Vec<PathBuf> = String::from_utf8_lossy(&ldd.stdout)
+        .split_whitespace()
+        .filter(|w| w.starts_with('/'))
+        .map(PathBuf::from)
+        .collect();
+    for f in std::iter::once(PathBuf::from(bin)).chain(libs) {
+        let to = dest.join(f.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&f, &to).unwrap();
+    }
+}
+
+/// Every file under `dir` that contains `needle`.
+pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut hits = Vec::new();
+    for e in walkdir::WalkDir::new(dir).into_iter().flatten() {
+        if e.file_type().is_file() {
+            if let Ok(b) = std::fs::read(e.path()) {
+                if b.windows(needle.len()).any(|w| w == needle) {
+                    hits.push(e.path().to_path_buf());
+                }
+            }
+        }
+    }
+    hits
+}

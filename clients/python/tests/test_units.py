@@ -119,3 +119,46 @@ class PlatformsKwarg(unittest.TestCase):
         self.assertEqual(sent[0]["platforms"], ["linux/amd64,linux/arm64"])
         self.assertEqual(sent[1]["platforms"], ["linux/amd64", "linux/arm/v7"])
         self.assertNotIn("platforms", sent[2])
+class BuildxFlagKwargs(unittest.TestCase):
+    def test_buildx_flags_reach_the_spec(self):
+        sent = {}
+
+        def fake_request(method, path, body=None):
+            sent.update(body)
+            return {"id": "b1"}
+
+        saved = (kiln_client._request, kiln_client.follow_build, os.environ.get("SSH_AUTH_SOCK"))
+        kiln_client._request = fake_request
+        kiln_client.follow_build = lambda build_id, out: True
+        os.environ["SSH_AUTH_SOCK"] = "/build/agent.sock"
+        try:
+            ok = kiln_client.build_image(
+                "app", "1", push_image=False,
+                build_contexts={"base": "docker-image://busybox:1"},
+                ssh=["default", "git=/build/keys/id"], add_hosts="db:10.0.0.5", pull=True,
+                no_cache_filter="deps", shm_size="128m", ulimits=["nofile=1024:2048"])
+        finally:
+            kiln_client._request, kiln_client.follow_build = saved[:2]
+            if saved[2] is None:
+                del os.environ["SSH_AUTH_SOCK"]
+            else:
+                os.environ["SSH_AUTH_SOCK"] = saved[2]
+        self.assertTrue(ok)
+        self.assertEqual(sent["build_contexts"], {"base": "docker-image://busybox:1"})
+        self.assertEqual(sent["ssh"], ["default=/build/agent.sock", "git=/build/keys/id"])
+        self.assertEqual(sent["add_hosts"], ["db:10.0.0.5"])
+        self.assertTrue(sent["pull"])
+        self.assertEqual(sent["no_cache_filter"], ["deps"])
+        self.assertEqual(sent["shm_size"], "128m")
+        self.assertEqual(sent["ulimits"], ["nofile=1024:2048"])
+        # Not given: not sent, so an older daemon still takes the spec.
+        kiln_client._request = fake_request
+        kiln_client.follow_build = lambda build_id, out: True
+        sent.clear()
+        try:
+            kiln_client.build_image("app", "1", push_image=False)
+        finally:
+            kiln_client._request, kiln_client.follow_build = saved[:2]
+        for k in ("build_contexts", "ssh", "add_hosts", "pull", "no_cache_filter", "shm_size",
+                  "ulimits"):
+            self.assertNotIn(k, sent)

@@ -34,6 +34,8 @@ pub struct StoreBases<'a> {
     pulled: Mutex<Vec<(String, String, u64)>>,
     /// Unpacks pulled bases while they download (prepare.rs).
     preparer: Option<&'a self::prepare::Preparer<'a>>,
+    /// `--pull`: ask the registry for every tagged base, even one the store has.
+    always: bool,
 }
 
 impl<'a> StoreBases<'a> {
@@ -45,7 +47,16 @@ impl<'a> StoreBases<'a> {
             client: Mutex::new(None),
             pulled: Mutex::new(Vec::new()),
             preparer: None,
+            always: false,
         }
+    }
+
+    /// `--pull` (BuildKit's `image-resolve-mode=pull`): every base named by tag is resolved
+    /// against its registry once per build, so a moved tag is seen; a digest-pinned base is
+    /// content-addressed and taken from the store when there.
+    pub fn pull_always(mut self, always: bool) -> Self {
+        self.always = always;
+        self
     }
 
     /// Unpack the bases this build pulls while they download.
@@ -160,9 +171,11 @@ impl<'a> StoreBases<'a> {
                 }
             };
         let image = if let Some(rest) = reference.strip_prefix("oci-layout://") {
-            // PATH[:tag] — a ':' after the last '/' separates the tag, like BuildKit's oci-layout source.
-            let (path, tag) = match rest.rfind(':') {
-                Some(i) if !rest[i..].contains('/') => (&rest[..i], Some(&rest[i + 1..])),
+            // PATH[:tag] — a ':' after the last '/' separates the tag, like BuildKit's oci-layout
+            // source; PATH@sha256:… pins a manifest of the layout's index (named contexts).
+            let (path, tag) = match (rest.rsplit_once('@'), rest.rfind(':')) {
+                (Some((p, d)), _) if d.starts_with("sha256:") => (p, Some(d)),
+                (_, Some(i)) if !rest[i..].contains('/') => (&rest[..i], Some(&rest[i + 1..])),
                 _ => (rest, None),
             };
             let desc = store::import_oci_layout(self.store, Path::new(path), tag)
@@ -189,6 +202,10 @@ impl<'a> StoreBases<'a> {
                     .image_for(&got, &want)
                     .map_err(|e| this.platform_err(reference, &key, &want, e))
             };
+            // `--pull`: a base named by tag is resolved against its registry again.
+            if self.always && r.digest.is_none() {
+                pull(self)?
+            } else {
             match self.store.image_for(&key, &want) {
                 // The name holds the manifest of another platform (pulled for it, as Docker
                 // pulls): `--platform` asked for this one, so pull it.
@@ -214,6 +231,7 @@ impl<'a> StoreBases<'a> {
                     ))
                 }
                 Err(e) => return Err(base_err("reading it from the store".into(), Some(Box::new(e)))),
+            }
             }
         };
         // A non-host platform here was asked for (`--platform` or `FROM --platform`): a base of

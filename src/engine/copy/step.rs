@@ -94,7 +94,11 @@ pub(crate) fn copy(
             .collect(),
         dest: copy.target.clone(),
         owner,
-        keep_source_owners: copy.from().is_some() && copy.chown.is_none(),
+        // A local named context is a context: its owners are reset like the main one's.
+        keep_source_owners: matches!(
+            copy.from(),
+            Some(plan::CopySource::Stage(_) | plan::CopySource::Image(_))
+        ) && copy.chown.is_none(),
         explicit_owner: copy.chown.is_some(),
         chmod: copy.chmod.clone(),
         excludes,
@@ -102,6 +106,10 @@ pub(crate) fn copy(
         unpack_archives,
         created_mtime: inputs.sde.unwrap_or(0),
     };
+    if let Some(plan::CopySource::Context(key)) = copy.from() {
+        let root = crate::engine::named::local(inputs.named, key)?;
+        return make_layer_from(inputs, step, image, &spec, root);
+    }
     let from_root = source_root(copy.from())?;
     make_layer(inputs, step, image, &spec, from_root.as_deref())
 }
@@ -124,6 +132,17 @@ pub(crate) fn make_layer(
         }
         None => inputs.context,
     };
+    make_layer_from(inputs, step, image, spec, from)
+}
+
+/// [`make_layer`] reading the sources from `from`.
+fn make_layer_from(
+    inputs: &Inputs<'_>,
+    step: &Step,
+    image: &SourceRoot,
+    spec: &CopySpec<'_>,
+    from: &SourceRoot,
+) -> Result<Made, BuildError> {
     let resolved = if spec.instruction == "WORKDIR" {
         None
     } else {

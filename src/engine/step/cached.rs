@@ -39,6 +39,10 @@ struct KeyInputs<'a> {
     compression: String,
     level: Option<i32>,
     source_date_epoch: Option<i64>,
+    /// RUN only, when given: `--add-host`, `--shm-size`, `--ulimit` (BuildKit keeps them in the
+    /// exec op's meta, so they are part of its cache key). Absent, keys stay as before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run_options: Option<serde_json::Value>,
 }
 
 fn key_err(e: cache::CacheError) -> BuildError {
@@ -59,6 +63,14 @@ fn source_input(
         },
         CopySource::Image(r) => {
             format!("image {}", inputs.bases.resolve(r)?.manifest_desc.digest)
+        }
+        // The whole directory (less its .dockerignore), as BuildKit's local source is one input.
+        CopySource::Context(key) => {
+            let root = crate::engine::named::local(inputs.named, key)?;
+            match cache::sources_checksum(root, &[".".to_string()], &|_| false) {
+                Ok(d) => format!("named context {key} {d}"),
+                Err(e) => return Err(key_err(e)),
+            }
         }
     })
 }
@@ -152,14 +164,31 @@ pub fn step_key(
         compression: inputs.req.compression.to_string(),
         level: inputs.req.compression_level,
         source_date_epoch: inputs.sde,
+        run_options: run_env.and(run_options(&inputs.req.sandbox)),
     };
     CacheKey::chain(parent, &key_inputs).map_err(key_err)
 }
 
+/// The sandbox options a RUN's result can depend on, when any is given.
+fn run_options(o: &crate::engine::SandboxOptions) -> Option<serde_json::Value> {
+    if o.extra_hosts.is_empty() && o.shm_size.is_none() && o.ulimits.is_empty() {
+        return None;
+    }
+    Some(serde_json::json!({
+        "extra_hosts": o.extra_hosts,
+        "shm_size": o.shm_size,
+        "ulimits": o.ulimits,
+    }))
+}
+
 /// A recorded result, when caching is on: the local record if its layer is still in the
 /// store, else the first `--cache-from` source's (its layer fetched only when needed).
-pub fn cached(inputs: &Inputs<'_>, key: &CacheKey) -> Result<Option<Record>, BuildError> {
-    if inputs.req.no_cache {
+pub fn cached(
+    inputs: &Inputs<'_>,
+    stage: &crate::plan::Stage,
+    key: &CacheKey,
+) -> Result<Option<Record>, BuildError> {
+    if skips_cache(inputs, stage) {
         return Ok(None);
     }
     match cache::lookup(inputs.store, key).map_err(key_err)? {
@@ -168,13 +197,33 @@ pub fn cached(inputs: &Inputs<'_>, key: &CacheKey) -> Result<Option<Record>, Bui
     }
 }
 
+/// `--no-cache`, or `--no-cache-filter` naming the stage: BuildKit's `IsNoCache(stageName)`,
+/// where an unnamed stage is `stage-N` and names compare case-insensitively.
+pub fn skips_cache(inputs: &Inputs<'_>, stage: &crate::plan::Stage) -> bool {
+    if inputs.req.no_cache {
+        return true;
+    }
+    let filter = &inputs.req.no_cache_filter;
+    if filter.is_empty() {
+        return false;
+    }
+    let name = stage
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("stage-{}", stage.index));
+    filter.iter().any(|f| f.eq_ignore_ascii_case(&name))
+}
+
 /// Remember what a step produced: `newest`, the stage's newest layer, when the step made one.
+/// None for a `--no-cache-filter` stage: its result is neither recorded nor exported (`--cache-to`),
+/// as its key would then name two results.
 pub fn remember(
     inputs: &Inputs<'_>,
+    stage: &crate::plan::Stage,
     key: &CacheKey,
     newest: Option<&Descriptor>,
     made: &Option<LayerSummary>,
-) -> Result<Record, BuildError> {
+) -> Result<Option<Record>, BuildError> {
     let layer = match (made, newest) {
         (Some(s), Some(desc)) => Some(CachedLayer {
             descriptor: desc.clone(),
@@ -186,8 +235,33 @@ pub fn remember(
     // The layer's time travels with it (history.rs): a replay writes the same entry.
     let created = layer.as_ref().map(|_| inputs.created.clone());
     let record = Record { layer, created };
+    // A later build's steps keyed on this stage (`COPY --from`) would mix the two results.
+    if filtered(inputs, stage) {
+        return Ok(None);
+    }
     cache::save(inputs.store, key, &record).map_err(key_err)?;
-    Ok(record)
+    Ok(Some(record))
+}
+
+/// Whether `stage` skips the cache because `--no-cache-filter` names it (not `--no-cache`).
+fn filtered(inputs: &Inputs<'_>, stage: &crate::plan::Stage) -> bool {
+    !inputs.req.no_cache && skips_cache(inputs, stage)
+}
+
+/// The key a finished stage hands its dependents. A `--no-cache-filter` stage ran afresh, so its
+/// key is extended with the layers it made: steps that read it run again when its content
+/// changed, as BuildKit's content-based keys of file-op inputs would have them.
+pub fn finished_key(
+    inputs: &Inputs<'_>,
+    stage: &crate::plan::Stage,
+    key: CacheKey,
+    layers: &[Descriptor],
+) -> Result<CacheKey, BuildError> {
+    if !filtered(inputs, stage) {
+        return Ok(key);
+    }
+    let digests: Vec<String> = layers.iter().map(|l| l.digest.to_string()).collect();
+    CacheKey::chain(&key, &digests).map_err(key_err)
 }
 
 /// The key a stage starts from when it is built FROM scratch or an image.

@@ -26,10 +26,12 @@ pub struct RunContext<'a> {
     /// Cache mounts live in the store (`cache::mounts`), which records each use for GC.
     pub store: &'a crate::store::Store,
     pub secrets: &'a [SecretSource],
-    pub resources: exec::Resources,
-    pub timeout: Option<std::time::Duration>,
-    pub network: exec::Network,
+    /// Local `--build-context` directories (`--mount from=NAME`).
+    pub named: &'a BTreeMap<String, crate::context::SourceRoot>,
+    pub ssh: &'a crate::engine::ssh::Agents,
     pub cancel: &'a exec::Cancel,
+    /// Network, limits, timeout; `--add-host`, `--shm-size`, `--ulimit`.
+    pub options: &'a crate::engine::SandboxOptions,
     /// The static emulator to run the step through (a foreign platform with no binfmt handler).
     pub emulator: Option<&'a Path>,
 }
@@ -70,6 +72,17 @@ pub enum RunError {
     Mount(String),
     #[error("secret {id:?}: {why}")]
     Secret { id: String, why: String },
+    #[error("--mount type=ssh")]
+    Ssh(#[from] crate::engine::ssh::SshError),
+    #[error("--mount type=ssh,id={id}: giving the socket to uid={uid},gid={gid} in the {rung} sandbox rung")]
+    SshOwner {
+        id: String,
+        uid: u32,
+        gid: u32,
+        rung: exec::Rung,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{action} {path}")]
     Io {
         action: &'static str,
@@ -121,10 +134,13 @@ pub fn run_step(
     spec.network = match run.network {
         plan::Network::None => exec::Network::None,
         plan::Network::Host => exec::Network::Host,
-        plan::Network::Default => ctx.network,
+        plan::Network::Default => ctx.options.network,
     };
-    spec.resources = ctx.resources;
-    spec.timeout = ctx.timeout;
+    spec.resources = ctx.options.resources;
+    spec.extra_hosts = ctx.options.extra_hosts.clone();
+    spec.shm_size = ctx.options.shm_size;
+    spec.ulimits = ctx.options.ulimits.clone();
+    spec.timeout = ctx.options.step_timeout;
     spec.emulator = ctx.emulator.map(Path::to_path_buf);
     // `sharing=locked` cache mounts: held exclusively until the step ends.
     let mut _locks = Vec::new();
@@ -211,6 +227,11 @@ fn source_root(ctx: &RunContext<'_>, from: &Option<plan::CopySource>) -> Result<
             .get(i)
             .cloned()
             .ok_or_else(|| RunError::Mount(format!("from=stage {i}: the stage was not built"))),
+        Some(plan::CopySource::Context(key)) => ctx
+            .named
+            .get(key)
+            .map(|r| r.root().to_path_buf())
+            .ok_or_else(|| RunError::Mount(format!("from={key}: no such named context"))),
         Some(plan::CopySource::Image(r)) => Err(RunError::Mount(format!(
             "from={r}: mounting an image that is not a stage of this Dockerfile is not supported yet"
         ))),
@@ -230,31 +251,98 @@ fn inside(root: &Path, source: &Option<String>) -> Result<PathBuf, RunError> {
     Ok(p)
 }
 
-/// Adds `m` to the sandbox's mounts; returns the lock of a `sharing=locked` cache, to hold for
-/// the step.
+/// What a mount keeps for as long as the step runs (dropped after it).
+enum Held {
+    /// A `sharing=locked` cache's lock.
+    Lock { _file: fs::File },
+    /// An ssh mount's proxy socket.
+    Proxy { _proxy: crate::engine::ssh::Proxy },
+}
+
+/// Adds `m` to the sandbox's mounts; returns what must be held for the step (a `sharing=locked`
+/// cache's lock, an ssh proxy).
 fn add_mount(
     ctx: &RunContext<'_>,
     spec: &mut SandboxSpec,
     m: &Mount,
     i: usize,
-) -> Result<Option<fs::File>, RunError> {
+) -> Result<Option<Held>, RunError> {
     match m {
         Mount::Bind { .. } => add_bind(ctx, spec, m, i)?,
-        Mount::Cache { .. } => return add_cache(ctx, spec, m),
+        Mount::Cache { .. } => return Ok(add_cache(ctx, spec, m)?.map(|f| Held::Lock { _file: f })),
         Mount::Tmpfs { target, size } => spec.mounts.push(ExtraMount::Tmpfs {
             target: target.clone(),
             size: size.map(|s| s.max(0) as u64),
         }),
         Mount::Secret { .. } => add_secret(ctx, spec, m, i)?,
-        Mount::Ssh { id, required, .. } => {
-            if *required {
-                return Err(RunError::Mount(format!(
-                    "type=ssh (id {id}): SSH agent forwarding is not supported yet"
-                )));
-            }
-        }
+        Mount::Ssh { .. } => return add_ssh(ctx, spec, m, i),
     }
     Ok(None)
+}
+
+/// `--mount=type=ssh`: a proxy socket to the `--ssh` agent of the id at `target`, and
+/// `SSH_AUTH_SOCK` naming it when the step has none (BuildKit's `AddSSHSocket` sets it to the
+/// first ssh mount). An optional mount whose id was not given is left out, as BuildKit's.
+fn add_ssh(
+    ctx: &RunContext<'_>,
+    spec: &mut SandboxSpec,
+    m: &Mount,
+    i: usize,
+) -> Result<Option<Held>, RunError> {
+    let Mount::Ssh {
+        id,
+        target,
+        required,
+        mode,
+        uid,
+        gid,
+    } = m
+    else {
+        unreachable!("add_mount passes ssh mounts")
+    };
+    let Some(agent) = ctx.ssh.socket(id) else {
+        if *required {
+            return Err(RunError::Mount(format!(
+                "type=ssh,id={id} is required but no --ssh {id}=… was given"
+            )));
+        }
+        return Ok(None);
+    };
+    // Only the single-uid rung gives the step a user namespace of its own (one id); the others
+    // share kiln's ids, so the socket chowned here is owned by uid/gid inside the step too.
+    if (*uid, *gid) != (0, 0) && ctx.rung == exec::Rung::SingleUid {
+        return Err(RunError::Mount(format!(
+            "type=ssh,id={id}: uid={uid},gid={gid} cannot be given to the socket in the {} \
+             sandbox rung (it maps one id; only 0 works there)",
+            ctx.rung
+        )));
+    }
+    // In a directory only kiln's user enters, whatever mode the mount gives the socket.
+    let dir = ctx.scratch.join("ssh");
+    fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(io("securing", &dir))?;
+    let path = dir.join(format!("{i}.sock"));
+    let proxy = crate::engine::ssh::Proxy::start(agent, &path, *mode)?;
+    if (*uid, *gid) != (0, 0) {
+        std::os::unix::fs::chown(&path, Some(*uid), Some(*gid)).map_err(|source| {
+            RunError::SshOwner {
+                id: id.clone(),
+                uid: *uid,
+                gid: *gid,
+                rung: ctx.rung,
+                source,
+            }
+        })?;
+    }
+    spec.mounts.push(ExtraMount::Bind {
+        source: path,
+        target: target.clone(),
+        readonly: false,
+    });
+    if !spec.env.iter().any(|e| e.starts_with("SSH_AUTH_SOCK=")) {
+        spec.env.push(format!("SSH_AUTH_SOCK={target}"));
+    }
+    Ok(Some(Held::Proxy { _proxy: proxy }))
 }
 
 /// `--mount=type=bind`: read-only as it is, read-write as a copy whose writes are discarded.

@@ -12,6 +12,8 @@
 //! Must not: touch the filesystem (paths are taken as given), read the environment, or hold a
 //! credential anywhere but the returned request.
 
+mod flags;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -147,6 +149,7 @@ pub fn resolve(spec: &BuildSpec, cfg: &Config) -> Result<BuildRequest, SpecError
     req.pull = !s.no_pull;
     req.registry = resolve_registry(&s, cfg, &req.tags)?;
     resolve_cache(&s, &mut req)?;
+    flags::resolve_ci_flags(&s, &mut req)?;
     Ok(req)
 }
 
