@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::dispatch::{self, at, Ctx, DispatchState, UsedOnce};
 use super::lint::{self, Lints};
-use super::named::{self, NamedSource};
+use super::named::{self, Header, NamedSource};
 use super::types::{Base, CopySource, Plan, Stage, Step, Warning};
 use super::values::{self, ValueError};
 use super::{is_proxy_arg, BaseImageInfo, BaseImages, PlanError, PlanOptions, Platform};
@@ -29,17 +29,6 @@ pub(super) struct MetaArgs {
     pub defaults: EnvList,
     /// Global ARG names, in order, whether or not they have a value.
     pub declared: Vec<String>,
-}
-
-/// A stage's FROM line, resolved.
-pub(super) struct Header {
-    pub base: Base,
-    pub platform: Platform,
-    pub info: Option<BaseImageInfo>,
-    /// Replaced by a named context: its instructions are not run (BuildKit's `ds.namedContext`).
-    pub replaced: bool,
-    /// The key of the local context it starts from (its first step copies the files in).
-    pub named_local: Option<String>,
 }
 
 /// Which stages each stage reads (with the span that makes it read it, for cycle errors) and the

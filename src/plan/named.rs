@@ -7,12 +7,22 @@
 //!
 //! Must not: read the contexts (the engine does) or do I/O.
 
-use super::convert::Header;
 use super::dispatch::DispatchState;
 use super::types::{Base, Copy, CopyKind, CopySource, Instruction, Source, Step};
-use super::{BaseImages, PlanOptions, Platform};
+use super::{BaseImageInfo, BaseImages, PlanOptions, Platform};
 use crate::dockerfile as df;
 use crate::dockerfile::Span;
+
+/// A stage's FROM line, resolved.
+pub(super) struct Header {
+    pub base: Base,
+    pub platform: Platform,
+    pub info: Option<BaseImageInfo>,
+    /// Replaced by a named context: its instructions are not run (BuildKit's `ds.namedContext`).
+    pub replaced: bool,
+    /// The key of the local context it starts from (its first step copies the files in).
+    pub named_local: Option<String>,
+}
 
 /// What a named context gives the plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
