@@ -291,7 +291,9 @@ def _string_list(value):
 def build_image(name, tag, push_image=True, registry_credentials=None, insecure_registry=False,
                 build_args=None, context="/build", dockerfile=None, labels=None,
                 target=None, no_cache=False, insecure_registries=None, secrets=None,
-                resources=None, outputs=None, cache_from=None, cache_to=None, out=None, **extra):
+                resources=None, outputs=None, cache_from=None, cache_to=None, out=None,
+                provenance=None, sbom=None, attest=None, annotations=None, iidfile=None,
+                metadata_file=None, digest_file=None, image_name_with_digest_file=None, **extra):
     """Build ``name:tag`` from ``context`` (a path under the daemon's /build) and, with
     ``push_image``, push it. Prints the build log; returns True on success, False when the build
     failed or the daemon refused it (the reason is printed).
@@ -302,7 +304,12 @@ def build_image(name, tag, push_image=True, registry_credentials=None, insecure_
     ``cache_from`` / ``cache_to`` take BuildKit's cache values (one string or a list), e.g.
     ``cache_from="type=registry,ref=reg.example.com/team/cache:main"`` and
     ``cache_to="type=registry,ref=reg.example.com/team/cache:main,mode=max"``. Any other
-    build spec field may be passed as a keyword (e.g. ``compression="zstd"``). A daemon that does
+    build spec field may be passed as a keyword (e.g. ``compression="zstd"``).
+    ``provenance`` / ``sbom`` take buildx's values (``True``, ``"mode=max"``,
+    ``"format=cyclonedx"``; off by default), ``attest`` and ``annotations`` buildx's
+    ``--attest`` / ``--annotation`` strings (one or a list). ``iidfile``, ``metadata_file``,
+    ``digest_file`` and ``image_name_with_digest_file`` are paths under the daemon's roots where
+    buildx's and kaniko's files are written for the caller. A daemon that does
     not answer raises ``DaemonUnreachable``; Ctrl-C cancels the build and re-raises.
     """
     out = out or sys.stdout
@@ -334,6 +341,18 @@ def build_image(name, tag, push_image=True, registry_credentials=None, insecure_
         spec["secrets"] = [{"id": k, "value": v} for k, v in secrets.items()]
     if resources:
         spec["resources"] = resources
+    for key, value in (("provenance", provenance), ("sbom", sbom)):
+        if value is not None:
+            spec[key] = str(value).lower() if isinstance(value, bool) else str(value)
+    if attest:
+        spec["attest"] = _string_list(attest)
+    if annotations:
+        spec["annotations"] = _string_list(annotations)
+    for key, value in (("iidfile", iidfile), ("metadata_file", metadata_file),
+                       ("digest_file", digest_file),
+                       ("image_name_with_digest_file", image_name_with_digest_file)):
+        if value:
+            spec[key] = str(value)
     spec.update(extra)
     try:
         build_id = _request("POST", "/v1/builds", spec)["id"]

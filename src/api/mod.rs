@@ -94,6 +94,32 @@ pub struct BuildSpec {
     /// The catalog entry this build creates (`building`) and completes (`ready` / `failed`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub catalog: Option<CatalogSpec>,
+    /// buildx `--provenance`: `true`, `false` or `mode=min|max[,builder-id=URL]` (not given:
+    /// kiln.toml's `[build] provenance`, else none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<String>,
+    /// buildx `--sbom`: `true`, `false` or `format=spdx|cyclonedx` (not given: kiln.toml's
+    /// `[build] sbom`, else none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sbom: Option<String>,
+    /// buildx `--attest` values: `type=provenance,mode=max`, `type=sbom`, ….
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attest: Vec<String>,
+    /// buildx `--annotation` values: `[index:|manifest:|manifest-descriptor:|index-descriptor:]K=V`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub annotations: Vec<String>,
+    /// Where to write the image id (buildx `--iidfile`); under an allowed root for the daemon.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iidfile: Option<String>,
+    /// Where to write buildx's metadata JSON (`--metadata-file`); under an allowed root.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata_file: Option<String>,
+    /// kaniko `--digest-file`: the image digest, no newline; under an allowed root.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest_file: Option<String>,
+    /// kaniko `--image-name-with-digest-file`: `REPOSITORY@DIGEST` lines; under an allowed root.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_name_with_digest_file: Option<String>,
 }
 
 impl BuildSpec {

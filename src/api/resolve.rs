@@ -51,6 +51,8 @@ impl BuildSpec {
             source_date_epoch: cfg.build.source_date_epoch,
             sandbox: cfg.worker.sandbox.clone(),
             snapshotter: cfg.worker.snapshotter.clone(),
+            provenance: cfg.build.provenance.clone(),
+            sbom: cfg.build.sbom.clone(),
             ..BuildSpec::default()
         }
     }
@@ -67,6 +69,8 @@ impl BuildSpec {
         pick(&mut s.sandbox, &lower.sandbox);
         pick(&mut s.snapshotter, &lower.snapshotter);
         pick(&mut s.network, &lower.network);
+        pick(&mut s.provenance, &lower.provenance);
+        pick(&mut s.sbom, &lower.sbom);
         s.compression_level = s.compression_level.or(lower.compression_level);
         s.source_date_epoch = s.source_date_epoch.or(lower.source_date_epoch);
         s.step_timeout = s.step_timeout.or(lower.step_timeout);
@@ -140,7 +144,26 @@ pub fn resolve(spec: &BuildSpec, cfg: &Config) -> Result<BuildRequest, SpecError
     req.pull = !s.no_pull;
     req.registry = resolve_registry(&s, cfg, &req.tags)?;
     resolve_cache(&s, &mut req)?;
+    resolve_attest(&s, &mut req)?;
     Ok(req)
+}
+
+/// Attestations, annotations (for the host platform: kiln builds for it) and metadata files.
+fn resolve_attest(s: &BuildSpec, req: &mut BuildRequest) -> Result<(), SpecError> {
+    req.attest =
+        crate::attest::AttestOptions::parse(s.provenance.as_deref(), s.sbom.as_deref(), &s.attest)
+            .map_err(|e| bad("attest", e.to_string()))?;
+    req.annotations =
+        crate::attest::Annotations::parse(&s.annotations, &crate::image::Platform::host())
+            .map_err(|e| bad("annotations", e.to_string()))?;
+    let path = |p: &Option<String>| p.as_ref().filter(|p| !p.is_empty()).map(PathBuf::from);
+    req.metadata_files = crate::attest::MetadataFiles {
+        iidfile: path(&s.iidfile),
+        metadata_file: path(&s.metadata_file),
+        digest_file: path(&s.digest_file),
+        image_name_with_digest_file: path(&s.image_name_with_digest_file),
+    };
+    Ok(())
 }
 
 /// `cache_from` / `cache_to` (BuildKit's CSV values) → typed specs; `registry.insecure=true` adds

@@ -472,6 +472,10 @@ fn execute(state: &Shared, job: &Job, prepared: Prepared) -> Finish {
             handed.push(engine::Output::Oci { dest: dest.clone() });
         }
     }
+    // Metadata files too: parents made for the caller, the files handed over.
+    for p in prepared.req.metadata_files.paths() {
+        handed.push(engine::Output::Docker { dest: p.clone() });
+    }
     let ours = match outputs::prepare(&handed, job.peer) {
         Ok(ours) => ours,
         Err(e) => {

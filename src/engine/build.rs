@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use super::publish::{self, cache_export, early_push, remote_cache};
 use super::step::history;
-use super::{base, inputs, nospace, schedule, stage, workspace};
+use super::{attestations, base, inputs, nospace, schedule, stage, workspace};
 use super::{BuildError, BuildRequest, BuildResult, Event, Output};
 use crate::image::{self, Descriptor, Manifest};
 use crate::plan;
@@ -48,6 +48,10 @@ struct Parsed {
     df: crate::dockerfile::Dockerfile,
     opts: plan::PlanOptions,
     sde: Option<i64>,
+    /// The Dockerfile as read (provenance names its digest).
+    text: String,
+    /// Global ARGs' values: the attestation wing reads `BUILDKIT_SBOM_SCAN_*` from them.
+    global_args: BTreeMap<String, String>,
 }
 
 fn parse_request(req: &BuildRequest) -> Result<Parsed, BuildError> {
@@ -65,6 +69,7 @@ fn parse_request(req: &BuildRequest) -> Result<Parsed, BuildError> {
         .collect::<Result<Vec<_>, _>>()?;
     let (file_name, text) = read_dockerfile(req)?;
     let df = crate::dockerfile::parse(&text, &file_name)?;
+    let global_args = global_args(&df, &req.build_args);
     let mut build_args = req.build_args.clone();
     let sde = req.source_date_epoch.or_else(|| {
         build_args
@@ -88,7 +93,28 @@ fn parse_request(req: &BuildRequest) -> Result<Parsed, BuildError> {
         df,
         opts,
         sde,
+        text,
+        global_args,
     })
+}
+
+/// The ARGs declared before the first FROM with their values (a build arg, else the default as
+/// written).
+fn global_args(
+    df: &crate::dockerfile::Dockerfile,
+    build_args: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for ins in &df.global_args {
+        if let crate::dockerfile::Command::Arg(pairs) = &ins.command {
+            for (k, default) in pairs {
+                if let Some(v) = build_args.get(k).or(default.as_ref()) {
+                    out.insert(k.clone(), v.clone());
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The build itself, under the lease `build` took and with its ENOSPC watch.
@@ -100,12 +126,15 @@ fn drive(
     lease: &store::Lease<'_>,
 ) -> Result<BuildResult, BuildError> {
     let started = Instant::now();
+    let started_unix = attestations::now_unix();
     let Parsed {
         tags,
         file_name,
         df,
         opts,
         sde,
+        text,
+        global_args,
     } = parse_request(req)?;
     // The workspace comes first: bases pulled while planning are unpacked into it as they
     // download (prepare.rs), and it outlives the preparer's threads.
@@ -189,6 +218,11 @@ fn drive(
         cache_client,
         early: early.as_ref(),
         started,
+        facts: attestations::Facts {
+            dockerfile_text: &text,
+            global_args: &global_args,
+            started: started_unix,
+        },
     };
     finish_image(finish, on_event)
 }
@@ -200,6 +234,7 @@ struct Finish<'a> {
     cache_client: Option<std::sync::Arc<crate::registry::RegistryClient>>,
     early: Option<&'a early_push::EarlyPush>,
     started: Instant,
+    facts: attestations::Facts<'a>,
 }
 
 /// The target stage becomes the image: config (labels, created, inline cache), manifest, local
@@ -249,7 +284,8 @@ fn finish_image(
     cache_export::inline_config(&mut final_state.config, &export)?;
     let (config_bytes, config_desc) = final_state.config.to_blob()?;
     store.put_bytes(&config_bytes, Some(&config_desc.digest))?;
-    let manifest = Manifest::new(config_desc.clone(), final_state.layers.clone());
+    let mut manifest = Manifest::new(config_desc.clone(), final_state.layers.clone());
+    manifest.annotations = req.annotations.manifest.clone();
     let manifest_bytes = image::canonical_json(&manifest)?;
     let digest = store.put_bytes(&manifest_bytes, None)?;
     let manifest_desc = Descriptor::new(
@@ -257,20 +293,33 @@ fn finish_image(
         digest,
         manifest_bytes.len() as u64,
     );
+    let index = attestations::index_for(f.engine, &f.facts, &target, &manifest_desc, on_event)?;
+    // What the tags, outputs and registry name: the index when there is one.
+    let image = index.clone().unwrap_or_else(|| {
+        let mut m = manifest_desc.clone();
+        m.annotations = req.annotations.manifest_descriptor.clone();
+        m
+    });
     let tags = &f.tags;
     publish::tag_locally(
         store,
         req,
         inputs.remote,
         tags,
-        &manifest_desc,
+        &image,
         &final_state.layers,
         on_event,
     )?;
-    export_outputs(store, req, tags, &manifest_desc, on_event)?;
+    export_outputs(store, req, tags, &image, on_event)?;
     let early_bytes = f.early.map_or(0, |e| e.finish());
-    publish::push_and_export(&export, tags, &manifest_desc, early_bytes, on_event)?;
+    publish::push_and_export(&export, tags, &image, early_bytes, on_event)?;
     publish::after_remote_caches(store, inputs.remote, &records, on_event)?;
+    let platform = base::image_platform(&plan.target_platform);
+    write_metadata_files(
+        req,
+        &image,
+        index.is_none().then_some((&config_desc.digest, platform)),
+    )?;
     let size = config_desc.size
         + manifest_desc.size
         + final_state.layers.iter().map(|l| l.size).sum::<u64>();
@@ -283,9 +332,35 @@ fn finish_image(
     });
     Ok(BuildResult {
         manifest: manifest_desc,
+        index,
         config: config_desc.digest,
         tags: f.tags,
     })
+}
+
+/// `--iidfile`, `--metadata-file` and kaniko's digest files, once the image is where it goes.
+fn write_metadata_files(
+    req: &BuildRequest,
+    image: &Descriptor,
+    manifest: Option<(&crate::digest::Digest, image::Platform)>,
+) -> Result<(), BuildError> {
+    if req.metadata_files.is_empty() {
+        return Ok(());
+    }
+    // BuildKit's exporter response: a single manifest's descriptor carries its platform.
+    let mut shown = image.clone();
+    shown.annotations.remove(image::ANNOTATION_REF_NAME);
+    let config = manifest.map(|(c, p)| {
+        shown.platform = Some(p);
+        c
+    });
+    let written = crate::attest::Written {
+        image: &shown,
+        config,
+        names: &req.tags,
+    };
+    crate::attest::files::write(&req.metadata_files, &written)
+        .map_err(|e| BuildError::MetadataFiles(Box::new(e)))
 }
 
 /// `file:line: Rule: message`, the way BuildKit prints a build check.
@@ -370,12 +445,5 @@ fn read_dockerfile(req: &BuildRequest) -> Result<(String, String), BuildError> {
 }
 
 fn engine_created(sde: Option<i64>) -> String {
-    image::rfc3339(sde.unwrap_or_else(now_unix))
-}
-
-fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    image::rfc3339(sde.unwrap_or_else(attestations::now_unix))
 }

@@ -82,6 +82,12 @@ pub struct BuildRequest {
     pub cache_from: Vec<crate::cache::spec::ImportSpec>,
     /// `--cache-to`: where the build's step records go (registry, OCI layout, inline).
     pub cache_to: Vec<crate::cache::spec::ExportSpec>,
+    /// `--provenance`, `--sbom`, `--attest`: none by default, as with buildctl.
+    pub attest: crate::attest::AttestOptions,
+    /// `--annotation` values for the image manifest, the index and their descriptors.
+    pub annotations: crate::attest::Annotations,
+    /// `--iidfile`, `--metadata-file`, `--digest-file`, `--image-name-with-digest-file`.
+    pub metadata_files: crate::attest::MetadataFiles,
 }
 
 /// Registry settings and this build's credentials, for pulling bases and pushing results. Held in
@@ -156,6 +162,9 @@ impl BuildRequest {
             registry: RegistryAccess::default(),
             cache_from: Vec::new(),
             cache_to: Vec::new(),
+            attest: crate::attest::AttestOptions::default(),
+            annotations: crate::attest::Annotations::default(),
+            metadata_files: crate::attest::MetadataFiles::default(),
         }
     }
 }
@@ -163,7 +172,11 @@ impl BuildRequest {
 /// What a finished build produced.
 #[derive(Debug, Clone)]
 pub struct BuildResult {
+    /// The image manifest (the same with or without attestations).
     pub manifest: Descriptor,
+    /// The index over the manifest and its attestation manifest, when the build made one: what
+    /// the tags, outputs and registry name.
+    pub index: Option<Descriptor>,
     pub config: Digest,
     /// Tags as stored (`docker.io/library/app:latest`).
     pub tags: Vec<String>,

@@ -97,3 +97,29 @@ class CacheKwargs(unittest.TestCase):
         self.assertEqual(sent["cache_from"], ["type=registry,ref=r.example.com/t/cache:main"])
         self.assertEqual(sent["cache_to"], ["type=registry,ref=r.example.com/t/cache:main,mode=max",
                                             "type=inline"])
+
+
+class AttestKwargs(unittest.TestCase):
+    def test_attestations_and_metadata_files_reach_the_spec(self):
+        sent = {}
+
+        def fake_request(method, path, body=None):
+            sent.update(body)
+            return {"id": "b1"}
+
+        saved = (kiln_client._request, kiln_client.follow_build)
+        kiln_client._request = fake_request
+        kiln_client.follow_build = lambda build_id, out: True
+        try:
+            kiln_client.build_image(
+                "app", "1", provenance="mode=max", sbom=True,
+                annotations="index:org.opencontainers.image.title=app",
+                metadata_file="/build/out/meta.json", iidfile="/build/out/iid")
+        finally:
+            kiln_client._request, kiln_client.follow_build = saved
+        self.assertEqual(sent["provenance"], "mode=max")
+        self.assertEqual(sent["sbom"], "true")
+        self.assertEqual(sent["annotations"], ["index:org.opencontainers.image.title=app"])
+        self.assertEqual(sent["metadata_file"], "/build/out/meta.json")
+        self.assertEqual(sent["iidfile"], "/build/out/iid")
+        self.assertNotIn("digest_file", sent)
