@@ -8,6 +8,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod attest_build;
 mod build_cache;
 mod build_history;
 mod build_offline;
