@@ -127,15 +127,9 @@ fn drive(
 ) -> Result<BuildResult, BuildError> {
     let started = Instant::now();
     let started_unix = attestations::now_unix();
-    let Parsed {
-        tags,
-        file_name,
-        df,
-        opts,
-        sde,
-        text,
-        global_args,
-    } = parse_request(req)?;
+    let parsed = parse_request(req)?;
+    let (tags, file_name, sde) = (parsed.tags, parsed.file_name, parsed.sde);
+    let (df, opts) = (parsed.df, parsed.opts);
     // The workspace comes first: bases pulled while planning are unpacked into it as they
     // download (prepare.rs), and it outlives the preparer's threads.
     let workspace_root = store.root().join("builds");
@@ -219,8 +213,8 @@ fn drive(
         early: early.as_ref(),
         started,
         facts: attestations::Facts {
-            dockerfile_text: &text,
-            global_args: &global_args,
+            dockerfile_text: &parsed.text,
+            global_args: &parsed.global_args,
             started: started_unix,
         },
     };

@@ -189,10 +189,11 @@ fn classify(
         }
         "etc/os-release" => *os_release = Some(real.to_path_buf()),
         "usr/lib/os-release" if os_release.is_none() => *os_release = Some(real.to_path_buf()),
-        _ if parent == "status.d" && path.starts_with("var/lib/dpkg/status.d/") => {
-            if !name.ends_with(".md5sums") {
-                found.push(Found::Dpkg(real.to_path_buf(), at))
-            }
+        _ if parent == "status.d"
+            && path.starts_with("var/lib/dpkg/status.d/")
+            && !name.ends_with(".md5sums") =>
+        {
+            found.push(Found::Dpkg(real.to_path_buf(), at))
         }
         _ if name.ends_with(".egg-info") => found.push(Found::Python(real.to_path_buf(), at)),
         _ if parent == "conda-meta" && name.ends_with(".json") => {
