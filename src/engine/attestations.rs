@@ -48,10 +48,9 @@ pub(super) fn index_for(
         return Ok(None);
     }
     let platform = super::base::image_platform(&plan.target_platform);
+    // The frontend's SBOMs first, then the provenance BuildKit's solver appends after them
+    // (`solver/llbsolver/proc/provenance.go`).
     let mut statements = Vec::new();
-    if let Some(p) = &req.attest.provenance {
-        statements.push(provenance_statement(engine, facts, &platform, p));
-    }
     if let Some(s) = &req.attest.sbom {
         if let Some(g) = &s.generator {
             on_event(&Event::Warning {
@@ -59,6 +58,9 @@ pub(super) fn index_for(
             });
         }
         statements.extend(sboms(engine, facts, target, manifest, s.format, on_event)?);
+    }
+    if let Some(p) = &req.attest.provenance {
+        statements.push(provenance_statement(engine, facts, &platform, p));
     }
     let names: Vec<Reference> = req.tags.iter().filter_map(|t| t.parse().ok()).collect();
     let subjects = layout::subjects(&names, &platform, manifest);
@@ -142,6 +144,9 @@ fn sboms(
     if enabled(engine, facts, plan.target, SCAN_CONTEXT) {
         scans.push(("sbom-context".into(), vec![inputs.req.context.clone()]));
     }
+    // In the order BuildKit unbundles the scanner's output directory: by file name
+    // (`sbom-NAME.spdx.json` before `sbom.spdx.json`).
+    scans.sort_by_key(|(name, _)| format!("{name}.spdx.json"));
     let names: Vec<String> = inputs.req.tags.clone();
     let created = inputs.sde.unwrap_or(facts.started);
     let mut out = Vec::new();

@@ -92,13 +92,13 @@ fn kiln_toml_attests_every_build_and_the_worker_owns_its_metadata_file() {
     assert_eq!(
         types,
         [
-            "https://slsa.dev/provenance/v1",
-            "https://spdx.dev/Document"
+            "https://spdx.dev/Document",
+            "https://slsa.dev/provenance/v1"
         ]
     );
     let prov = read_json(&blob_path(
         &oci,
-        att["layers"][0]["digest"].as_str().unwrap(),
+        att["layers"][1]["digest"].as_str().unwrap(),
     ));
     let p = &prov["predicate"];
     assert!(

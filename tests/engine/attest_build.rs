@@ -179,8 +179,8 @@ fn provenance_and_sbom_push_in_buildkit_layout_and_the_manifest_is_unchanged() {
     assert_eq!(
         types,
         [
-            "https://slsa.dev/provenance/v1",
-            "https://spdx.dev/Document"
+            "https://spdx.dev/Document",
+            "https://slsa.dev/provenance/v1"
         ]
     );
     let statement = |i: usize| -> Value {
@@ -188,7 +188,7 @@ fn provenance_and_sbom_push_in_buildkit_layout_and_the_manifest_is_unchanged() {
         read_json(&reg.blob_data(layers[i]["digest"].as_str().unwrap()))
     };
 
-    let prov = statement(0);
+    let prov = statement(1);
     assert_eq!(prov["_type"], "https://in-toto.io/Statement/v1");
     assert_eq!(
         prov["subject"][0]["digest"]["sha256"],
@@ -227,7 +227,7 @@ fn provenance_and_sbom_push_in_buildkit_layout_and_the_manifest_is_unchanged() {
         "a secret value reached the provenance"
     );
 
-    let sbom = statement(1);
+    let sbom = statement(0);
     let purls: Vec<String> = sbom["predicate"]["packages"]
         .as_array()
         .unwrap()
@@ -417,4 +417,137 @@ fn kiln_err_ok(root: &Path, args: &[&str]) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "kiln {args:?} failed:\n{stderr}");
     stderr
+}
+
+#[test]
+fn scan_stage_and_context_args_add_sboms_and_cyclonedx_and_annotations_land() {
+    let root = store_with_busybox();
+    let ctx = context(&[
+        (
+            "Dockerfile",
+            "ARG BUILDKIT_SBOM_SCAN_CONTEXT=true\n\
+             FROM busybox AS file\nARG BUILDKIT_SBOM_SCAN_STAGE=true\nCOPY status /var/lib/dpkg/status\n\
+             FROM busybox AS unused\nARG BUILDKIT_SBOM_SCAN_STAGE=true\n\
+             FROM busybox\nCOPY --from=file /var/lib/dpkg/status /copied\n",
+        ),
+        ("status", STATUS),
+        ("node_modules/@scope/pkg/package.json", r#"{"name":"@scope/pkg","version":"1.2.3"}"#),
+    ]);
+    let oci = ctx.path().join("oci");
+    let dest = format!("type=oci,dest={}", oci.display());
+    kiln_ok(
+        root.path(),
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "--sbom",
+            "true",
+            "-t",
+            "scan:1",
+            "-o",
+            &dest,
+            "--annotation",
+            "org.example.m=1",
+            "--annotation",
+            "index-descriptor:org.example.d=2",
+            ctx.path().to_str().unwrap(),
+        ],
+    );
+    let top = read_json(&oci.join("index.json"))["manifests"][0].clone();
+    assert_eq!(top["annotations"]["org.example.d"], "2", "{top}");
+    let index = read_json(&blob_path(&oci, top["digest"].as_str().unwrap()));
+    let image = read_json(&blob_path(
+        &oci,
+        index["manifests"][0]["digest"].as_str().unwrap(),
+    ));
+    assert_eq!(image["annotations"]["org.example.m"], "1");
+    let att = read_json(&blob_path(
+        &oci,
+        index["manifests"][1]["digest"].as_str().unwrap(),
+    ));
+    let names: Vec<String> = att["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            read_json(&blob_path(&oci, l["digest"].as_str().unwrap()))["predicate"]["name"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    // The stage that is not built is not scanned; BuildKit's order (by the scanner's file names).
+    assert_eq!(
+        names,
+        [
+            "scan:1 (sbom-context)",
+            "scan:1 (sbom-file)",
+            "scan:1 (sbom)"
+        ]
+    );
+    let context_sbom = read_json(&blob_path(
+        &oci,
+        att["layers"][0]["digest"].as_str().unwrap(),
+    ));
+    assert!(
+        context_sbom
+            .to_string()
+            .contains("pkg:npm/%40scope/pkg@1.2.3"),
+        "{context_sbom}"
+    );
+
+    let cdx = ctx.path().join("cdx");
+    let dest = format!("type=oci,dest={}", cdx.display());
+    kiln_ok(
+        root.path(),
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "--attest",
+            "type=sbom,format=cyclonedx",
+            "--build-arg",
+            "BUILDKIT_SBOM_SCAN_CONTEXT=false",
+            "-t",
+            "scan:2",
+            "-o",
+            &dest,
+            "--target",
+            "file",
+            ctx.path().to_str().unwrap(),
+        ],
+    );
+    let top = read_json(&cdx.join("index.json"))["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let index = read_json(&blob_path(&cdx, &top));
+    let att = read_json(&blob_path(
+        &cdx,
+        index["manifests"][1]["digest"].as_str().unwrap(),
+    ));
+    assert_eq!(att["layers"].as_array().unwrap().len(), 1, "{att}");
+    assert_eq!(
+        att["layers"][0]["annotations"]["in-toto.io/predicate-type"],
+        "https://cyclonedx.org/bom"
+    );
+    let bom = read_json(&blob_path(
+        &cdx,
+        att["layers"][0]["digest"].as_str().unwrap(),
+    ));
+    assert_eq!(bom["predicate"]["bomFormat"], "CycloneDX");
+    let purls: Vec<&str> = bom["predicate"]["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["purl"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        purls,
+        [
+            "pkg:deb/debian/jq@1.6-2.1?arch=amd64",
+            "pkg:deb/debian/libjq1@1.6-2.1?arch=amd64&upstream=jq"
+        ]
+    );
 }
