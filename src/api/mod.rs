@@ -367,6 +367,9 @@ pub struct StepRecord {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BuildOutcome {
     pub manifest: String,
+    /// The index over the manifest and its attestations, when the build made one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<String>,
     pub config: String,
     pub tags: Vec<String>,
     pub size: u64,

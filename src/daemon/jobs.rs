@@ -334,7 +334,8 @@ fn finish(state: &Shared, job: &Job, outcome: Finish) {
         Finish::Succeeded(out) => match record_success(state, job, &out) {
             Ok(()) => {
                 if let Ok(manifest) = out.manifest.parse() {
-                    job.log.append(&Event::Succeeded { manifest });
+                    let index = out.index.as_ref().and_then(|i| i.parse().ok());
+                    job.log.append(&Event::Succeeded { manifest, index });
                 }
                 log::info(
                     "build.succeeded",
@@ -524,6 +525,7 @@ fn conclude(
             }
             let out = BuildOutcome {
                 manifest: r.manifest.digest.to_string(),
+                index: r.index.as_ref().map(|i| i.digest.to_string()),
                 config: r.config.to_string(),
                 tags: r.tags.clone(),
                 size: totals.0,

@@ -72,6 +72,13 @@ fn kiln_toml_attests_every_build_and_the_worker_owns_its_metadata_file() {
         digest
     );
 
+    // The build's record and its last event name the index too.
+    let (_, builds) = d.get("/v1/builds");
+    let rec = &builds.as_array().unwrap()[0];
+    assert_eq!(rec["result"]["index"], digest, "{rec}");
+    let events = d.events(rec["id"].as_str().unwrap());
+    assert_eq!(events.last().unwrap()["index"], digest);
+
     // The OCI output holds the index the file names, with kiln.toml's attestations.
     let oci = d.build_root().join("out/app-oci");
     let index = read_json(&blob_path(&oci, digest));
