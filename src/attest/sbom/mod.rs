@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::{AttestError, SbomFormat};
+use crate::context::View;
 use walk::Descend;
 
 /// Where a package was found.
@@ -63,13 +64,23 @@ pub struct Scan {
     pub entries: u64,
 }
 
-/// A database file found by the walk.
+/// A database file found by the walk, by its path in the image (read through the merged view:
+/// a file inside a found directory may come from a lower layer than the directory entry).
 enum Found {
-    Dpkg(PathBuf, String),
-    Apk(PathBuf, String),
-    Python(PathBuf, String),
-    Conda(PathBuf, String),
-    Npm(PathBuf, String),
+    Dpkg(PathBuf),
+    Apk(PathBuf),
+    Python(PathBuf),
+    Conda(PathBuf),
+    Npm(PathBuf),
+}
+
+/// The bytes of the regular file at `rel` in the merged tree; None when it is absent or anything
+/// but a regular file (a symlink is never followed: it could point at the host's files).
+fn read_regular(view: &View, rel: &Path) -> std::io::Result<Option<Vec<u8>>> {
+    match view.lookup(rel)? {
+        Some((path, meta)) if meta.is_file() => std::fs::read(path).map(Some),
+        _ => Ok(None),
+    }
 }
 
 /// Scan the merged tree of `layers` (snapshot directories, top-most first; one plain directory
@@ -82,35 +93,37 @@ pub fn scan(layers: &[PathBuf], what: &str) -> Result<Scan, AttestError> {
     let mut found = Vec::new();
     let mut os_release: Option<PathBuf> = None;
     let mut entries = 0u64;
-    walk::walk(layers, &mut |rel, real, ft| {
+    walk::walk(layers, &mut |rel, ft| {
         entries += 1;
-        classify(rel, real, ft, &mut found, &mut os_release)
+        classify(rel, ft, &mut found, &mut os_release)
     })
     .map_err(err)?;
-    let distro = os_release
-        .and_then(|p| std::fs::read_to_string(p).ok())
-        .map(|t| dbs::Distro::parse(&t))
-        .unwrap_or_default();
+    let view = View::new(layers.to_vec());
+    let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+    let distro = match os_release {
+        Some(p) => read_regular(&view, &p).map_err(err)?,
+        None => None,
+    }
+    .map(|b| dbs::Distro::parse(&text(b)))
+    .unwrap_or_default();
     let mut packages = Vec::new();
     for f in found {
-        let read = |p: &Path| std::fs::read(p);
+        let (Found::Dpkg(rel)
+        | Found::Apk(rel)
+        | Found::Python(rel)
+        | Found::Conda(rel)
+        | Found::Npm(rel)) = &f;
+        let at = format!("/{}", rel.display());
+        // A broken record of one package is skipped, as Syft skips it.
+        let Some(bytes) = read_regular(&view, rel).map_err(err)? else {
+            continue;
+        };
         match f {
-            Found::Dpkg(p, at) => {
-                let text = String::from_utf8_lossy(&read(&p).map_err(err)?).into_owned();
-                packages.extend(dbs::dpkg(&text, &distro, &at));
-            }
-            Found::Apk(p, at) => {
-                let text = String::from_utf8_lossy(&read(&p).map_err(err)?).into_owned();
-                packages.extend(dbs::apk(&text, &distro, &at));
-            }
-            // A broken record of one package is skipped, as Syft skips it.
-            Found::Python(p, at) => {
-                if let Ok(b) = read(&p) {
-                    packages.extend(dbs::python(&String::from_utf8_lossy(&b), &at));
-                }
-            }
-            Found::Conda(p, at) => packages.extend(read(&p).ok().and_then(|b| dbs::conda(&b, &at))),
-            Found::Npm(p, at) => packages.extend(read(&p).ok().and_then(|b| dbs::npm(&b, &at))),
+            Found::Dpkg(_) => packages.extend(dbs::dpkg(&text(bytes), &distro, &at)),
+            Found::Apk(_) => packages.extend(dbs::apk(&text(bytes), &distro, &at)),
+            Found::Python(_) => packages.extend(dbs::python(&text(bytes), &at)),
+            Found::Conda(_) => packages.extend(dbs::conda(&bytes, &at)),
+            Found::Npm(_) => packages.extend(dbs::npm(&bytes, &at)),
         }
     }
     packages.sort_by(|a, b| {
@@ -128,12 +141,10 @@ pub fn scan(layers: &[PathBuf], what: &str) -> Result<Scan, AttestError> {
 /// Note a database file; say whether to enter a directory.
 fn classify(
     rel: &Path,
-    real: &Path,
     ft: std::fs::FileType,
     found: &mut Vec<Found>,
     os_release: &mut Option<PathBuf>,
 ) -> Descend {
-    let at = format!("/{}", rel.display());
     let name = rel
         .file_name()
         .map(|n| n.to_string_lossy())
@@ -151,17 +162,11 @@ fn classify(
             return Descend::No;
         }
         if name.ends_with(".dist-info") {
-            found.push(Found::Python(
-                real.join("METADATA"),
-                format!("{at}/METADATA"),
-            ));
+            found.push(Found::Python(rel.join("METADATA")));
             return Descend::No;
         }
         if name.ends_with(".egg-info") {
-            found.push(Found::Python(
-                real.join("PKG-INFO"),
-                format!("{at}/PKG-INFO"),
-            ));
+            found.push(Found::Python(rel.join("PKG-INFO")));
             return Descend::No;
         }
         let grand = rel
@@ -171,10 +176,7 @@ fn classify(
         let in_modules = parent == "node_modules"
             || (parent.starts_with('@') && grand.is_some_and(|g| g == "node_modules"));
         if in_modules && !name.starts_with('.') && !name.starts_with('@') {
-            found.push(Found::Npm(
-                real.join("package.json"),
-                format!("{at}/package.json"),
-            ));
+            found.push(Found::Npm(rel.join("package.json")));
         }
         return Descend::Yes;
     }
@@ -182,23 +184,20 @@ fn classify(
         return Descend::No;
     }
     let path = rel.to_string_lossy();
+    let rel = rel.to_path_buf();
     match path.as_ref() {
-        "var/lib/dpkg/status" => found.push(Found::Dpkg(real.to_path_buf(), at)),
-        "lib/apk/db/installed" | "usr/lib/apk/db/installed" => {
-            found.push(Found::Apk(real.to_path_buf(), at))
-        }
-        "etc/os-release" => *os_release = Some(real.to_path_buf()),
-        "usr/lib/os-release" if os_release.is_none() => *os_release = Some(real.to_path_buf()),
+        "var/lib/dpkg/status" => found.push(Found::Dpkg(rel)),
+        "lib/apk/db/installed" | "usr/lib/apk/db/installed" => found.push(Found::Apk(rel)),
+        "etc/os-release" => *os_release = Some(rel),
+        "usr/lib/os-release" if os_release.is_none() => *os_release = Some(rel),
         _ if parent == "status.d"
             && path.starts_with("var/lib/dpkg/status.d/")
             && !name.ends_with(".md5sums") =>
         {
-            found.push(Found::Dpkg(real.to_path_buf(), at))
+            found.push(Found::Dpkg(rel))
         }
-        _ if name.ends_with(".egg-info") => found.push(Found::Python(real.to_path_buf(), at)),
-        _ if parent == "conda-meta" && name.ends_with(".json") => {
-            found.push(Found::Conda(real.to_path_buf(), at))
-        }
+        _ if name.ends_with(".egg-info") => found.push(Found::Python(rel)),
+        _ if parent == "conda-meta" && name.ends_with(".json") => found.push(Found::Conda(rel)),
         _ => {}
     }
     Descend::No
@@ -223,5 +222,69 @@ pub fn document(scan: &Scan, format: SbomFormat, subject: &Subject<'_>) -> (Stri
             cyclonedx::PREDICATE.to_string(),
             cyclonedx::document(scan, subject),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn write(root: &Path, rel: &str, text: &str) {
+        let p = root.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, text).unwrap();
+    }
+
+    #[test]
+    fn the_merged_tree_is_read_through_layers_whiteouts_and_never_through_symlinks() {
+        let lower = tempfile::tempdir().unwrap();
+        let upper = tempfile::tempdir().unwrap();
+        let site = "usr/lib/python3/dist-packages";
+        let meta = |n: &str| format!("Metadata-Version: 2.1\nName: {n}\nVersion: 1.0\n");
+        write(
+            lower.path(),
+            &format!("{site}/a-1.0.dist-info/METADATA"),
+            &meta("a"),
+        );
+        write(
+            lower.path(),
+            &format!("{site}/b-1.0.dist-info/METADATA"),
+            &meta("b"),
+        );
+        // The upper layer adds a file to a's directory: a's METADATA still comes from below.
+        write(
+            upper.path(),
+            &format!("{site}/a-1.0.dist-info/INSTALLER"),
+            "pip\n",
+        );
+        // A record that is a symlink out of the image is not followed.
+        let evil = upper.path().join(format!("{site}/evil-1.0.dist-info"));
+        fs::create_dir_all(&evil).unwrap();
+        std::os::unix::fs::symlink("/etc/os-release", evil.join("METADATA")).unwrap();
+        // A whiteout (0/0 character device) hides b, where the test may make one.
+        let wh = upper.path().join(format!("{site}/b-1.0.dist-info"));
+        let whiteout = rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &wh,
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .is_ok();
+        let layers = vec![upper.path().to_path_buf(), lower.path().to_path_buf()];
+        let names: Vec<String> = scan(&layers, "test")
+            .unwrap()
+            .packages
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        match whiteout {
+            true => assert_eq!(names, ["a"]),
+            false => {
+                eprintln!("SKIPPED whiteout check: mknod needs CAP_MKNOD");
+                assert_eq!(names, ["a", "b"]);
+            }
+        }
     }
 }

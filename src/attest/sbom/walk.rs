@@ -21,12 +21,11 @@ pub enum Descend {
     No,
 }
 
-/// Visit every entry under the root of `layers` (top first): `visit(rel, real, type)`, where `real`
-/// is the entry's path in the snapshot that provides it. Directories are entered when the visitor
-/// says so; children are visited in name order.
+/// Visit every entry under the root of `layers` (top first): `visit(rel, type)`. Directories are
+/// entered when the visitor says so; children are visited in name order.
 pub fn walk(
     layers: &[PathBuf],
-    visit: &mut dyn FnMut(&Path, &Path, FileType) -> Descend,
+    visit: &mut dyn FnMut(&Path, FileType) -> Descend,
 ) -> io::Result<()> {
     let live: Vec<usize> = (0..layers.len()).collect();
     let mut stack = vec![(PathBuf::new(), live)];
@@ -34,8 +33,7 @@ pub fn walk(
         let mut children = Vec::new();
         for (name, (top, ft)) in merged(layers, &rel, &live)? {
             let child = rel.join(&name);
-            let real = layers[top].join(&child);
-            if visit(&child, &real, ft) == Descend::Yes && ft.is_dir() {
+            if visit(&child, ft) == Descend::Yes && ft.is_dir() {
                 children.push((child, below(layers, &rel, &name, &live, top)));
             }
         }
