@@ -61,6 +61,13 @@ pub(super) fn index_for(
     }
     if let Some(p) = &req.attest.provenance {
         statements.push(provenance_statement(engine, facts, &platform, p));
+        on_event(&Event::Exported {
+            kind: "attestation".into(),
+            dest: match p.mode {
+                attest::ProvenanceMode::Min => "provenance: SLSA v1, mode=min".into(),
+                attest::ProvenanceMode::Max => "provenance: SLSA v1, mode=max".into(),
+            },
+        });
     }
     let names: Vec<Reference> = req.tags.iter().filter_map(|t| t.parse().ok()).collect();
     let subjects = layout::subjects(&names, &platform, manifest);
