@@ -265,6 +265,26 @@ mod tests {
     }
 
     #[test]
+    fn apk_conda_and_npm_records_become_purls() {
+        let d = Distro::parse("ID=alpine\nVERSION_ID=3.19.1\n");
+        let p = apk("C:Q1x\nP:busybox\nV:1.36.1-r15\nA:x86_64\nL:GPL-2.0-only\no:busybox\n\nP:ssl_client\nV:1.36.1-r15\nA:x86_64\no:busybox\n", &d, "/lib/apk/db/installed");
+        let purls: Vec<&str> = p.iter().map(|p| p.purl.as_str()).collect();
+        assert_eq!(
+            purls,
+            [
+                "pkg:apk/alpine/busybox@1.36.1-r15?arch=x86_64&distro=alpine-3.19.1",
+                "pkg:apk/alpine/ssl_client@1.36.1-r15?arch=x86_64&upstream=busybox&distro=alpine-3.19.1"
+            ]
+        );
+        let c = conda(br#"{"name":"numpy","version":"1.26.4","build":"py311h_0","channel":"https://conda.anaconda.org/conda-forge","subdir":"linux-64"}"#, "x").unwrap();
+        assert_eq!(c.purl, "pkg:conda/numpy@1.26.4?build=py311h_0&channel=https:%2F%2Fconda.anaconda.org%2Fconda-forge&subdir=linux-64");
+        assert!(
+            npm(br#"{"name":"left-pad"}"#, "x").is_none(),
+            "no version: not a package"
+        );
+    }
+
+    #[test]
     fn python_names_are_normalised_in_purls_only() {
         let p = python(
             "Metadata-Version: 2.1\nName: Foo_Bar.baz\nVersion: 1.0\n\nName: no\n",
