@@ -94,11 +94,26 @@ fn provenance_statement(
 ) -> Statement {
     let inputs = &engine.inputs;
     let req = inputs.req;
-    // Bases were resolved while planning; this reads the memo.
+    // The digest BuildKit pins a base to: what the reference resolves to (an index when the tag
+    // names one), the platform manifest when that is all the store knows. Bases were resolved
+    // while planning; `resolve` reads the memo.
     let bases: BTreeMap<String, crate::digest::Digest> = provenance::image_references(inputs.plan)
         .into_iter()
         .filter_map(|r| {
-            let d = inputs.bases.resolve(&r).ok()?.manifest_desc.digest;
+            let parsed: Reference = r.parse().ok()?;
+            let root = match &parsed.digest {
+                Some(d) => Some(d.clone()),
+                None => inputs
+                    .store
+                    .resolve(&parsed.store_name())
+                    .ok()
+                    .flatten()
+                    .map(|d| d.digest),
+            };
+            let d = match root {
+                Some(d) => d,
+                None => inputs.bases.resolve(&r).ok()?.manifest_desc.digest,
+            };
             Some((r, d))
         })
         .collect();
