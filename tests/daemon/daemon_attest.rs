@@ -122,6 +122,39 @@ fn kiln_toml_attests_every_build_and_the_worker_owns_its_metadata_file() {
         .get("buildConfig")
         .is_none());
 
+    // `kiln build` through the daemon prints what the tags name, as the embedded engine does.
+    let iid = d.build_root().join("out/cli-iid");
+    let out = Command::new(kiln_bin())
+        .arg("--host")
+        .arg(format!("unix://{}", d.socket().display()))
+        .args([
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            "attest/cli:1",
+            "--iidfile",
+        ])
+        .arg(&iid)
+        .arg(d.build_root().join("app"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(printed, std::fs::read_to_string(&iid).unwrap());
+    assert!(
+        read_json(
+            &d.root()
+                .join("content/blobs/sha256")
+                .join(printed.trim_start_matches("sha256:"))
+        )["manifests"][1]["annotations"]["vnd.docker.reference.type"]
+            == "attestation-manifest"
+    );
+
     // A metadata file outside the roots: refused, nothing built.
     let (status, body) = d.post_json(
         "/v1/builds",
