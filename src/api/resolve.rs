@@ -69,8 +69,17 @@ impl BuildSpec {
         pick(&mut s.sandbox, &lower.sandbox);
         pick(&mut s.snapshotter, &lower.snapshotter);
         pick(&mut s.network, &lower.network);
-        pick(&mut s.provenance, &lower.provenance);
-        pick(&mut s.sbom, &lower.sbom);
+        // kiln.toml's attestation setting yields to a request that names the type either way.
+        let attests = |t: &str| {
+            let want = format!("type={t}");
+            s.attest.iter().any(|a| a.split(',').any(|f| f == want))
+        };
+        if !attests("provenance") {
+            pick(&mut s.provenance, &lower.provenance);
+        }
+        if !attests("sbom") {
+            pick(&mut s.sbom, &lower.sbom);
+        }
         s.compression_level = s.compression_level.or(lower.compression_level);
         s.source_date_epoch = s.source_date_epoch.or(lower.source_date_epoch);
         s.step_timeout = s.step_timeout.or(lower.step_timeout);
@@ -322,4 +331,34 @@ fn resolve_registry(
         credentials,
         insecure,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attest::ProvenanceMode;
+
+    #[test]
+    fn kiln_toml_attests_unless_the_request_names_the_type() {
+        let cfg =
+            Config::from_toml_str("[build]\nprovenance = \"mode=min\"\nsbom = true\n", "test")
+                .unwrap();
+        let spec = BuildSpec {
+            context: Some("/build/app".into()),
+            ..BuildSpec::default()
+        };
+        let req = resolve(&spec, &cfg).unwrap();
+        assert_eq!(req.attest.provenance.unwrap().mode, ProvenanceMode::Min);
+        assert!(req.attest.sbom.is_some());
+        let spec = BuildSpec {
+            attest: vec![
+                "type=provenance,mode=max".into(),
+                "type=sbom,disabled=true".into(),
+            ],
+            ..spec
+        };
+        let req = resolve(&spec, &cfg).unwrap();
+        assert_eq!(req.attest.provenance.unwrap().mode, ProvenanceMode::Max);
+        assert!(req.attest.sbom.is_none());
+    }
 }

@@ -1,7 +1,7 @@
 //! The attestation and annotation flags as buildx spells them, typed once: `--provenance V` and
 //! `--sbom V` are buildx's shorthands for `--attest type=provenance,V` / `--attest type=sbom,V`
-//! (buildx `util/buildflags.CanonicalizeAttest`: a boolean becomes `disabled=!V`); the last value
-//! for a type wins. `--annotation [TYPE[,TYPE…]:]KEY=VALUE` follows buildx's
+//! (buildx `util/buildflags.CanonicalizeAttest`: a boolean becomes `disabled=!V`), appended after
+//! the `--attest` values; the last value for a type wins (`removeAttestDupes`). `--annotation [TYPE[,TYPE…]:]KEY=VALUE` follows buildx's
 //! `buildflags.ParseAnnotations` (types `manifest` — the default —, `index`, `manifest-descriptor`,
 //! `index-descriptor`, each with an optional `[os/arch]`).
 //!
@@ -53,19 +53,14 @@ pub struct AttestOptions {
 }
 
 impl AttestOptions {
-    /// `--provenance`, `--sbom` (shorthands) then `--attest` values, later ones winning.
+    /// `--attest` values, then the `--provenance` and `--sbom` shorthands (buildx's order), later
+    /// ones winning.
     pub fn parse(
         provenance: Option<&str>,
         sbom: Option<&str>,
         attest: &[String],
     ) -> Result<AttestOptions, AttestError> {
         let mut out = AttestOptions::default();
-        if let Some(v) = provenance {
-            out.apply("provenance", v, "--provenance")?;
-        }
-        if let Some(v) = sbom {
-            out.apply("sbom", v, "--sbom")?;
-        }
         for a in attest {
             let mut kind = None;
             let mut rest = Vec::new();
@@ -86,6 +81,12 @@ impl AttestOptions {
                 }
                 None => return Err(bad("--attest", a, "missing type=provenance|sbom")),
             }
+        }
+        if let Some(v) = provenance {
+            out.apply("provenance", v, "--provenance")?;
+        }
+        if let Some(v) = sbom {
+            out.apply("sbom", v, "--sbom")?;
         }
         Ok(out)
     }
@@ -275,6 +276,9 @@ mod tests {
         let a = AttestOptions::parse(Some("false"), Some("false"), &[]).unwrap();
         assert!(a.is_empty());
         let a = AttestOptions::parse(None, None, &["type=provenance,disabled=true".into()]);
+        assert!(a.unwrap().is_empty());
+        // The shorthand comes after --attest, so it wins.
+        let a = AttestOptions::parse(Some("false"), None, &["type=provenance,mode=max".into()]);
         assert!(a.unwrap().is_empty());
         let e = AttestOptions::parse(Some("mode=all"), None, &[]).unwrap_err();
         assert!(e.to_string().contains("mode \"all\""), "{e}");
