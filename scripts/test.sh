@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 packages=(docker-registry skopeo umoci oci-image-tool pigz zstd busybox-static uidmap fuse-overlayfs
           openssl apache2-utils xz-utils bzip2 gzip tar file procps iproute2 python3 python3-venv
-          mmdebstrap qemu-user-static openssh-client)
+          mmdebstrap qemu-user-static openssh-client jq)
 missing=()
 # The multi-platform tests assemble an arm64 busybox base from Debian's arm64 busybox-static
 # (testdata/busybox/make-index.sh downloads it with apt-get download), so dpkg must know arm64.
@@ -33,6 +33,13 @@ if [ "$(id -u)" -eq 0 ]; then
   id kilntest >/dev/null 2>&1 || useradd -m -s /bin/sh kilntest
   grep -q '^kilntest:' /etc/subuid || usermod --add-subuids 200000-265535 kilntest
   grep -q '^kilntest:' /etc/subgid || usermod --add-subgids 200000-265535 kilntest
+fi
+
+# spdx-tools' pyspdxtools validates the SBOMs kiln writes; it is on PyPI only, so into a venv.
+if [ "$(id -u)" -eq 0 ] && [ ! -x /opt/kiln-test-venv/bin/pyspdxtools ]; then
+  echo "==> pip install spdx-tools into /opt/kiln-test-venv"
+  python3 -m venv /opt/kiln-test-venv
+  /opt/kiln-test-venv/bin/pip install -q spdx-tools
 fi
 
 rustup component add rustfmt clippy >/dev/null 2>&1 || true

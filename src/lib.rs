@@ -41,6 +41,7 @@
 //! | `layer`      | tree → deterministic tar → parallel gzip/zstd → diff_id + digest; apply  |
 //! | `image`      | config (keeps Docker's fields), manifest, index, history; canonical JSON |
 //! | `store`      | OCI layout: verified ingest, tags, committed snapshots, fsck, GC, leases |
+//! | `attest`     | SLSA provenance, native SBOM, attestation manifests; metadata files      |
 //! | `cache`      | step cache keys (schema-versioned), records; shared-cache artifact format |
 //! | `registry`   | distribution client: pull, push, auth, per-host TLS/HTTP, mirrors        |
 //! | `engine`     | the one place that wires the pipeline                                    |
@@ -53,6 +54,7 @@
 
 pub mod api;
 pub mod atomic;
+pub mod attest;
 pub mod cache;
 pub mod cli;
 pub mod config;

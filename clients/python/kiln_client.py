@@ -321,7 +321,9 @@ def build_image(name, tag, push_image=True, registry_credentials=None, insecure_
                 target=None, no_cache=False, insecure_registries=None, secrets=None,
                 resources=None, outputs=None, cache_from=None, cache_to=None, out=None,
                 platforms=None, build_contexts=None, ssh=None, add_hosts=None, pull=False,
-                no_cache_filter=None, shm_size=None, ulimits=None, **extra):
+                no_cache_filter=None, shm_size=None, ulimits=None,
+                provenance=None, sbom=None, attest=None, annotations=None, iidfile=None,
+                metadata_file=None, digest_file=None, image_name_with_digest_file=None, **extra):
     """Build ``name:tag`` from ``context`` (a path under the daemon's /build) and, with
     ``push_image``, push it. Prints the build log; returns True on success, False when the build
     failed or the daemon refused it (the reason is printed).
@@ -334,7 +336,12 @@ def build_image(name, tag, push_image=True, registry_credentials=None, insecure_
     ``cache_to="type=registry,ref=reg.example.com/team/cache:main,mode=max"``. ``platforms``
     (one string such as ``"linux/amd64,linux/arm64"``, or a list) builds every platform into one
     image index (foreign RUN steps are emulated). Any other
-    build spec field may be passed as a keyword (e.g. ``compression="zstd"``). A daemon that does
+    build spec field may be passed as a keyword (e.g. ``compression="zstd"``).
+    ``provenance`` / ``sbom`` take buildx's values (``True``, ``"mode=max"``,
+    ``"format=cyclonedx"``; off by default), ``attest`` and ``annotations`` buildx's
+    ``--attest`` / ``--annotation`` strings (one or a list). ``iidfile``, ``metadata_file``,
+    ``digest_file`` and ``image_name_with_digest_file`` are paths under the daemon's roots where
+    buildx's and kaniko's files are written for the caller. A daemon that does
     not answer raises ``DaemonUnreachable``; Ctrl-C cancels the build and re-raises.
 
     ``docker buildx build`` flags: ``build_contexts`` maps names to ``PATH`` (under /build),
@@ -376,6 +383,18 @@ def build_image(name, tag, push_image=True, registry_credentials=None, insecure_
     if resources:
         spec["resources"] = resources
     _ci_flags(spec, build_contexts, ssh, add_hosts, pull, no_cache_filter, shm_size, ulimits)
+    for key, value in (("provenance", provenance), ("sbom", sbom)):
+        if value is not None:
+            spec[key] = str(value).lower() if isinstance(value, bool) else str(value)
+    if attest:
+        spec["attest"] = _string_list(attest)
+    if annotations:
+        spec["annotations"] = _string_list(annotations)
+    for key, value in (("iidfile", iidfile), ("metadata_file", metadata_file),
+                       ("digest_file", digest_file),
+                       ("image_name_with_digest_file", image_name_with_digest_file)):
+        if value:
+            spec[key] = str(value)
     spec.update(extra)
     try:
         build_id = _request("POST", "/v1/builds", spec)["id"]

@@ -29,7 +29,13 @@ pub enum Event {
     /// The build was cancelled. Always the last event of a cancelled build.
     Cancelled { reason: String },
     /// The build and everything after it (push) succeeded. Always the last event of a good build.
-    Succeeded { manifest: Digest },
+    Succeeded {
+        manifest: Digest,
+        /// The index over the manifest and its attestations, when the build made one (what the
+        /// tags name).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        index: Option<Digest>,
+    },
     /// An event of the engine, in exactly the shape `kiln build --progress json` prints.
     #[serde(untagged)]
     Build(BuildEvent),

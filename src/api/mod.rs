@@ -121,6 +121,32 @@ pub struct BuildSpec {
     /// `--ulimit TYPE=SOFT[:HARD]` values for RUN steps (`nofile=1024:2048`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ulimits: Vec<String>,
+    /// buildx `--provenance`: `true`, `false` or `mode=min|max[,builder-id=URL]` (not given:
+    /// kiln.toml's `[build] provenance`, else none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<String>,
+    /// buildx `--sbom`: `true`, `false` or `format=spdx|cyclonedx` (not given: kiln.toml's
+    /// `[build] sbom`, else none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sbom: Option<String>,
+    /// buildx `--attest` values: `type=provenance,mode=max`, `type=sbom`, ….
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attest: Vec<String>,
+    /// buildx `--annotation` values: `[index:|manifest:|manifest-descriptor:|index-descriptor:]K=V`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub annotations: Vec<String>,
+    /// Where to write the image id (buildx `--iidfile`); under an allowed root for the daemon.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iidfile: Option<String>,
+    /// Where to write buildx's metadata JSON (`--metadata-file`); under an allowed root.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata_file: Option<String>,
+    /// kaniko `--digest-file`: the image digest, no newline; under an allowed root.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest_file: Option<String>,
+    /// kaniko `--image-name-with-digest-file`: `REPOSITORY@DIGEST` lines; under an allowed root.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_name_with_digest_file: Option<String>,
 }
 
 impl BuildSpec {
@@ -368,6 +394,9 @@ pub struct StepRecord {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BuildOutcome {
     pub manifest: String,
+    /// The index over the manifest and its attestations, when the build made one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<String>,
     pub config: String,
     pub tags: Vec<String>,
     pub size: u64,

@@ -283,9 +283,10 @@ pub fn follow(client: &Client, id: &str, mode: ProgressMode) -> Result<i32> {
             renderer.event(&be);
         }
         match e {
-            Event::Succeeded { manifest } => {
+            Event::Succeeded { manifest, index } => {
                 if mode != ProgressMode::Json {
-                    outln!("{manifest}")?;
+                    // As the embedded engine prints: what the tags name.
+                    outln!("{}", index.as_ref().unwrap_or(&manifest))?;
                 }
                 return Ok(0);
             }

@@ -221,6 +221,42 @@ struct BuildArgs {
     /// The Dockerfile read from stdin (`-f -`, or a non-tar on stdin with context `-`).
     #[arg(skip)]
     stdin_dockerfile: Option<String>,
+    #[command(flatten)]
+    attest: AttestFlags,
+}
+
+/// Attestations, annotations and the files a CI step reads after the build (buildx's and
+/// kaniko's flags).
+#[derive(Args, Debug)]
+struct AttestFlags {
+    /// SLSA provenance attestation: true, false or mode=min|max[,builder-id=URL] (buildx's
+    /// shorthand for --attest type=provenance; off by default, as with buildctl).
+    #[arg(long)]
+    provenance: Option<String>,
+    /// SBOM attestation read natively from the image's package databases: true, false or
+    /// format=spdx|cyclonedx (off by default).
+    #[arg(long)]
+    sbom: Option<String>,
+    /// Attestation: type=provenance[,mode=min|max] or type=sbom[,format=…] (repeatable).
+    #[arg(long = "attest")]
+    attest: Vec<String>,
+    /// Annotation [index:|manifest:|manifest-descriptor:|index-descriptor:]KEY=VALUE (default:
+    /// manifest; repeatable).
+    #[arg(long = "annotation")]
+    annotations: Vec<String>,
+    /// Write the image id to this file (buildx: the config digest, or the index digest when the
+    /// image is an index).
+    #[arg(long)]
+    iidfile: Option<PathBuf>,
+    /// Write buildx's build metadata JSON (containerimage.digest, …) to this file.
+    #[arg(long = "metadata-file")]
+    metadata_file: Option<PathBuf>,
+    /// Write the image digest to this file, without a newline (kaniko).
+    #[arg(long = "digest-file")]
+    digest_file: Option<PathBuf>,
+    /// Write REPOSITORY@DIGEST lines, one per tag, to this file (kaniko).
+    #[arg(long = "image-name-with-digest-file")]
+    image_name_with_digest_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -352,7 +388,11 @@ fn cmd_build(root: &Option<PathBuf>, cfg: &Config, args: BuildArgs) -> Result<i3
     }
     let result = result?;
     if args.progress != ProgressMode::Json {
-        outln!("{}", result.manifest.digest)?;
+        // What the tags name: the index when attestations made one.
+        outln!(
+            "{}",
+            result.index.as_ref().unwrap_or(&result.manifest).digest
+        )?;
     }
     Ok(0)
 }

@@ -47,6 +47,16 @@ pub(super) fn from_flags(args: &BuildArgs, reader: Reader) -> Result<BuildSpec> 
         platforms: args.platforms.clone(),
         ..BuildSpec::default()
     };
+    let a = &args.attest;
+    spec.provenance = a.provenance.clone();
+    spec.sbom = a.sbom.clone();
+    spec.attest = a.attest.clone();
+    spec.annotations = a.annotations.clone();
+    let file = |p: &Option<PathBuf>| p.as_ref().map(|p| absolute(p).display().to_string());
+    spec.iidfile = file(&a.iidfile);
+    spec.metadata_file = file(&a.metadata_file);
+    spec.digest_file = file(&a.digest_file);
+    spec.image_name_with_digest_file = file(&a.image_name_with_digest_file);
     spec.resources.cpus = args.cpus;
     spec.resources.memory = args.memory.clone().map(api::Memory::Text);
     for c in &args.registry.credentials {

@@ -220,6 +220,10 @@ pub struct BuildConfig {
     pub compression: Option<String>,
     pub compression_level: Option<i32>,
     pub source_date_epoch: Option<i64>,
+    /// Provenance for every build, as `--provenance` takes it (`true`, `mode=max`, …).
+    pub provenance: Option<String>,
+    /// An SBOM for every build, as `--sbom` takes it (`true`, `format=cyclonedx`, …).
+    pub sbom: Option<String>,
 }
 
 /// The whole configuration.

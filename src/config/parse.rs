@@ -503,6 +503,23 @@ fn build(w: &mut Walker, t: &Table) -> Result<BuildConfig, ConfigError> {
                         .ok_or_else(|| w.bad(&key, "expected seconds since the epoch"))?,
                 )
             }
+            // `true`/`false` or the flag's text (`mode=max`, `format=cyclonedx`).
+            "provenance" | "sbom" => {
+                let text = match v {
+                    Value::Boolean(b) => b.to_string(),
+                    Value::String(t) => t.clone(),
+                    _ => {
+                        return Err(w.bad(
+                            &key,
+                            "expected true, false or the flag's value (\"mode=max\")",
+                        ))
+                    }
+                };
+                match k.as_str() {
+                    "provenance" => b.provenance = Some(text),
+                    _ => b.sbom = Some(text),
+                }
+            }
             _ => w.unknown(&key),
         }
     }

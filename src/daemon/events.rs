@@ -237,7 +237,7 @@ pub(crate) fn plain_line(line: &[u8]) -> Option<String> {
         Event::PushProgress { .. } => return None,
         Event::Error { kind, message, .. } => format!("ERROR ({kind}): {message}"),
         Event::Cancelled { reason } => format!("CANCELLED: {reason}"),
-        Event::Succeeded { manifest } => format!("succeeded: {manifest}"),
+        Event::Succeeded { manifest, .. } => format!("succeeded: {manifest}"),
         Event::Build(b) => return b.plain_line(),
     })
 }

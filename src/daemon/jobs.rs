@@ -348,7 +348,8 @@ fn finish(state: &Shared, job: &Job, outcome: Finish) {
             Ok(failed) => {
                 hook_warnings(job, failed);
                 if let Ok(manifest) = out.manifest.parse() {
-                    job.log.append(&Event::Succeeded { manifest });
+                    let index = out.index.as_ref().and_then(|i| i.parse().ok());
+                    job.log.append(&Event::Succeeded { manifest, index });
                 }
                 log::info(
                     "build.succeeded",
@@ -489,6 +490,10 @@ fn execute(state: &Shared, job: &Job, prepared: Prepared) -> Finish {
             handed.push(engine::Output::Oci { dest: dest.clone() });
         }
     }
+    // Metadata files too: parents made for the caller, the files handed over.
+    for p in prepared.req.metadata_files.paths() {
+        handed.push(engine::Output::Docker { dest: p.clone() });
+    }
     let ours = match outputs::prepare(&handed, job.peer) {
         Ok(ours) => ours,
         Err(e) => {
@@ -537,6 +542,7 @@ fn conclude(
             }
             let out = BuildOutcome {
                 manifest: r.manifest.digest.to_string(),
+                index: r.index.as_ref().map(|i| i.digest.to_string()),
                 config: r.config.to_string(),
                 tags: r.tags.clone(),
                 size: totals.0,

@@ -83,6 +83,9 @@ fn build_spec_schema() -> Value {
     ci_flags_schema(&mut v["properties"]);
     v["properties"]["packages"] = packages_schema();
     v["properties"]["catalog"] = catalog_schema();
+    for (k, d) in attest_fields() {
+        v["properties"][k] = d;
+    }
     v
 }
 
@@ -98,6 +101,22 @@ fn ci_flags_schema(p: &mut Value) {
     p["no_cache_filter"] = list("stages whose steps skip the step cache");
     p["shm_size"] = json!({"oneOf": [{"type": "integer"}, {"type": "string"}], "description": "RUN steps' /dev/shm size"});
     p["ulimits"] = list("--ulimit TYPE=SOFT[:HARD] for RUN steps");
+}
+
+/// Attestations, annotations and metadata files (issue 21).
+fn attest_fields() -> Vec<(&'static str, Value)> {
+    let s = |d: &str| json!({"type": "string", "description": d});
+    let list = |d: &str| json!({"type": "array", "items": {"type": "string"}, "description": d});
+    vec![
+        ("provenance", s("buildx --provenance: true | false | mode=min|max[,builder-id=URL] (default: kiln.toml [build] provenance, else off)")),
+        ("sbom", s("buildx --sbom: true | false | format=spdx|cyclonedx; read natively from the image's package databases (default: kiln.toml [build] sbom, else off)")),
+        ("attest", list("buildx --attest: type=provenance[,mode=min|max] | type=sbom[,format=spdx|cyclonedx]")),
+        ("annotations", list("buildx --annotation: [index:|manifest:|manifest-descriptor:|index-descriptor:]KEY=VALUE (default manifest)")),
+        ("iidfile", s("buildx --iidfile, under an allowed root: the config digest, or the index digest when the image is an index")),
+        ("metadata_file", s("buildx --metadata-file, under an allowed root: containerimage.digest, containerimage.descriptor, image.name, containerimage.config.digest")),
+        ("digest_file", s("kaniko --digest-file, under an allowed root: the image digest without a newline")),
+        ("image_name_with_digest_file", s("kaniko --image-name-with-digest-file, under an allowed root: REPOSITORY@DIGEST lines")),
+    ]
 }
 
 fn packages_schema() -> Value {

@@ -239,6 +239,10 @@ pub(super) fn prepare(
         let (Output::Oci { dest } | Output::Docker { dest }) = out;
         *dest = resolve_dest(roots, &dest.to_string_lossy())?;
     }
+    // Metadata files land in the caller's folders: under the roots only, like outputs.
+    for p in req.metadata_files.paths_mut() {
+        *p = resolve_dest(roots, &p.to_string_lossy())?;
+    }
     // `type=local` caches read and write the caller's directories: under the roots only.
     for c in &mut req.cache_to {
         if let crate::cache::spec::ExportTarget::Local { dest, .. } = &mut c.target {

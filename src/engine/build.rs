@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use super::publish::{self, cache_export, early_push, remote_cache};
 use super::step::history;
-use super::{base, inputs, named, nospace, platforms, schedule, stage, workspace};
+use super::{attestations, base, inputs, named, nospace, platforms, schedule, stage, workspace};
 use super::{BuildError, BuildRequest, BuildResult, Event, Output};
 use crate::image::{self, Descriptor, Manifest};
 use crate::plan;
@@ -49,6 +49,10 @@ struct Parsed {
     df: crate::dockerfile::Dockerfile,
     opts: plan::PlanOptions,
     sde: Option<i64>,
+    /// The Dockerfile as read (provenance names its digest).
+    text: String,
+    /// Global ARGs' values: the attestation wing reads `BUILDKIT_SBOM_SCAN_*` from them.
+    global_args: BTreeMap<String, String>,
 }
 
 fn parse_request(req: &BuildRequest) -> Result<Parsed, BuildError> {
@@ -66,6 +70,7 @@ fn parse_request(req: &BuildRequest) -> Result<Parsed, BuildError> {
         .collect::<Result<Vec<_>, _>>()?;
     let (file_name, text) = read_dockerfile(req)?;
     let df = crate::dockerfile::parse(&text, &file_name)?;
+    let global_args = global_args(&df, &req.build_args);
     let mut build_args = req.build_args.clone();
     let sde = req.source_date_epoch.or_else(|| {
         build_args
@@ -90,7 +95,28 @@ fn parse_request(req: &BuildRequest) -> Result<Parsed, BuildError> {
         df,
         opts,
         sde,
+        text,
+        global_args,
     })
+}
+
+/// The ARGs declared before the first FROM with their values (a build arg, else the default as
+/// written).
+fn global_args(
+    df: &crate::dockerfile::Dockerfile,
+    build_args: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for ins in &df.global_args {
+        if let crate::dockerfile::Command::Arg(pairs) = &ins.command {
+            for (k, default) in pairs {
+                if let Some(v) = build_args.get(k).or(default.as_ref()) {
+                    out.insert(k.clone(), v.clone());
+                }
+            }
+        }
+    }
+    out
 }
 
 /// What every platform's build shares: the request, the parsed Dockerfile, the shared caches.
@@ -105,6 +131,8 @@ struct Shared<'a> {
     named: &'a std::collections::BTreeMap<String, crate::context::SourceRoot>,
     /// `--ssh` agents, one set for every platform.
     ssh: &'a super::ssh::Agents,
+    /// When the build started (unix seconds), for the provenance.
+    started_unix: i64,
 }
 
 /// One platform's image, made and stored, with what publishing it needs.
@@ -115,6 +143,8 @@ struct Built {
     config: Descriptor,
     /// The manifest, its `platform` the target's (an index entry needs it).
     manifest: Descriptor,
+    /// Its attestation manifest (`--provenance`, `--sbom`).
+    attestation: Option<Descriptor>,
     early_bytes: u64,
 }
 
@@ -128,6 +158,7 @@ fn drive(
     lease: &store::Lease<'_>,
 ) -> Result<BuildResult, BuildError> {
     let started = Instant::now();
+    let started_unix = attestations::now_unix();
     let parsed = parse_request(req)?;
     let cache_client = publish::cache_registry_client(req)?;
     let remote = remote_cache::RemoteCaches::import(req, store, cache_client.clone(), on_event);
@@ -144,6 +175,7 @@ fn drive(
         lease,
         named: &named_roots,
         ssh: &ssh_agents,
+        started_unix,
     };
     let images = match req.platforms.as_slice() {
         [] | [_] => {
@@ -348,6 +380,12 @@ fn build_platform(
     // The index entry names the platform asked for, even when the final stage is
     // `FROM --platform=…` another (BuildKit's dockerui `makeExportPlatform`).
     made.manifest.platform = Some(base::image_platform(one.platform));
+    let facts = attestations::Facts {
+        dockerfile_text: &parsed.text,
+        global_args: &parsed.global_args,
+        started: shared.started_unix,
+    };
+    let attestation = attestations::attestation_for(&engine, &facts, &made.manifest, on_event)?;
     let early_bytes = early.as_ref().map_or(0, |e| e.finish());
     drop(engine);
     Ok(Built {
@@ -356,6 +394,7 @@ fn build_platform(
         layers: made.layers,
         config: made.config,
         manifest: made.manifest,
+        attestation,
         early_bytes,
     })
 }
@@ -442,7 +481,8 @@ fn make_image(engine: &stage::Engine<'_>, shared: &Shared<'_>) -> Result<Made, B
     cache_export::inline_config(&mut final_state.config, &export)?;
     let (config_bytes, config_desc) = final_state.config.to_blob()?;
     store.put_bytes(&config_bytes, Some(&config_desc.digest))?;
-    let manifest = Manifest::new(config_desc.clone(), final_state.layers.clone());
+    let mut manifest = Manifest::new(config_desc.clone(), final_state.layers.clone());
+    manifest.annotations = req.annotations.manifest.clone();
     let manifest_bytes = image::canonical_json(&manifest)?;
     let digest = store.put_bytes(&manifest_bytes, None)?;
     let manifest_desc = Descriptor::new(
@@ -469,17 +509,25 @@ fn publish_images(
     let (store, req) = (shared.store, shared.req);
     let tags = &shared.parsed.tags;
     let all_layers: Vec<Descriptor> = images.iter().flat_map(|b| b.layers.clone()).collect();
-    let image_desc = match images.as_slice() {
-        [one] => {
-            let mut d = one.manifest.clone();
-            d.platform = None;
-            d
-        }
+    // One platform without attestations or index annotations: the manifest is the image.
+    // Otherwise an index over every platform's manifest and attestations is what tags name.
+    let attested: Vec<Descriptor> = images
+        .iter()
+        .filter_map(|b| b.attestation.clone())
+        .collect();
+    let index = match images.as_slice() {
+        [_] if attested.is_empty() && !req.annotations.wants_index() => None,
         many => {
             let manifests: Vec<Descriptor> = many.iter().map(|b| b.manifest.clone()).collect();
-            platforms::write_index(store, &manifests)?
+            Some(attestations::index_of(store, req, &manifests, attested)?)
         }
     };
+    let image_desc = index.clone().unwrap_or_else(|| {
+        let mut d = images[0].manifest.clone();
+        d.platform = None;
+        d.annotations = req.annotations.manifest_descriptor.clone();
+        d
+    });
     publish::tag_locally(
         store,
         req,
@@ -532,28 +580,71 @@ fn publish_images(
     let early_bytes = images.iter().map(|b| b.early_bytes).sum();
     publish::push_and_export(&export, tags, &image_desc, early_bytes, on_event)?;
     publish::after_remote_caches(store, shared.remote, &records, on_event)?;
+    let single = (images.len() == 1).then(|| (&images[0].config.digest, &images[0].manifest));
+    write_metadata_files(req, &image_desc, single, index.is_some())?;
     let size = image_desc.size
         + images
             .iter()
             .map(|b| {
                 b.config.size
-                    + if images.len() > 1 { b.manifest.size } else { 0 }
+                    + if index.is_some() { b.manifest.size } else { 0 }
                     + b.layers.iter().map(|l| l.size).sum::<u64>()
             })
             .sum::<u64>();
     let config = images[0].config.digest.clone();
+    // One platform: the image manifest (the same with or without attestations); several: the
+    // index, which is all that names them together.
+    let manifest = match images.as_slice() {
+        [one] => {
+            let mut m = one.manifest.clone();
+            m.platform = None;
+            m
+        }
+        _ => image_desc.clone(),
+    };
     on_event(&Event::Finished {
-        manifest: image_desc.digest.clone(),
+        manifest: manifest.digest.clone(),
         config: config.clone(),
         tags: tags.clone(),
         size,
         duration_ms: started.elapsed().as_millis() as u64,
     });
     Ok(BuildResult {
-        manifest: image_desc,
+        manifest,
+        index,
         config,
         tags: tags.clone(),
     })
+}
+
+/// `--iidfile`, `--metadata-file` and kaniko's digest files, once the image is where it goes.
+/// `single` is the one platform's config digest and manifest, when the build had one platform.
+fn write_metadata_files(
+    req: &BuildRequest,
+    image: &Descriptor,
+    single: Option<(&crate::digest::Digest, &Descriptor)>,
+    indexed: bool,
+) -> Result<(), BuildError> {
+    if req.metadata_files.is_empty() {
+        return Ok(());
+    }
+    // BuildKit's exporter response: a single manifest's descriptor carries its platform.
+    let mut shown = image.clone();
+    shown.annotations.remove(image::ANNOTATION_REF_NAME);
+    let config = match single {
+        Some((config, manifest)) if !indexed => {
+            shown.platform.clone_from(&manifest.platform);
+            Some(config)
+        }
+        _ => None,
+    };
+    let written = crate::attest::Written {
+        image: &shown,
+        config,
+        names: &req.tags,
+    };
+    crate::attest::files::write(&req.metadata_files, &written)
+        .map_err(|e| BuildError::MetadataFiles(Box::new(e)))
 }
 
 /// `file:line: Rule: message`, the way BuildKit prints a build check.
@@ -638,12 +729,5 @@ fn read_dockerfile(req: &BuildRequest) -> Result<(String, String), BuildError> {
 }
 
 fn engine_created(sde: Option<i64>) -> String {
-    image::rfc3339(sde.unwrap_or_else(now_unix))
-}
-
-fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    image::rfc3339(sde.unwrap_or_else(attestations::now_unix))
 }

@@ -68,6 +68,10 @@ pub enum BuildError {
     Cache(#[source] Box<crate::cache::CacheError>),
     #[error("exporting the build cache to --cache-to {spec}: {message}")]
     CacheExport { spec: String, message: String },
+    #[error("attaching attestations to the image")]
+    Attest(#[source] Box<crate::attest::AttestError>),
+    #[error("writing the build's metadata files")]
+    MetadataFiles(#[source] Box<crate::attest::AttestError>),
     #[error("build cancelled")]
     Cancelled,
     #[error(transparent)]

@@ -26,10 +26,12 @@
 //! | `stage.rs`     | the stage loop: the only code that commits layers and changes a stage    |
 //! | `schedule.rs`  | stages on threads once their dependencies finished                       |
 //! | `platforms.rs` | many platforms: emulation check, plan rendezvous, event numbering, index |
+//! | `attestations.rs` | provenance and SBOM of the built image, the index that carries them   |
 //! | `build.rs`     | the driver: request → plan → stages → image → outputs ([`build`])        |
 //!
 //! Must not: parse Dockerfiles, write tar or hash bytes itself — it calls the modules that do.
 
+mod attestations;
 mod base;
 mod build;
 mod copy;

@@ -2,7 +2,7 @@
 //! by side and hand back one image — how each platform's foreign RUN steps run ([`runners`], before
 //! any step runs), the rendezvous where every platform's plan is counted before the first step
 //! ([`Gate`]), the events of each platform renumbered into one build's ([`Member::relabel`]), and
-//! the image index over the per-platform manifests ([`write_index`]).
+//! and the image index is made by `attestations::index_of` with the attestation manifests.
 //!
 //! BuildKit builds each platform as its own solve of the same frontend and merges them in the
 //! exporter (`exporter/containerimage/writer.go` writes the index from per-platform refs); a
@@ -17,9 +17,7 @@ use std::sync::{Condvar, Mutex, OnceLock};
 
 use super::{BuildError, BuildRequest, Event};
 use crate::exec::{self, Runner};
-use crate::image::{self, Descriptor, Index};
 use crate::plan::{Instruction, Plan};
-use crate::store::Store;
 
 /// How the RUN steps of every architecture the plan runs them on will run; an architecture with
 /// no way to run is an error before any step runs.
@@ -220,22 +218,6 @@ impl Drop for Slot<'_> {
         *crate::sync::lock(&self.0.free) += 1;
         self.0.cv.notify_one();
     }
-}
-
-/// The image index over the per-platform manifests (each descriptor carrying its `platform`),
-/// stored, in the order the platforms were asked for.
-pub(super) fn write_index(
-    store: &Store,
-    manifests: &[Descriptor],
-) -> Result<Descriptor, BuildError> {
-    let index = Index::new(manifests.to_vec());
-    let bytes = image::canonical_json(&index)?;
-    let digest = store.put_bytes(&bytes, None)?;
-    Ok(Descriptor::new(
-        image::MEDIA_OCI_INDEX,
-        digest,
-        bytes.len() as u64,
-    ))
 }
 
 #[cfg(test)]

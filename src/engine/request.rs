@@ -94,6 +94,12 @@ pub struct BuildRequest {
     pub ssh: Vec<SshSource>,
     /// `--build-context NAME=…`: named contexts, keyed by BuildKit's normalised name.
     pub named_contexts: BTreeMap<String, NamedContext>,
+    /// `--provenance`, `--sbom`, `--attest`: none by default, as with buildctl.
+    pub attest: crate::attest::AttestOptions,
+    /// `--annotation` values for the image manifest, the index and their descriptors.
+    pub annotations: crate::attest::Annotations,
+    /// `--iidfile`, `--metadata-file`, `--digest-file`, `--image-name-with-digest-file`.
+    pub metadata_files: crate::attest::MetadataFiles,
 }
 
 /// One `--ssh ID=PATH[,PATH]`: a socket is forwarded as is; other paths are private keys loaded
@@ -204,6 +210,9 @@ impl BuildRequest {
             no_cache_filter: Vec::new(),
             ssh: Vec::new(),
             named_contexts: BTreeMap::new(),
+            attest: crate::attest::AttestOptions::default(),
+            annotations: crate::attest::Annotations::default(),
+            metadata_files: crate::attest::MetadataFiles::default(),
         }
     }
 }
@@ -211,7 +220,11 @@ impl BuildRequest {
 /// What a finished build produced.
 #[derive(Debug, Clone)]
 pub struct BuildResult {
+    /// The image manifest (the same with or without attestations).
     pub manifest: Descriptor,
+    /// The index over the manifest and its attestation manifest, when the build made one: what
+    /// the tags, outputs and registry name.
+    pub index: Option<Descriptor>,
     pub config: Digest,
     /// Tags as stored (`docker.io/library/app:latest`).
     pub tags: Vec<String>,

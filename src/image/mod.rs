@@ -126,6 +126,9 @@ pub struct Descriptor {
         skip_serializing_if = "Option::is_none"
     )]
     pub artifact_type: Option<String>,
+    /// Embedded content, base64 (OCI descriptor `data`; BuildKit's empty-JSON config carries it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
 }
 
 impl Descriptor {
@@ -138,6 +141,7 @@ impl Descriptor {
             annotations: BTreeMap::new(),
             platform: None,
             artifact_type: None,
+            data: None,
         }
     }
 

@@ -54,6 +54,8 @@ impl BuildSpec {
             source_date_epoch: cfg.build.source_date_epoch,
             sandbox: cfg.worker.sandbox.clone(),
             snapshotter: cfg.worker.snapshotter.clone(),
+            provenance: cfg.build.provenance.clone(),
+            sbom: cfg.build.sbom.clone(),
             ..BuildSpec::default()
         }
     }
@@ -70,6 +72,17 @@ impl BuildSpec {
         pick(&mut s.sandbox, &lower.sandbox);
         pick(&mut s.snapshotter, &lower.snapshotter);
         pick(&mut s.network, &lower.network);
+        // kiln.toml's attestation setting yields to a request that names the type either way.
+        let attests = |t: &str| {
+            let want = format!("type={t}");
+            s.attest.iter().any(|a| a.split(',').any(|f| f == want))
+        };
+        if !attests("provenance") {
+            pick(&mut s.provenance, &lower.provenance);
+        }
+        if !attests("sbom") {
+            pick(&mut s.sbom, &lower.sbom);
+        }
         s.compression_level = s.compression_level.or(lower.compression_level);
         s.source_date_epoch = s.source_date_epoch.or(lower.source_date_epoch);
         s.step_timeout = s.step_timeout.or(lower.step_timeout);
@@ -150,7 +163,26 @@ pub fn resolve(spec: &BuildSpec, cfg: &Config) -> Result<BuildRequest, SpecError
     req.registry = resolve_registry(&s, cfg, &req.tags)?;
     resolve_cache(&s, &mut req)?;
     flags::resolve_ci_flags(&s, &mut req)?;
+    resolve_attest(&s, &mut req)?;
     Ok(req)
+}
+
+/// Attestations, annotations (for the host platform: kiln builds for it) and metadata files.
+fn resolve_attest(s: &BuildSpec, req: &mut BuildRequest) -> Result<(), SpecError> {
+    req.attest =
+        crate::attest::AttestOptions::parse(s.provenance.as_deref(), s.sbom.as_deref(), &s.attest)
+            .map_err(|e| bad("attest", e.to_string()))?;
+    req.annotations =
+        crate::attest::Annotations::parse(&s.annotations, &crate::image::Platform::host())
+            .map_err(|e| bad("annotations", e.to_string()))?;
+    let path = |p: &Option<String>| p.as_ref().filter(|p| !p.is_empty()).map(PathBuf::from);
+    req.metadata_files = crate::attest::MetadataFiles {
+        iidfile: path(&s.iidfile),
+        metadata_file: path(&s.metadata_file),
+        digest_file: path(&s.digest_file),
+        image_name_with_digest_file: path(&s.image_name_with_digest_file),
+    };
+    Ok(())
 }
 
 /// `cache_from` / `cache_to` (BuildKit's CSV values) → typed specs; `registry.insecure=true` adds
@@ -314,6 +346,7 @@ fn resolve_registry(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::attest::ProvenanceMode;
 
     #[test]
     fn the_resolver_generates_the_dockerfile_of_a_package_build() {
@@ -350,5 +383,29 @@ mod tests {
         spec.packages.as_mut().unwrap().apt = vec!["jq".into(), "x y".into()];
         let e = resolve(&spec, &cfg).unwrap_err().to_string();
         assert!(e.contains("packages.apt line 2 \"x y\""), "{e}");
+    }
+
+    #[test]
+    fn kiln_toml_attests_unless_the_request_names_the_type() {
+        let cfg =
+            Config::from_toml_str("[build]\nprovenance = \"mode=min\"\nsbom = true\n", "test")
+                .unwrap();
+        let spec = BuildSpec {
+            context: Some("/build/app".into()),
+            ..BuildSpec::default()
+        };
+        let req = resolve(&spec, &cfg).unwrap();
+        assert_eq!(req.attest.provenance.unwrap().mode, ProvenanceMode::Min);
+        assert!(req.attest.sbom.is_some());
+        let spec = BuildSpec {
+            attest: vec![
+                "type=provenance,mode=max".into(),
+                "type=sbom,disabled=true".into(),
+            ],
+            ..spec
+        };
+        let req = resolve(&spec, &cfg).unwrap();
+        assert_eq!(req.attest.provenance.unwrap().mode, ProvenanceMode::Max);
+        assert!(req.attest.sbom.is_none());
     }
 }

@@ -13,7 +13,7 @@ use std::process::Command;
 
 use crate::support::*;
 
-fn kilntest_uid() -> String {
+pub(crate) fn kilntest_uid() -> String {
     let out = Command::new("id")
         .args(["-u", "kilntest"])
         .output()
@@ -22,7 +22,7 @@ fn kilntest_uid() -> String {
 }
 
 /// The worker container: kilntest running the system python with only KILN_HOST set.
-fn worker_python(d: &Daemon, script: &str) -> String {
+pub(crate) fn worker_python(d: &Daemon, script: &str) -> String {
     let client = manifest_dir().join("clients/python");
     let out = Command::new("runuser")
         .args(["-u", "kilntest", "--", "env", "-i"])
@@ -48,7 +48,7 @@ fn worker_python(d: &Daemon, script: &str) -> String {
 }
 
 /// `stat -c %u:%g PATH` as kilntest (what the worker sees).
-fn owner_as_worker(p: &Path) -> String {
+pub(crate) fn owner_as_worker(p: &Path) -> String {
     let out = Command::new("runuser")
         .args(["-u", "kilntest", "--", "stat", "-c", "%u:%g"])
         .arg(p)

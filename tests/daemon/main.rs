@@ -12,6 +12,7 @@ mod api_resolve_parity;
 mod cli_closed_stdout;
 mod client_python;
 mod daemon_api;
+mod daemon_attest;
 mod daemon_burst;
 mod daemon_catalog;
 mod daemon_flags;

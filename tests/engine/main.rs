@@ -8,6 +8,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod attest_build;
 mod build_cache;
 mod build_flags;
 mod build_history;

@@ -14,7 +14,7 @@ use crate::support::*;
 use serde_json::{json, Value};
 
 /// The mmdebstrap-made bookworm layout, once per test binary, readable by kilntest.
-fn debian_layout() -> PathBuf {
+pub(crate) fn debian_layout() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         require_tool("mmdebstrap");

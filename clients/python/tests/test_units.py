@@ -119,6 +119,8 @@ class PlatformsKwarg(unittest.TestCase):
         self.assertEqual(sent[0]["platforms"], ["linux/amd64,linux/arm64"])
         self.assertEqual(sent[1]["platforms"], ["linux/amd64", "linux/arm/v7"])
         self.assertNotIn("platforms", sent[2])
+
+
 class BuildxFlagKwargs(unittest.TestCase):
     def test_buildx_flags_reach_the_spec(self):
         sent = {}
@@ -162,3 +164,29 @@ class BuildxFlagKwargs(unittest.TestCase):
         for k in ("build_contexts", "ssh", "add_hosts", "pull", "no_cache_filter", "shm_size",
                   "ulimits"):
             self.assertNotIn(k, sent)
+
+
+class AttestKwargs(unittest.TestCase):
+    def test_attestations_and_metadata_files_reach_the_spec(self):
+        sent = {}
+
+        def fake_request(method, path, body=None):
+            sent.update(body)
+            return {"id": "b1"}
+
+        saved = (kiln_client._request, kiln_client.follow_build)
+        kiln_client._request = fake_request
+        kiln_client.follow_build = lambda build_id, out: True
+        try:
+            kiln_client.build_image(
+                "app", "1", provenance="mode=max", sbom=True,
+                annotations="index:org.opencontainers.image.title=app",
+                metadata_file="/build/out/meta.json", iidfile="/build/out/iid")
+        finally:
+            kiln_client._request, kiln_client.follow_build = saved
+        self.assertEqual(sent["provenance"], "mode=max")
+        self.assertEqual(sent["sbom"], "true")
+        self.assertEqual(sent["annotations"], ["index:org.opencontainers.image.title=app"])
+        self.assertEqual(sent["metadata_file"], "/build/out/meta.json")
+        self.assertEqual(sent["iidfile"], "/build/out/iid")
+        self.assertNotIn("digest_file", sent)

@@ -206,7 +206,7 @@ impl<'a> StoreBases<'a> {
             if self.always && r.digest.is_none() {
                 pull(self)?
             } else {
-            match self.store.image_for(&key, &want) {
+                match self.store.image_for(&key, &want) {
                 // The name holds the manifest of another platform (pulled for it, as Docker
                 // pulls): `--platform` asked for this one, so pull it.
                 Ok(img)
