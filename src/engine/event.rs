@@ -35,6 +35,9 @@ pub enum Event {
         rung: String,
         snapshotter: String,
         warnings: Vec<String>,
+        /// The stronger rungs that do not work here, each with why (`full: …`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        unavailable: Vec<String>,
     },
     /// Bytes of a layer written so far (compressed).
     StepProgress {
@@ -130,8 +133,12 @@ impl Event {
                 rung,
                 snapshotter,
                 warnings,
+                unavailable,
             } => {
                 let mut text = format!("sandbox: {rung} rung, {snapshotter} snapshots");
+                for u in unavailable {
+                    text.push_str(&format!("\n  not {u}"));
+                }
                 for w in warnings {
                     text.push_str(&format!("\nWARNING: {w}"));
                 }

@@ -196,7 +196,18 @@ fn pid1(
         report(&Status::Warning(w));
     }
     if spec.rung != Rung::Chroot {
-        nix::unistd::sethostname(&spec.hostname).map_err(|e| format!("sethostname: {e}"))?;
+        // Only cosmetic: a refused sethostname (the runtime's default seccomp profile allows it
+        // only with CAP_SYS_ADMIN in the container) leaves the pod's name and steps down nothing.
+        // Said once, by the probe (`kiln info`, the build's sandbox line), not at every step.
+        let set = nix::unistd::sethostname(&spec.hostname);
+        if let (Err(e), true) = (set, hs.probe_only) {
+            report(&Status::Warning(format!(
+                "sethostname was refused ({e}): RUN sees the container's hostname, not {:?} \
+                 (the runtime's default seccomp profile allows sethostname only with \
+                 CAP_SYS_ADMIN; deploy/seccomp/kiln.json allows it)",
+                spec.hostname
+            )));
+        }
     }
     mounts::pivot(rootfs)?;
     if spec.network == Network::None {
@@ -210,17 +221,11 @@ fn pid1(
     let cwd = if spec.cwd.is_empty() { "/" } else { &spec.cwd };
     std::fs::create_dir_all(cwd)
         .map_err(|e| format!("creating the working directory {cwd}: {e}"))?;
-    // The recorder reads the command's /proc/<pid>: the pids it gets are of our pid namespace.
-    let record = match record {
-        Some(_) if std::fs::read_link("/proc/self").ok() != Some(PathBuf::from("1")) => {
-            report(&Status::Warning(
-                "single-uid sandbox without a /proc of its own: chown to ids other than 0 fails"
-                    .into(),
-            ));
-            None
-        }
-        r => r,
-    };
+    // The recorder reads the command's /proc/<pid>. Its pids are of our pid namespace; a /proc
+    // that is not our own (a container's masked /proc refuses a fresh mount, so the host's was
+    // bound) numbers them in the outer namespace, and the recorder translates.
+    let own_proc = std::fs::read_link("/proc/self").ok() == Some(PathBuf::from("1"))
+        || spec.rung == Rung::Chroot;
     let channel = match record {
         Some(_) => Some(seccomp::channel()?),
         None => None,
@@ -239,7 +244,7 @@ fn pid1(
         // Our copy of the command's end closed, a command that dies before sending reads as EOF.
         drop(theirs);
         if let Some(listener) = seccomp::receive(ours)? {
-            seccomp::supervise(listener, record);
+            seccomp::supervise(listener, record, own_proc);
         }
     }
     // Reap everything (orphans re-parent to pid 1); the command's status is the result.

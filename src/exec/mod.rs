@@ -30,7 +30,7 @@ mod userns;
 pub use cgroup::CgroupStatus;
 pub use helper::sandbox_main;
 pub use mounts::{overlay_opaque_xattr, platform_ca_bundle, step_env, CA_TARGET, PLATFORM_CA_DIR};
-pub use probe::{probe, Probe};
+pub use probe::{identity, probe, Probe};
 pub use userns::maybe_reexec_into_userns;
 
 use crate::snapshot::{Mounts, SnapshotterKind};

@@ -215,8 +215,48 @@ pub(super) fn receive(sock: OwnedFd) -> Result<Option<OwnedFd>, String> {
 }
 
 /// In pid 1: answer notifications on a thread of their own until the process exits.
-pub(super) fn supervise(listener: OwnedFd, record: File) {
-    std::thread::spawn(move || serve(&listener, &record));
+/// `own_proc`: /proc numbers pids in pid 1's pid namespace (else they are translated).
+pub(super) fn supervise(listener: OwnedFd, record: File, own_proc: bool) {
+    let pids = Pids::new(own_proc);
+    std::thread::spawn(move || serve(&listener, &record, &pids));
+}
+
+/// Notification pids (numbered in pid 1's pid namespace) → their /proc directories.
+struct Pids {
+    /// pid 1's pid namespace (`pid:[…]`) when /proc is an outer namespace's; None: /proc is ours.
+    ns: Option<PathBuf>,
+}
+
+impl Pids {
+    fn new(own_proc: bool) -> Pids {
+        // In an outer procfs, `self` is pid 1 under its outer number; its ns link names the
+        // namespace its children live in.
+        let ns = (!own_proc)
+            .then(|| std::fs::read_link("/proc/self/ns/pid").ok())
+            .flatten();
+        Pids { ns }
+    }
+
+    /// The /proc directory of `pid` (of pid 1's namespace); None when it has gone.
+    fn dir(&self, pid: u32) -> Option<PathBuf> {
+        let Some(ns) = &self.ns else {
+            return Some(PathBuf::from(format!("/proc/{pid}")));
+        };
+        // NSpid lists the pid in every namespace from the outermost down (proc(5)): the last
+        // is ours when the process is in our namespace.
+        let entries = std::fs::read_dir("/proc").ok()?;
+        entries.flatten().find_map(|e| {
+            let dir = e.path();
+            e.file_name().to_str()?.parse::<u32>().ok()?;
+            if std::fs::read_link(dir.join("ns/pid")).ok().as_ref() != Some(ns) {
+                return None;
+            }
+            let status = std::fs::read_to_string(dir.join("status")).ok()?;
+            let nspid = status.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
+            let last = nspid.split_whitespace().last()?.parse::<u32>().ok()?;
+            (last == pid).then_some(dir)
+        })
+    }
 }
 
 fn id_valid(fd: RawFd, id: u64) -> bool {
@@ -234,7 +274,7 @@ enum Answer {
     Errno(i32),
 }
 
-fn serve(listener: &OwnedFd, record: &File) {
+fn serve(listener: &OwnedFd, record: &File, pids: &Pids) {
     let fd = listener.as_raw_fd();
     loop {
         // SAFETY: seccomp_notif is plain old data; the kernel wants it zeroed before RECV.
@@ -255,7 +295,10 @@ fn serve(listener: &OwnedFd, record: &File) {
                 _ => return,
             }
         }
-        let answer = handle(fd, &req, record);
+        let answer = match pids.dir(req.pid) {
+            Some(proc_dir) => handle(fd, &req, &proc_dir, record),
+            None => Answer::Errno(libc::ESRCH),
+        };
         // The target may have died and its pid been reused while we looked at /proc/<pid>:
         // answer only a notification that is still pending (seccomp_unotify(2)).
         if !id_valid(fd, req.id) {
@@ -294,7 +337,7 @@ fn id_arg(v: u64) -> Option<u32> {
     (v != u32::MAX).then_some(v)
 }
 
-fn handle(fd: RawFd, req: &libc::seccomp_notif, record: &File) -> Answer {
+fn handle(fd: RawFd, req: &libc::seccomp_notif, proc_dir: &Path, record: &File) -> Answer {
     let Some(call) = call_of(req.data.arch, req.data.nr) else {
         return Answer::Continue;
     };
@@ -303,20 +346,18 @@ fn handle(fd: RawFd, req: &libc::seccomp_notif, record: &File) -> Answer {
         Call::Path { .. } | Call::Fd => (id_arg(a[1]), id_arg(a[2])),
         Call::At => (id_arg(a[2]), id_arg(a[3])),
     };
-    let proc_dir = PathBuf::from(format!("/proc/{}", req.pid));
     let target = match call {
-        Call::Fd => fd_path(&proc_dir, a[0] as i32),
-        Call::Path { follow } => {
-            read_path(fd, req, a[0]).and_then(|p| resolve(&proc_dir, libc::AT_FDCWD, &p, follow))
-        }
+        Call::Fd => fd_path(proc_dir, a[0] as i32),
+        Call::Path { follow } => read_path(fd, req, proc_dir, a[0])
+            .and_then(|p| resolve(proc_dir, libc::AT_FDCWD, &p, follow)),
         Call::At => {
             let flags = a[4] as i32;
             let follow = flags & libc::AT_SYMLINK_NOFOLLOW == 0;
-            match read_path(fd, req, a[1]) {
+            match read_path(fd, req, proc_dir, a[1]) {
                 Ok(p) if p.is_empty() && flags & libc::AT_EMPTY_PATH != 0 => {
-                    fd_path(&proc_dir, a[0] as i32)
+                    fd_path(proc_dir, a[0] as i32)
                 }
-                Ok(p) => resolve(&proc_dir, a[0] as i32, &p, follow),
+                Ok(p) => resolve(proc_dir, a[0] as i32, &p, follow),
                 Err(e) => Err(e),
             }
         }
@@ -366,8 +407,13 @@ fn handle(fd: RawFd, req: &libc::seccomp_notif, record: &File) -> Answer {
 }
 
 /// The NUL-terminated string at `addr` in the caller's memory (at most PATH_MAX bytes).
-fn read_path(fd: RawFd, req: &libc::seccomp_notif, addr: u64) -> std::io::Result<String> {
-    let mem = File::open(format!("/proc/{}/mem", req.pid))?;
+fn read_path(
+    fd: RawFd,
+    req: &libc::seccomp_notif,
+    proc_dir: &Path,
+    addr: u64,
+) -> std::io::Result<String> {
+    let mem = File::open(proc_dir.join("mem"))?;
     // The fd must be the caller's, not a process that took over its pid (seccomp_unotify(2)).
     if !id_valid(fd, req.id) {
         return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
