@@ -81,8 +81,20 @@ pub enum ExecError {
     Cgroup(String),
     #[error("entering a user namespace: {0}")]
     UserNamespace(String),
-    #[error("no sandbox rung works here: {}", .0.iter().map(|(r, w)| format!("{r:?}: {w}")).collect::<Vec<_>>().join("; "))]
+    #[error("no sandbox rung works here: {}", no_rung_text(.0))]
     NoRung(Vec<(Rung, String)>),
+}
+
+/// Each rung and why; one reason when every rung failed for the same one (user namespaces denied).
+fn no_rung_text(reasons: &[(Rung, String)]) -> String {
+    match reasons {
+        [(_, first), rest @ ..] if rest.iter().all(|(_, w)| w == first) => first.clone(),
+        _ => reasons
+            .iter()
+            .map(|(r, w)| format!("{r}: {w}"))
+            .collect::<Vec<_>>()
+            .join("; "),
+    }
 }
 
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ExecError {

@@ -210,7 +210,7 @@ fn userns_hint(e: &std::io::Error) -> &'static str {
     let max = std::fs::read_to_string("/proc/sys/user/max_user_namespaces").unwrap_or_default();
     if max.trim() == "0" {
         " (user.max_user_namespaces is 0 on this host)"
-    } else if e.raw_os_error() == Some(libc::EPERM) {
+    } else if matches!(e.raw_os_error(), Some(libc::EPERM | libc::ENOSYS)) {
         " (most likely the container's seccomp profile, such as the runtime's default: run kiln \
          with the Localhost profile deploy/seccomp/kiln.json)"
     } else {
