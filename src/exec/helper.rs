@@ -244,7 +244,8 @@ fn pid1(
         // Our copy of the command's end closed, a command that dies before sending reads as EOF.
         drop(theirs);
         if let Some(listener) = seccomp::receive(ours)? {
-            seccomp::supervise(listener, record, own_proc);
+            let creds = super::ids::Creds::of_user(user.uid, user.gid, &user.groups);
+            seccomp::supervise(listener, record, own_proc, creds);
         }
     }
     // Reap everything (orphans re-parent to pid 1); the command's status is the result.
@@ -297,26 +298,12 @@ fn exec_command(
             unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
         }
     }
-    let groups: Vec<Gid> = user.groups.iter().map(|g| Gid::from_raw(*g)).collect();
-    if let Err(e) = nix::unistd::setgroups(&groups) {
-        // The single-uid rung cannot set groups (setgroups is denied there).
-        if spec.rung != Rung::SingleUid {
-            return format!("setgroups: {e}");
+    // The single-uid rung keeps the one mapped id for real: the recorder's credentials table
+    // gives the command its user (see `ids`).
+    if recorder.is_none() {
+        if let Err(e) = set_user(spec.rung, user) {
+            return e;
         }
-    }
-    if let Err(e) = nix::unistd::setresgid(
-        Gid::from_raw(user.gid),
-        Gid::from_raw(user.gid),
-        Gid::from_raw(user.gid),
-    ) {
-        return format!("setgid {}: {e}", user.gid);
-    }
-    if let Err(e) = nix::unistd::setresuid(
-        Uid::from_raw(user.uid),
-        Uid::from_raw(user.uid),
-        Uid::from_raw(user.uid),
-    ) {
-        return format!("setuid {}: {e}", user.uid);
     }
     // SAFETY: PR_SET_NO_NEW_PRIVS with constant integer arguments touches no memory of ours.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as libc::c_ulong, 0, 0, 0) } != 0 {
@@ -346,6 +333,21 @@ fn exec_command(
     cmd.env("HOSTNAME", &spec.hostname);
     let e = cmd.exec();
     format!("executing {prog:?}: {e}")
+}
+
+/// The step's user for real: groups, gid, uid.
+fn set_user(rung: Rung, user: &super::user::ExecUser) -> Result<(), String> {
+    let groups: Vec<Gid> = user.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+    if let Err(e) = nix::unistd::setgroups(&groups) {
+        // The single-uid rung cannot set groups (setgroups is denied there).
+        if rung != Rung::SingleUid {
+            return Err(format!("setgroups: {e}"));
+        }
+    }
+    let gid = Gid::from_raw(user.gid);
+    nix::unistd::setresgid(gid, gid, gid).map_err(|e| format!("setgid {}: {e}", user.gid))?;
+    let uid = Uid::from_raw(user.uid);
+    nix::unistd::setresuid(uid, uid, uid).map_err(|e| format!("setuid {}: {e}", user.uid))
 }
 
 /// A fresh network namespace has `lo` down; bring it up so that 127.0.0.1 works.

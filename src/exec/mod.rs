@@ -21,6 +21,7 @@
 
 mod cgroup;
 mod helper;
+mod ids;
 mod mounts;
 mod probe;
 mod seccomp;

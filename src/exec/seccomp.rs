@@ -10,6 +10,7 @@
 //! fchownat of the native ABIs (x86_64, aarch64); x32 and 32-bit compat calls pass unchanged.
 //! Must NOT: apply a chown to an unmapped id, or decide what reaches a layer (the build does).
 
+use super::ids::{Creds, IdCall, Reply, Table};
 use super::RecordedChown;
 use nix::sys::socket::{self, ControlMessage, ControlMessageOwned, MsgFlags};
 use std::collections::BTreeMap;
@@ -35,6 +36,8 @@ enum Call {
     Fd,
     /// fchownat(dirfd, path, uid, gid, flags).
     At,
+    /// An id call, answered from pid 1's credentials table (see `ids`).
+    Id(IdCall),
 }
 
 /// (arch, syscall number, call), both ABIs whatever kiln was built for: the filter checks the arch
@@ -49,9 +52,28 @@ const CALLS: [(u32, u32, Call); 6] = [
     (AUDIT_ARCH_AARCH64, 55, Call::Fd),
 ];
 
+/// The chown calls and the id calls, arch by arch.
+fn calls() -> Vec<(u32, u32, Call)> {
+    let ids = |arch: u32, table: &[(u32, IdCall)]| -> Vec<(u32, u32, Call)> {
+        table
+            .iter()
+            .map(|(n, c)| (arch, *n, Call::Id(*c)))
+            .collect()
+    };
+    let mut v = Vec::new();
+    for arch in [AUDIT_ARCH_X86_64, AUDIT_ARCH_AARCH64] {
+        v.extend(CALLS.iter().filter(|c| c.0 == arch).copied());
+        v.extend(match arch {
+            AUDIT_ARCH_X86_64 => ids(arch, &super::ids::X86_64),
+            _ => ids(arch, &super::ids::AARCH64),
+        });
+    }
+    v
+}
+
 fn call_of(arch: u32, nr: i32) -> Option<Call> {
-    CALLS
-        .iter()
+    calls()
+        .into_iter()
         .find(|(a, n, _)| *a == arch && i64::from(*n) == i64::from(nr))
         .map(|c| c.2)
 }
@@ -80,12 +102,13 @@ fn filter() -> Vec<libc::sock_filter> {
     let ld = |off: usize| stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, off as u32);
     let ret = |k: u32| stmt(libc::BPF_RET | libc::BPF_K, k);
     // offsetof(struct seccomp_data, nr) = 0, arch = 4.
-    let mut arches: Vec<u32> = CALLS.iter().map(|c| c.0).collect();
+    let all = calls();
+    let mut arches: Vec<u32> = all.iter().map(|c| c.0).collect();
     arches.dedup();
     let blocks: Vec<(u32, Vec<u32>)> = arches
         .iter()
         .map(|a| {
-            let nrs = CALLS.iter().filter(|c| c.0 == *a).map(|c| c.1).collect();
+            let nrs = all.iter().filter(|c| c.0 == *a).map(|c| c.1).collect();
             (*a, nrs)
         })
         .collect();
@@ -216,15 +239,26 @@ pub(super) fn receive(sock: OwnedFd) -> Result<Option<OwnedFd>, String> {
 
 /// In pid 1: answer notifications on a thread of their own until the process exits.
 /// `own_proc`: /proc numbers pids in pid 1's pid namespace (else they are translated).
-pub(super) fn supervise(listener: OwnedFd, record: File, own_proc: bool) {
-    let pids = Pids::new(own_proc);
-    std::thread::spawn(move || serve(&listener, &record, &pids));
+/// `creds`: the step's user, which every process starts as.
+pub(super) fn supervise(listener: OwnedFd, record: File, own_proc: bool, creds: Creds) {
+    let mut pids = Pids::new(own_proc);
+    let mut table = Table::new(creds);
+    std::thread::spawn(move || serve(&listener, &record, &mut pids, &mut table));
 }
 
 /// Notification pids (numbered in pid 1's pid namespace) → their /proc directories.
 struct Pids {
     /// pid 1's pid namespace (`pid:[…]`) when /proc is an outer namespace's; None: /proc is ours.
     ns: Option<PathBuf>,
+    /// Translations found so far (checked again before use: pids are reused).
+    seen: std::collections::HashMap<u32, PathBuf>,
+}
+
+/// The innermost pid of the task at `dir` (the last NSpid field, proc(5)).
+fn inner_pid(dir: &Path) -> Option<u32> {
+    let status = std::fs::read_to_string(dir.join("status")).ok()?;
+    let nspid = status.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
+    nspid.split_whitespace().last()?.parse::<u32>().ok()
 }
 
 impl Pids {
@@ -234,28 +268,53 @@ impl Pids {
         let ns = (!own_proc)
             .then(|| std::fs::read_link("/proc/self/ns/pid").ok())
             .flatten();
-        Pids { ns }
+        Pids {
+            ns,
+            seen: Default::default(),
+        }
     }
 
-    /// The /proc directory of `pid` (of pid 1's namespace); None when it has gone.
-    fn dir(&self, pid: u32) -> Option<PathBuf> {
-        let Some(ns) = &self.ns else {
+    fn ours(&self, dir: &Path, pid: u32) -> bool {
+        std::fs::read_link(dir.join("ns/pid")).ok().as_ref() == self.ns.as_ref()
+            && inner_pid(dir) == Some(pid)
+    }
+
+    /// The /proc directory of task `pid` (of pid 1's namespace); None when it has gone.
+    fn dir(&mut self, pid: u32) -> Option<PathBuf> {
+        if self.ns.is_none() {
             return Some(PathBuf::from(format!("/proc/{pid}")));
-        };
-        // NSpid lists the pid in every namespace from the outermost down (proc(5)): the last
-        // is ours when the process is in our namespace.
-        let entries = std::fs::read_dir("/proc").ok()?;
-        entries.flatten().find_map(|e| {
+        }
+        if let Some(d) = self.seen.get(&pid).filter(|d| self.ours(d, pid)) {
+            return Some(d.clone());
+        }
+        // /proc lists thread group leaders only; other threads are under their task/.
+        let mut found = None;
+        for e in std::fs::read_dir("/proc").ok()?.flatten() {
+            let Some(n) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
             let dir = e.path();
-            e.file_name().to_str()?.parse::<u32>().ok()?;
-            if std::fs::read_link(dir.join("ns/pid")).ok().as_ref() != Some(ns) {
-                return None;
+            if std::fs::read_link(dir.join("ns/pid")).ok().as_ref() != self.ns.as_ref() {
+                continue;
             }
-            let status = std::fs::read_to_string(dir.join("status")).ok()?;
-            let nspid = status.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
-            let last = nspid.split_whitespace().last()?.parse::<u32>().ok()?;
-            (last == pid).then_some(dir)
-        })
+            if inner_pid(&dir) == Some(pid) {
+                found = Some(dir);
+                break;
+            }
+            let tasks = std::fs::read_dir(dir.join("task")).into_iter().flatten();
+            let tid = tasks.flatten().find_map(|t| {
+                let t = t.file_name().to_str()?.parse::<u32>().ok()?;
+                let d = PathBuf::from(format!("/proc/{t}"));
+                (t != n && inner_pid(&d) == Some(pid)).then_some(d)
+            });
+            if tid.is_some() {
+                found = tid;
+                break;
+            }
+        }
+        let dir = found?;
+        self.seen.insert(pid, dir.clone());
+        Some(dir)
     }
 }
 
@@ -269,12 +328,14 @@ fn id_valid(fd: RawFd, id: u64) -> bool {
 enum Answer {
     /// Pretend success.
     Done,
+    /// Return this value.
+    Value(i64),
     /// Let the kernel perform the call.
     Continue,
     Errno(i32),
 }
 
-fn serve(listener: &OwnedFd, record: &File, pids: &Pids) {
+fn serve(listener: &OwnedFd, record: &File, pids: &mut Pids, table: &mut Table) {
     let fd = listener.as_raw_fd();
     loop {
         // SAFETY: seccomp_notif is plain old data; the kernel wants it zeroed before RECV.
@@ -295,9 +356,13 @@ fn serve(listener: &OwnedFd, record: &File, pids: &Pids) {
                 _ => return,
             }
         }
-        let answer = match pids.dir(req.pid) {
-            Some(proc_dir) => handle(fd, &req, &proc_dir, record),
-            None => Answer::Errno(libc::ESRCH),
+        let answer = match (pids.dir(req.pid), call_of(req.data.arch, req.data.nr)) {
+            (None, _) => Answer::Errno(libc::ESRCH),
+            (Some(dir), Some(Call::Id(c))) => match table.handle(c, &req.data.args, &dir) {
+                Reply::Value(v) => Answer::Value(v),
+                Reply::Errno(e) => Answer::Errno(e),
+            },
+            (Some(dir), _) => handle(fd, &req, &dir, record),
         };
         // The target may have died and its pid been reused while we looked at /proc/<pid>:
         // answer only a notification that is still pending (seccomp_unotify(2)).
@@ -312,6 +377,7 @@ fn serve(listener: &OwnedFd, record: &File, pids: &Pids) {
         };
         match answer {
             Answer::Done => {}
+            Answer::Value(v) => resp.val = v,
             Answer::Continue => resp.flags = libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
             Answer::Errno(e) => resp.error = -e,
         }
@@ -338,16 +404,17 @@ fn id_arg(v: u64) -> Option<u32> {
 }
 
 fn handle(fd: RawFd, req: &libc::seccomp_notif, proc_dir: &Path, record: &File) -> Answer {
-    let Some(call) = call_of(req.data.arch, req.data.nr) else {
-        return Answer::Continue;
+    let call = match call_of(req.data.arch, req.data.nr) {
+        Some(Call::Id(_)) | None => return Answer::Continue,
+        Some(c) => c,
     };
     let a = req.data.args;
     let (uid, gid) = match call {
-        Call::Path { .. } | Call::Fd => (id_arg(a[1]), id_arg(a[2])),
+        Call::Path { .. } | Call::Fd | Call::Id(_) => (id_arg(a[1]), id_arg(a[2])),
         Call::At => (id_arg(a[2]), id_arg(a[3])),
     };
     let target = match call {
-        Call::Fd => fd_path(proc_dir, a[0] as i32),
+        Call::Fd | Call::Id(_) => fd_path(proc_dir, a[0] as i32),
         Call::Path { follow } => read_path(fd, req, proc_dir, a[0])
             .and_then(|p| resolve(proc_dir, libc::AT_FDCWD, &p, follow)),
         Call::At => {
