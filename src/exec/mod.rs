@@ -23,6 +23,7 @@ mod cgroup;
 mod helper;
 mod ids;
 mod mounts;
+mod owners;
 mod probe;
 mod seccomp;
 mod user;
@@ -31,6 +32,7 @@ mod userns;
 pub use cgroup::CgroupStatus;
 pub use helper::sandbox_main;
 pub use mounts::{overlay_opaque_xattr, platform_ca_bundle, step_env, CA_TARGET, PLATFORM_CA_DIR};
+pub use owners::OWNER_XATTR;
 pub use probe::{identity, probe, Probe};
 pub use userns::maybe_reexec_into_userns;
 

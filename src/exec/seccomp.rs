@@ -11,6 +11,7 @@
 //! Must NOT: apply a chown to an unmapped id, or decide what reaches a layer (the build does).
 
 use super::ids::{Creds, IdCall, Reply, Table};
+use super::owners::{self, StatKind};
 use super::RecordedChown;
 use nix::sys::socket::{self, ControlMessage, ControlMessageOwned, MsgFlags};
 use std::collections::BTreeMap;
@@ -38,7 +39,33 @@ enum Call {
     At,
     /// An id call, answered from pid 1's credentials table (see `ids`).
     Id(IdCall),
+    /// A stat call, answered with the recorded owner when the file has one (see `owners`).
+    Stat(StatCall),
 }
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum StatCall {
+    /// stat(path, buf) / lstat (`follow` false).
+    Path { follow: bool },
+    /// fstat(fd, buf).
+    Fd,
+    /// newfstatat(dirfd, path, buf, flags).
+    At,
+    /// statx(dirfd, path, flags, mask, buf).
+    Statx,
+}
+
+/// The stat calls (same tables as `CALLS`).
+const STATS: [(u32, u32, StatCall); 8] = [
+    (AUDIT_ARCH_X86_64, 4, StatCall::Path { follow: true }),
+    (AUDIT_ARCH_X86_64, 5, StatCall::Fd),
+    (AUDIT_ARCH_X86_64, 6, StatCall::Path { follow: false }),
+    (AUDIT_ARCH_X86_64, 262, StatCall::At),
+    (AUDIT_ARCH_X86_64, 332, StatCall::Statx),
+    (AUDIT_ARCH_AARCH64, 79, StatCall::At),
+    (AUDIT_ARCH_AARCH64, 80, StatCall::Fd),
+    (AUDIT_ARCH_AARCH64, 291, StatCall::Statx),
+];
 
 /// (arch, syscall number, call), both ABIs whatever kiln was built for: the filter checks the arch
 /// field itself. Numbers from arch/x86/entry/syscalls/syscall_64.tbl and
@@ -63,6 +90,8 @@ fn calls() -> Vec<(u32, u32, Call)> {
     let mut v = Vec::new();
     for arch in [AUDIT_ARCH_X86_64, AUDIT_ARCH_AARCH64] {
         v.extend(CALLS.iter().filter(|c| c.0 == arch).copied());
+        let stats = STATS.iter().filter(|c| c.0 == arch);
+        v.extend(stats.map(|(a, n, c)| (*a, *n, Call::Stat(*c))));
         v.extend(match arch {
             AUDIT_ARCH_X86_64 => ids(arch, &super::ids::X86_64),
             _ => ids(arch, &super::ids::AARCH64),
@@ -362,6 +391,7 @@ fn serve(listener: &OwnedFd, record: &File, pids: &mut Pids, table: &mut Table) 
                 Reply::Value(v) => Answer::Value(v),
                 Reply::Errno(e) => Answer::Errno(e),
             },
+            (Some(dir), Some(Call::Stat(c))) => stat(fd, &req, &dir, c),
             (Some(dir), _) => handle(fd, &req, &dir, record),
         };
         // The target may have died and its pid been reused while we looked at /proc/<pid>:
@@ -405,16 +435,16 @@ fn id_arg(v: u64) -> Option<u32> {
 
 fn handle(fd: RawFd, req: &libc::seccomp_notif, proc_dir: &Path, record: &File) -> Answer {
     let call = match call_of(req.data.arch, req.data.nr) {
-        Some(Call::Id(_)) | None => return Answer::Continue,
+        Some(Call::Id(_) | Call::Stat(_)) | None => return Answer::Continue,
         Some(c) => c,
     };
     let a = req.data.args;
     let (uid, gid) = match call {
-        Call::Path { .. } | Call::Fd | Call::Id(_) => (id_arg(a[1]), id_arg(a[2])),
+        Call::Path { .. } | Call::Fd | Call::Id(_) | Call::Stat(_) => (id_arg(a[1]), id_arg(a[2])),
         Call::At => (id_arg(a[2]), id_arg(a[3])),
     };
     let target = match call {
-        Call::Fd | Call::Id(_) => fd_path(proc_dir, a[0] as i32),
+        Call::Fd | Call::Id(_) | Call::Stat(_) => fd_path(proc_dir, a[0] as i32),
         Call::Path { follow } => read_path(fd, req, proc_dir, a[0])
             .and_then(|p| resolve(proc_dir, libc::AT_FDCWD, &p, follow)),
         Call::At => {
@@ -452,6 +482,8 @@ fn handle(fd: RawFd, req: &libc::seccomp_notif, proc_dir: &Path, record: &File) 
         }
     }
     if uid.is_some() || gid.is_some() {
+        // Beside the file too: it survives a rename, and later stats show it.
+        owners::chowned(&path, uid, gid);
         let rec = RecordedChown {
             path: path.to_string_lossy().into_owned(),
             uid,
@@ -470,6 +502,49 @@ fn handle(fd: RawFd, req: &libc::seccomp_notif, proc_dir: &Path, record: &File) 
         Answer::Continue
     } else {
         Answer::Done
+    }
+}
+
+/// A stat call of a file with a recorded owner is performed here, with that owner; any other
+/// (or any failure) is left to the kernel.
+fn stat(fd: RawFd, req: &libc::seccomp_notif, proc_dir: &Path, call: StatCall) -> Answer {
+    let a = req.data.args;
+    // (dirfd, path address, flags, buffer)
+    let (dirfd, addr, flags, buf) = match call {
+        StatCall::Path { follow } => {
+            let flags = if follow { 0 } else { libc::AT_SYMLINK_NOFOLLOW };
+            (libc::AT_FDCWD, Some(a[0]), flags, a[1])
+        }
+        StatCall::Fd => (a[0] as i32, None, libc::AT_EMPTY_PATH, a[1]),
+        StatCall::At => (a[0] as i32, Some(a[1]), a[3] as i32, a[2]),
+        StatCall::Statx => (a[0] as i32, Some(a[1]), a[2] as i32, a[4]),
+    };
+    let follow = flags & libc::AT_SYMLINK_NOFOLLOW == 0;
+    let path = match addr.map(|p| read_path(fd, req, proc_dir, p)) {
+        None => fd_path(proc_dir, dirfd),
+        Some(Ok(p)) if p.is_empty() && flags & libc::AT_EMPTY_PATH != 0 => fd_path(proc_dir, dirfd),
+        Some(Ok(p)) => resolve(proc_dir, dirfd, &p, false),
+        Some(Err(_)) => return Answer::Continue,
+    };
+    // An fd's path names the object itself; a path's last component is followed as asked.
+    let follow = follow && addr.is_some();
+    let Ok(Some(path)) = path else {
+        return Answer::Continue;
+    };
+    let kind = match call {
+        StatCall::Statx => StatKind::Statx {
+            flags,
+            mask: a[3] as u32,
+        },
+        _ => StatKind::Stat,
+    };
+    // The caller may have gone (and its pid been reused) while we looked.
+    if !id_valid(fd, req.id) {
+        return Answer::Continue;
+    }
+    match owners::fake_stat(proc_dir, &path, follow, kind, buf) {
+        Some(()) => Answer::Value(0),
+        None => Answer::Continue,
     }
 }
 
