@@ -144,10 +144,11 @@ fn probe_uncached(cfg: &SandboxConfig) -> Probe {
         }
     }
     if p.rung == Some(Rung::SingleUid) {
-        p.warnings.push("single-uid sandbox: only one id is mapped; chown inside RUN is \
-            recorded in the layer but not applied, so later commands in the same step still see the \
-            old owner (stat, ls -l); tools like apt still need more ids (setgroups/setuid to an \
-            unmapped id fails): add /etc/subuid and /etc/subgid ranges"
+        p.warnings.push("single-uid sandbox: only one id is mapped; other owners and ids are \
+            faked (chown, stat, setuid/setgroups answered by kiln through seccomp user \
+            notification) and written into the layer, but files a command creates while it \
+            appears as another user belong to root in the layer: add /etc/subuid and /etc/subgid \
+            ranges (without no_new_privs) for real ids"
             .into());
     }
     let kinds = match cfg.snapshotter {

@@ -22,7 +22,7 @@ fn check(img: &LayoutImage, stderr: &str) {
         "chown failed in the step:\n{stderr}"
     );
     assert!(
-        stderr.contains("recorded in the layer but not applied"),
+        stderr.contains("other owners and ids are faked"),
         "the single-uid warning is missing:\n{stderr}"
     );
     let l = layer_entries(img.layers.last().unwrap());
