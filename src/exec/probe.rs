@@ -42,12 +42,15 @@ pub fn probe(cfg: &SandboxConfig) -> Probe {
 fn precheck(rung: Rung) -> Result<(), String> {
     let root = nix::unistd::geteuid().is_root();
     match (rung, super::userns::rootless_mode()) {
-        (_, None) if !root => Err(match super::userns::no_userns_reason() {
-            Some(why) => why.to_string(),
-            None => "not root and not inside kiln's user namespace \
+        // Root lands here only without CAP_SYS_ADMIN (see `userns`): nothing to try either.
+        (_, None) if !root || super::userns::no_userns_reason().is_some() => {
+            Err(match super::userns::no_userns_reason() {
+                Some(why) => why.to_string(),
+                None => "not root and not inside kiln's user namespace \
                      (main must call maybe_reexec_into_userns first)"
-                .into(),
-        }),
+                    .into(),
+            })
+        }
         (Rung::Full | Rung::NoProc, Some("single")) => Err(super::userns::single_reason()),
         _ => Ok(()),
     }
@@ -144,12 +147,14 @@ fn probe_uncached(cfg: &SandboxConfig) -> Probe {
         }
     }
     if p.rung == Some(Rung::SingleUid) {
-        p.warnings.push("single-uid sandbox: only one id is mapped; other owners and ids are \
+        p.warnings.push(
+            "single-uid sandbox: only one id is mapped; other owners and ids are \
             faked (chown, stat, setuid/setgroups answered by kiln through seccomp user \
             notification) and written into the layer, but files a command creates while it \
             appears as another user belong to root in the layer: add /etc/subuid and /etc/subgid \
             ranges (without no_new_privs) for real ids"
-            .into());
+                .into(),
+        );
     }
     let kinds = match cfg.snapshotter {
         SnapshotterKind::Auto => vec![

@@ -672,8 +672,14 @@ mod tests {
         let want: Vec<u32> = calls().iter().map(|c| c.1).collect();
         assert_eq!(nrs, want);
         assert!(nrs.starts_with(&[92, 93, 94, 260, 4, 5, 6, 262, 332, 102]));
-        assert_eq!(call_of(AUDIT_ARCH_X86_64, 117), Some(Call::Id(IdCall::SetResUid)));
-        assert_eq!(call_of(AUDIT_ARCH_AARCH64, 291), Some(Call::Stat(StatCall::Statx)));
+        assert_eq!(
+            call_of(AUDIT_ARCH_X86_64, 117),
+            Some(Call::Id(IdCall::SetResUid))
+        );
+        assert_eq!(
+            call_of(AUDIT_ARCH_AARCH64, 291),
+            Some(Call::Stat(StatCall::Statx))
+        );
         assert_eq!(call_of(AUDIT_ARCH_AARCH64, 54), Some(Call::At));
         assert_eq!(call_of(AUDIT_ARCH_X86_64, 54), None);
     }

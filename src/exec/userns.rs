@@ -86,6 +86,9 @@ extern "C" fn forward(sig: libc::c_int) {
 /// Maps the subordinate ranges with newuidmap/newgidmap; when either is refused (or there are
 /// none), only our own ids (the single-uid rung; the re-executed kiln reads which from its maps).
 fn map_ids(pid: i32, uid: u32, gid: u32, name: &str) -> Result<(), ExecError> {
+    if let Some(n) = root_range() {
+        return map_root_range(pid, n);
+    }
     let su = subid_range("/etc/subuid", name, uid);
     let sg = subid_range("/etc/subgid", name, gid);
     let mut uid_mapped = false;
@@ -113,6 +116,41 @@ fn map_ids(pid: i32, uid: u32, gid: u32, name: &str) -> Result<(), ExecError> {
     }
     w("setgroups", "deny".into())?;
     w("gid_map", format!("0 {gid} 1"))?;
+    Ok(())
+}
+
+/// Root inside a user namespace (a user-namespaced pod, `hostUsers: false`) has no subordinate
+/// ranges but may map the ids it has itself, given CAP_SETUID, CAP_SETGID and CAP_SETFCAP (the
+/// last for uid 0, Linux ≥ 5.12 `verify_root_map`): how many, when all of this holds.
+fn root_range() -> Option<u64> {
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    let caps = status_field("CapEff").and_then(|v| u64::from_str_radix(&v, 16).ok())?;
+    // linux/capability.h: CAP_SETGID 6, CAP_SETUID 7, CAP_SETFCAP 31.
+    let needed: u64 = (1 << 6) | (1 << 7) | (1 << 31);
+    if caps & needed != needed {
+        return None;
+    }
+    // The ids 0..n of our own namespace, whatever they are outside.
+    let first = |f: &str| -> Option<u64> {
+        let map = std::fs::read_to_string(f).ok()?;
+        let v: Vec<u64> = map
+            .split_whitespace()
+            .take(3)
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        (v.len() == 3 && v[0] == 0).then_some(v[2])
+    };
+    let n = first("/proc/self/uid_map")?.min(first("/proc/self/gid_map")?);
+    (n > 1).then_some(n.min(RANGE + 1))
+}
+
+fn map_root_range(pid: i32, n: u64) -> Result<(), ExecError> {
+    for f in ["uid_map", "gid_map"] {
+        std::fs::write(format!("/proc/{pid}/{f}"), format!("0 0 {n}"))
+            .map_err(|e| err(format!("writing {f}: {e}")))?;
+    }
     Ok(())
 }
 
@@ -173,11 +211,24 @@ pub fn maybe_reexec_into_userns() -> Result<(), ExecError> {
     let child = spawner
         .join()
         .map_err(|_| err("the spawning thread panicked"))?;
-    if let Some(Err(e)) = mapped {
-        return Err(e);
-    }
     let mut child = match child {
         Ok(c) => c,
+        // No ids could be mapped (root without CAP_SETFCAP may not map uid 0): go on without.
+        Err(_) if matches!(mapped, Some(Err(_))) => {
+            let why = mapped.and_then(Result::err).map(|e| e.to_string());
+            let root = if nix::unistd::geteuid().is_root() {
+                " (root without CAP_SETFCAP may not map uid 0 into a user namespace, Linux ≥ \
+                 5.12; keep CAP_SETUID, CAP_SETGID and CAP_SETFCAP, or run kiln as a non-root \
+                 user)"
+            } else {
+                ""
+            };
+            let _ = NO_USERNS.set(format!(
+                "mapping ids into kiln's user namespace was refused: {}{root}",
+                why.unwrap_or_default()
+            ));
+            return Ok(());
+        }
         // The child never reached its maps: unshare(CLONE_NEWUSER) itself was refused. Go on
         // without a user namespace; the sandbox probe reports this as the reason RUN cannot run.
         Err(e) if mapped.is_none() => {

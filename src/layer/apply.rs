@@ -596,9 +596,10 @@ impl Extractor<'_> {
                     let _ = xattr::remove(path, OWNER_XATTR);
                 }
                 Ok(()) => {}
-                // EINVAL: an id not mapped in our user namespace (chown(2)). Kept beside the
-                // file instead (symlinks cannot hold user.* xattrs; theirs stays ours).
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                // EINVAL: an id not mapped in our user namespace; EPERM: root without
+                // CAP_CHOWN (chown(2)). Kept beside the file instead (symlinks cannot hold
+                // user.* xattrs; theirs stays ours).
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EPERM)) => {
                     self.stats.recorded_owners += 1;
                     if !symlink {
                         xattr::set(path, OWNER_XATTR, format!("{uid}:{gid}").as_bytes())
