@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 packages=(docker-registry skopeo umoci oci-image-tool pigz zstd busybox-static uidmap fuse-overlayfs
           openssl apache2-utils xz-utils bzip2 gzip tar file procps iproute2 python3 python3-venv
-          mmdebstrap)
+          mmdebstrap podman)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
