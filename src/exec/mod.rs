@@ -10,7 +10,12 @@
 //! `no_new_privs` and the requested user. Rootless kiln first re-execs itself into a user
 //! namespace ([`maybe_reexec_into_userns`]); the helper inherits it. On the single-uid rung a
 //! seccomp user-notification filter lets pid 1 record the command's chowns instead of the kernel
-//! refusing them ([`Outcome::recorded_chowns`]).
+//! refusing them ([`Outcome::recorded_chowns`], and [`OWNER_XATTR`] beside the file), fake the
+//! id calls (apt's drop to `_apt`, `USER`) and show recorded owners to stat.
+//!
+//! Each rung that fails steps down to the next and the probe keeps why ([`Probe::reasons`]):
+//! newuidmap refused (no_new_privs) → single-uid; user namespaces denied → no rung, builds
+//! without RUN still work; sethostname refused → a warning; no /proc of its own → the host's.
 //!
 //! Mount points missing from the rootfs are never written into an overlay upper directory: they
 //! live in a per-run skeleton directory added as the lowest overlay layer. On a plain directory

@@ -1,13 +1,19 @@
-//! The single-uid rung's chown recorder: a seccomp filter in the command's process sends every
+//! The single-uid rung's supervisor: a seccomp filter in the command's process sends every
 //! chown-family syscall to kiln's pid 1 (`SECCOMP_RET_USER_NOTIF`, Linux ≥ 5.0), which resolves the
-//! target path in the container, appends (path, uid, gid) to a JSON-lines file in the run dir and
-//! answers success without changing anything — only one id is mapped, so the kernel would refuse
-//! the call with EINVAL. Calls whose ids are all 0 or -1 (mappable) are let through
-//! (`SECCOMP_USER_NOTIF_FLAG_CONTINUE`, Linux ≥ 5.5) and recorded too, so that the last chown of
-//! a path wins.
+//! target path in the container, appends (path, uid, gid) to a JSON-lines file in the run dir,
+//! keeps the owner beside the file (`owners`) and answers success without changing anything —
+//! only one id is mapped, so the kernel would refuse the call with EINVAL. Calls whose ids are all
+//! 0 or -1 (mappable) are let through (`SECCOMP_USER_NOTIF_FLAG_CONTINUE`, Linux ≥ 5.5) and
+//! recorded too, so that the last chown of a path wins. The same filter sends the id calls
+//! (setuid, setresgid, setgroups, getresuid, …), answered from pid 1's credentials table
+//! (`ids`), and the stat calls, answered with the recorded owner for a file that has one.
 //!
-//! The filter is not a security boundary: it allows everything but chown, fchown, lchown and
-//! fchownat of the native ABIs (x86_64, aarch64); x32 and 32-bit compat calls pass unchanged.
+//! pid 1 reads the caller's /proc/<pid>; where /proc is not its own (a container's masked /proc
+//! refuses a fresh mount and the host's is bound), notification pids are translated through
+//! `NSpid` (proc(5)).
+//!
+//! The filter is not a security boundary: it allows everything but those calls of the native
+//! ABIs (x86_64, aarch64); x32 and 32-bit compat calls pass unchanged.
 //! Must NOT: apply a chown to an unmapped id, or decide what reaches a layer (the build does).
 
 use super::ids::{Creds, IdCall, Reply, Table};
