@@ -240,18 +240,23 @@ fn pid1(
         }
         ForkResult::Parent { child } => child,
     };
+    let mut made = None;
     if let (Some((theirs, ours)), Some(record)) = (channel, record) {
         // Our copy of the command's end closed, a command that dies before sending reads as EOF.
         drop(theirs);
         if let Some(listener) = seccomp::receive(ours)? {
             let creds = super::ids::Creds::of_user(user.uid, user.gid, &user.groups);
-            seccomp::supervise(listener, record, own_proc, creds);
+            made = Some(seccomp::supervise(listener, record, own_proc, creds));
         }
     }
     // Reap everything (orphans re-parent to pid 1); the command's status is the result.
     loop {
         match waitpid(Pid::from_raw(-1), None) {
             Ok(WaitStatus::Exited(p, code)) if p == cmd => {
+                // Owners of files made as another user, before the step's changes are read.
+                if let Some(m) = &made {
+                    super::owners::flush(m);
+                }
                 report(&Status::Exit(code));
                 break;
             }

@@ -173,6 +173,12 @@ impl Table {
         self.initial.clone()
     }
 
+    /// The filesystem uid and gid of the process at `dir` (what a file it makes would get).
+    pub fn fs_ids(&self, dir: &Path) -> (u32, u32) {
+        let c = self.creds(dir);
+        (c.uid[3], c.gid[3])
+    }
+
     fn store(&mut self, dir: &Path, c: Creds) {
         if let (Some(pid), Some(start)) = (pid_of(dir), start_time(dir)) {
             self.procs.insert(pid, (start, c));

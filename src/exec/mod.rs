@@ -29,6 +29,7 @@ mod helper;
 mod ids;
 mod mounts;
 mod owners;
+mod pids;
 mod probe;
 mod seccomp;
 mod user;

@@ -5,6 +5,8 @@
 //! An xattr follows the inode through renames and overlayfs copy-up, so shadow's
 //! `fchown(shadow+, 0, 42)` then `rename(shadow+, shadow)` (useradd) keeps gid 42, and the
 //! stat that useradd takes of the old /etc/shadow to copy its owner says 0:42 as on a root build.
+//! Files made by a process that only appears as another user (after a faked setuid, or `USER
+//! app`) are noted by the supervisor and given that user's ids here once they exist.
 //! Must NOT: change a file's content or real owner, or answer for a file without the xattr
 //! (the kernel then performs the call itself).
 
@@ -12,7 +14,7 @@ use std::ffi::CString;
 use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// `uid:gid` of a file whose owner was recorded instead of applied.
 pub const OWNER_XATTR: &str = "user.kiln.owner";
@@ -40,6 +42,29 @@ pub(super) fn chowned(path: &Path, uid: Option<u32>, gid: Option<u32>) {
         let _ = xattr::remove(path, OWNER_XATTR);
     } else {
         let _ = xattr::set(path, OWNER_XATTR, format!("{}:{}", new.0, new.1).as_bytes());
+    }
+}
+
+/// Files made by a process that appears as another user: (path, its filesystem uid and gid).
+/// Noted before the kernel makes them, given their owner once they exist ([`flush`]).
+pub(super) type Pending = std::sync::Arc<std::sync::Mutex<Vec<(PathBuf, (u32, u32))>>>;
+
+pub(super) fn note(pending: &Pending, path: PathBuf, ids: (u32, u32)) {
+    crate::sync::lock(pending).push((path, ids));
+}
+
+/// Gives each noted file that now exists the owner it was made with (a file that already had
+/// one, or a symlink, keeps its own).
+pub(super) fn flush(pending: &Pending) {
+    let made = std::mem::take(&mut *crate::sync::lock(pending));
+    for (path, (uid, gid)) in made {
+        let Ok(md) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if md.file_type().is_symlink() || recorded(&path).is_some() {
+            continue;
+        }
+        let _ = xattr::set(&path, OWNER_XATTR, format!("{uid}:{gid}").as_bytes());
     }
 }
 

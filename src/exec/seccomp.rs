@@ -18,6 +18,7 @@
 
 use super::ids::{Creds, IdCall, Reply, Table};
 use super::owners::{self, StatKind};
+use super::pids::Pids;
 use super::RecordedChown;
 use nix::sys::socket::{self, ControlMessage, ControlMessageOwned, MsgFlags};
 use std::collections::BTreeMap;
@@ -47,6 +48,59 @@ enum Call {
     Id(IdCall),
     /// A stat call, answered with the recorded owner when the file has one (see `owners`).
     Stat(StatCall),
+    /// A call that may create a file, noted when the caller appears as another user.
+    Create(Creates),
+}
+
+/// Where a creating call's path is: the dir fd argument (None: AT_FDCWD) and the path argument.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Creates {
+    dirfd: Option<usize>,
+    path: usize,
+    /// symlink, symlinkat: what they make cannot hold an xattr; its owner goes to the record.
+    link: bool,
+}
+
+const fn creates(dirfd: Option<usize>, path: usize) -> Creates {
+    Creates {
+        dirfd,
+        path,
+        link: false,
+    }
+}
+
+const fn link(dirfd: Option<usize>, path: usize) -> Creates {
+    Creates {
+        dirfd,
+        path,
+        link: true,
+    }
+}
+
+/// The creating calls, and the flags argument the filter checks for O_CREAT (open, openat:
+/// only those that may create reach pid 1).
+const CREATES: [(u32, u32, Creates, Option<u32>); 13] = [
+    (AUDIT_ARCH_X86_64, 2, creates(None, 0), Some(1)),
+    (AUDIT_ARCH_X86_64, 257, creates(Some(0), 1), Some(2)),
+    (AUDIT_ARCH_X86_64, 85, creates(None, 0), None),
+    (AUDIT_ARCH_X86_64, 83, creates(None, 0), None),
+    (AUDIT_ARCH_X86_64, 258, creates(Some(0), 1), None),
+    (AUDIT_ARCH_X86_64, 133, creates(None, 0), None),
+    (AUDIT_ARCH_X86_64, 259, creates(Some(0), 1), None),
+    (AUDIT_ARCH_X86_64, 88, link(None, 1), None),
+    (AUDIT_ARCH_X86_64, 266, link(Some(1), 2), None),
+    (AUDIT_ARCH_AARCH64, 56, creates(Some(0), 1), Some(2)),
+    (AUDIT_ARCH_AARCH64, 34, creates(Some(0), 1), None),
+    (AUDIT_ARCH_AARCH64, 33, creates(Some(0), 1), None),
+    (AUDIT_ARCH_AARCH64, 36, link(Some(1), 2), None),
+];
+
+/// The flags argument the filter tests for O_CREAT before notifying, if any.
+fn flags_arg(arch: u32, nr: u32) -> Option<u32> {
+    CREATES
+        .iter()
+        .find(|c| c.0 == arch && c.1 == nr)
+        .and_then(|c| c.3)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -98,6 +152,8 @@ fn calls() -> Vec<(u32, u32, Call)> {
         v.extend(CALLS.iter().filter(|c| c.0 == arch).copied());
         let stats = STATS.iter().filter(|c| c.0 == arch);
         v.extend(stats.map(|(a, n, c)| (*a, *n, Call::Stat(*c))));
+        let made = CREATES.iter().filter(|c| c.0 == arch);
+        v.extend(made.map(|(a, n, c, _)| (*a, *n, Call::Create(*c))));
         v.extend(match arch {
             AUDIT_ARCH_X86_64 => ids(arch, &super::ids::X86_64),
             _ => ids(arch, &super::ids::AARCH64),
@@ -132,35 +188,55 @@ fn jeq(k: u32, jt: usize, jf: usize) -> libc::sock_filter {
 }
 
 /// `ld arch; per arch: jeq arch (else next arch); ld nr; jeq nr → notify …; allow`; then
-/// `allow` (unknown arch) and the shared `notify` at the end.
+/// `allow` (unknown arch) and the shared `notify` at the end. A call with a flags argument
+/// (open, openat) notifies only with O_CREAT set: `jeq nr; ld args[i]; jset O_CREAT → notify;
+/// allow`.
 fn filter() -> Vec<libc::sock_filter> {
     let ld = |off: usize| stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, off as u32);
     let ret = |k: u32| stmt(libc::BPF_RET | libc::BPF_K, k);
-    // offsetof(struct seccomp_data, nr) = 0, arch = 4.
+    let jset = |k: u32| libc::sock_filter {
+        code: (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    // offsetof(struct seccomp_data, nr) = 0, arch = 4, args = 16 (u64 each, low word first on
+    // these little-endian arches).
     let all = calls();
     let mut arches: Vec<u32> = all.iter().map(|c| c.0).collect();
     arches.dedup();
-    let blocks: Vec<(u32, Vec<u32>)> = arches
-        .iter()
-        .map(|a| {
-            let nrs = all.iter().filter(|c| c.0 == *a).map(|c| c.1).collect();
-            (*a, nrs)
-        })
-        .collect();
-    let len = 1 + blocks.iter().map(|(_, n)| 3 + n.len()).sum::<usize>() + 2;
-    let notify_at = len - 1;
     let mut prog = vec![ld(4)];
-    for (arch, nrs) in &blocks {
-        prog.push(jeq(*arch, 0, nrs.len() + 2));
+    // Instructions whose true branch goes to `notify`, patched once its place is known.
+    let mut to_notify = Vec::new();
+    for arch in arches {
+        let arch_check = prog.len();
+        prog.push(jeq(arch, 0, 0));
         prog.push(ld(0));
-        for nr in nrs {
-            let here = prog.len();
-            prog.push(jeq(*nr, notify_at - here - 1, 0));
+        for (_, nr, _) in all.iter().filter(|c| c.0 == arch) {
+            match flags_arg(arch, *nr) {
+                None => {
+                    to_notify.push(prog.len());
+                    prog.push(jeq(*nr, 0, 0));
+                }
+                Some(i) => {
+                    prog.push(jeq(*nr, 0, 3));
+                    prog.push(ld(16 + 8 * i as usize));
+                    to_notify.push(prog.len());
+                    prog.push(jset(libc::O_CREAT as u32));
+                    prog.push(ret(libc::SECCOMP_RET_ALLOW));
+                }
+            }
         }
         prog.push(ret(libc::SECCOMP_RET_ALLOW));
+        // A different arch skips to the next arch check (or the final allow).
+        prog[arch_check].jf = (prog.len() - arch_check - 1) as u8;
     }
     prog.push(ret(libc::SECCOMP_RET_ALLOW));
+    let notify_at = prog.len();
     prog.push(ret(libc::SECCOMP_RET_USER_NOTIF));
+    for i in to_notify {
+        prog[i].jt = (notify_at - i - 1) as u8;
+    }
     prog
 }
 
@@ -274,83 +350,20 @@ pub(super) fn receive(sock: OwnedFd) -> Result<Option<OwnedFd>, String> {
 
 /// In pid 1: answer notifications on a thread of their own until the process exits.
 /// `own_proc`: /proc numbers pids in pid 1's pid namespace (else they are translated).
-/// `creds`: the step's user, which every process starts as.
-pub(super) fn supervise(listener: OwnedFd, record: File, own_proc: bool, creds: Creds) {
+/// `creds`: the step's user, which every process starts as. Returns the files made by
+/// processes that appear as another user, for pid 1 to [`owners::flush`] once the command ended.
+pub(super) fn supervise(
+    listener: OwnedFd,
+    record: File,
+    own_proc: bool,
+    creds: Creds,
+) -> owners::Pending {
     let mut pids = Pids::new(own_proc);
     let mut table = Table::new(creds);
-    std::thread::spawn(move || serve(&listener, &record, &mut pids, &mut table));
-}
-
-/// Notification pids (numbered in pid 1's pid namespace) → their /proc directories.
-struct Pids {
-    /// pid 1's pid namespace (`pid:[…]`) when /proc is an outer namespace's; None: /proc is ours.
-    ns: Option<PathBuf>,
-    /// Translations found so far (checked again before use: pids are reused).
-    seen: std::collections::HashMap<u32, PathBuf>,
-}
-
-/// The innermost pid of the task at `dir` (the last NSpid field, proc(5)).
-fn inner_pid(dir: &Path) -> Option<u32> {
-    let status = std::fs::read_to_string(dir.join("status")).ok()?;
-    let nspid = status.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
-    nspid.split_whitespace().last()?.parse::<u32>().ok()
-}
-
-impl Pids {
-    fn new(own_proc: bool) -> Pids {
-        // In an outer procfs, `self` is pid 1 under its outer number; its ns link names the
-        // namespace its children live in.
-        let ns = (!own_proc)
-            .then(|| std::fs::read_link("/proc/self/ns/pid").ok())
-            .flatten();
-        Pids {
-            ns,
-            seen: Default::default(),
-        }
-    }
-
-    fn ours(&self, dir: &Path, pid: u32) -> bool {
-        std::fs::read_link(dir.join("ns/pid")).ok().as_ref() == self.ns.as_ref()
-            && inner_pid(dir) == Some(pid)
-    }
-
-    /// The /proc directory of task `pid` (of pid 1's namespace); None when it has gone.
-    fn dir(&mut self, pid: u32) -> Option<PathBuf> {
-        if self.ns.is_none() {
-            return Some(PathBuf::from(format!("/proc/{pid}")));
-        }
-        if let Some(d) = self.seen.get(&pid).filter(|d| self.ours(d, pid)) {
-            return Some(d.clone());
-        }
-        // /proc lists thread group leaders only; other threads are under their task/.
-        let mut found = None;
-        for e in std::fs::read_dir("/proc").ok()?.flatten() {
-            let Some(n) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-                continue;
-            };
-            let dir = e.path();
-            if std::fs::read_link(dir.join("ns/pid")).ok().as_ref() != self.ns.as_ref() {
-                continue;
-            }
-            if inner_pid(&dir) == Some(pid) {
-                found = Some(dir);
-                break;
-            }
-            let tasks = std::fs::read_dir(dir.join("task")).into_iter().flatten();
-            let tid = tasks.flatten().find_map(|t| {
-                let t = t.file_name().to_str()?.parse::<u32>().ok()?;
-                let d = PathBuf::from(format!("/proc/{t}"));
-                (t != n && inner_pid(&d) == Some(pid)).then_some(d)
-            });
-            if tid.is_some() {
-                found = tid;
-                break;
-            }
-        }
-        let dir = found?;
-        self.seen.insert(pid, dir.clone());
-        Some(dir)
-    }
+    let pending = owners::Pending::default();
+    let made = pending.clone();
+    std::thread::spawn(move || serve(&listener, &record, &mut pids, &mut table, &made));
+    pending
 }
 
 fn id_valid(fd: RawFd, id: u64) -> bool {
@@ -370,7 +383,13 @@ enum Answer {
     Errno(i32),
 }
 
-fn serve(listener: &OwnedFd, record: &File, pids: &mut Pids, table: &mut Table) {
+fn serve(
+    listener: &OwnedFd,
+    record: &File,
+    pids: &mut Pids,
+    table: &mut Table,
+    made: &owners::Pending,
+) {
     let fd = listener.as_raw_fd();
     loop {
         // SAFETY: seccomp_notif is plain old data; the kernel wants it zeroed before RECV.
@@ -397,7 +416,16 @@ fn serve(listener: &OwnedFd, record: &File, pids: &mut Pids, table: &mut Table) 
                 Reply::Value(v) => Answer::Value(v),
                 Reply::Errno(e) => Answer::Errno(e),
             },
-            (Some(dir), Some(Call::Stat(c))) => stat(fd, &req, &dir, c),
+            (Some(dir), Some(Call::Stat(c))) => {
+                // A file made since is stat()ed with the owner it was made with.
+                owners::flush(made);
+                stat(fd, &req, &dir, c)
+            }
+            (Some(dir), Some(Call::Create(c))) => {
+                owners::flush(made);
+                created(fd, &req, &dir, c, table.fs_ids(&dir), record, made);
+                Answer::Continue
+            }
             (Some(dir), _) => handle(fd, &req, &dir, record),
         };
         // The target may have died and its pid been reused while we looked at /proc/<pid>:
@@ -441,16 +469,15 @@ fn id_arg(v: u64) -> Option<u32> {
 
 fn handle(fd: RawFd, req: &libc::seccomp_notif, proc_dir: &Path, record: &File) -> Answer {
     let call = match call_of(req.data.arch, req.data.nr) {
-        Some(Call::Id(_) | Call::Stat(_)) | None => return Answer::Continue,
+        Some(Call::Id(_) | Call::Stat(_) | Call::Create(_)) | None => return Answer::Continue,
         Some(c) => c,
     };
     let a = req.data.args;
     let (uid, gid) = match call {
-        Call::Path { .. } | Call::Fd | Call::Id(_) | Call::Stat(_) => (id_arg(a[1]), id_arg(a[2])),
         Call::At => (id_arg(a[2]), id_arg(a[3])),
+        _ => (id_arg(a[1]), id_arg(a[2])),
     };
     let target = match call {
-        Call::Fd | Call::Id(_) | Call::Stat(_) => fd_path(proc_dir, a[0] as i32),
         Call::Path { follow } => read_path(fd, req, proc_dir, a[0])
             .and_then(|p| resolve(proc_dir, libc::AT_FDCWD, &p, follow)),
         Call::At => {
@@ -464,6 +491,7 @@ fn handle(fd: RawFd, req: &libc::seccomp_notif, proc_dir: &Path, record: &File) 
                 Err(e) => Err(e),
             }
         }
+        _ => fd_path(proc_dir, a[0] as i32),
     };
     let mappable = [uid, gid].iter().all(|id| matches!(id, None | Some(0)));
     let target = match target {
@@ -495,13 +523,9 @@ fn handle(fd: RawFd, req: &libc::seccomp_notif, proc_dir: &Path, record: &File) 
             uid,
             gid,
         };
-        if let Ok(mut line) = serde_json::to_string(&rec) {
-            line.push('\n');
-            let mut w: &File = record;
-            if let Err(e) = w.write_all(line.as_bytes()) {
-                // Unrecorded, the chown would be lost silently: fail it instead.
-                return errno(&e);
-            }
+        if let Err(e) = append(record, &rec) {
+            // Unrecorded, the chown would be lost silently: fail it instead.
+            return errno(&e);
         }
     }
     if mappable {
@@ -552,6 +576,41 @@ fn stat(fd: RawFd, req: &libc::seccomp_notif, proc_dir: &Path, call: StatCall) -
         Some(()) => Answer::Value(0),
         None => Answer::Continue,
     }
+}
+
+/// Before a creating call of a process that appears as another user (`fs`: its filesystem ids):
+/// notes the file it will make, to be given those ids ([`owners::flush`]); a symlink, which
+/// cannot hold the xattr, gets them through the record file instead. Best effort: a lost note
+/// leaves the one mapped id as the owner.
+fn created(
+    fd: RawFd,
+    req: &libc::seccomp_notif,
+    dir: &Path,
+    c: Creates,
+    fs: (u32, u32),
+    record: &File,
+    made: &owners::Pending,
+) {
+    if fs == (0, 0) {
+        return;
+    }
+    match new_path(fd, req, dir, c) {
+        Some(p) if c.link => {
+            let (uid, gid) = (Some(fs.0), Some(fs.1));
+            let path = p.to_string_lossy().into_owned();
+            let _ = append(record, &RecordedChown { path, uid, gid });
+        }
+        Some(p) => owners::note(made, p, fs),
+        None => {}
+    }
+}
+
+/// One line of the record file.
+fn append(record: &File, rec: &RecordedChown) -> std::io::Result<()> {
+    let mut line = serde_json::to_string(rec).map_err(std::io::Error::other)?;
+    line.push('\n');
+    let mut w: &File = record;
+    w.write_all(line.as_bytes())
 }
 
 /// The NUL-terminated string at `addr` in the caller's memory (at most PATH_MAX bytes).
@@ -611,18 +670,7 @@ fn resolve(
     path: &str,
     follow: bool,
 ) -> std::io::Result<Option<PathBuf>> {
-    if path.is_empty() {
-        return Err(std::io::Error::from_raw_os_error(libc::ENOENT));
-    }
-    let joined = if let Some(rel) = path.strip_prefix('/') {
-        // The caller's root (it may have chrooted) as seen from pid 1's root.
-        std::fs::read_link(proc_dir.join("root"))?.join(rel)
-    } else {
-        match fd_path(proc_dir, dirfd)? {
-            Some(base) => base.join(path),
-            None => return Err(std::io::Error::from_raw_os_error(libc::ENOTDIR)),
-        }
-    };
+    let joined = join(proc_dir, dirfd, path)?;
     let resolved = match (follow, joined.parent(), joined.file_name()) {
         (false, Some(parent), Some(name)) => {
             let p = std::fs::canonicalize(parent)?.join(name);
@@ -632,6 +680,34 @@ fn resolve(
         _ => std::fs::canonicalize(&joined)?,
     };
     Ok(Some(resolved))
+}
+
+/// `path` (relative to the caller's `dirfd`) as seen from pid 1, nothing resolved.
+fn join(proc_dir: &Path, dirfd: i32, path: &str) -> std::io::Result<PathBuf> {
+    if path.is_empty() {
+        return Err(std::io::Error::from_raw_os_error(libc::ENOENT));
+    }
+    if let Some(rel) = path.strip_prefix('/') {
+        // The caller's root (it may have chrooted) as seen from pid 1's root.
+        return Ok(std::fs::read_link(proc_dir.join("root"))?.join(rel));
+    }
+    match fd_path(proc_dir, dirfd)? {
+        Some(base) => Ok(base.join(path)),
+        None => Err(std::io::Error::from_raw_os_error(libc::ENOTDIR)),
+    }
+}
+
+/// The file a creating call will make: its parent resolved, its name not there yet (None when
+/// it exists already, as an O_CREAT open of an existing file makes nothing).
+fn new_path(fd: RawFd, req: &libc::seccomp_notif, proc_dir: &Path, c: Creates) -> Option<PathBuf> {
+    let a = req.data.args;
+    let dirfd = c.dirfd.map_or(libc::AT_FDCWD, |i| a[i] as i32);
+    let p = read_path(fd, req, proc_dir, a[c.path]).ok()?;
+    let joined = join(proc_dir, dirfd, &p).ok()?;
+    let made = std::fs::canonicalize(joined.parent()?)
+        .ok()?
+        .join(joined.file_name()?);
+    std::fs::symlink_metadata(&made).is_err().then_some(made)
 }
 
 /// The recorded chowns of a run, one per path, ids merged in order (a later -1 keeps an earlier id).
@@ -656,6 +732,10 @@ pub(crate) fn read_records(run_dir: &Path) -> Vec<RecordedChown> {
 mod tests {
     use super::*;
 
+    fn is_arch_k(k: u32) -> bool {
+        k == AUDIT_ARCH_X86_64 || k == AUDIT_ARCH_AARCH64
+    }
+
     #[test]
     fn filter_jumps_land_on_notify_and_arches_skip_their_block() {
         let p = filter();
@@ -665,19 +745,27 @@ mod tests {
         let mut nrs = Vec::new();
         for (i, ins) in p.iter().enumerate() {
             let is_jeq = u32::from(ins.code) == (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K);
-            if is_jeq && ins.jt > 0 {
+            if is_jeq && ins.jt > 0 && !is_arch_k(ins.k) {
                 assert_eq!(i + 1 + ins.jt as usize, notify, "jeq {} at {i}", ins.k);
                 nrs.push(ins.k);
             }
-            if is_jeq && ins.jf > 0 {
+            let is_arch = ins.k == AUDIT_ARCH_X86_64 || ins.k == AUDIT_ARCH_AARCH64;
+            if is_jeq && is_arch {
                 // An arch check: skipping lands on the next arch check or the final allow.
                 let to = &p[i + 1 + ins.jf as usize];
                 assert!(to.k == AUDIT_ARCH_AARCH64 || to.k == libc::SECCOMP_RET_ALLOW);
             }
+            let is_jset = u32::from(ins.code) == (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K);
+            if is_jset {
+                // open/openat: only with O_CREAT, after loading the flags argument.
+                assert_eq!(ins.k, libc::O_CREAT as u32);
+                assert_eq!(i + 1 + ins.jt as usize, notify);
+                nrs.push(p[i - 2].k);
+            }
         }
         let want: Vec<u32> = calls().iter().map(|c| c.1).collect();
         assert_eq!(nrs, want);
-        assert!(nrs.starts_with(&[92, 93, 94, 260, 4, 5, 6, 262, 332, 102]));
+        assert!(nrs.starts_with(&[92, 93, 94, 260, 4, 5, 6, 262, 332, 2, 257]));
         assert_eq!(
             call_of(AUDIT_ARCH_X86_64, 117),
             Some(Call::Id(IdCall::SetResUid))

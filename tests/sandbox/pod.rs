@@ -7,7 +7,7 @@
 //!
 //! - the shipped profile deploy/seccomp/kiln.json: the ladder steps down to single-uid (set-uid
 //!   newuidmap is useless under no_new_privs) and `apt-get install jq` + `useradd -m app` +
-//!   `USER app` gives the root build's file tree, owners included;
+//!   `USER app` + a RUN making files as app gives the root build's file tree, owners included;
 //! - podman's default profile: builds, with one warning naming sethostname and kiln.json; a
 //!   containerd-like profile refusing unshare: COPY-only builds, RUN fails at once with one
 //!   message naming unshare(CLONE_NEWUSER) and the profile;
@@ -27,6 +27,7 @@ const APT_USERADD: &str = "FROM debian:bookworm
 RUN apt-get update && apt-get install -y --no-install-recommends jq
 RUN useradd -m app
 USER app
+RUN mkdir /home/app/d && echo hi > /home/app/d/f && ln -s f /home/app/d/l
 ";
 
 /// Files whose content records when or in which order things ran, on any two builds.
@@ -332,12 +333,18 @@ fn restricted_pod_builds_apt_and_useradd_like_root() {
             }
         }
     }
-    let last = layer_entries(pod_img.layers.last().unwrap());
-    assert_eq!((last["home/app"].uid, last["home/app"].gid), (1000, 1000));
+    let useradd = layer_entries(&pod_img.layers[2]);
+    let owner = |l: &std::collections::BTreeMap<String, Entry>, p: &str| (l[p].uid, l[p].gid);
+    assert_eq!(owner(&useradd, "home/app"), (1000, 1000));
     assert_eq!(
-        last["etc/gshadow"].gid, 42,
-        "shadow's group survives useradd"
+        owner(&useradd, "etc/gshadow"),
+        (0, 42),
+        "shadow's group survives"
     );
+    let last = layer_entries(pod_img.layers.last().unwrap());
+    for made in ["home/app/d", "home/app/d/f", "home/app/d/l"] {
+        assert_eq!(owner(&last, made), (1000, 1000), "{made}");
+    }
     assert!(layer_entries(&pod_img.layers[1]).contains_key("usr/bin/jq"));
 }
 
