@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 packages=(docker-registry skopeo umoci oci-image-tool pigz zstd busybox-static uidmap fuse-overlayfs
           openssl apache2-utils xz-utils bzip2 gzip tar file procps iproute2 python3 python3-venv
-          mmdebstrap qemu-user-static openssh-client jq)
+          mmdebstrap qemu-user-static openssh-client jq podman)
 missing=()
 # The multi-platform tests assemble an arm64 busybox base from Debian's arm64 busybox-static
 # (testdata/busybox/make-index.sh downloads it with apt-get download), so dpkg must know arm64.

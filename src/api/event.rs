@@ -95,6 +95,9 @@ pub enum BuildEvent {
         rung: String,
         snapshotter: String,
         warnings: Vec<String>,
+        /// The stronger rungs that do not work here, each with why (`full: …`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        unavailable: Vec<String>,
     },
     /// Bytes of a layer written so far (compressed).
     StepProgress {
@@ -190,8 +193,12 @@ impl BuildEvent {
                 rung,
                 snapshotter,
                 warnings,
+                unavailable,
             } => {
                 let mut text = format!("sandbox: {rung} rung, {snapshotter} snapshots");
+                for u in unavailable {
+                    text.push_str(&format!("\n  not {u}"));
+                }
                 for w in warnings {
                     text.push_str(&format!("\nWARNING: {w}"));
                 }

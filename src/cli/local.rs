@@ -243,15 +243,13 @@ pub(super) fn cmd_info(root: &Option<PathBuf>) -> Result<i32> {
     outln!("images: {}", store.tags()?.len())?;
     print_usage(&store)?;
     let probe = exec::probe(&exec::SandboxConfig::new(&root.join("exec")));
+    outln!("running as: {}", exec::identity())?;
     match probe.rung {
         Some(r) => outln!("sandbox: {r}")?,
-        None => outln!("sandbox: none works here")?,
+        None => outln!("sandbox: none works here (builds without RUN still work)")?,
     }
     for (rung, why) in &probe.reasons {
-        outln!(
-            "  {} unavailable: {why}",
-            format!("{rung:?}").to_lowercase()
-        )?;
+        outln!("  {rung} unavailable: {why}")?;
     }
     outln!(
         "snapshotter: {}",

@@ -643,6 +643,11 @@ impl Engine<'_> {
                 rung: rung.to_string(),
                 snapshotter: probe.snapshotter.to_string(),
                 warnings: probe.warnings.clone(),
+                unavailable: probe
+                    .reasons
+                    .iter()
+                    .map(|(r, why)| format!("{r}: {why}"))
+                    .collect(),
             });
         }
         let scratch = tempfile::Builder::new()

@@ -199,7 +199,18 @@ fn pid1(
         mounts::bind_emulator(rootfs, emu)?;
     }
     if spec.rung != Rung::Chroot {
-        nix::unistd::sethostname(&spec.hostname).map_err(|e| format!("sethostname: {e}"))?;
+        // Only cosmetic: a refused sethostname (the runtime's default seccomp profile allows it
+        // only with CAP_SYS_ADMIN in the container) leaves the pod's name and steps down nothing.
+        // Said once, by the probe (`kiln info`, the build's sandbox line), not at every step.
+        let set = nix::unistd::sethostname(&spec.hostname);
+        if let (Err(e), true) = (set, hs.probe_only) {
+            report(&Status::Warning(format!(
+                "sethostname was refused ({e}): RUN sees the container's hostname, not {:?} \
+                 (the runtime's default seccomp profile allows sethostname only with \
+                 CAP_SYS_ADMIN; deploy/seccomp/kiln.json allows it)",
+                spec.hostname
+            )));
+        }
     }
     mounts::pivot(rootfs)?;
     if spec.network == Network::None {
@@ -213,17 +224,11 @@ fn pid1(
     let cwd = if spec.cwd.is_empty() { "/" } else { &spec.cwd };
     std::fs::create_dir_all(cwd)
         .map_err(|e| format!("creating the working directory {cwd}: {e}"))?;
-    // The recorder reads the command's /proc/<pid>: the pids it gets are of our pid namespace.
-    let record = match record {
-        Some(_) if std::fs::read_link("/proc/self").ok() != Some(PathBuf::from("1")) => {
-            report(&Status::Warning(
-                "single-uid sandbox without a /proc of its own: chown to ids other than 0 fails"
-                    .into(),
-            ));
-            None
-        }
-        r => r,
-    };
+    // The recorder reads the command's /proc/<pid>. Its pids are of our pid namespace; a /proc
+    // that is not our own (a container's masked /proc refuses a fresh mount, so the host's was
+    // bound) numbers them in the outer namespace, and the recorder translates.
+    let own_proc = std::fs::read_link("/proc/self").ok() == Some(PathBuf::from("1"))
+        || spec.rung == Rung::Chroot;
     let channel = match record {
         Some(_) => Some(seccomp::channel()?),
         None => None,
@@ -238,17 +243,23 @@ fn pid1(
         }
         ForkResult::Parent { child } => child,
     };
+    let mut made = None;
     if let (Some((theirs, ours)), Some(record)) = (channel, record) {
         // Our copy of the command's end closed, a command that dies before sending reads as EOF.
         drop(theirs);
         if let Some(listener) = seccomp::receive(ours)? {
-            seccomp::supervise(listener, record);
+            let creds = super::ids::Creds::of_user(user.uid, user.gid, &user.groups);
+            made = Some(seccomp::supervise(listener, record, own_proc, creds));
         }
     }
     // Reap everything (orphans re-parent to pid 1); the command's status is the result.
     loop {
         match waitpid(Pid::from_raw(-1), None) {
             Ok(WaitStatus::Exited(p, code)) if p == cmd => {
+                // Owners of files made as another user, before the step's changes are read.
+                if let Some(m) = &made {
+                    super::owners::flush(m);
+                }
                 report(&Status::Exit(code));
                 break;
             }
@@ -316,26 +327,12 @@ fn exec_command(
     if let Err(e) = super::limits::apply(&spec.ulimits, spec.rung) {
         return e;
     }
-    let groups: Vec<Gid> = user.groups.iter().map(|g| Gid::from_raw(*g)).collect();
-    if let Err(e) = nix::unistd::setgroups(&groups) {
-        // The single-uid rung cannot set groups (setgroups is denied there).
-        if spec.rung != Rung::SingleUid {
-            return format!("setgroups: {e}");
+    // The single-uid rung keeps the one mapped id for real: the recorder's credentials table
+    // gives the command its user (see `ids`).
+    if recorder.is_none() {
+        if let Err(e) = set_user(spec.rung, user) {
+            return e;
         }
-    }
-    if let Err(e) = nix::unistd::setresgid(
-        Gid::from_raw(user.gid),
-        Gid::from_raw(user.gid),
-        Gid::from_raw(user.gid),
-    ) {
-        return format!("setgid {}: {e}", user.gid);
-    }
-    if let Err(e) = nix::unistd::setresuid(
-        Uid::from_raw(user.uid),
-        Uid::from_raw(user.uid),
-        Uid::from_raw(user.uid),
-    ) {
-        return format!("setuid {}: {e}", user.uid);
     }
     // SAFETY: PR_SET_NO_NEW_PRIVS with constant integer arguments touches no memory of ours.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as libc::c_ulong, 0, 0, 0) } != 0 {
@@ -365,6 +362,21 @@ fn exec_command(
     cmd.env("HOSTNAME", &spec.hostname);
     let e = cmd.exec();
     format!("executing {prog:?}: {e}")
+}
+
+/// The step's user for real: groups, gid, uid.
+fn set_user(rung: Rung, user: &super::user::ExecUser) -> Result<(), String> {
+    let groups: Vec<Gid> = user.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+    if let Err(e) = nix::unistd::setgroups(&groups) {
+        // The single-uid rung cannot set groups (setgroups is denied there).
+        if rung != Rung::SingleUid {
+            return Err(format!("setgroups: {e}"));
+        }
+    }
+    let gid = Gid::from_raw(user.gid);
+    nix::unistd::setresgid(gid, gid, gid).map_err(|e| format!("setgid {}: {e}", user.gid))?;
+    let uid = Uid::from_raw(user.uid);
+    nix::unistd::setresuid(uid, uid, uid).map_err(|e| format!("setuid {}: {e}", user.uid))
 }
 
 /// A fresh network namespace has `lo` down; bring it up so that 127.0.0.1 works.

@@ -10,7 +10,12 @@
 //! `no_new_privs` and the requested user. Rootless kiln first re-execs itself into a user
 //! namespace ([`maybe_reexec_into_userns`]); the helper inherits it. On the single-uid rung a
 //! seccomp user-notification filter lets pid 1 record the command's chowns instead of the kernel
-//! refusing them ([`Outcome::recorded_chowns`]).
+//! refusing them ([`Outcome::recorded_chowns`], and [`OWNER_XATTR`] beside the file), fake the
+//! id calls (apt's drop to `_apt`, `USER`) and show recorded owners to stat.
+//!
+//! Each rung that fails steps down to the next and the probe keeps why ([`Probe::reasons`]):
+//! newuidmap refused (no_new_privs) → single-uid; user namespaces denied → no rung, builds
+//! without RUN still work; sethostname refused → a warning; no /proc of its own → the host's.
 //!
 //! Mount points missing from the rootfs are never written into an overlay upper directory: they
 //! live in a per-run skeleton directory added as the lowest overlay layer. On a plain directory
@@ -22,8 +27,11 @@
 mod cgroup;
 pub mod emulate;
 mod helper;
+mod ids;
 mod limits;
 mod mounts;
+mod owners;
+mod pids;
 mod probe;
 mod seccomp;
 mod user;
@@ -34,7 +42,8 @@ pub use emulate::{EmulateError, Emulation, Runner};
 pub use helper::sandbox_main;
 pub use limits::{HostEntry, Ulimit};
 pub use mounts::{overlay_opaque_xattr, platform_ca_bundle, step_env, CA_TARGET, PLATFORM_CA_DIR};
-pub use probe::{probe, Probe};
+pub use owners::OWNER_XATTR;
+pub use probe::{identity, probe, Probe};
 pub use userns::maybe_reexec_into_userns;
 
 use crate::snapshot::{Mounts, SnapshotterKind};
@@ -85,8 +94,20 @@ pub enum ExecError {
     Cgroup(String),
     #[error("entering a user namespace: {0}")]
     UserNamespace(String),
-    #[error("no sandbox rung works here: {}", .0.iter().map(|(r, w)| format!("{r:?}: {w}")).collect::<Vec<_>>().join("; "))]
+    #[error("no sandbox rung works here: {}", no_rung_text(.0))]
     NoRung(Vec<(Rung, String)>),
+}
+
+/// Each rung and why; one reason when every rung failed for the same one (user namespaces denied).
+fn no_rung_text(reasons: &[(Rung, String)]) -> String {
+    match reasons {
+        [(_, first), rest @ ..] if rest.iter().all(|(_, w)| w == first) => first.clone(),
+        _ => reasons
+            .iter()
+            .map(|(r, w)| format!("{r}: {w}"))
+            .collect::<Vec<_>>()
+            .join("; "),
+    }
 }
 
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ExecError {

@@ -42,35 +42,69 @@ pub fn probe(cfg: &SandboxConfig) -> Probe {
 fn precheck(rung: Rung) -> Result<(), String> {
     let root = nix::unistd::geteuid().is_root();
     match (rung, super::userns::rootless_mode()) {
-        (_, None) if !root => Err("not root and not inside kiln's user namespace \
-                                   (main must call maybe_reexec_into_userns first)"
-            .into()),
-        (Rung::Full | Rung::NoProc, Some("single")) => Err("only one uid is mapped: no \
-            /etc/subuid and /etc/subgid range for this user (add one with usermod --add-subuids)"
-            .into()),
+        // Root lands here only without CAP_SYS_ADMIN (see `userns`): nothing to try either.
+        (_, None) if !root || super::userns::no_userns_reason().is_some() => {
+            Err(match super::userns::no_userns_reason() {
+                Some(why) => why.to_string(),
+                None => "not root and not inside kiln's user namespace \
+                     (main must call maybe_reexec_into_userns first)"
+                    .into(),
+            })
+        }
+        (Rung::Full | Rung::NoProc, Some("single")) => Err(super::userns::single_reason()),
         _ => Ok(()),
     }
 }
 
+/// Where kiln runs, for `kiln info`: root, root in a user namespace (a user-namespaced pod,
+/// `hostUsers: false`), or rootless in kiln's own user namespace.
+pub fn identity() -> String {
+    let map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
+    let ids: u64 = map
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2)?.parse::<u64>().ok())
+        .sum();
+    let nnp = super::userns::status_field("NoNewPrivs").as_deref() == Some("1");
+    let nnp = if nnp { ", no_new_privs set" } else { "" };
+    match super::userns::rootless_mode() {
+        Some(mode) => {
+            format!("rootless, in kiln's own user namespace ({mode}: {ids} id(s) mapped){nnp}")
+        }
+        None if !nix::unistd::geteuid().is_root() => {
+            format!(
+                "uid {} without a user namespace{nnp}",
+                nix::unistd::geteuid()
+            )
+        }
+        None if super::mounts::in_user_namespace() => format!(
+            "root inside a user namespace ({ids} id(s) mapped, no subordinate ranges needed){nnp}"
+        ),
+        None => format!("root{nnp}"),
+    }
+}
+
+/// Sets up `rung` over `rootfs` for real; Ok holds the helper's warnings.
 fn try_mount(
     cfg: &SandboxConfig,
     rung: Rung,
     rootfs: Mount,
     dir: &Path,
     n: usize,
-) -> Result<(), String> {
+) -> Result<Vec<String>, String> {
     let run_dir = dir.join(format!("run{n}"));
     let spec = SandboxSpec::new(vec![rootfs], Vec::new(), rung);
+    let mut warnings = Vec::new();
     let res = run_in(
         cfg,
         &spec,
         &Cancel::new(),
-        &mut |_| {},
+        // The helper's warnings (sethostname denied, no /proc of its own) come as output lines.
+        &mut |l| warnings.extend(l.0.strip_prefix("kiln: ").map(str::to_string)),
         &run_dir,
         &Err("probe".into()),
         true,
     );
-    res.map(|_| ()).map_err(|e| e.to_string())
+    res.map(|_| warnings).map_err(|e| e.to_string())
 }
 
 fn probe_uncached(cfg: &SandboxConfig) -> Probe {
@@ -104,19 +138,23 @@ fn probe_uncached(cfg: &SandboxConfig) -> Probe {
     for rung in candidates {
         n += 1;
         match precheck(rung).and_then(|()| try_mount(cfg, rung, plain.clone(), &dir, n)) {
-            Ok(()) => {
+            Ok(warnings) => {
                 p.rung = Some(rung);
+                p.warnings.extend(warnings);
                 break;
             }
             Err(why) => p.reasons.push((rung, why)),
         }
     }
     if p.rung == Some(Rung::SingleUid) {
-        p.warnings.push("single-uid sandbox: only one id is mapped; chown inside RUN is \
-            recorded in the layer but not applied, so later commands in the same step still see the \
-            old owner (stat, ls -l); tools like apt still need more ids (setgroups/setuid to an \
-            unmapped id fails): add /etc/subuid and /etc/subgid ranges"
-            .into());
+        p.warnings.push(
+            "single-uid sandbox: only one id is mapped; other owners and ids are \
+            faked (chown, stat, setuid/setgroups answered by kiln through seccomp user \
+            notification) and written into the layer, but files a command creates while it \
+            appears as another user belong to root in the layer: add /etc/subuid and /etc/subgid \
+            ranges (without no_new_privs) for real ids"
+                .into(),
+        );
     }
     let kinds = match cfg.snapshotter {
         SnapshotterKind::Auto => vec![
@@ -150,7 +188,7 @@ fn probe_uncached(cfg: &SandboxConfig) -> Probe {
                 _ => plain.clone(),
             };
             match try_mount(cfg, rung, mnt, &dir, n) {
-                Ok(()) => {
+                Ok(_) => {
                     p.snapshotter = kind;
                     break;
                 }

@@ -1,15 +1,24 @@
-//! The single-uid rung's chown recorder: a seccomp filter in the command's process sends every
+//! The single-uid rung's supervisor: a seccomp filter in the command's process sends every
 //! chown-family syscall to kiln's pid 1 (`SECCOMP_RET_USER_NOTIF`, Linux ≥ 5.0), which resolves the
-//! target path in the container, appends (path, uid, gid) to a JSON-lines file in the run dir and
-//! answers success without changing anything — only one id is mapped, so the kernel would refuse
-//! the call with EINVAL. Calls whose ids are all 0 or -1 (mappable) are let through
-//! (`SECCOMP_USER_NOTIF_FLAG_CONTINUE`, Linux ≥ 5.5) and recorded too, so that the last chown of
-//! a path wins.
+//! target path in the container, appends (path, uid, gid) to a JSON-lines file in the run dir,
+//! keeps the owner beside the file (`owners`) and answers success without changing anything —
+//! only one id is mapped, so the kernel would refuse the call with EINVAL. Calls whose ids are all
+//! 0 or -1 (mappable) are let through (`SECCOMP_USER_NOTIF_FLAG_CONTINUE`, Linux ≥ 5.5) and
+//! recorded too, so that the last chown of a path wins. The same filter sends the id calls
+//! (setuid, setresgid, setgroups, getresuid, …), answered from pid 1's credentials table
+//! (`ids`), and the stat calls, answered with the recorded owner for a file that has one.
 //!
-//! The filter is not a security boundary: it allows everything but chown, fchown, lchown and
-//! fchownat of the native ABIs (x86_64, aarch64); x32 and 32-bit compat calls pass unchanged.
+//! pid 1 reads the caller's /proc/<pid>; where /proc is not its own (a container's masked /proc
+//! refuses a fresh mount and the host's is bound), notification pids are translated through
+//! `NSpid` (proc(5)).
+//!
+//! The filter is not a security boundary: it allows everything but those calls of the native
+//! ABIs (x86_64, aarch64); x32 and 32-bit compat calls pass unchanged.
 //! Must NOT: apply a chown to an unmapped id, or decide what reaches a layer (the build does).
 
+use super::ids::{Creds, IdCall, Reply, Table};
+use super::owners::{self, StatKind};
+use super::pids::Pids;
 use super::RecordedChown;
 use nix::sys::socket::{self, ControlMessage, ControlMessageOwned, MsgFlags};
 use std::collections::BTreeMap;
@@ -35,7 +44,88 @@ enum Call {
     Fd,
     /// fchownat(dirfd, path, uid, gid, flags).
     At,
+    /// An id call, answered from pid 1's credentials table (see `ids`).
+    Id(IdCall),
+    /// A stat call, answered with the recorded owner when the file has one (see `owners`).
+    Stat(StatCall),
+    /// A call that may create a file, noted when the caller appears as another user.
+    Create(Creates),
 }
+
+/// Where a creating call's path is: the dir fd argument (None: AT_FDCWD) and the path argument.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Creates {
+    dirfd: Option<usize>,
+    path: usize,
+    /// symlink, symlinkat: what they make cannot hold an xattr; its owner goes to the record.
+    link: bool,
+}
+
+const fn creates(dirfd: Option<usize>, path: usize) -> Creates {
+    Creates {
+        dirfd,
+        path,
+        link: false,
+    }
+}
+
+const fn link(dirfd: Option<usize>, path: usize) -> Creates {
+    Creates {
+        dirfd,
+        path,
+        link: true,
+    }
+}
+
+/// The creating calls, and the flags argument the filter checks for O_CREAT (open, openat:
+/// only those that may create reach pid 1).
+const CREATES: [(u32, u32, Creates, Option<u32>); 13] = [
+    (AUDIT_ARCH_X86_64, 2, creates(None, 0), Some(1)),
+    (AUDIT_ARCH_X86_64, 257, creates(Some(0), 1), Some(2)),
+    (AUDIT_ARCH_X86_64, 85, creates(None, 0), None),
+    (AUDIT_ARCH_X86_64, 83, creates(None, 0), None),
+    (AUDIT_ARCH_X86_64, 258, creates(Some(0), 1), None),
+    (AUDIT_ARCH_X86_64, 133, creates(None, 0), None),
+    (AUDIT_ARCH_X86_64, 259, creates(Some(0), 1), None),
+    (AUDIT_ARCH_X86_64, 88, link(None, 1), None),
+    (AUDIT_ARCH_X86_64, 266, link(Some(1), 2), None),
+    (AUDIT_ARCH_AARCH64, 56, creates(Some(0), 1), Some(2)),
+    (AUDIT_ARCH_AARCH64, 34, creates(Some(0), 1), None),
+    (AUDIT_ARCH_AARCH64, 33, creates(Some(0), 1), None),
+    (AUDIT_ARCH_AARCH64, 36, link(Some(1), 2), None),
+];
+
+/// The flags argument the filter tests for O_CREAT before notifying, if any.
+fn flags_arg(arch: u32, nr: u32) -> Option<u32> {
+    CREATES
+        .iter()
+        .find(|c| c.0 == arch && c.1 == nr)
+        .and_then(|c| c.3)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum StatCall {
+    /// stat(path, buf) / lstat (`follow` false).
+    Path { follow: bool },
+    /// fstat(fd, buf).
+    Fd,
+    /// newfstatat(dirfd, path, buf, flags).
+    At,
+    /// statx(dirfd, path, flags, mask, buf).
+    Statx,
+}
+
+/// The stat calls (same tables as `CALLS`).
+const STATS: [(u32, u32, StatCall); 8] = [
+    (AUDIT_ARCH_X86_64, 4, StatCall::Path { follow: true }),
+    (AUDIT_ARCH_X86_64, 5, StatCall::Fd),
+    (AUDIT_ARCH_X86_64, 6, StatCall::Path { follow: false }),
+    (AUDIT_ARCH_X86_64, 262, StatCall::At),
+    (AUDIT_ARCH_X86_64, 332, StatCall::Statx),
+    (AUDIT_ARCH_AARCH64, 79, StatCall::At),
+    (AUDIT_ARCH_AARCH64, 80, StatCall::Fd),
+    (AUDIT_ARCH_AARCH64, 291, StatCall::Statx),
+];
 
 /// (arch, syscall number, call), both ABIs whatever kiln was built for: the filter checks the arch
 /// field itself. Numbers from arch/x86/entry/syscalls/syscall_64.tbl and
@@ -49,9 +139,32 @@ const CALLS: [(u32, u32, Call); 6] = [
     (AUDIT_ARCH_AARCH64, 55, Call::Fd),
 ];
 
+/// The chown calls and the id calls, arch by arch.
+fn calls() -> Vec<(u32, u32, Call)> {
+    let ids = |arch: u32, table: &[(u32, IdCall)]| -> Vec<(u32, u32, Call)> {
+        table
+            .iter()
+            .map(|(n, c)| (arch, *n, Call::Id(*c)))
+            .collect()
+    };
+    let mut v = Vec::new();
+    for arch in [AUDIT_ARCH_X86_64, AUDIT_ARCH_AARCH64] {
+        v.extend(CALLS.iter().filter(|c| c.0 == arch).copied());
+        let stats = STATS.iter().filter(|c| c.0 == arch);
+        v.extend(stats.map(|(a, n, c)| (*a, *n, Call::Stat(*c))));
+        let made = CREATES.iter().filter(|c| c.0 == arch);
+        v.extend(made.map(|(a, n, c, _)| (*a, *n, Call::Create(*c))));
+        v.extend(match arch {
+            AUDIT_ARCH_X86_64 => ids(arch, &super::ids::X86_64),
+            _ => ids(arch, &super::ids::AARCH64),
+        });
+    }
+    v
+}
+
 fn call_of(arch: u32, nr: i32) -> Option<Call> {
-    CALLS
-        .iter()
+    calls()
+        .into_iter()
         .find(|(a, n, _)| *a == arch && i64::from(*n) == i64::from(nr))
         .map(|c| c.2)
 }
@@ -75,34 +188,55 @@ fn jeq(k: u32, jt: usize, jf: usize) -> libc::sock_filter {
 }
 
 /// `ld arch; per arch: jeq arch (else next arch); ld nr; jeq nr → notify …; allow`; then
-/// `allow` (unknown arch) and the shared `notify` at the end.
+/// `allow` (unknown arch) and the shared `notify` at the end. A call with a flags argument
+/// (open, openat) notifies only with O_CREAT set: `jeq nr; ld args[i]; jset O_CREAT → notify;
+/// allow`.
 fn filter() -> Vec<libc::sock_filter> {
     let ld = |off: usize| stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, off as u32);
     let ret = |k: u32| stmt(libc::BPF_RET | libc::BPF_K, k);
-    // offsetof(struct seccomp_data, nr) = 0, arch = 4.
-    let mut arches: Vec<u32> = CALLS.iter().map(|c| c.0).collect();
+    let jset = |k: u32| libc::sock_filter {
+        code: (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    // offsetof(struct seccomp_data, nr) = 0, arch = 4, args = 16 (u64 each, low word first on
+    // these little-endian arches).
+    let all = calls();
+    let mut arches: Vec<u32> = all.iter().map(|c| c.0).collect();
     arches.dedup();
-    let blocks: Vec<(u32, Vec<u32>)> = arches
-        .iter()
-        .map(|a| {
-            let nrs = CALLS.iter().filter(|c| c.0 == *a).map(|c| c.1).collect();
-            (*a, nrs)
-        })
-        .collect();
-    let len = 1 + blocks.iter().map(|(_, n)| 3 + n.len()).sum::<usize>() + 2;
-    let notify_at = len - 1;
     let mut prog = vec![ld(4)];
-    for (arch, nrs) in &blocks {
-        prog.push(jeq(*arch, 0, nrs.len() + 2));
+    // Instructions whose true branch goes to `notify`, patched once its place is known.
+    let mut to_notify = Vec::new();
+    for arch in arches {
+        let arch_check = prog.len();
+        prog.push(jeq(arch, 0, 0));
         prog.push(ld(0));
-        for nr in nrs {
-            let here = prog.len();
-            prog.push(jeq(*nr, notify_at - here - 1, 0));
+        for (_, nr, _) in all.iter().filter(|c| c.0 == arch) {
+            match flags_arg(arch, *nr) {
+                None => {
+                    to_notify.push(prog.len());
+                    prog.push(jeq(*nr, 0, 0));
+                }
+                Some(i) => {
+                    prog.push(jeq(*nr, 0, 3));
+                    prog.push(ld(16 + 8 * i as usize));
+                    to_notify.push(prog.len());
+                    prog.push(jset(libc::O_CREAT as u32));
+                    prog.push(ret(libc::SECCOMP_RET_ALLOW));
+                }
+            }
         }
         prog.push(ret(libc::SECCOMP_RET_ALLOW));
+        // A different arch skips to the next arch check (or the final allow).
+        prog[arch_check].jf = (prog.len() - arch_check - 1) as u8;
     }
     prog.push(ret(libc::SECCOMP_RET_ALLOW));
+    let notify_at = prog.len();
     prog.push(ret(libc::SECCOMP_RET_USER_NOTIF));
+    for i in to_notify {
+        prog[i].jt = (notify_at - i - 1) as u8;
+    }
     prog
 }
 
@@ -215,8 +349,21 @@ pub(super) fn receive(sock: OwnedFd) -> Result<Option<OwnedFd>, String> {
 }
 
 /// In pid 1: answer notifications on a thread of their own until the process exits.
-pub(super) fn supervise(listener: OwnedFd, record: File) {
-    std::thread::spawn(move || serve(&listener, &record));
+/// `own_proc`: /proc numbers pids in pid 1's pid namespace (else they are translated).
+/// `creds`: the step's user, which every process starts as. Returns the files made by
+/// processes that appear as another user, for pid 1 to [`owners::flush`] once the command ended.
+pub(super) fn supervise(
+    listener: OwnedFd,
+    record: File,
+    own_proc: bool,
+    creds: Creds,
+) -> owners::Pending {
+    let mut pids = Pids::new(own_proc);
+    let mut table = Table::new(creds);
+    let pending = owners::Pending::default();
+    let made = pending.clone();
+    std::thread::spawn(move || serve(&listener, &record, &mut pids, &mut table, &made));
+    pending
 }
 
 fn id_valid(fd: RawFd, id: u64) -> bool {
@@ -229,12 +376,20 @@ fn id_valid(fd: RawFd, id: u64) -> bool {
 enum Answer {
     /// Pretend success.
     Done,
+    /// Return this value.
+    Value(i64),
     /// Let the kernel perform the call.
     Continue,
     Errno(i32),
 }
 
-fn serve(listener: &OwnedFd, record: &File) {
+fn serve(
+    listener: &OwnedFd,
+    record: &File,
+    pids: &mut Pids,
+    table: &mut Table,
+    made: &owners::Pending,
+) {
     let fd = listener.as_raw_fd();
     loop {
         // SAFETY: seccomp_notif is plain old data; the kernel wants it zeroed before RECV.
@@ -255,7 +410,24 @@ fn serve(listener: &OwnedFd, record: &File) {
                 _ => return,
             }
         }
-        let answer = handle(fd, &req, record);
+        let answer = match (pids.dir(req.pid), call_of(req.data.arch, req.data.nr)) {
+            (None, _) => Answer::Errno(libc::ESRCH),
+            (Some(dir), Some(Call::Id(c))) => match table.handle(c, &req.data.args, &dir) {
+                Reply::Value(v) => Answer::Value(v),
+                Reply::Errno(e) => Answer::Errno(e),
+            },
+            (Some(dir), Some(Call::Stat(c))) => {
+                // A file made since is stat()ed with the owner it was made with.
+                owners::flush(made);
+                stat(fd, &req, &dir, c)
+            }
+            (Some(dir), Some(Call::Create(c))) => {
+                owners::flush(made);
+                created(fd, &req, &dir, c, table.fs_ids(&dir), record, made);
+                Answer::Continue
+            }
+            (Some(dir), _) => handle(fd, &req, &dir, record),
+        };
         // The target may have died and its pid been reused while we looked at /proc/<pid>:
         // answer only a notification that is still pending (seccomp_unotify(2)).
         if !id_valid(fd, req.id) {
@@ -269,6 +441,7 @@ fn serve(listener: &OwnedFd, record: &File) {
         };
         match answer {
             Answer::Done => {}
+            Answer::Value(v) => resp.val = v,
             Answer::Continue => resp.flags = libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
             Answer::Errno(e) => resp.error = -e,
         }
@@ -294,32 +467,31 @@ fn id_arg(v: u64) -> Option<u32> {
     (v != u32::MAX).then_some(v)
 }
 
-fn handle(fd: RawFd, req: &libc::seccomp_notif, record: &File) -> Answer {
-    let Some(call) = call_of(req.data.arch, req.data.nr) else {
-        return Answer::Continue;
+fn handle(fd: RawFd, req: &libc::seccomp_notif, proc_dir: &Path, record: &File) -> Answer {
+    let call = match call_of(req.data.arch, req.data.nr) {
+        Some(Call::Id(_) | Call::Stat(_) | Call::Create(_)) | None => return Answer::Continue,
+        Some(c) => c,
     };
     let a = req.data.args;
     let (uid, gid) = match call {
-        Call::Path { .. } | Call::Fd => (id_arg(a[1]), id_arg(a[2])),
         Call::At => (id_arg(a[2]), id_arg(a[3])),
+        _ => (id_arg(a[1]), id_arg(a[2])),
     };
-    let proc_dir = PathBuf::from(format!("/proc/{}", req.pid));
     let target = match call {
-        Call::Fd => fd_path(&proc_dir, a[0] as i32),
-        Call::Path { follow } => {
-            read_path(fd, req, a[0]).and_then(|p| resolve(&proc_dir, libc::AT_FDCWD, &p, follow))
-        }
+        Call::Path { follow } => read_path(fd, req, proc_dir, a[0])
+            .and_then(|p| resolve(proc_dir, libc::AT_FDCWD, &p, follow)),
         Call::At => {
             let flags = a[4] as i32;
             let follow = flags & libc::AT_SYMLINK_NOFOLLOW == 0;
-            match read_path(fd, req, a[1]) {
+            match read_path(fd, req, proc_dir, a[1]) {
                 Ok(p) if p.is_empty() && flags & libc::AT_EMPTY_PATH != 0 => {
-                    fd_path(&proc_dir, a[0] as i32)
+                    fd_path(proc_dir, a[0] as i32)
                 }
-                Ok(p) => resolve(&proc_dir, a[0] as i32, &p, follow),
+                Ok(p) => resolve(proc_dir, a[0] as i32, &p, follow),
                 Err(e) => Err(e),
             }
         }
+        _ => fd_path(proc_dir, a[0] as i32),
     };
     let mappable = [uid, gid].iter().all(|id| matches!(id, None | Some(0)));
     let target = match target {
@@ -344,18 +516,16 @@ fn handle(fd: RawFd, req: &libc::seccomp_notif, record: &File) -> Answer {
         }
     }
     if uid.is_some() || gid.is_some() {
+        // Beside the file too: it survives a rename, and later stats show it.
+        owners::chowned(&path, uid, gid);
         let rec = RecordedChown {
             path: path.to_string_lossy().into_owned(),
             uid,
             gid,
         };
-        if let Ok(mut line) = serde_json::to_string(&rec) {
-            line.push('\n');
-            let mut w: &File = record;
-            if let Err(e) = w.write_all(line.as_bytes()) {
-                // Unrecorded, the chown would be lost silently: fail it instead.
-                return errno(&e);
-            }
+        if let Err(e) = append(record, &rec) {
+            // Unrecorded, the chown would be lost silently: fail it instead.
+            return errno(&e);
         }
     }
     if mappable {
@@ -365,9 +535,92 @@ fn handle(fd: RawFd, req: &libc::seccomp_notif, record: &File) -> Answer {
     }
 }
 
+/// A stat call of a file with a recorded owner is performed here, with that owner; any other
+/// (or any failure) is left to the kernel.
+fn stat(fd: RawFd, req: &libc::seccomp_notif, proc_dir: &Path, call: StatCall) -> Answer {
+    let a = req.data.args;
+    // (dirfd, path address, flags, buffer)
+    let (dirfd, addr, flags, buf) = match call {
+        StatCall::Path { follow } => {
+            let flags = if follow { 0 } else { libc::AT_SYMLINK_NOFOLLOW };
+            (libc::AT_FDCWD, Some(a[0]), flags, a[1])
+        }
+        StatCall::Fd => (a[0] as i32, None, libc::AT_EMPTY_PATH, a[1]),
+        StatCall::At => (a[0] as i32, Some(a[1]), a[3] as i32, a[2]),
+        StatCall::Statx => (a[0] as i32, Some(a[1]), a[2] as i32, a[4]),
+    };
+    let follow = flags & libc::AT_SYMLINK_NOFOLLOW == 0;
+    let path = match addr.map(|p| read_path(fd, req, proc_dir, p)) {
+        None => fd_path(proc_dir, dirfd),
+        Some(Ok(p)) if p.is_empty() && flags & libc::AT_EMPTY_PATH != 0 => fd_path(proc_dir, dirfd),
+        Some(Ok(p)) => resolve(proc_dir, dirfd, &p, false),
+        Some(Err(_)) => return Answer::Continue,
+    };
+    // An fd's path names the object itself; a path's last component is followed as asked.
+    let follow = follow && addr.is_some();
+    let Ok(Some(path)) = path else {
+        return Answer::Continue;
+    };
+    let kind = match call {
+        StatCall::Statx => StatKind::Statx {
+            flags,
+            mask: a[3] as u32,
+        },
+        _ => StatKind::Stat,
+    };
+    // The caller may have gone (and its pid been reused) while we looked.
+    if !id_valid(fd, req.id) {
+        return Answer::Continue;
+    }
+    match owners::fake_stat(proc_dir, &path, follow, kind, buf) {
+        Some(()) => Answer::Value(0),
+        None => Answer::Continue,
+    }
+}
+
+/// Before a creating call of a process that appears as another user (`fs`: its filesystem ids):
+/// notes the file it will make, to be given those ids ([`owners::flush`]); a symlink, which
+/// cannot hold the xattr, gets them through the record file instead. Best effort: a lost note
+/// leaves the one mapped id as the owner.
+fn created(
+    fd: RawFd,
+    req: &libc::seccomp_notif,
+    dir: &Path,
+    c: Creates,
+    fs: (u32, u32),
+    record: &File,
+    made: &owners::Pending,
+) {
+    if fs == (0, 0) {
+        return;
+    }
+    match new_path(fd, req, dir, c) {
+        Some(p) if c.link => {
+            let (uid, gid) = (Some(fs.0), Some(fs.1));
+            let path = p.to_string_lossy().into_owned();
+            let _ = append(record, &RecordedChown { path, uid, gid });
+        }
+        Some(p) => owners::note(made, p, fs),
+        None => {}
+    }
+}
+
+/// One line of the record file.
+fn append(record: &File, rec: &RecordedChown) -> std::io::Result<()> {
+    let mut line = serde_json::to_string(rec).map_err(std::io::Error::other)?;
+    line.push('\n');
+    let mut w: &File = record;
+    w.write_all(line.as_bytes())
+}
+
 /// The NUL-terminated string at `addr` in the caller's memory (at most PATH_MAX bytes).
-fn read_path(fd: RawFd, req: &libc::seccomp_notif, addr: u64) -> std::io::Result<String> {
-    let mem = File::open(format!("/proc/{}/mem", req.pid))?;
+fn read_path(
+    fd: RawFd,
+    req: &libc::seccomp_notif,
+    proc_dir: &Path,
+    addr: u64,
+) -> std::io::Result<String> {
+    let mem = File::open(proc_dir.join("mem"))?;
     // The fd must be the caller's, not a process that took over its pid (seccomp_unotify(2)).
     if !id_valid(fd, req.id) {
         return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
@@ -417,18 +670,7 @@ fn resolve(
     path: &str,
     follow: bool,
 ) -> std::io::Result<Option<PathBuf>> {
-    if path.is_empty() {
-        return Err(std::io::Error::from_raw_os_error(libc::ENOENT));
-    }
-    let joined = if let Some(rel) = path.strip_prefix('/') {
-        // The caller's root (it may have chrooted) as seen from pid 1's root.
-        std::fs::read_link(proc_dir.join("root"))?.join(rel)
-    } else {
-        match fd_path(proc_dir, dirfd)? {
-            Some(base) => base.join(path),
-            None => return Err(std::io::Error::from_raw_os_error(libc::ENOTDIR)),
-        }
-    };
+    let joined = join(proc_dir, dirfd, path)?;
     let resolved = match (follow, joined.parent(), joined.file_name()) {
         (false, Some(parent), Some(name)) => {
             let p = std::fs::canonicalize(parent)?.join(name);
@@ -438,6 +680,34 @@ fn resolve(
         _ => std::fs::canonicalize(&joined)?,
     };
     Ok(Some(resolved))
+}
+
+/// `path` (relative to the caller's `dirfd`) as seen from pid 1, nothing resolved.
+fn join(proc_dir: &Path, dirfd: i32, path: &str) -> std::io::Result<PathBuf> {
+    if path.is_empty() {
+        return Err(std::io::Error::from_raw_os_error(libc::ENOENT));
+    }
+    if let Some(rel) = path.strip_prefix('/') {
+        // The caller's root (it may have chrooted) as seen from pid 1's root.
+        return Ok(std::fs::read_link(proc_dir.join("root"))?.join(rel));
+    }
+    match fd_path(proc_dir, dirfd)? {
+        Some(base) => Ok(base.join(path)),
+        None => Err(std::io::Error::from_raw_os_error(libc::ENOTDIR)),
+    }
+}
+
+/// The file a creating call will make: its parent resolved, its name not there yet (None when
+/// it exists already, as an O_CREAT open of an existing file makes nothing).
+fn new_path(fd: RawFd, req: &libc::seccomp_notif, proc_dir: &Path, c: Creates) -> Option<PathBuf> {
+    let a = req.data.args;
+    let dirfd = c.dirfd.map_or(libc::AT_FDCWD, |i| a[i] as i32);
+    let p = read_path(fd, req, proc_dir, a[c.path]).ok()?;
+    let joined = join(proc_dir, dirfd, &p).ok()?;
+    let made = std::fs::canonicalize(joined.parent()?)
+        .ok()?
+        .join(joined.file_name()?);
+    std::fs::symlink_metadata(&made).is_err().then_some(made)
 }
 
 /// The recorded chowns of a run, one per path, ids merged in order (a later -1 keeps an earlier id).
@@ -462,6 +732,10 @@ pub(crate) fn read_records(run_dir: &Path) -> Vec<RecordedChown> {
 mod tests {
     use super::*;
 
+    fn is_arch_k(k: u32) -> bool {
+        k == AUDIT_ARCH_X86_64 || k == AUDIT_ARCH_AARCH64
+    }
+
     #[test]
     fn filter_jumps_land_on_notify_and_arches_skip_their_block() {
         let p = filter();
@@ -471,17 +745,35 @@ mod tests {
         let mut nrs = Vec::new();
         for (i, ins) in p.iter().enumerate() {
             let is_jeq = u32::from(ins.code) == (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K);
-            if is_jeq && ins.jt > 0 {
+            if is_jeq && ins.jt > 0 && !is_arch_k(ins.k) {
                 assert_eq!(i + 1 + ins.jt as usize, notify, "jeq {} at {i}", ins.k);
                 nrs.push(ins.k);
             }
-            if is_jeq && ins.jf > 0 {
+            let is_arch = ins.k == AUDIT_ARCH_X86_64 || ins.k == AUDIT_ARCH_AARCH64;
+            if is_jeq && is_arch {
                 // An arch check: skipping lands on the next arch check or the final allow.
                 let to = &p[i + 1 + ins.jf as usize];
                 assert!(to.k == AUDIT_ARCH_AARCH64 || to.k == libc::SECCOMP_RET_ALLOW);
             }
+            let is_jset = u32::from(ins.code) == (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K);
+            if is_jset {
+                // open/openat: only with O_CREAT, after loading the flags argument.
+                assert_eq!(ins.k, libc::O_CREAT as u32);
+                assert_eq!(i + 1 + ins.jt as usize, notify);
+                nrs.push(p[i - 2].k);
+            }
         }
-        assert_eq!(nrs, [92, 93, 94, 260, 54, 55]);
+        let want: Vec<u32> = calls().iter().map(|c| c.1).collect();
+        assert_eq!(nrs, want);
+        assert!(nrs.starts_with(&[92, 93, 94, 260, 4, 5, 6, 262, 332, 2, 257]));
+        assert_eq!(
+            call_of(AUDIT_ARCH_X86_64, 117),
+            Some(Call::Id(IdCall::SetResUid))
+        );
+        assert_eq!(
+            call_of(AUDIT_ARCH_AARCH64, 291),
+            Some(Call::Stat(StatCall::Statx))
+        );
         assert_eq!(call_of(AUDIT_ARCH_AARCH64, 54), Some(Call::At));
         assert_eq!(call_of(AUDIT_ARCH_X86_64, 54), None);
     }

@@ -47,7 +47,7 @@ use std::path::{Path, PathBuf};
 use ::tar::EntryType;
 use filetime::FileTime;
 
-use super::{LayerError, OPAQUE_MARKER, WHITEOUT_PREFIX};
+use super::{LayerError, OPAQUE_MARKER, OWNER_XATTR, WHITEOUT_PREFIX};
 use crate::digest::{Digest, HashingReader};
 
 /// How to apply a layer.
@@ -85,6 +85,8 @@ pub struct ApplyStats {
     pub skipped_devices: Vec<String>,
     /// xattrs the filesystem or our privileges refused.
     pub skipped_xattrs: u64,
+    /// Owners whose ids are not mapped here, kept in [`OWNER_XATTR`](super::OWNER_XATTR) instead.
+    pub recorded_owners: u64,
 }
 
 type Head<R> = Chain<Cursor<Vec<u8>>, R>;
@@ -162,6 +164,7 @@ pub fn apply_layer<R: Read>(
         opaques: c.opaques,
         skipped_devices: c.skipped_devices,
         skipped_xattrs: c.skipped_xattrs,
+        recorded_owners: c.recorded_owners,
     })
 }
 
@@ -177,6 +180,7 @@ struct Counts {
     opaques: u64,
     skipped_devices: Vec<String>,
     skipped_xattrs: u64,
+    recorded_owners: u64,
 }
 
 /// Metadata applied once the entry's content exists.
@@ -595,11 +599,24 @@ impl Extractor<'_> {
     ) -> Result<(), LayerError> {
         if self.opts.preserve_owners {
             let (uid, gid) = (a.uid as u32, a.gid as u32);
-            std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(extract_err(
-                name,
-                "changing owner of",
-                path,
-            ))?;
+            match std::os::unix::fs::lchown(path, Some(uid), Some(gid)) {
+                // A directory applied over one of a lower layer may hold a stale recorded owner.
+                Ok(()) if !symlink => {
+                    let _ = xattr::remove(path, OWNER_XATTR);
+                }
+                Ok(()) => {}
+                // EINVAL: an id not mapped in our user namespace; EPERM: root without
+                // CAP_CHOWN (chown(2)). Kept beside the file instead (symlinks cannot hold
+                // user.* xattrs; theirs stays ours).
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EPERM)) => {
+                    self.stats.recorded_owners += 1;
+                    if !symlink {
+                        xattr::set(path, OWNER_XATTR, format!("{uid}:{gid}").as_bytes())
+                            .map_err(extract_err(name, "recording the owner of", path))?;
+                    }
+                }
+                Err(e) => return Err(extract_err(name, "changing owner of", path)(e)),
+            }
         }
         if !symlink {
             use std::os::unix::fs::PermissionsExt;
@@ -612,7 +629,14 @@ impl Extractor<'_> {
         for (k, v) in &a.xattrs {
             // overlayfs' own markers are never a layer's to set: in a snapshot they would turn
             // a file into a whiteout or hide a lower directory.
-            let private = ["trusted.overlay.", "user.overlay.", "user.fuseoverlayfs."];
+            // Nor is kiln's own recorded owner: a layer carrying one would forge the owner a
+            // later RUN's layer gives the file.
+            let private = [
+                "trusted.overlay.",
+                "user.overlay.",
+                "user.fuseoverlayfs.",
+                OWNER_XATTR,
+            ];
             if private.iter().any(|p| k.starts_with(p)) {
                 self.stats.skipped_xattrs += 1;
                 continue;

@@ -324,6 +324,11 @@ impl ChangeSet {
 
 /// The OCI whiteout prefix: `<dir>/.wh.<name>` deletes `<dir>/<name>` from lower layers.
 pub const WHITEOUT_PREFIX: &str = ".wh.";
+/// An owner kiln could not apply on disk, as `uid:gid`: a single-uid kiln (one id mapped in its
+/// user namespace) unpacking `/etc/gshadow` (gid 42) keeps the file's owner here instead. The
+/// layer writer reads it back as the entry's owner and never writes the xattr into a layer;
+/// overlayfs copies it up with the file, so a RUN that modifies the file keeps its owner.
+pub const OWNER_XATTR: &str = crate::exec::OWNER_XATTR;
 /// The OCI opaque-directory marker: `<dir>/.wh..wh..opq` hides everything lower layers have in `<dir>`.
 pub const OPAQUE_MARKER: &str = ".wh..wh..opq";
 

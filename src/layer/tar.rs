@@ -10,7 +10,8 @@
 //! first path. Sockets are skipped (tar cannot carry them; Docker skips them too).
 //!
 //! xattrs carried: all but `security.selinux` (a host label; it would make layers differ between hosts),
-//! `system.*` (ACLs, kernel-encoded) and `trusted.overlay.*` / `user.overlay.*` (overlayfs internals).
+//! `system.*` (ACLs, kernel-encoded) and `trusted.overlay.*` / `user.overlay.*` (overlayfs internals);
+//! `user.kiln.owner` is not carried but read as the entry's owner (see `layer::OWNER_XATTR`).
 //!
 //! Must not: compress, hash, or follow symlinks in the source tree.
 
@@ -159,7 +160,7 @@ impl<W: Write> TarWriter<W> {
         }
         let (uid, gid) = match self.owner {
             Some((u, g)) => (u as u64, g as u64),
-            None => (md.uid() as u64, md.gid() as u64),
+            None => recorded_owner(source, &ft).unwrap_or((md.uid() as u64, md.gid() as u64)),
         };
         let uid = over.0.map_or(uid, u64::from);
         let gid = over.1.map_or(gid, u64::from);
@@ -382,8 +383,19 @@ fn truncate_utf8(s: &mut String, max: usize) {
     }
 }
 
+/// The owner a single-uid kiln could not apply on disk ([`OWNER_XATTR`](super::OWNER_XATTR)).
+fn recorded_owner(path: &Path, ft: &std::fs::FileType) -> Option<(u64, u64)> {
+    if ft.is_symlink() {
+        return None;
+    }
+    let v = xattr::get(path, super::OWNER_XATTR).ok()??;
+    let (u, g) = std::str::from_utf8(&v).ok()?.split_once(':')?;
+    Some((u.parse().ok()?, g.parse().ok()?))
+}
+
 fn xattr_carried(name: &str) -> bool {
     !(name == "security.selinux"
+        || name == super::OWNER_XATTR
         || name.starts_with("system.")
         || name.starts_with("trusted.overlay.")
         || name.starts_with("user.overlay."))

@@ -401,7 +401,8 @@ fn secrets_and_cache_stay_out_of_the_layer() {
     assert!(ch.is_empty(), "mounts leaked into the layer: {ch:?}");
 }
 
-/// chown works on every rung; the single-uid rung records it instead of applying it.
+/// chown works on every rung; the single-uid rung records it instead of applying it, and shows
+/// the recorded owner to stat.
 fn chown_on_rung(e: &Env, rung: Rung) {
     let mounts = prepare(e, "r");
     let script = "id -u; touch /made; chown 5 /made 2>&1 || echo chown-refused; stat -c %u /made";
@@ -421,8 +422,8 @@ fn chown_on_rung(e: &Env, rung: Rung) {
     );
     let recorded = outcome.recorded_chowns;
     if rung == Rung::SingleUid {
-        // Recorded, not applied: the step itself still sees the old owner.
-        assert_eq!(out.last().map(String::as_str), Some("0"), "{out:?}");
+        // Recorded, not applied, yet the step sees it: stat answers from the recorded owner.
+        assert_eq!(out.last().map(String::as_str), Some("5"), "{out:?}");
         let made = exec::RecordedChown {
             path: "/made".into(),
             uid: Some(5),

@@ -22,7 +22,7 @@ fn check(img: &LayoutImage, stderr: &str) {
         "chown failed in the step:\n{stderr}"
     );
     assert!(
-        stderr.contains("recorded in the layer but not applied"),
+        stderr.contains("other owners and ids are faked"),
         "the single-uid warning is missing:\n{stderr}"
     );
     let l = layer_entries(img.layers.last().unwrap());
@@ -90,4 +90,26 @@ fn chown_is_recorded_in_the_layer_as_kilntest() {
     let user = Rootless::new(&[("Dockerfile", DOCKERFILE)]);
     let (img, stderr) = user.build(&["--sandbox", "single-uid"]);
     check(&img, &stderr);
+}
+
+/// `USER` with ids that are not mapped: the command appears as that user (id, stat of what it
+/// made), and what it makes is that user's in the layer — the files through their recorded
+/// owner, the symlink through the record.
+#[test]
+fn user_and_its_files_are_faked_as_root() {
+    let root = store_with_busybox();
+    let dockerfile = "FROM busybox
+USER 1234:5678
+RUN mkdir /d && touch /d/f && ln -s f /d/l && echo ids=$(id -u):$(id -g) \\
+ && echo owner=$(stat -c %u:%g /d/f)
+";
+    let ctx = context(&[("Dockerfile", dockerfile)]);
+    let (img, stderr) = build_to_layout(root.path(), ctx.path(), &["--sandbox", "single-uid"]);
+    assert!(stderr.contains("sandbox: single-uid rung"), "{stderr}");
+    assert!(stderr.contains("ids=1234:5678"), "{stderr}");
+    assert!(stderr.contains("owner=1234:5678"), "{stderr}");
+    let l = layer_entries(img.layers.last().unwrap());
+    for p in ["d", "d/f", "d/l"] {
+        assert_eq!((l[p].uid, l[p].gid), (1234, 5678), "{p}");
+    }
 }

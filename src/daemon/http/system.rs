@@ -28,6 +28,7 @@ pub(super) async fn info(AxState(state): AxState<Shared>) -> Result<Response, Ap
             "root": root,
             "rootless": !rustix::process::geteuid().is_root() || in_user_namespace(),
             "sandbox": probe.rung,
+            "running_as": crate::exec::identity(),
             "sandbox_unavailable": probe.reasons.iter()
                 .map(|(r, why)| serde_json::json!({"rung": r, "why": why}))
                 .collect::<Vec<_>>(),
