@@ -17,7 +17,7 @@ use super::out;
 
 /// Package-build and catalog flags of `kiln build`.
 #[derive(Args, Debug, Default)]
-pub struct PackageFlags {
+pub(super) struct PackageFlags {
     /// Build from packages instead of a Dockerfile: the base image to install into.
     #[arg(long, value_name = "REF")]
     base: Option<String>,
@@ -60,7 +60,7 @@ fn parse_type(s: &str) -> Result<ImageType, String> {
 
 impl PackageFlags {
     /// The spec's `packages`: from the file, with flag lines appended and `--base` winning.
-    pub fn packages(&self) -> Result<Option<PackageSpec>> {
+    pub(super) fn packages(&self) -> Result<Option<PackageSpec>> {
         let mut spec = match &self.packages_file {
             Some(f) => {
                 let text = std::fs::read_to_string(f)
@@ -98,7 +98,7 @@ impl PackageFlags {
     }
 
     /// The spec's `catalog`, when `--catalog` is given.
-    pub fn catalog(&self) -> Option<CatalogSpec> {
+    pub(super) fn catalog(&self) -> Option<CatalogSpec> {
         let display_name = self.catalog.clone()?;
         Some(CatalogSpec {
             display_name,
@@ -113,7 +113,7 @@ impl PackageFlags {
 }
 
 #[derive(Args, Debug)]
-pub struct EntryFlags {
+pub(super) struct EntryFlags {
     #[arg(long)]
     description: Option<String>,
     #[arg(long = "type", value_parser = parse_type)]
@@ -154,7 +154,7 @@ impl EntryFlags {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum CatalogCmd {
+pub(super) enum CatalogCmd {
     /// List the catalog entries this caller may see (`-q` searches name, display name,
     /// description and URL).
     Ls {
@@ -205,7 +205,7 @@ fn encode(s: &str) -> String {
         .collect()
 }
 
-pub fn catalog(host: &Option<String>, cmd: CatalogCmd) -> Result<i32> {
+pub(super) fn catalog(host: &Option<String>, cmd: CatalogCmd) -> Result<i32> {
     let c = need(host)?;
     let mut out = out::stdout();
     let json = "application/json";

@@ -20,25 +20,25 @@ use super::BuildArgs;
 
 /// A daemon reachable on a Unix socket.
 #[derive(Debug, Clone)]
-pub struct Client {
+pub(super) struct Client {
     socket: PathBuf,
 }
 
 /// A response whose body is read as it arrives.
-pub struct Response {
+pub(super) struct Response {
     pub status: u16,
     pub body: Box<dyn BufRead>,
 }
 
 impl Response {
-    pub fn text(mut self) -> Result<String> {
+    pub(super) fn text(mut self) -> Result<String> {
         let mut s = String::new();
         self.body.read_to_string(&mut s)?;
         Ok(s)
     }
 
     /// The body as JSON when 2xx, else the daemon's error as an `anyhow` error.
-    pub fn json<T: serde::de::DeserializeOwned>(self) -> Result<T> {
+    pub(super) fn json<T: serde::de::DeserializeOwned>(self) -> Result<T> {
         let status = self.status;
         let text = self.text()?;
         if !(200..300).contains(&status) {
@@ -61,7 +61,7 @@ fn api_error(status: u16, text: &str) -> anyhow::Error {
 
 impl Client {
     /// `unix:///path/to/kiln.sock` (or a bare path).
-    pub fn from_host(host: &str) -> Result<Client> {
+    pub(super) fn from_host(host: &str) -> Result<Client> {
         let path = host.strip_prefix("unix://").unwrap_or(host);
         if path.is_empty() || host.contains("://") && !host.starts_with("unix://") {
             bail!("invalid --host {host:?}: expected unix:///path/to/kiln.sock");
@@ -73,7 +73,7 @@ impl Client {
 
     /// The daemon to use: `--host`/`KILN_HOST` when given (it must answer), else the default socket
     /// when it answers, else none (embedded engine).
-    pub fn select(host: &Option<String>) -> Result<Option<Client>> {
+    pub(super) fn select(host: &Option<String>) -> Result<Option<Client>> {
         if let Some(h) = host {
             let c = Client::from_host(h)?;
             c.request("GET", "/v1/info", None, &[])
@@ -97,7 +97,7 @@ impl Client {
     }
 
     /// One request with a body from memory.
-    pub fn request(
+    pub(super) fn request(
         &self,
         method: &str,
         path: &str,
@@ -108,7 +108,7 @@ impl Client {
     }
 
     /// One request with a streamed body of `len` bytes and extra headers.
-    pub fn send(
+    pub(super) fn send(
         &self,
         method: &str,
         path: &str,
@@ -213,7 +213,7 @@ impl<R: BufRead> Read for Chunked<R> {
 
 /// Run a build on the daemon: submit (a path, or a tar when the daemon cannot see the context),
 /// render its events, cancel it on Ctrl-C.
-pub fn remote_build(client: &Client, args: &BuildArgs) -> Result<i32> {
+pub(super) fn remote_build(client: &Client, args: &BuildArgs) -> Result<i32> {
     let spec = super::spec::from_flags(args, super::spec::Reader::Daemon)?;
     let body = serde_json::to_vec(&spec)?;
     let resp = client.request("POST", "/v1/builds", Some("application/json"), &body)?;
@@ -265,7 +265,7 @@ fn send_tar(client: &Client, spec: &BuildSpec, context: &Path) -> Result<api::Ac
 }
 
 /// Render a build's events until its end; the exit code says how it ended.
-pub fn follow(client: &Client, id: &str, mode: ProgressMode) -> Result<i32> {
+pub(super) fn follow(client: &Client, id: &str, mode: ProgressMode) -> Result<i32> {
     let mut renderer = Renderer::new(mode);
     let resp = client.request("GET", &format!("/v1/builds/{id}/events"), None, &[])?;
     if resp.status != 200 {

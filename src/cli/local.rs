@@ -98,7 +98,7 @@ pub(super) fn cmd_rmi(store: &Store, image: &str) -> Result<i32> {
 
 /// `kiln prune`'s flags: `docker buildx prune`'s.
 #[derive(clap::Args, Debug, Default)]
-pub struct PruneArgs {
+pub(super) struct PruneArgs {
     /// Remove shared records too (their layers stay while a tag needs them).
     #[arg(short, long)]
     all: bool,

@@ -9,27 +9,27 @@ use std::io::Write as _;
 
 /// A write to the command's output failed.
 #[derive(Debug, thiserror::Error)]
-pub enum OutputError {
+pub(super) enum OutputError {
     #[error("writing to standard output")]
     Stdout(#[source] std::io::Error),
 }
 
 /// Stdout, locked; `writeln!(out, …)` on it returns [`OutputError`].
-pub struct Out(std::io::StdoutLock<'static>);
+pub(super) struct Out(std::io::StdoutLock<'static>);
 
 /// Stdout for `writeln!`/`write!` (see [`Out`]).
-pub fn stdout() -> Out {
+pub(super) fn stdout() -> Out {
     Out(std::io::stdout().lock())
 }
 
 impl Out {
     /// What `write!` calls: an inherent method, so the error is this module's, not a bare
     /// `io::Error` that could have come from anywhere.
-    pub fn write_fmt(&mut self, args: std::fmt::Arguments<'_>) -> Result<(), OutputError> {
+    pub(super) fn write_fmt(&mut self, args: std::fmt::Arguments<'_>) -> Result<(), OutputError> {
         self.0.write_fmt(args).map_err(OutputError::Stdout)
     }
 
-    pub fn flush(&mut self) -> Result<(), OutputError> {
+    pub(super) fn flush(&mut self) -> Result<(), OutputError> {
         self.0.flush().map_err(OutputError::Stdout)
     }
 }
@@ -70,7 +70,7 @@ macro_rules! err {
 pub(crate) use {err, errln, out, outln};
 
 /// Whether `e` is stdout closed by its reader (`EPIPE`): the command ends quietly, status 0.
-pub fn reader_left(e: &anyhow::Error) -> bool {
+pub(super) fn reader_left(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         matches!(
             c.downcast_ref::<OutputError>(),

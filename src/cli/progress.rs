@@ -11,14 +11,14 @@ use super::out::{self, OutputError};
 use crate::engine::Event;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ProgressMode {
+pub(super) enum ProgressMode {
     Auto,
     Plain,
     Tty,
     Json,
 }
 
-pub struct Renderer {
+pub(super) struct Renderer {
     mode: ProgressMode,
     bar: Option<ProgressBar>,
     /// The first failed write to stdout (NDJSON mode); nothing more is written after it.
@@ -26,7 +26,7 @@ pub struct Renderer {
 }
 
 impl Renderer {
-    pub fn new(mode: ProgressMode) -> Renderer {
+    pub(super) fn new(mode: ProgressMode) -> Renderer {
         let mode = match mode {
             ProgressMode::Auto if std::io::stderr().is_terminal() => ProgressMode::Tty,
             ProgressMode::Auto => ProgressMode::Plain,
@@ -49,12 +49,12 @@ impl Renderer {
     }
 
     /// The stdout write that failed, if one did.
-    pub fn take_error(&mut self) -> Option<OutputError> {
+    pub(super) fn take_error(&mut self) -> Option<OutputError> {
         self.failed.take()
     }
 
     /// Render one event; false once NDJSON cannot be written to stdout (see [`Self::take_error`]).
-    pub fn event(&mut self, e: &Event) -> bool {
+    pub(super) fn event(&mut self, e: &Event) -> bool {
         if self.mode == ProgressMode::Json {
             if self.failed.is_some() {
                 return false;
@@ -106,7 +106,7 @@ impl Renderer {
 
 /// An error as the CLI prints it: every cause once (`pushing REF` + `REF: cannot reach …` names REF
 /// once), and for a failed push, where the built image is.
-pub fn error_line(e: &anyhow::Error) -> String {
+pub(super) fn error_line(e: &anyhow::Error) -> String {
     let mut s = crate::api::error_text(e.chain().map(|c| c.to_string()));
     let pushed = e.chain().find_map(|c| match c.downcast_ref() {
         Some(crate::engine::BuildError::Push { reference, .. }) => Some(reference.clone()),

@@ -20,7 +20,7 @@ use crate::store::Store;
 
 /// Flags shared by pull and push.
 #[derive(Args, Debug, Clone, Default)]
-pub struct RegistryFlags {
+pub(super) struct RegistryFlags {
     /// Credential for a registry: [pull:|push:]HOST=USER:PASSWORD (repeatable; most specific
     /// first). Prefer `kiln login`: flags are visible in the process list.
     #[arg(
@@ -37,7 +37,7 @@ pub struct RegistryFlags {
 }
 
 #[derive(Args, Debug, Clone)]
-pub struct PullArgs {
+pub(super) struct PullArgs {
     /// Image reference (`busybox`, `host:5000/team/app:1`, `repo@sha256:…`).
     pub reference: String,
     /// Platform os/arch[/variant] to choose from a multi-platform image (default: this host's).
@@ -48,7 +48,7 @@ pub struct PullArgs {
 }
 
 #[derive(Args, Debug, Clone)]
-pub struct PushArgs {
+pub(super) struct PushArgs {
     /// Image in the local store (name or sha256 digest).
     pub source: String,
     /// Where to push (default: SOURCE as a registry reference).
@@ -58,7 +58,7 @@ pub struct PushArgs {
 }
 
 #[derive(Args, Debug, Clone)]
-pub struct LoginArgs {
+pub(super) struct LoginArgs {
     /// Registry host[:port] (`docker.io` for Docker Hub).
     pub host: String,
     #[arg(short, long)]
@@ -72,7 +72,7 @@ pub struct LoginArgs {
 }
 
 /// `os/arch[/variant]`.
-pub fn parse_platform(s: &str) -> Result<Platform> {
+pub(super) fn parse_platform(s: &str) -> Result<Platform> {
     let parts: Vec<&str> = s.split('/').collect();
     match parts.as_slice() {
         [os, arch] if !os.is_empty() && !arch.is_empty() => Ok(Platform::new(os, arch, None)),
@@ -84,7 +84,7 @@ pub fn parse_platform(s: &str) -> Result<Platform> {
 }
 
 /// `--registry-credential` flags as per-build credentials.
-pub fn credentials_from_flags(flags: &RegistryFlags) -> Result<Credentials> {
+pub(super) fn credentials_from_flags(flags: &RegistryFlags) -> Result<Credentials> {
     let mut creds = Credentials::new();
     for spec in &flags.credentials {
         creds.add_flag(spec)?;
@@ -137,7 +137,7 @@ fn printer(quiet: bool) -> impl FnMut(Progress) {
     }
 }
 
-pub fn cmd_pull(store: &Store, cfg: &Config, args: PullArgs) -> Result<i32> {
+pub(super) fn cmd_pull(store: &Store, cfg: &Config, args: PullArgs) -> Result<i32> {
     let reference: Reference = args.reference.parse()?;
     let platform = match &args.platform {
         Some(p) => parse_platform(p)?,
@@ -177,7 +177,7 @@ fn find_local(store: &Store, name: &str) -> Result<Descriptor> {
     bail!("image {name:?} not found in the local store")
 }
 
-pub fn cmd_push(store: &Store, cfg: &Config, args: PushArgs) -> Result<i32> {
+pub(super) fn cmd_push(store: &Store, cfg: &Config, args: PushArgs) -> Result<i32> {
     let mut desc = find_local(store, &args.source)?;
     // What the push reads stays even if the tag is removed and pruned meanwhile.
     let lease = store.lease("push")?;
@@ -212,7 +212,7 @@ fn read_password_from_tty(prompt: &str) -> Result<String> {
     Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }
 
-pub fn cmd_login(cfg: &Config, args: LoginArgs) -> Result<i32> {
+pub(super) fn cmd_login(cfg: &Config, args: LoginArgs) -> Result<i32> {
     let host = crate::reference::normalize_domain(args.host.trim_end_matches('/')).to_string();
     let stdin = std::io::stdin();
     let username = match args.username {

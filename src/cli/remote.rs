@@ -18,7 +18,7 @@ use super::out::{self, errln, out, outln};
 use super::progress::ProgressMode;
 
 #[derive(Args, Debug)]
-pub struct DaemonArgs {
+pub(super) struct DaemonArgs {
     /// Socket path (default /run/kiln/kiln.sock, rootless $XDG_RUNTIME_DIR/kiln/kiln.sock).
     #[arg(long)]
     socket: Option<PathBuf>,
@@ -56,7 +56,11 @@ pub struct DaemonArgs {
 /// `kiln daemon`: kiln.toml's `[daemon]` and `[worker.oci]` first, flags over them. The config file
 /// (`--config`, else the default path when it exists, else `<root>/daemon/config.toml`) is where
 /// `PUT /v1/config` persists registry settings.
-pub fn daemon(root: &Option<PathBuf>, config: &Option<PathBuf>, a: DaemonArgs) -> Result<i32> {
+pub(super) fn daemon(
+    root: &Option<PathBuf>,
+    config: &Option<PathBuf>,
+    a: DaemonArgs,
+) -> Result<i32> {
     let mut s = DaemonSettings::new(root.clone().unwrap_or_else(Store::default_root));
     let path = config
         .clone()
@@ -99,7 +103,7 @@ pub fn daemon(root: &Option<PathBuf>, config: &Option<PathBuf>, a: DaemonArgs) -
 }
 
 #[derive(Subcommand, Debug)]
-pub enum BuildsCmd {
+pub(super) enum BuildsCmd {
     /// List build records, newest first.
     Ls {
         /// Only builds with this status (queued, running, succeeded, failed, cancelled).
@@ -141,7 +145,7 @@ fn need(host: &Option<String>) -> Result<Client> {
     }
 }
 
-pub fn builds(host: &Option<String>, cmd: BuildsCmd) -> Result<i32> {
+pub(super) fn builds(host: &Option<String>, cmd: BuildsCmd) -> Result<i32> {
     match builds_inner(host, cmd) {
         // `kiln builds ls | head`: the reader went away; that is not an error.
         Err(e)
@@ -276,7 +280,7 @@ fn builds_inner(host: &Option<String>, cmd: BuildsCmd) -> Result<i32> {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum ConfigCmd {
+pub(super) enum ConfigCmd {
     /// Print the daemon's registry settings (secrets redacted).
     Show {
         #[arg(long)]
@@ -293,7 +297,7 @@ pub enum ConfigCmd {
     },
 }
 
-pub fn config(host: &Option<String>, cmd: ConfigCmd) -> Result<i32> {
+pub(super) fn config(host: &Option<String>, cmd: ConfigCmd) -> Result<i32> {
     let c = need(host)?;
     let view: ConfigView = match cmd {
         ConfigCmd::Show { json } => {

@@ -39,7 +39,7 @@ pub(crate) struct RuntimeConfig {
 }
 
 impl RuntimeConfig {
-    pub fn load(settings: &DaemonSettings) -> RuntimeConfig {
+    pub(crate) fn load(settings: &DaemonSettings) -> RuntimeConfig {
         let path = settings
             .config_path
             .clone()
@@ -74,18 +74,18 @@ impl RuntimeConfig {
     }
 
     /// The settings builds use (registry TLS, auth, mirrors, insecure hosts of both layers).
-    pub fn config(&self) -> Config {
+    pub(crate) fn config(&self) -> Config {
         let mut c = self.parsed.clone();
         c.merge_insecure_registries(&self.insecure.join(","));
         c
     }
 
     /// Every host builds treat as insecure: the TOML layer's list, then the insecure layer's.
-    pub fn insecure_registries(&self) -> Vec<String> {
+    pub(crate) fn insecure_registries(&self) -> Vec<String> {
         self.config().insecure_registries
     }
 
-    pub fn view(&self) -> ConfigView {
+    pub(crate) fn view(&self) -> ConfigView {
         let mut shown = syntax(&self.text).unwrap_or_default();
         redact(&mut shown);
         ConfigView {
@@ -97,7 +97,7 @@ impl RuntimeConfig {
 
     /// Apply an update; files are written before the new settings are used, and nothing is
     /// changed when any part is refused.
-    pub fn update(&mut self, u: &ConfigUpdate) -> Result<(), ApiError> {
+    pub(crate) fn update(&mut self, u: &ConfigUpdate) -> Result<(), ApiError> {
         if u.insecure_registries.is_none() && u.config_content.is_none() {
             return Err(ApiError::bad(
                 kind::INVALID_REQUEST,

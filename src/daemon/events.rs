@@ -27,7 +27,7 @@ pub(crate) struct EventLog {
 }
 
 impl EventLog {
-    pub fn create(path: PathBuf, sensitive: Vec<String>) -> std::io::Result<EventLog> {
+    pub(crate) fn create(path: PathBuf, sensitive: Vec<String>) -> std::io::Result<EventLog> {
         if let Some(d) = path.parent() {
             std::fs::create_dir_all(d)?;
         }
@@ -45,12 +45,12 @@ impl EventLog {
         })
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// Append one event; a terminal event closes the log.
-    pub fn append(&self, e: &Event) {
+    pub(crate) fn append(&self, e: &Event) {
         let Ok(mut line) = serde_json::to_string(e) else {
             return;
         };
@@ -89,13 +89,13 @@ impl EventLog {
     }
 
     /// `text` with this build's secrets replaced.
-    pub fn scrub_text(&self, text: &str) -> String {
+    pub(crate) fn scrub_text(&self, text: &str) -> String {
         self.sensitive
             .iter()
             .fold(text.to_string(), |acc, s| acc.replace(s.as_str(), REDACTED))
     }
 
-    pub fn subscribe(&self) -> watch::Receiver<Progress> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<Progress> {
         self.tx.subscribe()
     }
 }

@@ -63,7 +63,7 @@ impl AutoGc {
     }
 
     /// `/v1/info`'s `usage`, counted at most every `USAGE_TTL`.
-    pub fn usage(&self, store: &store::Store) -> serde_json::Value {
+    pub(crate) fn usage(&self, store: &store::Store) -> serde_json::Value {
         let mut cached = crate::sync::lock(&self.usage);
         if let Some((at, v)) = cached.as_ref() {
             if at.elapsed() < USAGE_TTL {

@@ -38,7 +38,7 @@ pub(crate) struct Job {
 }
 
 impl Job {
-    pub fn cancel(&self, reason: &str) {
+    pub(crate) fn cancel(&self, reason: &str) {
         {
             let mut r = crate::sync::lock(&self.reason);
             r.get_or_insert_with(|| reason.to_string());
@@ -56,7 +56,7 @@ pub(crate) struct Jobs {
 }
 
 impl Jobs {
-    pub fn new(max: usize) -> Jobs {
+    pub(crate) fn new(max: usize) -> Jobs {
         Jobs {
             map: Mutex::new(HashMap::new()),
             slots: Arc::new(Semaphore::new(max.max(1))),
@@ -69,15 +69,15 @@ impl Jobs {
         crate::sync::lock(&self.map)
     }
 
-    pub fn get(&self, id: &str) -> Option<Arc<Job>> {
+    pub(crate) fn get(&self, id: &str) -> Option<Arc<Job>> {
         self.lock().get(id).cloned()
     }
 
-    pub fn active(&self) -> usize {
+    pub(crate) fn active(&self) -> usize {
         self.lock().len()
     }
 
-    pub fn cancel_all(&self, reason: &str) {
+    pub(crate) fn cancel_all(&self, reason: &str) {
         for j in self.lock().values() {
             j.cancel(reason);
         }

@@ -27,11 +27,11 @@ pub(crate) struct Metrics {
 const BUCKETS: [f64; 8] = [0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0];
 
 impl Metrics {
-    pub fn queued(&self) {
+    pub(crate) fn queued(&self) {
         self.submitted.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn finished(&self, s: Status) {
+    pub(crate) fn finished(&self, s: Status) {
         let c = match s {
             Status::Succeeded => &self.succeeded,
             Status::Failed => &self.failed,
@@ -41,7 +41,7 @@ impl Metrics {
         c.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn step(&self, duration_ms: u64) {
+    pub(crate) fn step(&self, duration_ms: u64) {
         self.step_count.fetch_add(1, Ordering::Relaxed);
         self.step_ms.fetch_add(duration_ms, Ordering::Relaxed);
         let secs = duration_ms as f64 / 1000.0;
@@ -50,7 +50,7 @@ impl Metrics {
         }
     }
 
-    pub fn render(&self, queued: usize, running: usize) -> String {
+    pub(crate) fn render(&self, queued: usize, running: usize) -> String {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mut s = String::new();
         let _ = writeln!(

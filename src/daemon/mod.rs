@@ -138,24 +138,24 @@ pub(crate) struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             kind,
             message: message.into(),
         }
     }
-    pub fn bad(kind: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn bad(kind: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, kind, message)
     }
-    pub fn forbidden(kind: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn forbidden(kind: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, kind, message)
     }
-    pub fn not_found(message: impl Into<String>) -> Self {
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, kind::NOT_FOUND, message)
     }
     /// A failure on the daemon's side (disk, database): the only 5xx.
-    pub fn internal(e: impl std::fmt::Display) -> Self {
+    pub(crate) fn internal(e: impl std::fmt::Display) -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             kind::INTERNAL,
@@ -223,7 +223,7 @@ impl State {
             || self.socket_gid == Some(peer.gid)
     }
 
-    pub fn logs_dir(&self) -> PathBuf {
+    pub(crate) fn logs_dir(&self) -> PathBuf {
         self.settings.root.join("daemon").join("builds")
     }
 }

@@ -71,11 +71,11 @@ fn dockerfile_bases(text: &str) -> Vec<String> {
 }
 
 impl Caller {
-    pub fn may_see(&self, global: bool, groups: &[String]) -> bool {
+    pub(super) fn may_see(&self, global: bool, groups: &[String]) -> bool {
         self.policy.is_none() || global || groups.iter().any(|g| self.groups.contains(g))
     }
 
-    pub fn may_manage_catalog(&self) -> Result<(), ApiError> {
+    pub(super) fn may_manage_catalog(&self) -> Result<(), ApiError> {
         match &self.policy {
             Some(p) => p.check_manage(&self.who, &self.groups).map_err(denied),
             None => Ok(()),
@@ -84,7 +84,7 @@ impl Caller {
 
     /// A group admin may make an entry visible to its own groups only; global entries are the
     /// administrators' (root, the daemon's user).
-    pub fn may_use_groups(&self, global: bool, groups: &[String]) -> Result<(), ApiError> {
+    pub(super) fn may_use_groups(&self, global: bool, groups: &[String]) -> Result<(), ApiError> {
         if self.policy.is_none() {
             return Ok(());
         }
@@ -105,7 +105,7 @@ impl Caller {
     }
 
     /// May the caller settle the daemon's configuration (which holds the policy)?
-    pub fn must_be_exempt(&self, action: &str) -> Result<(), ApiError> {
+    pub(super) fn must_be_exempt(&self, action: &str) -> Result<(), ApiError> {
         match &self.policy {
             Some(_) => Err(denied(format!(
                 "policy: {} may not {action}: only root and the daemon's user may while a [policy] is set",
@@ -117,7 +117,11 @@ impl Caller {
 
     /// A build: its base images must be pullable, its tags pushable (when pushed), and a
     /// `"catalog"` field needs catalog management.
-    pub fn check_build(&self, spec: &BuildSpec, dockerfile: Option<&str>) -> Result<(), ApiError> {
+    pub(super) fn check_build(
+        &self,
+        spec: &BuildSpec,
+        dockerfile: Option<&str>,
+    ) -> Result<(), ApiError> {
         let Some(p) = &self.policy else {
             return Ok(());
         };

@@ -74,12 +74,12 @@ impl Unwritten {
     }
 
     /// How many ends wait to be written (for `/v1/info` and tests).
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.lock().len()
     }
 
     /// The builds whose unwritten end has `status`.
-    pub fn with_status(&self, status: &str) -> Vec<String> {
+    pub(crate) fn with_status(&self, status: &str) -> Vec<String> {
         self.lock()
             .iter()
             .filter(|(_, e)| e.status.as_str() == status)
@@ -88,7 +88,7 @@ impl Unwritten {
     }
 
     /// `rec` as the API shows it: an end not yet written replaces the row's stale state.
-    pub fn overlay(&self, rec: &mut BuildRecord) {
+    pub(crate) fn overlay(&self, rec: &mut BuildRecord) {
         if let Some(end) = self.lock().get(&rec.id) {
             rec.status = end.status.as_str().into();
             rec.result_digest.clone_from(&end.manifest);

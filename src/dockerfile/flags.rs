@@ -20,13 +20,13 @@ pub(crate) struct Flags {
 }
 
 impl Flags {
-    pub fn string(&self, name: &str) -> Option<String> {
+    pub(super) fn string(&self, name: &str) -> Option<String> {
         self.strings.get(name).and_then(|v| v.last().cloned())
     }
-    pub fn strings(&self, name: &str) -> Vec<String> {
+    pub(super) fn strings(&self, name: &str) -> Vec<String> {
         self.strings.get(name).cloned().unwrap_or_default()
     }
-    pub fn bool(&self, name: &str) -> bool {
+    pub(super) fn bool(&self, name: &str) -> bool {
         self.bools.get(name).copied().unwrap_or(false)
     }
 }

@@ -19,7 +19,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What a build reads and never changes, borrowed from the caller for the whole build: the
 /// request, the plan, where sources come from, where scratch space is.
-pub struct Inputs<'a> {
+pub(super) struct Inputs<'a> {
     pub store: &'a Store,
     pub req: &'a BuildRequest,
     pub plan: &'a Plan,
@@ -44,7 +44,7 @@ pub struct Inputs<'a> {
 
 impl Inputs<'_> {
     /// A step's failure, told as `file:line: instruction: message`.
-    pub fn step_err(
+    pub(super) fn step_err(
         &self,
         step: &Step,
         message: impl Into<String>,

@@ -84,7 +84,7 @@ struct Arrivals {
 }
 
 impl Rendezvous {
-    pub fn new(n: usize) -> Rendezvous {
+    pub(super) fn new(n: usize) -> Rendezvous {
         Rendezvous {
             state: Mutex::new(Arrivals {
                 sizes: vec![None; n],
@@ -95,12 +95,12 @@ impl Rendezvous {
     }
 
     /// A platform failed: the others stop waiting (and end as cancelled).
-    pub fn fail(&self) {
+    pub(super) fn fail(&self) {
         crate::sync::lock(&self.state).failed = true;
         self.cv.notify_all();
     }
 
-    pub fn member(&self, index: usize, platform: String) -> Member<'_> {
+    pub(super) fn member(&self, index: usize, platform: String) -> Member<'_> {
         Member {
             rendezvous: self,
             index,
@@ -154,7 +154,7 @@ impl Member<'_> {
     /// This platform's event as the whole build tells it: steps numbered after the platforms
     /// before it, stages named with the platform (BuildKit prints `[linux/arm64 builder 2/3]`),
     /// `Planned` with the whole build's size (the driver forwards the first one only).
-    pub fn relabel(&self, e: &Event) -> Event {
+    pub(super) fn relabel(&self, e: &Event) -> Event {
         let off = self.offsets.get().copied().unwrap_or_default();
         let name = |s: &str| format!("{} {s}", self.platform);
         let mut e = e.clone();
@@ -191,7 +191,7 @@ pub(super) struct Slots {
 pub(super) struct Slot<'a>(&'a Slots);
 
 impl Slots {
-    pub fn new(n: usize) -> Slots {
+    pub(super) fn new(n: usize) -> Slots {
         Slots {
             free: Mutex::new(n.max(1)),
             cv: Condvar::new(),
@@ -199,7 +199,7 @@ impl Slots {
     }
 
     /// Wait for a slot; None when `cancel` fires first (another platform failed).
-    pub fn acquire(&self, cancel: &exec::Cancel) -> Option<Slot<'_>> {
+    pub(super) fn acquire(&self, cancel: &exec::Cancel) -> Option<Slot<'_>> {
         let mut free = crate::sync::lock(&self.free);
         while *free == 0 {
             if cancel.is_cancelled() {

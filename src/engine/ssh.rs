@@ -51,7 +51,7 @@ fn source_err(id: &str, message: impl Into<String>, source: Option<io::Error>) -
 
 /// The build's agents by id.
 #[derive(Default)]
-pub struct Agents {
+pub(super) struct Agents {
     sockets: Vec<(String, PathBuf)>,
     /// Agents kiln started for key files; killed on drop.
     _own: Vec<KeyAgent>,
@@ -60,7 +60,7 @@ pub struct Agents {
 impl Agents {
     /// Checks every source and starts the key files' agents.
     /// `sources` are the `--ssh` (id, paths) pairs.
-    pub fn start<'a>(
+    pub(super) fn start<'a>(
         sources: impl IntoIterator<Item = (&'a str, &'a [PathBuf])>,
     ) -> Result<Agents, SshError> {
         let mut out = Agents::default();
@@ -105,7 +105,7 @@ impl Agents {
     }
 
     /// The agent socket of `id`.
-    pub fn socket(&self, id: &str) -> Option<&Path> {
+    pub(super) fn socket(&self, id: &str) -> Option<&Path> {
         self.sockets
             .iter()
             .find(|(i, _)| i == id)
@@ -190,7 +190,7 @@ impl Drop for KeyAgent {
 }
 
 /// A step's socket relaying every connection to an agent; stops accepting on drop.
-pub struct Proxy {
+pub(super) struct Proxy {
     path: PathBuf,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -198,7 +198,7 @@ pub struct Proxy {
 
 impl Proxy {
     /// Listens at `path` (mode `mode`) and relays to `agent`.
-    pub fn start(agent: &Path, path: &Path, mode: u32) -> Result<Proxy, SshError> {
+    pub(super) fn start(agent: &Path, path: &Path, mode: u32) -> Result<Proxy, SshError> {
         let err = |source| SshError::Proxy {
             path: path.to_path_buf(),
             source,

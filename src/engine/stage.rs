@@ -45,7 +45,7 @@ struct StageBase {
 /// build on the same chain). They are brought up to date only when a step needs to read or change
 /// the filesystem, so a rebuild whose steps all come from the cache touches none.
 #[derive(Clone)]
-pub struct StageState {
+pub(super) struct StageState {
     pub config: ImageConfig,
     pub layers: Vec<Descriptor>,
     /// Committed snapshots of `layers[..snapshots.len()]`, bottom first.
@@ -59,7 +59,7 @@ pub struct StageState {
 
 /// A stage that has finished: the cache key it ended with (for FROM stage and COPY --from) and
 /// its state, locked because dependents running in parallel may bring its rootfs up to date.
-pub struct Finished {
+pub(super) struct Finished {
     pub key: CacheKey,
     pub state: Mutex<StageState>,
 }
@@ -67,7 +67,7 @@ pub struct Finished {
 /// What a build accumulates as it runs, shared by the stages running in parallel: finished
 /// stages, the sandbox once probed, whether it was announced.
 #[derive(Default)]
-pub struct Progress {
+pub(super) struct Progress {
     pub sandbox: Mutex<Option<(SandboxConfig, Probe)>>,
     pub finished: Mutex<BTreeMap<usize, Arc<Finished>>>,
     pub sandbox_announced: AtomicBool,
@@ -78,14 +78,14 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn finished(&self, index: usize) -> Option<Arc<Finished>> {
+    pub(super) fn finished(&self, index: usize) -> Option<Arc<Finished>> {
         lock(&self.finished).get(&index).cloned()
     }
 }
 
 /// One build on the embedded engine: borrowed inputs, shared progress. Stages run on their own
 /// threads through `&Engine`.
-pub struct Engine<'a> {
+pub(super) struct Engine<'a> {
     pub inputs: Inputs<'a>,
     pub progress: Progress,
     /// The number of the first step of each stage, so step numbers do not depend on which of
@@ -114,7 +114,7 @@ impl Engine<'_> {
         }
     }
 
-    pub fn build_stage(
+    pub(super) fn build_stage(
         &self,
         index: usize,
         on_event: &mut dyn FnMut(&Event),
@@ -494,7 +494,7 @@ impl Engine<'_> {
     }
 
     /// Replay a cached step: its layer joins the image; config effects still apply.
-    pub fn replay(
+    pub(super) fn replay(
         &self,
         step: &Step,
         st: &mut StageState,

@@ -12,14 +12,14 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 /// The scratch directory of one build; dropped = moved to the trash and deleted in the background.
-pub struct Workspace {
+pub(super) struct Workspace {
     path: PathBuf,
     trash: PathBuf,
 }
 
 impl Workspace {
     /// A fresh `<builds>/build-XXXX`, after sweeping what earlier builds left in the trash.
-    pub fn create(builds: &Path) -> io::Result<Workspace> {
+    pub(super) fn create(builds: &Path) -> io::Result<Workspace> {
         fs::create_dir_all(builds)?;
         let trash = builds.join("trash");
         sweep_in_background(&trash);
@@ -32,7 +32,7 @@ impl Workspace {
         })
     }
 
-    pub fn path(&self) -> &Path {
+    pub(super) fn path(&self) -> &Path {
         &self.path
     }
 }

@@ -92,7 +92,7 @@ pub(super) struct Creds {
 }
 
 impl Creds {
-    pub fn of_user(uid: u32, gid: u32, groups: &[u32]) -> Creds {
+    pub(super) fn of_user(uid: u32, gid: u32, groups: &[u32]) -> Creds {
         Creds {
             uid: [uid; 4],
             gid: [gid; 4],
@@ -139,7 +139,7 @@ fn arg(v: u64) -> Option<u32> {
 }
 
 impl Table {
-    pub fn new(initial: Creds) -> Table {
+    pub(super) fn new(initial: Creds) -> Table {
         Table {
             initial,
             procs: HashMap::new(),
@@ -174,7 +174,7 @@ impl Table {
     }
 
     /// The filesystem uid and gid of the process at `dir` (what a file it makes would get).
-    pub fn fs_ids(&self, dir: &Path) -> (u32, u32) {
+    pub(super) fn fs_ids(&self, dir: &Path) -> (u32, u32) {
         let c = self.creds(dir);
         (c.uid[3], c.gid[3])
     }
@@ -186,7 +186,7 @@ impl Table {
     }
 
     /// Answers `call` with arguments `a` for the process at `dir`.
-    pub fn handle(&mut self, call: IdCall, a: &[u64; 6], dir: &Path) -> Reply {
+    pub(super) fn handle(&mut self, call: IdCall, a: &[u64; 6], dir: &Path) -> Reply {
         let mut c = self.creds(dir);
         let before = c.clone();
         let reply = match call {

@@ -394,7 +394,7 @@ pub const CA_TARGET: &str = "/run/kiln/ca-certificates.crt";
 
 /// The images' own CA bundle locations (Debian/Ubuntu, Alpine, RHEL/Fedora, SUSE): the platform
 /// bundle is bound read-only over each one that is a regular file in the step's root.
-pub const IMAGE_CA_PATHS: [&str; 5] = [
+pub(super) const IMAGE_CA_PATHS: [&str; 5] = [
     "etc/ssl/certs/ca-certificates.crt",
     "etc/ssl/cert.pem",
     "etc/pki/tls/certs/ca-bundle.crt",
@@ -413,7 +413,7 @@ const SYSTEM_BUNDLES: [&str; 3] = [
 ];
 
 /// The variables that point TLS clients at a bundle, set for the step only.
-pub const CA_ENV: [&str; 4] = [
+pub(super) const CA_ENV: [&str; 4] = [
     "SSL_CERT_FILE",
     "PIP_CERT",
     "REQUESTS_CA_BUNDLE",
@@ -422,7 +422,7 @@ pub const CA_ENV: [&str; 4] = [
 
 /// Proxy variables passed from kiln's environment to RUN steps, as BuildKit's predefined args:
 /// in the step's environment, never in the image config or the history.
-pub const PROXY_ENV: [&str; 10] = [
+pub(super) const PROXY_ENV: [&str; 10] = [
     "HTTP_PROXY",
     "http_proxy",
     "HTTPS_PROXY",

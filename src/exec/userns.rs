@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::OnceLock;
 
 /// Set in the re-executed kiln: "multi" (subordinate ids mapped) or "single".
-pub const USERNS_ENV: &str = "_KILN_USERNS";
+pub(super) const USERNS_ENV: &str = "_KILN_USERNS";
 const RANGE: u64 = 65536;
 
 fn err(msg: impl Into<String>) -> ExecError {

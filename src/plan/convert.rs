@@ -52,7 +52,7 @@ pub(super) struct DispatchContext<'a> {
 impl<'a> DispatchContext<'a> {
     /// Check configuration, the parser's warnings and the checks that need no expansion
     /// (BuildKit's `newRuleLinter`, `validateStageNames`, `validateCommandCasing`).
-    pub fn new(d: &'a Dockerfile, opts: &'a PlanOptions) -> Result<Self, PlanError> {
+    pub(super) fn new(d: &'a Dockerfile, opts: &'a PlanOptions) -> Result<Self, PlanError> {
         let file = opts.file_name.as_str();
         let cfg_text = opts
             .build_args
@@ -89,7 +89,7 @@ impl<'a> DispatchContext<'a> {
     }
 
     /// BuildKit's `defaultArgs`: the platform args and TARGETSTAGE, each overridable by a build arg.
-    pub fn default_args(&self, build: &Platform) -> EnvList {
+    pub(super) fn default_args(&self, build: &Platform) -> EnvList {
         let target_platform = &self.opts.platform;
         let target_name = match &self.opts.target {
             Some(t) => t.clone(),
@@ -122,7 +122,7 @@ impl<'a> DispatchContext<'a> {
 
     /// BuildKit's `buildMetaArgs` (with `validateBaseImagesWithDefaultArgs`' defaults-only scope):
     /// global ARGs in order, each default expanded against the ARGs before it.
-    pub fn build_meta_args(&mut self, predefined: &EnvList) -> Result<MetaArgs, PlanError> {
+    pub(super) fn build_meta_args(&mut self, predefined: &EnvList) -> Result<MetaArgs, PlanError> {
         let mut meta = MetaArgs {
             env: predefined.clone(),
             defaults: predefined.clone(),
@@ -159,7 +159,7 @@ impl<'a> DispatchContext<'a> {
     }
 
     /// BuildKit's `buildDispatchStates`: every stage's FROM, expanded and resolved, in order.
-    pub fn build_dispatch_states(
+    pub(super) fn build_dispatch_states(
         &mut self,
         meta: &MetaArgs,
         bases: &dyn BaseImages,
@@ -333,7 +333,7 @@ impl<'a> DispatchContext<'a> {
 
     /// BuildKit's `resolveTarget`: `--target` (case-insensitive, last stage of that name) or the
     /// last stage.
-    pub fn resolve_target(&self) -> Result<usize, PlanError> {
+    pub(super) fn resolve_target(&self) -> Result<usize, PlanError> {
         let stages = &self.d.stages;
         let Some(t) = &self.opts.target else {
             return Ok(stages.len() - 1);
@@ -359,7 +359,10 @@ impl<'a> DispatchContext<'a> {
 
     /// BuildKit's `buildStageDependencyGraph`: the base stage, ONBUILD triggers, `COPY --from` and
     /// `RUN --mount from=` of every stage.
-    pub fn build_stage_dependency_graph(&self, headers: &[Header]) -> Result<Graph, PlanError> {
+    pub(super) fn build_stage_dependency_graph(
+        &self,
+        headers: &[Header],
+    ) -> Result<Graph, PlanError> {
         let mut graph = Graph {
             triggers: Vec::new(),
             deps: Vec::new(),
@@ -460,7 +463,7 @@ impl<'a> DispatchContext<'a> {
     /// BuildKit's `dispatchStages`: every stage (dependencies first) dispatched instruction by
     /// instruction. A stage the target does not reach is still expanded for its checks, but its
     /// errors are dropped (BuildKit lints unreachable stages without failing on them).
-    pub fn dispatch_stages(
+    pub(super) fn dispatch_stages(
         &mut self,
         meta: &MetaArgs,
         headers: &[Header],
@@ -582,7 +585,7 @@ impl<'a> DispatchContext<'a> {
 
     /// The whole-build checks after dispatch (UnusedBuildArgs, `check=error=true`) and the plan
     /// itself (the part of BuildKit's `finalizeResultImage` that is not image config).
-    pub fn finalize(
+    pub(super) fn finalize(
         self,
         stages: Vec<Stage>,
         order: Vec<usize>,

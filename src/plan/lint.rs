@@ -17,7 +17,7 @@ pub(crate) struct Lints {
 }
 
 impl Lints {
-    pub fn new(cfg: CheckConfig) -> Self {
+    pub(super) fn new(cfg: CheckConfig) -> Self {
         Lints {
             cfg,
             warnings: Vec::new(),
@@ -25,7 +25,7 @@ impl Lints {
         }
     }
 
-    pub fn add(&mut self, rule: &str, message: String, span: Span) {
+    pub(super) fn add(&mut self, rule: &str, message: String, span: Span) {
         if !self.cfg.enabled(rule) {
             return;
         }
@@ -42,7 +42,7 @@ impl Lints {
 
     /// `SecretsUsedInArgOrEnv`: `(?i)(?:_|^)(?:apikey|auth|credential|credentials|key|password|pword|passwd|secret|token)(?:_|$)`
     /// unless a `public` token appears.
-    pub fn secret_key(&mut self, instruction: &str, key: &str, span: Span) {
+    pub(super) fn secret_key(&mut self, instruction: &str, key: &str, span: Span) {
         if secret_name(key) {
             self.add(
                 checks::SECRETS_USED_IN_ARG_OR_ENV,

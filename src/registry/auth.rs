@@ -37,12 +37,12 @@ pub(crate) struct AuthCache {
 }
 
 impl AuthCache {
-    pub fn set_challenge(&self, host: &str, ch: Challenge) {
+    pub(crate) fn set_challenge(&self, host: &str, ch: Challenge) {
         let mut m = crate::sync::lock(&self.hosts);
         m.entry(host.to_string()).or_default().challenge = Some(ch);
     }
 
-    pub fn challenge(&self, host: &str) -> Option<Challenge> {
+    pub(crate) fn challenge(&self, host: &str) -> Option<Challenge> {
         let m = crate::sync::lock(&self.hosts);
         m.get(host).and_then(|h| h.challenge.clone())
     }
@@ -61,7 +61,7 @@ impl AuthCache {
             .insert(key.to_string(), (tok, Instant::now() + ttl));
     }
 
-    pub fn forget_token(&self, host: &str, scopes: &[String]) {
+    pub(crate) fn forget_token(&self, host: &str, scopes: &[String]) {
         let mut m = crate::sync::lock(&self.hosts);
         if let Some(h) = m.get_mut(host) {
             h.tokens.remove(&scope_key(scopes));

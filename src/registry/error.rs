@@ -132,7 +132,7 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
-    pub fn new(host: &str, reference: &str) -> Ctx {
+    pub(crate) fn new(host: &str, reference: &str) -> Ctx {
         Ctx {
             host: host.to_string(),
             reference: reference.to_string(),

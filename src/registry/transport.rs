@@ -80,7 +80,7 @@ pub(crate) struct HostTransport {
 }
 
 impl HostTransport {
-    pub fn scheme(&self) -> &'static str {
+    pub(crate) fn scheme(&self) -> &'static str {
         if self.http {
             return "http";
         }

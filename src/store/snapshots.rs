@@ -29,7 +29,7 @@ use crate::digest::Digest;
 /// The records' namespace in `kiln.db`.
 pub const NAMESPACE: &str = "snapshot";
 /// Directory of committed snapshots, relative to the store root.
-pub const DIR: &str = "snapshots";
+pub(super) const DIR: &str = "snapshots";
 
 /// What a snapshot record holds besides its key.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -300,7 +300,7 @@ impl<'a> StoreBases<'a> {
 }
 
 /// The plan's platform as the image module's type (what configs and indexes carry).
-pub fn image_platform(p: &Platform) -> crate::image::Platform {
+pub(super) fn image_platform(p: &Platform) -> crate::image::Platform {
     let mut out = crate::image::Platform::host();
     out.os = p.os.clone();
     out.architecture = p.architecture.clone();

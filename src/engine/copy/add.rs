@@ -23,7 +23,7 @@ fn decompressed(path: &Path) -> io::Result<Box<dyn Read>> {
 
 /// BuildKit's `isArchivePath`: a regular file whose (decompressed) content starts with a valid tar
 /// header. An empty tar (only the end-of-archive blocks) is not an archive.
-pub fn is_tar_archive(path: &Path) -> bool {
+pub(crate) fn is_tar_archive(path: &Path) -> bool {
     match fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_file() => {}
         _ => return false,
@@ -39,7 +39,10 @@ pub fn is_tar_archive(path: &Path) -> bool {
 }
 
 /// Extract the archive at `path` into `dest` (a directory that exists).
-pub fn extract(path: &Path, dest: &Path) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+pub(crate) fn extract(
+    path: &Path,
+    dest: &Path,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let reader = decompressed(path)?;
     let opts = crate::layer::ApplyOptions {
         allow_devices: false,
@@ -52,7 +55,7 @@ pub fn extract(path: &Path, dest: &Path) -> Result<(), Box<dyn std::error::Error
 
 /// `ADD --chown` on an extracted tree: every entry under `dir` (not `dir` itself) gets the owner.
 /// Returns false when owners cannot be set here (the layer writer then overrides them).
-pub fn chown_tree(dir: &Path, uid: u32, gid: u32) -> io::Result<bool> {
+pub(crate) fn chown_tree(dir: &Path, uid: u32, gid: u32) -> io::Result<bool> {
     for entry in walkdir::WalkDir::new(dir).min_depth(1).follow_links(false) {
         let entry = entry.map_err(io::Error::other)?;
         if !super::fsutil::try_lchown(entry.path(), uid, gid)? {

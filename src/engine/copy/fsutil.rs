@@ -12,7 +12,7 @@ use crate::context::SourceRoot;
 
 /// Copy one entry (file, symlink, directory shell — not its children) from `src` to `dst`, keeping
 /// mode and mtime; owners are set by the caller.
-pub fn copy_entry(src: &Path, dst: &Path, meta: &fs::Metadata) -> io::Result<()> {
+pub(crate) fn copy_entry(src: &Path, dst: &Path, meta: &fs::Metadata) -> io::Result<()> {
     let ft = meta.file_type();
     if ft.is_symlink() {
         let target = fs::read_link(src)?;
@@ -51,7 +51,7 @@ fn remove_existing(dst: &Path) -> io::Result<()> {
 
 /// Set the owner of an entry without following symlinks. Returns false when the process may not
 /// chown (rootless without a user namespace): the caller records owners in the layer instead.
-pub fn try_lchown(path: &Path, uid: u32, gid: u32) -> io::Result<bool> {
+pub(crate) fn try_lchown(path: &Path, uid: u32, gid: u32) -> io::Result<bool> {
     match lchown(path, Some(uid), Some(gid)) {
         Ok(()) => Ok(true),
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => Ok(false),
@@ -91,7 +91,7 @@ fn lookup(image: &SourceRoot, file: &str, name: &str) -> io::Result<Option<(u32,
 
 /// Why a `--chown` or USER value could not be turned into ids.
 #[derive(Debug, thiserror::Error)]
-pub enum ChownError {
+pub(crate) enum ChownError {
     #[error("reading the image's user database ({file})")]
     Read {
         file: &'static str,
@@ -106,7 +106,7 @@ pub enum ChownError {
 /// `solver/llbsolver/ops/user_linux.go` `readUser` — a name gives the user's uid and primary gid, a
 /// bare id N gives N:N, a group overrides the gid, and a name missing from the image's files (or
 /// files that do not exist) leaves 0 rather than failing.
-pub fn resolve_chown(image: &SourceRoot, spec: &str) -> Result<(u32, u32), ChownError> {
+pub(crate) fn resolve_chown(image: &SourceRoot, spec: &str) -> Result<(u32, u32), ChownError> {
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),

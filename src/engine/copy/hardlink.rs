@@ -11,14 +11,14 @@ use std::path::{Path, PathBuf};
 
 /// (dev, ino) → where the first copy of that inode was staged, for one source operand.
 #[derive(Default)]
-pub struct HardLinks {
+pub(crate) struct HardLinks {
     inodes: HashMap<(u64, u64), PathBuf>,
 }
 
 impl HardLinks {
     /// For a regular file about to be staged at `dst`: the earlier staged path to link to, or
     /// `None` (copy it; remembered when it has other links).
-    pub fn source_for(&mut self, meta: &fs::Metadata, dst: &Path) -> Option<PathBuf> {
+    pub(crate) fn source_for(&mut self, meta: &fs::Metadata, dst: &Path) -> Option<PathBuf> {
         if !meta.file_type().is_file() || meta.nlink() < 2 {
             return None;
         }

@@ -44,7 +44,7 @@ impl PartialOrd for Key {
 }
 
 /// The plan: layer path → change, later entries replacing earlier ones as a staged copy would.
-pub struct Planner<'a> {
+pub(crate) struct Planner<'a> {
     spec: &'a CopySpec<'a>,
     image: &'a SourceRoot,
     entries: BTreeMap<Key, (Change, bool)>,
@@ -52,7 +52,7 @@ pub struct Planner<'a> {
 }
 
 impl<'a> Planner<'a> {
-    pub fn new(spec: &'a CopySpec<'a>, image: &'a SourceRoot) -> Planner<'a> {
+    pub(crate) fn new(spec: &'a CopySpec<'a>, image: &'a SourceRoot) -> Planner<'a> {
         Planner {
             spec,
             image,
@@ -63,7 +63,7 @@ impl<'a> Planner<'a> {
 
     /// The layer's change set: copied entries owned by the copy's owner (or keeping the source's,
     /// [`CopySpec::keep_source_owners`]), made-up ones by theirs.
-    pub fn into_changes(self) -> ChangeSet {
+    pub(crate) fn into_changes(self) -> ChangeSet {
         let mut set = ChangeSet::new();
         for (_, (change, _)) in self.entries {
             set.push(change);

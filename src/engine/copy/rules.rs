@@ -24,7 +24,7 @@ use crate::context::{ContextError, SourceRoot};
 use crate::plan::Chmod;
 
 #[derive(Debug, thiserror::Error)]
-pub enum CopyError {
+pub(crate) enum CopyError {
     #[error(transparent)]
     Source(#[from] ContextError),
     #[error("when using {0} with more than one source file, the destination must be a directory and end with a /")]
@@ -45,7 +45,7 @@ pub enum CopyError {
 }
 
 /// What one COPY/ADD step asks for, with every value already expanded by the plan.
-pub struct CopySpec<'a> {
+pub(crate) struct CopySpec<'a> {
     pub instruction: &'static str,
     pub sources: &'a [String],
     /// Files ADD downloaded from URLs (each named after its URL), copied like single local files.
@@ -76,12 +76,12 @@ pub struct CopySpec<'a> {
 }
 
 /// The outcome: whether on-disk owners could be set (else the layer writer overrides them).
-pub struct Staged {
+pub(crate) struct Staged {
     pub owners_applied: bool,
 }
 
 /// What one source operand (a match of a source pattern, or a download) does.
-pub enum Action {
+pub(crate) enum Action {
     /// A directory: its contents are copied into `target`.
     Dir,
     /// A local tar archive ADD unpacks into the destination.
@@ -91,7 +91,7 @@ pub enum Action {
 }
 
 /// One source operand with where it lands (relative to the image root).
-pub struct Operand {
+pub(crate) struct Operand {
     pub m: crate::context::Matched,
     pub meta: fs::Metadata,
     pub target: PathBuf,
@@ -100,7 +100,7 @@ pub struct Operand {
 
 /// A COPY/ADD resolved against its sources and the image: every operand and heredoc with its
 /// place. Computing this reads the sources' metadata and the image's own symlinks only.
-pub struct Resolved {
+pub(crate) struct Resolved {
     pub operands: Vec<Operand>,
     pub heredocs: Vec<(PathBuf, String, Vec<u8>)>,
     pub dest_rel: PathBuf,
@@ -109,7 +109,7 @@ pub struct Resolved {
 impl Resolved {
     /// Whether the step can be written straight into its layer ([`super::planner`]): only ADD's
     /// archive extraction needs a staged tree.
-    pub fn is_direct(&self) -> bool {
+    pub(crate) fn is_direct(&self) -> bool {
         !self
             .operands
             .iter()
@@ -119,7 +119,7 @@ impl Resolved {
 
 /// Where a copy goes: a staging directory ([`Stager`]) or a layer plan ([`super::planner`]).
 /// [`copy_into`] decides Docker's semantics once; a sink only records or writes entries.
-pub trait Sink {
+pub(crate) trait Sink {
     /// The next entries come from source operand `index` (hard links stay within one operand).
     fn begin_operand(&mut self, index: usize);
     /// Create `rel` and its missing parents, a new one with `mode` and the copy's owner; one the
@@ -136,7 +136,7 @@ pub trait Sink {
 }
 
 /// Resolve what the step copies and where each operand lands, with Docker's rules.
-pub fn resolve(
+pub(crate) fn resolve(
     spec: &CopySpec<'_>,
     from: &SourceRoot,
     image: &SourceRoot,
@@ -219,7 +219,7 @@ pub fn resolve(
 /// The mode of a directory the copy creates (missing destination and parents): fsutil's
 /// `MkdirAll(…, perm)` with `perm` the octal `--chmod` when given (`ci.Mode`), else 0755 — a
 /// symbolic `--chmod` (`ci.ModeStr`) does not apply to them.
-pub fn created_dir_mode(spec: &CopySpec<'_>) -> u32 {
+pub(crate) fn created_dir_mode(spec: &CopySpec<'_>) -> u32 {
     match spec.chmod.as_ref().and_then(Chmod::octal) {
         Some(m) => m & 0o777,
         None => 0o755,
@@ -227,7 +227,7 @@ pub fn created_dir_mode(spec: &CopySpec<'_>) -> u32 {
 }
 
 /// Copy what `resolved` names into `sink`, in source walk order.
-pub fn copy_into(
+pub(crate) fn copy_into(
     spec: &CopySpec<'_>,
     from: &SourceRoot,
     resolved: &Resolved,
@@ -340,7 +340,7 @@ struct Stager<'a> {
 
 /// Copy into the staging directory `staging` (ADD's archives, WORKDIR): the tree that becomes the
 /// layer and then becomes the stage's next committed snapshot.
-pub fn stage_copy(
+pub(crate) fn stage_copy(
     spec: &CopySpec<'_>,
     resolved: &Resolved,
     from: &SourceRoot,
@@ -358,7 +358,7 @@ pub fn stage_copy(
 /// and owned by `spec.owner`. The path is first resolved through the image's symlinks (absolute
 /// targets and `..` kept inside the root, dangling ones too), so a symlink on the way stays one and
 /// the missing tail is created under where it points.
-pub fn stage_dir_only(
+pub(crate) fn stage_dir_only(
     spec: &CopySpec<'_>,
     image: &SourceRoot,
     staging: &Path,

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use crate::digest::{Digest, HashingWriter};
 
 #[derive(Debug, thiserror::Error)]
-pub enum UrlError {
+pub(crate) enum UrlError {
     #[error("downloading {url}: {source}")]
     Get {
         url: String,
@@ -40,7 +40,7 @@ pub enum UrlError {
 }
 
 /// `path.Base(u.Path)` of the URL, or `__unnamed__` (convert_copy.go).
-pub fn file_name(url: &str) -> String {
+pub(crate) fn file_name(url: &str) -> String {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let path = rest.find('/').map_or("", |i| &rest[i..]);
     let path = path.split(['?', '#']).next().unwrap_or("");
@@ -51,13 +51,13 @@ pub fn file_name(url: &str) -> String {
 }
 
 /// A downloaded file and its sha256.
-pub struct Downloaded {
+pub(crate) struct Downloaded {
     pub path: PathBuf,
     pub digest: Digest,
 }
 
 /// Download `url` into `dir` (once: a second call for the same URL reads what the first wrote).
-pub fn fetch(dir: &Path, url: &str, checksum: Option<&str>) -> Result<Downloaded, UrlError> {
+pub(crate) fn fetch(dir: &Path, url: &str, checksum: Option<&str>) -> Result<Downloaded, UrlError> {
     let want = match checksum {
         None => None,
         Some(c) => match c.strip_prefix("sha256:") {

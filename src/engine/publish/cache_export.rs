@@ -27,17 +27,17 @@ use crate::registry::RegistryClient;
 use crate::store::Store;
 
 /// Which stage made a record, the key and the record.
-pub type StepRecord = (usize, CacheKey, Record);
+pub(crate) type StepRecord = (usize, CacheKey, Record);
 
 /// Opens once: whether the image push is over (true: its blobs are on the registry).
 #[derive(Default)]
-pub struct Latch {
+pub(crate) struct Latch {
     state: Mutex<Option<bool>>,
     cv: Condvar,
 }
 
 impl Latch {
-    pub fn open(&self, pushed: bool) {
+    pub(crate) fn open(&self, pushed: bool) {
         let mut s = crate::sync::lock(&self.state);
         if s.is_none() {
             *s = Some(pushed);
@@ -55,7 +55,7 @@ impl Latch {
 }
 
 /// Opens its latch (as "not pushed") when dropped, whatever happened before.
-pub struct OpenOnDrop<'a>(pub &'a Latch);
+pub(crate) struct OpenOnDrop<'a>(pub &'a Latch);
 
 impl Drop for OpenOnDrop<'_> {
     fn drop(&mut self) {
@@ -68,7 +68,7 @@ impl Drop for OpenOnDrop<'_> {
 }
 
 /// What an export reads from the finished build.
-pub struct Inputs<'a> {
+pub(crate) struct Inputs<'a> {
     pub store: &'a Store,
     pub req: &'a BuildRequest,
     pub plan: &'a Plan,
@@ -93,7 +93,10 @@ fn records_for(inputs: &Inputs<'_>, mode: Mode) -> Vec<(CacheKey, Record)> {
 
 /// Put the inline cache (mode=min records) into the image config when `type=inline` is asked for;
 /// an inline cache inherited from a base image is always dropped (it names the base's steps).
-pub fn inline_config(config: &mut ImageConfig, inputs: &Inputs<'_>) -> Result<(), BuildError> {
+pub(crate) fn inline_config(
+    config: &mut ImageConfig,
+    inputs: &Inputs<'_>,
+) -> Result<(), BuildError> {
     config.extra.remove(INLINE_KEY);
     if !inputs
         .req
@@ -112,7 +115,7 @@ pub fn inline_config(config: &mut ImageConfig, inputs: &Inputs<'_>) -> Result<()
 
 /// Run every non-inline `--cache-to`; `pushed` tells when the image's blobs are on its registry.
 /// Returns the events to report (this runs on another thread than the build's event sink).
-pub fn export(inputs: &Inputs<'_>, pushed: &Latch) -> Result<Vec<Event>, BuildError> {
+pub(crate) fn export(inputs: &Inputs<'_>, pushed: &Latch) -> Result<Vec<Event>, BuildError> {
     let mut events = Vec::new();
     for spec in &inputs.req.cache_to {
         if spec.target == ExportTarget::Inline {
@@ -267,7 +270,7 @@ fn confirm_blob(
 
 /// Before an image push: every lazy layer of the image either mounts on each destination (from
 /// the cache's repository) or is fetched, so the push never meets a blob it cannot send.
-pub fn prepare_push(
+pub(crate) fn prepare_push(
     store: &Store,
     remote: &RemoteCaches,
     client: &RegistryClient,

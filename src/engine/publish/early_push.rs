@@ -32,7 +32,7 @@ use crate::sync::lock;
 /// Uploads at once per build (the registry client's per-host limit still applies).
 const WORKERS: usize = 2;
 
-pub struct EarlyPush {
+pub(crate) struct EarlyPush {
     tx: Mutex<Option<Sender<Descriptor>>>,
     seen: Mutex<BTreeSet<Digest>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
@@ -45,7 +45,7 @@ pub struct EarlyPush {
 }
 
 /// A layer uploading while it is written; the writer says how it ended.
-pub struct Streaming<'a> {
+pub(crate) struct Streaming<'a> {
     push: &'a EarlyPush,
     growing: Arc<crate::registry::Growing>,
     blob: Arc<Mutex<Option<Descriptor>>>,
@@ -55,7 +55,7 @@ pub struct Streaming<'a> {
 impl Streaming<'_> {
     /// The layer is in the store as `blob`: the upload sends the rest and closes the session.
     /// The ordinary early push skips it (a failed stream queues it there again).
-    pub fn committed(mut self, blob: &Descriptor) {
+    pub(crate) fn committed(mut self, blob: &Descriptor) {
         *lock(&self.blob) = Some(blob.clone());
         lock(&self.push.seen).insert(blob.digest.clone());
         self.growing.committed(blob.digest.clone(), blob.size);
@@ -74,7 +74,7 @@ impl Drop for Streaming<'_> {
 
 impl EarlyPush {
     /// Start the uploaders for `tags` (store names). Nothing starts when there is nothing to push.
-    pub fn start(
+    pub(crate) fn start(
         client: Arc<RegistryClient>,
         store: Store,
         tags: &[String],
@@ -117,7 +117,7 @@ impl EarlyPush {
 
     /// Start uploading the layer stage `index` is writing at `temp` (its store temp file), when
     /// the stage's layers are the image's and there is one destination.
-    pub fn stream(&self, index: usize, temp: &Path) -> Option<Streaming<'_>> {
+    pub(crate) fn stream(&self, index: usize, temp: &Path) -> Option<Streaming<'_>> {
         if !self.lineage.contains(&index) || self.dests.len() != 1 {
             return None;
         }
@@ -159,7 +159,7 @@ impl EarlyPush {
     }
 
     /// Queue the layers of stage `index` that were not queued yet.
-    pub fn offer(&self, index: usize, layers: &[Descriptor]) {
+    pub(crate) fn offer(&self, index: usize, layers: &[Descriptor]) {
         if !self.lineage.contains(&index) {
             return;
         }
@@ -176,7 +176,7 @@ impl EarlyPush {
 
     /// Wait for the queued uploads (their failures are left to the final push to report);
     /// returns the bytes they uploaded.
-    pub fn finish(&self) -> u64 {
+    pub(crate) fn finish(&self) -> u64 {
         lock(&self.tx).take();
         let workers = std::mem::take(&mut *lock(&self.workers));
         for w in workers {

@@ -44,7 +44,7 @@ struct Source {
 
 /// The imported caches of one build and the blobs it took from them without fetching.
 #[derive(Default)]
-pub struct RemoteCaches {
+pub(crate) struct RemoteCaches {
     sources: Vec<Source>,
     /// Blobs of replayed records that were not in the store: digest → (source, descriptor).
     lazy: Mutex<BTreeMap<Digest, (usize, Descriptor)>>,
@@ -61,7 +61,7 @@ fn cache_err(e: crate::cache::CacheError) -> BuildError {
 
 impl RemoteCaches {
     /// Read every `--cache-from` of `req`; a source that cannot be used is reported and skipped.
-    pub fn import(
+    pub(crate) fn import(
         req: &BuildRequest,
         store: &Store,
         client: Option<Arc<RegistryClient>>,
@@ -180,13 +180,13 @@ impl RemoteCaches {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.sources.is_empty()
     }
 
     /// The first source's record for `key`. A layer not in the store is noted as lazy (fetched
     /// only if something needs its bytes).
-    pub fn lookup(&self, store: &Store, key: &CacheKey) -> Option<Record> {
+    pub(crate) fn lookup(&self, store: &Store, key: &CacheKey) -> Option<Record> {
         for (i, s) in self.sources.iter().enumerate() {
             let Some(r) = s.cache.records.get(key) else {
                 continue;
@@ -207,7 +207,7 @@ impl RemoteCaches {
     }
 
     /// Bring a lazy blob into the store (verified). Blobs that are not lazy are left alone.
-    pub fn ensure_local(&self, store: &Store, digest: &Digest) -> Result<(), BuildError> {
+    pub(crate) fn ensure_local(&self, store: &Store, digest: &Digest) -> Result<(), BuildError> {
         if store.has_blob(digest) {
             return Ok(());
         }
@@ -262,7 +262,7 @@ impl RemoteCaches {
     }
 
     /// The lazy blobs among `layers` that are still not in the store.
-    pub fn missing(&self, store: &Store, layers: &[Descriptor]) -> Vec<Descriptor> {
+    pub(crate) fn missing(&self, store: &Store, layers: &[Descriptor]) -> Vec<Descriptor> {
         let lazy = lock(&self.lazy);
         layers
             .iter()
@@ -274,7 +274,7 @@ impl RemoteCaches {
     /// When `blob` came from a remote record and unpacked to `diff_id`, whether that is what the
     /// record said (a cache is trusted by digest; its diff_ids are checked whenever bytes are
     /// unpacked). Blobs of local origin are always fine here.
-    pub fn check_diff_id(&self, blob: &Digest, diff_id: &Digest) -> Result<(), String> {
+    pub(crate) fn check_diff_id(&self, blob: &Digest, diff_id: &Digest) -> Result<(), String> {
         match lock(&self.taken).get(blob) {
             Some(want) if want != diff_id => Err(format!(
                 "layer {blob} from a shared cache unpacks to {diff_id}, but the cache record says {want}: the cache is wrong (build with --no-cache, or without that --cache-from)"
@@ -284,12 +284,12 @@ impl RemoteCaches {
     }
 
     /// Bytes fetched from the caches so far.
-    pub fn fetched_bytes(&self) -> u64 {
+    pub(crate) fn fetched_bytes(&self) -> u64 {
         self.fetched.load(Ordering::SeqCst)
     }
 
     /// Fill the plan's empty cache mounts from the first source that exported them.
-    pub fn seed_mounts(&self, store: &Store, plan: &Plan, on_event: &mut dyn FnMut(&Event)) {
+    pub(crate) fn seed_mounts(&self, store: &Store, plan: &Plan, on_event: &mut dyn FnMut(&Event)) {
         for (id, owner) in plan_cache_mounts(plan) {
             let dir = crate::cache::mounts::path(store.root(), &id);
             let has_content = std::fs::read_dir(&dir)
@@ -350,7 +350,7 @@ fn diff_id_of(store: &Store, digest: &Digest) -> std::io::Result<Digest> {
 
 /// Every `RUN --mount=type=cache` id of the plan with how its directory is created (the first
 /// mount naming an id decides, as the first step to use it creates the directory).
-pub fn plan_cache_mounts(plan: &Plan) -> Vec<(String, MountOwner)> {
+pub(crate) fn plan_cache_mounts(plan: &Plan) -> Vec<(String, MountOwner)> {
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
     for stage in &plan.stages {

@@ -16,7 +16,7 @@ use crate::image::Descriptor;
 use crate::plan::{CopySource, Instruction, Mount, Step};
 
 /// Steps whose result is a layer (or nothing) and worth caching; the rest only edit the config.
-pub fn produces_layer(step: &Step) -> bool {
+pub(crate) fn produces_layer(step: &Step) -> bool {
     matches!(
         step.instruction,
         Instruction::Run(_) | Instruction::Copy(_) | Instruction::Workdir(_)
@@ -110,7 +110,7 @@ fn url_input(
 }
 
 /// The key of `step` after `parent`; `stage_key` gives a finished stage's key (`--from`).
-pub fn step_key(
+pub(crate) fn step_key(
     inputs: &Inputs<'_>,
     stage_key: &dyn Fn(usize) -> Option<CacheKey>,
     step: &Step,
@@ -183,7 +183,7 @@ fn run_options(o: &crate::engine::SandboxOptions) -> Option<serde_json::Value> {
 
 /// A recorded result, when caching is on: the local record if its layer is still in the
 /// store, else the first `--cache-from` source's (its layer fetched only when needed).
-pub fn cached(
+pub(crate) fn cached(
     inputs: &Inputs<'_>,
     stage: &crate::plan::Stage,
     key: &CacheKey,
@@ -199,7 +199,7 @@ pub fn cached(
 
 /// `--no-cache`, or `--no-cache-filter` naming the stage: BuildKit's `IsNoCache(stageName)`,
 /// where an unnamed stage is `stage-N` and names compare case-insensitively.
-pub fn skips_cache(inputs: &Inputs<'_>, stage: &crate::plan::Stage) -> bool {
+pub(crate) fn skips_cache(inputs: &Inputs<'_>, stage: &crate::plan::Stage) -> bool {
     if inputs.req.no_cache {
         return true;
     }
@@ -217,7 +217,7 @@ pub fn skips_cache(inputs: &Inputs<'_>, stage: &crate::plan::Stage) -> bool {
 /// Remember what a step produced: `newest`, the stage's newest layer, when the step made one.
 /// None for a `--no-cache-filter` stage: its result is neither recorded nor exported (`--cache-to`),
 /// as its key would then name two results.
-pub fn remember(
+pub(crate) fn remember(
     inputs: &Inputs<'_>,
     stage: &crate::plan::Stage,
     key: &CacheKey,
@@ -251,7 +251,7 @@ fn filtered(inputs: &Inputs<'_>, stage: &crate::plan::Stage) -> bool {
 /// The key a finished stage hands its dependents. A `--no-cache-filter` stage ran afresh, so its
 /// key is extended with the layers it made: steps that read it run again when its content
 /// changed, as BuildKit's content-based keys of file-op inputs would have them.
-pub fn finished_key(
+pub(crate) fn finished_key(
     inputs: &Inputs<'_>,
     stage: &crate::plan::Stage,
     key: CacheKey,
@@ -265,6 +265,6 @@ pub fn finished_key(
 }
 
 /// The key a stage starts from when it is built FROM scratch or an image.
-pub fn root_key(base: &str) -> CacheKey {
+pub(crate) fn root_key(base: &str) -> CacheKey {
     CacheKey::root(base)
 }

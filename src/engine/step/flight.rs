@@ -19,7 +19,7 @@ fn inflight() -> &'static Mutex<HashMap<String, Slot>> {
 }
 
 /// What [`join`] decided.
-pub enum Turn {
+pub(crate) enum Turn {
     /// Run the step; waiters wake when the guard drops (after the record is saved).
     Lead(Leader),
     /// Another build ran it meanwhile: look in the step cache again.
@@ -27,7 +27,7 @@ pub enum Turn {
 }
 
 /// Held by the build running a step; dropping it releases the waiters.
-pub struct Leader {
+pub(crate) struct Leader {
     key: String,
     slot: Slot,
 }
@@ -48,7 +48,7 @@ impl Drop for Leader {
 }
 
 /// Lead the step with `key`, or wait for the build already running it.
-pub fn join(key: &CacheKey) -> Turn {
+pub(crate) fn join(key: &CacheKey) -> Turn {
     let slot = {
         let mut map = crate::sync::lock(inflight());
         match map.get(&key.0.to_string()) {

@@ -23,11 +23,11 @@ use crate::image::ImageConfig;
 use crate::plan::{Instruction, Step};
 
 /// What a build-arg value whose name looks like a secret is written as.
-pub const REDACTED: &str = "<redacted>";
+pub(crate) const REDACTED: &str = "<redacted>";
 
 /// The `created_by` of a step's entry; None for an instruction BuildKit writes no entry for
 /// (ONBUILD: `dispatchOnbuild` only records the trigger).
-pub fn created_by(step: &Step) -> Option<String> {
+pub(crate) fn created_by(step: &Step) -> Option<String> {
     let pairs = |kw: &str, p: &[(String, String)]| {
         let items: Vec<String> = p.iter().map(|(k, v)| format!(" {k}={v}")).collect();
         format!("{kw}{}", items.concat())
@@ -179,13 +179,17 @@ fn go_quote(s: &str) -> String {
 
 /// The `created` of an entry without a layer: the epoch under SOURCE_DATE_EPOCH (the frontend
 /// stamps every entry with it), else none yet ([`normalize`] fills it).
-pub fn empty_created(sde: Option<i64>, created: &str) -> Option<&str> {
+pub(crate) fn empty_created(sde: Option<i64>, created: &str) -> Option<&str> {
     sde.map(|_| created)
 }
 
 /// The `created` of a replayed step's layer entry: the time the record's layer was made (a
 /// record from before kiln kept it: this build's time), or the epoch.
-pub fn replayed_created<'a>(sde: Option<i64>, created: &'a str, record: &'a Record) -> &'a str {
+pub(crate) fn replayed_created<'a>(
+    sde: Option<i64>,
+    created: &'a str,
+    record: &'a Record,
+) -> &'a str {
     match (sde, &record.created) {
         (None, Some(t)) => t,
         _ => created,
@@ -197,7 +201,7 @@ pub fn replayed_created<'a>(sde: Option<i64>, created: &'a str, record: &'a Reco
 /// the first such entry — so the first metadata step after a base image does not get the base's
 /// time — and, after a later layer, that layer's) and `patchImageConfig` (the image is as old as
 /// its last entry). Used only without SOURCE_DATE_EPOCH.
-pub fn normalize(config: &mut ImageConfig) {
+pub(crate) fn normalize(config: &mut ImageConfig) {
     let mut created: Option<String> = None;
     let mut seen_none = false;
     for h in &config.history {

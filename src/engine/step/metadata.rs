@@ -103,7 +103,7 @@ fn healthcheck(hc: Option<&crate::plan::Healthcheck>) -> Healthcheck {
 
 /// The argv a CMD/ENTRYPOINT stores: exec form as written, shell form wrapped in the SHELL
 /// (`/bin/sh -c` when none was set).
-pub fn argv(cmd: &ShellOrExec, shell: &[String]) -> Vec<String> {
+pub(crate) fn argv(cmd: &ShellOrExec, shell: &[String]) -> Vec<String> {
     let default_shell = ["/bin/sh".to_string(), "-c".to_string()];
     let shell = if shell.is_empty() {
         &default_shell[..]

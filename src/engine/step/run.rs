@@ -14,7 +14,7 @@ use crate::plan::{self, Mount, Step};
 use crate::snapshot::{self, Snapshotter};
 
 /// What a RUN step needs from the engine besides the step itself.
-pub struct RunContext<'a> {
+pub(crate) struct RunContext<'a> {
     pub sandbox: &'a exec::SandboxConfig,
     pub probe: &'a exec::Probe,
     pub rung: exec::Rung,
@@ -38,7 +38,7 @@ pub struct RunContext<'a> {
 
 /// The emulator a RUN step of stage `index` runs through, when its platform is foreign and the
 /// kernel has no binfmt_misc handler for it (decided before the build, `platforms.rs`).
-pub fn emulator<'a>(
+pub(crate) fn emulator<'a>(
     inputs: &'a crate::engine::inputs::Inputs<'_>,
     index: usize,
 ) -> Option<&'a Path> {
@@ -50,7 +50,10 @@ pub fn emulator<'a>(
 }
 
 /// How a foreign-platform RUN step is emulated, for its log (None: the host's platform).
-pub fn emulation_line(inputs: &crate::engine::inputs::Inputs<'_>, index: usize) -> Option<String> {
+pub(crate) fn emulation_line(
+    inputs: &crate::engine::inputs::Inputs<'_>,
+    index: usize,
+) -> Option<String> {
     let platform = &inputs.plan.stages[index].platform;
     let via = match inputs.runners.get(&platform.architecture)? {
         exec::Runner::Native => return None,
@@ -61,7 +64,7 @@ pub fn emulation_line(inputs: &crate::engine::inputs::Inputs<'_>, index: usize) 
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum RunError {
+pub(crate) enum RunError {
     #[error(transparent)]
     Exec(#[from] exec::ExecError),
     #[error(transparent)]
@@ -104,7 +107,7 @@ fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RunEr
 /// Run the step; returns the change set (pointing into `scratch`) for the layer writer, and the
 /// upper directory when it holds exactly that layer in overlayfs' format (it can then become the
 /// next committed snapshot once the layer is written).
-pub fn run_step(
+pub(crate) fn run_step(
     ctx: &RunContext<'_>,
     step: &Step,
     run: &plan::Run,

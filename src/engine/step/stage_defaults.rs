@@ -10,12 +10,13 @@ use crate::engine::copy::fsutil::{resolve_chown, ChownError};
 use crate::image::ImageConfig;
 
 /// `system.DefaultPathEnv` for Linux.
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(crate) const DEFAULT_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// The config a stage starts from, given its base's: OnBuild cleared, and `PATH=<default>`
 /// appended when Env has no variable named exactly `PATH` (not on Windows, BuildKit #5445). An
 /// existing PATH is left alone; a later `ENV PATH=…` replaces it in place.
-pub fn init_stage_config(config: &mut ImageConfig) {
+pub(crate) fn init_stage_config(config: &mut ImageConfig) {
     config.config.on_build.clear();
     if config.platform.os == "windows" {
         return;
@@ -31,7 +32,10 @@ pub fn init_stage_config(config: &mut ImageConfig) {
 
 /// The owner of directories WORKDIR creates: the current USER resolved against the image's own
 /// /etc/passwd and /etc/group (no USER: root).
-pub fn workdir_owner(image: &SourceRoot, user: Option<&str>) -> Result<(u32, u32), ChownError> {
+pub(crate) fn workdir_owner(
+    image: &SourceRoot,
+    user: Option<&str>,
+) -> Result<(u32, u32), ChownError> {
     match user {
         None | Some("") => Ok((0, 0)),
         Some(u) => resolve_chown(image, u),
