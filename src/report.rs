@@ -1,8 +1,35 @@
-//! One line from an error and its causes, the way every layer of kiln shows one: the CLI's
-//! `error:` line, the daemon's records and events, fsck findings, registry and cache warnings.
+//! How kiln's errors read: one line from an error and its causes, the way every layer of kiln
+//! shows one (the CLI's `error:` line, the daemon's records and events, fsck findings, registry
+//! and cache warnings), and the one shape of a failed filesystem action ([`IoError`]) that every
+//! module's error enum wraps.
 //!
 //! Must not: decide what is an error or which kind (that is each module's `thiserror` enum and
 //! `api::kinds`), or print anything.
+
+use std::path::{Path, PathBuf};
+
+/// A failed filesystem action: what kiln was doing, to which path, and the kernel's answer
+/// (kept as the source, so `ENOSPC` and friends stay visible to whoever matches on them).
+#[derive(Debug, thiserror::Error)]
+#[error("{action} {path}")]
+pub struct IoError {
+    pub action: &'static str,
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl IoError {
+    /// The error for `action` on `path`, for `map_err`.
+    pub fn at(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> IoError {
+        let path = path.to_path_buf();
+        move |source| IoError {
+            action,
+            path,
+            source,
+        }
+    }
+}
 
 /// `outer: cause: cause` from an error's source chain (see [`error_text`]).
 pub fn chain(e: &dyn std::error::Error) -> String {

@@ -99,11 +99,11 @@ mod tests {
     fn enospc_deep_in_a_chain_names_the_place_and_keeps_the_cause() {
         let root = Path::new("/var/lib/kiln");
         let io = std::io::Error::from_raw_os_error(libc::ENOSPC);
-        let store = StoreError::Io {
+        let store = StoreError::Io(crate::report::IoError {
             action: "copying into",
             path: root.join("tmp/session-1/ingest-2"),
             source: io,
-        };
+        });
         let e = BuildError::Step {
             file: "Dockerfile".into(),
             line: 3,

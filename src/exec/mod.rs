@@ -69,13 +69,8 @@ pub enum ExecError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{action} {path}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::report::IoError),
     #[error("setting up the sandbox ({rung:?} rung): {message}")]
     Setup { rung: Rung, message: String },
     #[error("the sandbox helper ended without reporting a result")]
@@ -111,12 +106,8 @@ fn no_rung_text(reasons: &[(Rung, String)]) -> String {
 }
 
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ExecError {
-    let path = path.to_path_buf();
-    move |source| ExecError::Io {
-        action,
-        path,
-        source,
-    }
+    let at = crate::report::IoError::at(action, path);
+    move |source| ExecError::Io(at(source))
 }
 
 /// The sandbox ladder, strongest first.

@@ -220,18 +220,18 @@ impl DockerConfig {
         match std::fs::read(&p) {
             Ok(b) => match serde_json::from_slice::<serde_json::Value>(&b) {
                 Ok(serde_json::Value::Object(m)) => Ok(m),
-                _ => Err(RegistryError::Io {
+                _ => Err(RegistryError::Io(crate::report::IoError {
                     action: "parsing (not a JSON object)",
                     path: p,
                     source: std::io::Error::from(std::io::ErrorKind::InvalidData),
-                }),
+                })),
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Default::default()),
-            Err(source) => Err(RegistryError::Io {
+            Err(source) => Err(RegistryError::Io(crate::report::IoError {
                 action: "reading",
                 path: p,
                 source,
-            }),
+            })),
         }
     }
 
@@ -450,10 +450,12 @@ pub fn login_store(
             base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
         map.insert(server_url(host), serde_json::json!({ "auth": enc }));
     }
-    let bytes = serde_json::to_vec_pretty(&cfg).map_err(|e| RegistryError::Io {
-        action: "encoding",
-        path: docker.path(),
-        source: e.into(),
+    let bytes = serde_json::to_vec_pretty(&cfg).map_err(|e| {
+        RegistryError::Io(crate::report::IoError {
+            action: "encoding",
+            path: docker.path(),
+            source: e.into(),
+        })
     })?;
     write_private(&docker.dir, &docker.path(), &bytes)?;
     crate::sync::lock(&docker.cache).remove(host);
@@ -465,10 +467,12 @@ fn write_private(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), RegistryEr
     use std::os::unix::fs::DirBuilderExt;
     let io = |action: &'static str, p: &Path| {
         let path = p.to_path_buf();
-        move |source| RegistryError::Io {
-            action,
-            path,
-            source,
+        move |source| {
+            RegistryError::Io(crate::report::IoError {
+                action,
+                path,
+                source,
+            })
         }
     };
     std::fs::DirBuilder::new()

@@ -6,7 +6,6 @@
 //! Must not: send requests or hold credentials.
 
 use std::io::Read;
-use std::path::PathBuf;
 
 use reqwest::blocking::Response;
 
@@ -113,13 +112,8 @@ pub enum RegistryError {
         host: String,
         detail: String,
     },
-    #[error("{action} {path}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::report::IoError),
     #[error("invalid registry credential {0}")]
     BadCredentialSpec(String),
 }

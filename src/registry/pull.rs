@@ -444,13 +444,13 @@ fn copy_body(
         match reader.read(&mut buf) {
             Ok(0) => return Ok((Ok(()), done)),
             Ok(n) => {
-                ingest
-                    .write_all(&buf[..n])
-                    .map_err(|source| RegistryError::Io {
+                ingest.write_all(&buf[..n]).map_err(|source| {
+                    RegistryError::Io(crate::report::IoError {
                         action: "writing blob to",
                         path: ingest.temp_path().to_path_buf(),
                         source,
-                    })?;
+                    })
+                })?;
                 done += n as u64;
                 note(Progress::BlobBytes {
                     digest: desc.digest.clone(),

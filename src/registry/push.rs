@@ -495,17 +495,20 @@ fn upload(
     };
     let path = store.blob_path(&b.digest);
     let open = |offset: u64, len: u64| -> Result<Body, RegistryError> {
-        let mut f = File::open(&path).map_err(|source| RegistryError::Io {
-            action: "opening blob",
-            path: path.clone(),
-            source,
+        let mut f = File::open(&path).map_err(|source| {
+            RegistryError::Io(crate::report::IoError {
+                action: "opening blob",
+                path: path.clone(),
+                source,
+            })
         })?;
-        f.seek(SeekFrom::Start(offset))
-            .map_err(|source| RegistryError::Io {
+        f.seek(SeekFrom::Start(offset)).map_err(|source| {
+            RegistryError::Io(crate::report::IoError {
                 action: "seeking in blob",
                 path: path.clone(),
                 source,
-            })?;
+            })
+        })?;
         Ok(Body::sized(f.take(len), len))
     };
     let classify = |e: RegistryError| {

@@ -68,10 +68,12 @@ impl Growing {
 
     /// `len` bytes from `offset`, read through a duplicate of the handle.
     fn body(&self, offset: u64, len: u64) -> Result<Body, RegistryError> {
-        let io = |source| RegistryError::Io {
-            action: "reading the blob being written",
-            path: Default::default(),
-            source,
+        let io = |source| {
+            RegistryError::Io(crate::report::IoError {
+                action: "reading the blob being written",
+                path: Default::default(),
+                source,
+            })
         };
         let mut f = self.file.try_clone().map_err(io)?;
         f.seek(SeekFrom::Start(offset)).map_err(io)?;

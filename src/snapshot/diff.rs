@@ -14,10 +14,12 @@ const WH_PREFIX: &str = ".wh.";
 const WH_OPAQUE: &str = ".wh..wh..opq";
 
 fn walk_err(root: &Path) -> impl Fn(walkdir::Error) -> SnapshotError + '_ {
-    move |e| SnapshotError::Io {
-        action: "walking",
-        path: e.path().unwrap_or(root).to_path_buf(),
-        source: e.into(),
+    move |e| {
+        SnapshotError::Io(crate::report::IoError {
+            action: "walking",
+            path: e.path().unwrap_or(root).to_path_buf(),
+            source: e.into(),
+        })
     }
 }
 

@@ -33,24 +33,15 @@ use std::path::{Path, PathBuf};
 /// Errors of the snapshot module; each variant names the failed action.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
-    #[error("{action} {path}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::report::IoError),
     #[error("snapshotter {0:?} is not usable here: {1}")]
     Unavailable(SnapshotterKind, String),
 }
 
 pub(crate) fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> SnapshotError {
-    let path = path.to_path_buf();
-    move |source| SnapshotError::Io {
-        action,
-        path,
-        source,
-    }
+    let at = crate::report::IoError::at(action, path);
+    move |source| SnapshotError::Io(at(source))
 }
 
 /// `[worker.oci] snapshotter = auto|overlayfs|fuse-overlayfs|native`.

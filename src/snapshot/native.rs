@@ -15,10 +15,12 @@ pub fn copy_tree(src: &Path, dst: &Path) -> Result<(), SnapshotError> {
     let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
     let mut dirs = Vec::new();
     for e in walkdir::WalkDir::new(src) {
-        let e = e.map_err(|e| SnapshotError::Io {
-            action: "walking",
-            path: e.path().unwrap_or(src).to_path_buf(),
-            source: e.into(),
+        let e = e.map_err(|e| {
+            SnapshotError::Io(crate::report::IoError {
+                action: "walking",
+                path: e.path().unwrap_or(src).to_path_buf(),
+                source: e.into(),
+            })
         })?;
         let rel = e.path().strip_prefix(src).unwrap_or(e.path());
         let to = dst.join(rel);

@@ -24,10 +24,12 @@ pub fn flatten(view: &View, dst: &Path, link: bool) -> Result<(), SnapshotError>
     let mut copied: HashMap<(u64, u64), PathBuf> = HashMap::new();
     for layer in view.layers().iter().rev() {
         for e in walkdir::WalkDir::new(layer).min_depth(1) {
-            let e = e.map_err(|e| SnapshotError::Io {
-                action: "walking",
-                path: e.path().unwrap_or(layer).to_path_buf(),
-                source: e.into(),
+            let e = e.map_err(|e| {
+                SnapshotError::Io(crate::report::IoError {
+                    action: "walking",
+                    path: e.path().unwrap_or(layer).to_path_buf(),
+                    source: e.into(),
+                })
             })?;
             let rel = e.path().strip_prefix(layer).unwrap_or(e.path());
             let to = dst.join(rel);

@@ -49,13 +49,8 @@ pub const MAX_JSON_BLOB: u64 = 16 << 20;
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("{action} {path}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::report::IoError),
     #[error("blob digest mismatch: expected {expected}, got {actual} ({size} bytes); nothing was committed")]
     DigestMismatch {
         expected: Digest,
@@ -135,12 +130,8 @@ pub enum StoreError {
 }
 
 pub(crate) fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError {
-    let path = path.to_path_buf();
-    move |source| StoreError::Io {
-        action,
-        path,
-        source,
-    }
+    let at = crate::report::IoError::at(action, path);
+    move |source| StoreError::Io(at(source))
 }
 
 /// An opened store. Cheap to share between threads (`&Store` is all operations need).

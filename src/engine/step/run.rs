@@ -86,22 +86,13 @@ pub(crate) enum RunError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{action} {path}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::report::IoError),
 }
 
 fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RunError {
-    let path = path.to_path_buf();
-    move |source| RunError::Io {
-        action,
-        path,
-        source,
-    }
+    let at = crate::report::IoError::at(action, path);
+    move |source| RunError::Io(at(source))
 }
 
 /// Run the step; returns the change set (pointing into `scratch`) for the layer writer, and the
