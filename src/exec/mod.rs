@@ -448,28 +448,12 @@ pub fn run(
     res
 }
 
-pub(crate) fn run_in(
+/// Start the sandbox helper with `hs` on its stdin; its stdout lines (the step's output) and
+/// stderr lines (JSON status reports) arrive on the returned channel, read by two threads.
+fn spawn_helper(
     cfg: &SandboxConfig,
-    spec: &SandboxSpec,
-    cancel: &Cancel,
-    on_output: &mut dyn FnMut(OutputLine),
-    run_dir: &Path,
-    cg: &Result<cgroup::Cgroup, String>,
-    probe_only: bool,
-) -> Result<Outcome, ExecError> {
-    let start = Instant::now();
-    let wants_limits = spec.resources != Resources::default();
-    let (cgroup_procs, cg_status) = match cg {
-        Ok(c) => (c.procs_files(), c.status()),
-        Err(why) if wants_limits => return Err(ExecError::Cgroup(why.clone())),
-        Err(why) => (Vec::new(), CgroupStatus::Unavailable(why.clone())),
-    };
-    let hs = HelperSpec {
-        spec: spec.clone(),
-        run_dir: run_dir.to_path_buf(),
-        cgroup_procs,
-        probe_only,
-    };
+    hs: &HelperSpec,
+) -> Result<(std::process::Child, mpsc::Receiver<Event>), ExecError> {
     let mut child = Command::new(&cfg.helper)
         .arg(HELPER_SUBCOMMAND)
         .stdin(Stdio::piped())
@@ -480,8 +464,8 @@ pub(crate) fn run_in(
             helper: cfg.helper.clone(),
             source,
         })?;
-    let json = serde_json::to_vec(&hs).map_err(|e| ExecError::Setup {
-        rung: spec.rung,
+    let json = serde_json::to_vec(hs).map_err(|e| ExecError::Setup {
+        rung: hs.spec.rung,
         message: format!("encoding the helper spec: {e}"),
     })?;
     if let Some(mut stdin) = child.stdin.take() {
@@ -508,6 +492,32 @@ pub(crate) fn run_in(
         });
     }
     drop(tx);
+    Ok((child, rx))
+}
+
+pub(crate) fn run_in(
+    cfg: &SandboxConfig,
+    spec: &SandboxSpec,
+    cancel: &Cancel,
+    on_output: &mut dyn FnMut(OutputLine),
+    run_dir: &Path,
+    cg: &Result<cgroup::Cgroup, String>,
+    probe_only: bool,
+) -> Result<Outcome, ExecError> {
+    let start = Instant::now();
+    let wants_limits = spec.resources != Resources::default();
+    let (cgroup_procs, cg_status) = match cg {
+        Ok(c) => (c.procs_files(), c.status()),
+        Err(why) if wants_limits => return Err(ExecError::Cgroup(why.clone())),
+        Err(why) => (Vec::new(), CgroupStatus::Unavailable(why.clone())),
+    };
+    let hs = HelperSpec {
+        spec: spec.clone(),
+        run_dir: run_dir.to_path_buf(),
+        cgroup_procs,
+        probe_only,
+    };
+    let (mut child, rx) = spawn_helper(cfg, &hs)?;
     let mut tail: VecDeque<String> = VecDeque::new();
     let (mut pid1, mut result, mut errors) = (None, None, Vec::new());
     let mut stop: Option<ExecError> = None;
