@@ -205,6 +205,8 @@ pub struct Annotations {
     pub index_descriptor: BTreeMap<String, String>,
     pub manifest: BTreeMap<String, String>,
     pub manifest_descriptor: BTreeMap<String, String>,
+    /// The values as given (already checked), for another platform of the build.
+    values: Vec<String>,
 }
 
 impl Annotations {
@@ -243,7 +245,14 @@ impl Annotations {
                 map.insert(key.to_string(), val.to_string());
             }
         }
+        out.values = values.to_vec();
         Ok(out)
+    }
+
+    /// The values for another platform of the build (`manifest[linux/arm64]:K=V` goes only to
+    /// that platform's manifest, as BuildKit's exporter applies them per platform).
+    pub fn for_platform(&self, platform: &Platform) -> Result<Annotations, AttestError> {
+        Annotations::parse(&self.values, platform)
     }
 
     /// Whether any value needs an image index to go on.

@@ -97,18 +97,30 @@ pub(super) fn index_of(
     images: &[Descriptor],
     attestations: Vec<Descriptor>,
 ) -> Result<Descriptor, BuildError> {
-    let images: Vec<Descriptor> = images
-        .iter()
-        .map(|m| {
-            let mut m = m.clone();
-            m.annotations = req.annotations.manifest_descriptor.clone();
-            m
-        })
-        .collect();
+    let mut listed = Vec::with_capacity(images.len());
+    for m in images {
+        let mut m = m.clone();
+        m.annotations = match &m.platform {
+            Some(p) => platform_annotations(req, p)?.manifest_descriptor,
+            None => req.annotations.manifest_descriptor.clone(),
+        };
+        listed.push(m);
+    }
+    let images = listed;
     let mut index =
         layout::image_index(store, &images, attestations, &req.annotations.index).map_err(err)?;
     index.annotations = req.annotations.index_descriptor.clone();
     Ok(index)
+}
+
+/// The `--annotation` values that apply to an image of `platform`.
+pub(super) fn platform_annotations(
+    req: &super::BuildRequest,
+    platform: &crate::image::Platform,
+) -> Result<crate::attest::Annotations, BuildError> {
+    req.annotations
+        .for_platform(platform)
+        .map_err(|e| BuildError::Attest(Box::new(e)))
 }
 
 fn provenance_statement(

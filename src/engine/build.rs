@@ -376,10 +376,11 @@ fn build_platform(
     }
     schedule::build_stages(&engine, &plan.order, one.threads, &siblings, on_event)?;
     drop(slot);
-    let mut made = make_image(&engine, shared)?;
     // The index entry names the platform asked for, even when the final stage is
     // `FROM --platform=…` another (BuildKit's dockerui `makeExportPlatform`).
-    made.manifest.platform = Some(base::image_platform(one.platform));
+    let platform = base::image_platform(one.platform);
+    let mut made = make_image(&engine, shared, &platform)?;
+    made.manifest.platform = Some(platform);
     let facts = attestations::Facts {
         dockerfile_text: &parsed.text,
         global_args: &parsed.global_args,
@@ -439,7 +440,11 @@ fn build_context(req: &BuildRequest) -> Result<crate::context::SourceRoot, Build
 
 /// The target stage becomes the image: config (labels, created, inline cache) and manifest, in
 /// the store.
-fn make_image(engine: &stage::Engine<'_>, shared: &Shared<'_>) -> Result<Made, BuildError> {
+fn make_image(
+    engine: &stage::Engine<'_>,
+    shared: &Shared<'_>,
+    platform: &image::Platform,
+) -> Result<Made, BuildError> {
     let inputs = &engine.inputs;
     let (store, req, plan) = (inputs.store, inputs.req, inputs.plan);
     let target = engine
@@ -482,7 +487,7 @@ fn make_image(engine: &stage::Engine<'_>, shared: &Shared<'_>) -> Result<Made, B
     let (config_bytes, config_desc) = final_state.config.to_blob()?;
     store.put_bytes(&config_bytes, Some(&config_desc.digest))?;
     let mut manifest = Manifest::new(config_desc.clone(), final_state.layers.clone());
-    manifest.annotations = req.annotations.manifest.clone();
+    manifest.annotations = attestations::platform_annotations(req, platform)?.manifest;
     let manifest_bytes = image::canonical_json(&manifest)?;
     let digest = store.put_bytes(&manifest_bytes, None)?;
     let manifest_desc = Descriptor::new(
@@ -522,12 +527,18 @@ fn publish_images(
             Some(attestations::index_of(store, req, &manifests, attested)?)
         }
     };
-    let image_desc = index.clone().unwrap_or_else(|| {
-        let mut d = images[0].manifest.clone();
-        d.platform = None;
-        d.annotations = req.annotations.manifest_descriptor.clone();
-        d
-    });
+    let image_desc = match &index {
+        Some(i) => i.clone(),
+        None => {
+            let mut d = images[0].manifest.clone();
+            d.annotations = match &d.platform {
+                Some(p) => attestations::platform_annotations(req, p)?.manifest_descriptor,
+                None => req.annotations.manifest_descriptor.clone(),
+            };
+            d.platform = None;
+            d
+        }
+    };
     publish::tag_locally(
         store,
         req,

@@ -1,6 +1,7 @@
 //! `POST /v1/builds` with `platforms` (issue 22): the daemon builds every platform into one image
-//! index in its store, each manifest with its platform and its own config; a bad platform is a 400
-//! naming the field. (No RUN here: emulation is tested end to end in tests/registry.)
+//! index in its store, each manifest with its platform, its own config, the annotations meant
+//! for it and an attestation manifest of its own; a bad platform is a 400 naming the field. (No
+//! RUN here: emulation is tested end to end in tests/registry.)
 
 use crate::support::*;
 use serde_json::{json, Value};
@@ -20,7 +21,11 @@ fn platforms_make_one_index_in_the_store() {
         &[("Dockerfile", DOCKERFILE), ("hello.txt", "hi\n")],
     );
     let body = json!({"context": "multi", "name": "plat", "tag": "1",
-                      "platforms": ["linux/amd64,linux/arm64", "linux/arm/v7"]});
+                      "platforms": ["linux/amd64,linux/arm64", "linux/arm/v7"],
+                      "provenance": "mode=min",
+                      "annotations": ["manifest:org.example.all=1",
+                                      "manifest[linux/arm64]:org.example.arm=1",
+                                      "manifest-descriptor[linux/arm/v7]:org.example.v7=1"]});
     let (status, v) = d.post_json("/v1/builds", &body.to_string());
     assert_eq!(status, 202, "{v}");
     let id = v["id"].as_str().unwrap();
@@ -32,8 +37,26 @@ fn platforms_make_one_index_in_the_store() {
         index["mediaType"], "application/vnd.oci.image.index.v1+json",
         "{index}"
     );
+    let listed = index["manifests"].as_array().unwrap();
+    assert_eq!(
+        listed.len(),
+        6,
+        "three images, then their attestations: {index}"
+    );
+    let (images, attestations) = listed.split_at(3);
+    // BuildKit's exporter lists every platform's image, then each one's attestation manifest.
+    for (image, att) in images.iter().zip(attestations) {
+        assert_eq!(att["platform"]["architecture"], "unknown", "{att}");
+        assert_eq!(
+            att["annotations"]["vnd.docker.reference.digest"], image["digest"],
+            "{att}"
+        );
+        // An OCI artifact whose `subject` is the image it attests.
+        let artifact = blob(&d, att["digest"].as_str().unwrap());
+        assert_eq!(artifact["subject"]["digest"], image["digest"], "{artifact}");
+    }
     let mut seen = Vec::new();
-    for m in index["manifests"].as_array().unwrap() {
+    for m in images {
         let p = &m["platform"];
         let mut name = format!(
             "{}/{}",
@@ -50,6 +73,20 @@ fn platforms_make_one_index_in_the_store() {
             config["config"]["Labels"]["built.for"],
             name.as_str(),
             "{config}"
+        );
+        // `manifest[linux/arm64]:` goes to that platform's manifest only, as BuildKit applies
+        // annotations per platform; `manifest-descriptor[…]:` to its index entry.
+        let ann = &manifest["annotations"];
+        assert_eq!(ann["org.example.all"], "1", "{manifest}");
+        assert_eq!(
+            ann["org.example.arm"].as_str(),
+            (name == "linux/arm64").then_some("1"),
+            "{name}: {manifest}"
+        );
+        assert_eq!(
+            m["annotations"]["org.example.v7"].as_str(),
+            (name == "linux/arm/v7").then_some("1"),
+            "{name}: {m}"
         );
         seen.push(name);
     }
