@@ -12,8 +12,9 @@
 //!   containerd-like profile refusing unshare: COPY-only builds, RUN fails at once with one
 //!   message naming unshare(CLONE_NEWUSER) and the profile;
 //! - a user-namespaced pod (root in a user namespace, `hostUsers: false`; podman `--uidmap` as
-//!   the stand-in for `--userns=auto`, which needs a `containers` range in the host's
-//!   /etc/subuid): real ids without subordinate ranges; without capabilities it says why not.
+//!   the stand-in: Debian 12's podman 4.3 refuses `--userns=auto` over a `--rootfs` even with a
+//!   `containers` range in /etc/subuid — runc: "User namespaces enabled, but no uid mappings
+//!   found"): real ids without subordinate ranges; without capabilities it says why not.
 //!
 //! Where podman cannot start a container, each test says so loudly and skips.
 
