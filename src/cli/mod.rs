@@ -274,6 +274,11 @@ struct PlanArgs {
     /// List the build-check warnings only; exit non-zero when a check is configured as an error.
     #[arg(long)]
     check: bool,
+    /// A named context, as for `kiln build` (NAME=PATH | NAME=docker-image://REF |
+    /// NAME=oci-layout://PATH[@DIGEST|:TAG]; repeatable): the plan shows what FROM NAME and
+    /// COPY --from=NAME read.
+    #[arg(long = "build-context", value_name = "NAME=VALUE")]
+    build_contexts: Vec<String>,
 }
 
 /// Entry point of the `kiln` binary. Returns the process exit code.
@@ -412,7 +417,9 @@ fn cmd_plan(root: &Option<PathBuf>, args: PlanArgs) -> Result<i32> {
         target: args.df.target.clone(),
         platform: crate::plan::Platform::host(),
         file_name,
-        ..Default::default()
+        named_contexts: engine::plan_sources(&crate::resolve::flags::named_contexts(
+            &spec::build_contexts(&args.build_contexts)?,
+        )?),
     };
     // Base images found in the local store make ENV expansion exact; without a store the plan
     // still prints, with base images' environments taken as empty.

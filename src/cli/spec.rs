@@ -5,6 +5,7 @@
 //!
 //! Must not: apply a default or read kiln.toml (that is the resolver's job), or print a secret.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
@@ -113,7 +114,14 @@ fn ci_flags(args: &BuildArgs, spec: &mut BuildSpec) -> Result<()> {
         spec.ssh
             .push(ssh_flag(v, std::env::var("SSH_AUTH_SOCK").ok())?);
     }
-    for v in &args.build_contexts {
+    spec.build_contexts = build_contexts(&args.build_contexts)?;
+    Ok(())
+}
+
+/// `--build-context NAME=VALUE` values (`kiln build`, `kiln plan`), local paths made absolute.
+pub(super) fn build_contexts(values: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for v in values {
         let Some((name, value)) = v.split_once('=').filter(|(n, _)| !n.is_empty()) else {
             bail!("invalid --build-context {v:?}: expected NAME=VALUE");
         };
@@ -124,9 +132,9 @@ fn ci_flags(args: &BuildArgs, spec: &mut BuildSpec) -> Result<()> {
                 .display()
                 .to_string(),
         };
-        spec.build_contexts.insert(name.to_string(), value);
+        out.insert(name.to_string(), value);
     }
-    Ok(())
+    Ok(out)
 }
 
 /// buildx's `--ssh`: `default` or a bare `ID` is the agent at `$SSH_AUTH_SOCK`; `ID=P[,P]` paths

@@ -87,7 +87,7 @@ fn parse_request(req: &BuildRequest) -> Result<Parsed, BuildError> {
         target: req.target.clone(),
         platform: plan::Platform::host(),
         file_name: file_name.clone(),
-        named_contexts: named::plan_sources(req),
+        named_contexts: named::plan_sources(&req.named_contexts),
     };
     Ok(Parsed {
         tags,

@@ -53,6 +53,7 @@ pub use base::StoreBases;
 pub use build::{build, warning_text};
 pub use error::BuildError;
 pub use event::{Event, LayerSummary};
+pub use named::plan_sources;
 pub use request::{
     BuildRequest, BuildResult, NamedContext, Output, RegistryAccess, SandboxOptions, SecretSource,
     SshSource,

@@ -12,9 +12,9 @@ use super::{BuildError, BuildRequest};
 use crate::context::SourceRoot;
 use crate::plan::NamedSource;
 
-/// What the plan looks names up in.
-pub(super) fn plan_sources(req: &BuildRequest) -> BTreeMap<String, NamedSource> {
-    req.named_contexts
+/// What the plan looks names up in (`kiln plan` asks too).
+pub fn plan_sources(named: &BTreeMap<String, NamedContext>) -> BTreeMap<String, NamedSource> {
+    named
         .iter()
         .map(|(k, c)| {
             let src = match c {

@@ -6,7 +6,7 @@
 //! Must not: touch the filesystem or read the environment (the CLI turns `--ssh default` into
 //! `default=$SSH_AUTH_SOCK` before the spec is made; the daemon checks paths against its roots).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use super::{bad, SpecError};
@@ -51,19 +51,28 @@ pub(super) fn resolve_ci_flags(s: &BuildSpec, req: &mut BuildRequest) -> Result<
         req.sandbox.ulimits.push(l);
     }
     req.ssh = ssh_sources(&s.ssh)?;
-    for (name, value) in &s.build_contexts {
+    req.named_contexts = named_contexts(&s.build_contexts)?;
+    Ok(())
+}
+
+/// `build_contexts` (`--build-context NAME=VALUE`) keyed by BuildKit's normalised name.
+pub fn named_contexts(
+    values: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, NamedContext>, SpecError> {
+    let mut out = BTreeMap::new();
+    for (name, value) in values {
         let key = crate::plan::named_context_key(name)
             .map_err(|e| bad("build_contexts", format!("name {name:?}: {e}")))?;
         let ctx = named_context(value)
             .map_err(|e| bad("build_contexts", format!("{name}={value}: {e}")))?;
-        if req.named_contexts.insert(key, ctx).is_some() {
+        if out.insert(key, ctx).is_some() {
             return Err(bad(
                 "build_contexts",
                 format!("{name:?} names a context given twice"),
             ));
         }
     }
-    Ok(())
+    Ok(out)
 }
 
 /// `ID=PATH[,PATH]` values (buildx's `--ssh` syntax once `default` has its socket).

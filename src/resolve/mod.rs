@@ -12,7 +12,7 @@
 //! Must not: touch the filesystem (paths are taken as given), read the environment, or hold a
 //! credential anywhere but the returned request.
 
-mod flags;
+pub mod flags;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -111,6 +111,49 @@ fn copy_sources_the_build_cannot_take_are_refused_by_the_plan() {
     );
 }
 
+/// `kiln plan --build-context` shows what `kiln build` with the same flags reads: FROM NAME the
+/// image the name stands for, COPY --from=NAME the local context (BuildKit's named contexts).
+#[test]
+fn plan_takes_named_contexts_like_build() {
+    let root = tempfile::tempdir().unwrap();
+    let ctx = context(&[
+        ("Dockerfile", "FROM base\nCOPY --from=src a /a\n"),
+        ("other/a", "a\n"),
+    ]);
+    let dir = ctx.path().to_str().unwrap();
+    let src = format!("src={dir}/other");
+    let json = kiln_ok(
+        root.path(),
+        &[
+            "plan",
+            "--format",
+            "json",
+            "--build-context",
+            "base=docker-image://alpine:3.19",
+            "--build-context",
+            &src,
+            dir,
+        ],
+    );
+    let plan: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let stage = &plan["stages"][0];
+    assert_eq!(
+        stage["base"],
+        serde_json::json!({"image": "alpine:3.19"}),
+        "{plan}"
+    );
+    assert_eq!(
+        stage["steps"][0]["instruction"]["COPY"]["from"],
+        serde_json::json!({"context": "src"}),
+        "{plan}"
+    );
+    let e = kiln_err(root.path(), &["plan", "--build-context", "bad", dir]);
+    assert!(
+        e.contains("--build-context \"bad\": expected NAME=VALUE"),
+        "{e}"
+    );
+}
+
 #[test]
 fn plan_check_lists_build_check_warnings() {
     let root = tempfile::tempdir().unwrap();
