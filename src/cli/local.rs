@@ -84,8 +84,28 @@ pub(super) fn cmd_import(store: &Store, layout: &str, tag: Option<String>) -> Re
         .with_context(|| format!("invalid tag {name:?}"))?
         .store_name();
     store.tag(&key, &desc)?;
+    unpack_now(store, &desc.digest.to_string())?;
     outln!("{key} {}", desc.digest)?;
     Ok(0)
+}
+
+/// Commit the snapshots of the image `name` (this machine's platform) now, as `docker load`
+/// unpacks: the first build on it then finds its filesystem ready (`kiln import`, `kiln pull`).
+pub(super) fn unpack_now(store: &Store, name: &str) -> Result<()> {
+    unpack_for(store, name, &crate::image::Platform::host())
+}
+
+/// [`unpack_now`] for the image's manifest of `platform`.
+pub(super) fn unpack_for(
+    store: &Store,
+    name: &str,
+    platform: &crate::image::Platform,
+) -> Result<()> {
+    let img = store.image_for(name, platform)?;
+    crate::engine::commit_image_snapshots(store, &img)
+        .map_err(|e| anyhow::anyhow!(e))
+        .with_context(|| format!("unpacking {name} into committed snapshots"))?;
+    Ok(())
 }
 
 pub(super) fn cmd_rmi(store: &Store, image: &str) -> Result<i32> {

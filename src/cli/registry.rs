@@ -153,6 +153,7 @@ pub(super) fn cmd_pull(store: &Store, cfg: &Config, args: PullArgs) -> Result<i3
         &platform,
         &mut printer(args.flags.quiet),
     )?;
+    super::local::unpack_for(store, &desc.digest.to_string(), &platform)?;
     outln!("{} {}", reference.store_name(), desc.digest)?;
     Ok(0)
 }

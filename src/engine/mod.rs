@@ -49,6 +49,7 @@ mod stage;
 mod step;
 mod workspace;
 
+pub use base::prepare::commit_image_snapshots;
 pub use base::StoreBases;
 pub use build::{build, warning_text};
 pub use error::BuildError;

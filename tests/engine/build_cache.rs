@@ -218,6 +218,27 @@ fn an_edit_rebuild_reuses_committed_snapshots_on_native() {
     edit_loop_on("native");
 }
 
+/// `kiln import` commits the image's snapshots, as `docker load` unpacks what it loads: the first
+/// build on it unpacks nothing.
+#[test]
+fn an_imported_base_is_unpacked_at_import_not_by_the_first_build() {
+    let root = store_with_busybox();
+    let base_layers = layout_image(&busybox_layout(), "latest").layers.len();
+    assert_eq!(snapshot_dirs(root.path()).len(), base_layers);
+    let ctx = context(&[("Dockerfile", "FROM busybox\nRUN echo hi > /hi\n")]);
+    let (img, err) = build_to_layout(root.path(), ctx.path(), &[]);
+    assert!(
+        err.contains(&format!(
+            "filesystem: {base_layers} layer(s) from committed snapshots, 0 unpacked"
+        )),
+        "{err}"
+    );
+    assert_eq!(
+        all_entries(&img)["hi"].content.as_deref(),
+        Some(&b"hi\n"[..])
+    );
+}
+
 /// Ten `kiln build` processes at once on one store and one base: the base's layers are unpacked
 /// once (an flock per chain ID; whoever waited finds the record), each RUN commits its own.
 #[test]

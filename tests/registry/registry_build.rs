@@ -112,7 +112,8 @@ fn build_from_a_pushed_base_and_push_the_result() {
 /// A base pulled by the build is unpacked while it downloads (engine/base/prepare.rs) into committed
 /// snapshots, which the stage finds made: every layer in order (a later layer's whiteout removes
 /// an earlier file, a later layer's opaque directory hides an earlier one's entries). A second
-/// build, base already local, re-makes nothing.
+/// build, base already local, re-makes nothing; neither does the first build on an image
+/// `kiln pull` stored.
 #[test]
 fn a_pulled_base_is_unpacked_while_it_downloads_layer_order_kept() {
     let reg = registry_support::Registry::start(registry_support::Options::default());
@@ -195,6 +196,24 @@ fn a_pulled_base_is_unpacked_while_it_downloads_layer_order_kept() {
     assert!(
         before.iter().all(|i| after.contains(i)),
         "the base's snapshots were re-made"
+    );
+
+    // `kiln pull` unpacks what it stores, as `docker pull` does: the first build on it unpacks
+    // nothing, and sees every layer in order.
+    let pulled = tempfile::tempdir().unwrap();
+    kiln_ok(
+        pulled.path(),
+        &["pull", "--insecure-registry", &reg.addr, &base],
+    );
+    assert!(
+        !inodes(pulled.path()).is_empty(),
+        "kiln pull made no snapshot"
+    );
+    let (seen, stderr) = build(pulled.path());
+    assert_eq!(seen, "two\ny\nno-g\n");
+    assert!(
+        stderr.contains("from committed snapshots, 0 unpacked"),
+        "the pulled image was unpacked again by its first build:\n{stderr}"
     );
 }
 

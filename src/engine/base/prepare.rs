@@ -24,7 +24,7 @@ use std::thread::JoinHandle;
 use crate::digest::Digest;
 use crate::image::ImageConfig;
 use crate::layer::{self, ApplyOptions};
-use crate::store::Store;
+use crate::store::{Store, StoredImage};
 use crate::sync::lock;
 
 /// How far one base's download got.
@@ -151,25 +151,9 @@ impl Preparation {
     fn commit_all(&self, store: &Store, cancel: &AtomicBool) -> Result<(), BoxError> {
         self.wait_for(&self.config, cancel)?;
         let config = ImageConfig::from_slice(&fs::read(store.blob_path(&self.config))?)?;
-        let opts = ApplyOptions {
-            allow_devices: is_root(),
-            preserve_owners: is_root(),
-            overlay_opaque_xattr: Some(crate::exec::overlay_opaque_xattr()),
-        };
-        let mut parent = None;
-        for (digest, diff_id) in self.layers.iter().zip(&config.rootfs.diff_ids) {
-            let c = store.commit_snapshot(parent.as_ref(), diff_id, Some(digest), |dir| {
-                self.wait_for(digest, cancel)?;
-                // The pull verified and committed it before reporting it done.
-                let blob = fs::File::open(store.blob_path(digest))?;
-                let stats = layer::apply_layer(BufReader::new(blob), dir, &opts)?;
-                if &stats.diff_id != diff_id {
-                    return Err(format!("layer {digest} unpacks to {}", stats.diff_id).into());
-                }
-                Ok(())
-            })?;
-            parent = Some(c.chain);
-        }
+        commit_chain(store, &self.layers, &config.rootfs.diff_ids, |digest| {
+            self.wait_for(digest, cancel)
+        })?;
         Ok(())
     }
 
@@ -193,6 +177,59 @@ impl Preparation {
                 crate::sync::wait_timeout(&self.changed, st, std::time::Duration::from_millis(200));
         }
     }
+}
+
+/// Commit the snapshots of a stored image now, as `docker load` and `podman pull` unpack what
+/// they store: `kiln import` and `kiln pull` call it, so the first build on the image finds its
+/// filesystem ready instead of unpacking it. Returns how many snapshots were made (the others
+/// existed).
+pub fn commit_image_snapshots(store: &Store, image: &StoredImage) -> Result<usize, BoxError> {
+    let layers: Vec<Digest> = image
+        .manifest
+        .layers
+        .iter()
+        .map(|l| l.digest.clone())
+        .collect();
+    commit_chain(store, &layers, &image.config.rootfs.diff_ids, |_| Ok(()))
+}
+
+/// Commit the snapshot chain of `layers` (image order, each verified in the store), calling
+/// `before` ahead of unpacking each; returns how many were made.
+fn commit_chain(
+    store: &Store,
+    layers: &[Digest],
+    diff_ids: &[Digest],
+    mut before: impl FnMut(&Digest) -> Result<(), BoxError>,
+) -> Result<usize, BoxError> {
+    if layers.len() != diff_ids.len() {
+        return Err(format!(
+            "the image has {} layers and its config {} diff_ids",
+            layers.len(),
+            diff_ids.len()
+        )
+        .into());
+    }
+    let opts = ApplyOptions {
+        allow_devices: is_root(),
+        preserve_owners: is_root(),
+        overlay_opaque_xattr: Some(crate::exec::overlay_opaque_xattr()),
+    };
+    let (mut parent, mut made) = (None, 0);
+    for (digest, diff_id) in layers.iter().zip(diff_ids) {
+        let c = store.commit_snapshot(parent.as_ref(), diff_id, Some(digest), |dir| {
+            before(digest)?;
+            // The pull or import verified and committed it before reporting it done.
+            let blob = fs::File::open(store.blob_path(digest))?;
+            let stats = layer::apply_layer(BufReader::new(blob), dir, &opts)?;
+            if &stats.diff_id != diff_id {
+                return Err(format!("layer {digest} unpacks to {}", stats.diff_id).into());
+            }
+            Ok(())
+        })?;
+        made += usize::from(c.made);
+        parent = Some(c.chain);
+    }
+    Ok(made)
 }
 
 /// Whether this process is root (in its user namespace): owners and devices can be applied.
