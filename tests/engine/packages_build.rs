@@ -18,6 +18,7 @@ pub(crate) fn debian_layout() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         require_tool("mmdebstrap");
+        sweep_dead_test_dirs("kiln-test-debian-");
         let dir = PathBuf::from(format!("/tmp/kiln-test-debian-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let out = Command::new("bash")

@@ -21,6 +21,7 @@ use crate::support::*;
 fn busybox_index_layout() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
+        sweep_dead_test_dirs("kiln-test-busybox-index-");
         let dir = std::env::temp_dir().join(format!("kiln-test-busybox-index-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let out = std::process::Command::new("bash")

@@ -67,6 +67,7 @@ pub fn kiln_err(root: &Path, args: &[&str]) -> String {
 pub fn busybox_layout() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
+        sweep_dead_test_dirs("kiln-test-busybox-");
         let dir = std::env::temp_dir().join(format!("kiln-test-busybox-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let out = Command::new("bash")
@@ -684,4 +685,24 @@ pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
         }
     }
     hits
+}
+
+/// Remove `/tmp/<prefix><pid>` directories of test processes that are gone (each test binary
+/// makes its base images once, under its pid, and cannot clean up at exit).
+pub fn sweep_dead_test_dirs(prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(prefix)
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }

@@ -673,6 +673,7 @@ fn proxy_one(
 pub fn busybox_layout() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
+        super::sweep_dead_test_dirs("kiln-registry-busybox-");
         let dir =
             std::env::temp_dir().join(format!("kiln-registry-busybox-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
