@@ -61,10 +61,20 @@ impl AuthCache {
             .insert(key.to_string(), (tok, Instant::now() + ttl));
     }
 
-    pub(crate) fn forget_token(&self, host: &str, scopes: &[String]) {
+    /// Drop the cached token for `scopes` when it is the one a refused request carried
+    /// (`sent`, its `Authorization` value). A 401 to a request sent without that token says
+    /// nothing of it: with parallel uploads, the late 401 of a request sent before the challenge
+    /// was known must not throw away the token another request has just fetched.
+    pub(crate) fn forget_token(&self, host: &str, scopes: &[String], sent: Option<&str>) {
         let mut m = crate::sync::lock(&self.hosts);
-        if let Some(h) = m.get_mut(host) {
-            h.tokens.remove(&scope_key(scopes));
+        let Some(h) = m.get_mut(host) else { return };
+        let key = scope_key(scopes);
+        let refused = match (h.tokens.get(&key), sent) {
+            (Some((tok, _)), Some(sent)) => sent == format!("Bearer {}", tok.expose()),
+            _ => false,
+        };
+        if refused {
+            h.tokens.remove(&key);
         }
     }
 }
@@ -311,6 +321,26 @@ fn token_ttl(expires_in: Option<i64>) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_token_a_refused_request_carried_is_forgotten() {
+        let cache = AuthCache::default();
+        let scopes = vec!["repository:a/b:pull,push".to_string()];
+        let key = scope_key(&scopes);
+        let fresh = || cache.token("h", &key).map(|t| t.expose().to_string());
+        cache.put_token(
+            "h",
+            &key,
+            Secret::new("t1".to_string()),
+            Duration::from_secs(60),
+        );
+        // A request sent before the challenge was known (no token), or with an older token.
+        cache.forget_token("h", &scopes, None);
+        cache.forget_token("h", &scopes, Some("Bearer t0"));
+        assert_eq!(fresh().as_deref(), Some("t1"));
+        cache.forget_token("h", &scopes, Some("Bearer t1"));
+        assert_eq!(fresh(), None);
+    }
 
     #[test]
     fn challenges_parse_with_commas_in_quotes() {

@@ -124,7 +124,7 @@ impl RegistryClient {
                 rb = rb.header(*k, v);
             }
             let sent_basic = authz.as_deref().is_some_and(|a| a.starts_with("Basic "));
-            if let Some(a) = authz {
+            if let Some(a) = &authz {
                 rb = rb.header("Authorization", a);
             }
             if let Some(body) = req.body {
@@ -149,7 +149,8 @@ impl RegistryClient {
                     let st = resp.status().as_u16();
                     if st == 401 {
                         if let Some(ch) = www_authenticate(&resp) {
-                            self.auth.forget_token(req.host, &req.scopes);
+                            self.auth
+                                .forget_token(req.host, &req.scopes, authz.as_deref());
                             self.auth.set_challenge(req.host, ch.clone());
                             let refused = ch == Challenge::Basic && sent_basic;
                             if !refused && !reauthed {
