@@ -13,7 +13,7 @@ use axum::Json;
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
-use super::{parse_json, query, read_body};
+use super::{json_body, optional_json_body, parse_json, query};
 use crate::api::{kind, Accepted, BuildSpec, Status};
 use crate::daemon::events as daemon_events;
 use crate::daemon::{jobs, resolve, ApiError, PeerCred, Shared};
@@ -44,8 +44,10 @@ pub(super) async fn create(
         let spec: BuildSpec = parse_json(spec_text.as_bytes(), "X-Kiln-Build header")?;
         (spec, Some(receive_tar(&state, body).await?))
     } else if ctype.starts_with("application/json") {
-        let bytes = read_body(&headers, body, state.settings.max_json_body).await?;
-        (parse_json::<BuildSpec>(&bytes, "build request")?, None)
+        (
+            json_body::<BuildSpec>(&state, &headers, body, "build request").await?,
+            None,
+        )
     } else {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -331,13 +333,10 @@ pub(super) async fn rebuild(
         .ok_or_else(|| ApiError::not_found(format!("no build {id:?}")))?;
     let old: BuildSpec = serde_json::from_str(&rec.spec_json).map_err(ApiError::internal)?;
     let mut merged = serde_json::to_value(old.without_secrets()).map_err(ApiError::internal)?;
-    let bytes = read_body(&headers, body, state.settings.max_json_body).await?;
-    if !bytes.iter().all(u8::is_ascii_whitespace) {
-        let changes: serde_json::Map<String, serde_json::Value> =
-            parse_json(&bytes, "rebuild changes")?;
-        if let Some(obj) = merged.as_object_mut() {
-            obj.extend(changes);
-        }
+    let changes: Option<serde_json::Map<String, serde_json::Value>> =
+        optional_json_body(&state, &headers, body, "rebuild changes").await?;
+    if let (Some(changes), Some(obj)) = (changes, merged.as_object_mut()) {
+        obj.extend(changes);
     }
     let spec: BuildSpec = serde_json::from_value(merged)
         .map_err(|e| ApiError::bad(kind::INVALID_REQUEST, format!("rebuild changes: {e}")))?;

@@ -88,16 +88,6 @@ fn apply(e: &mut CatalogEntry, u: CatalogUpdate) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn body_json<T: serde::de::DeserializeOwned>(
-    state: &Shared,
-    headers: &HeaderMap,
-    body: Body,
-    what: &str,
-) -> Result<T, ApiError> {
-    let bytes = super::read_body(headers, body, state.settings.max_json_body).await?;
-    super::parse_json(&bytes, what)
-}
-
 /// `POST /v1/catalog`: an existing image (its `url` required) becomes a `ready` entry.
 pub(super) async fn create(
     AxState(state): AxState<Shared>,
@@ -105,7 +95,7 @@ pub(super) async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let u: CatalogUpdate = body_json(&state, &headers, body, "catalog entry").await?;
+    let u: CatalogUpdate = super::json_body(&state, &headers, body, "catalog entry").await?;
     let who = policy::caller(&state, peer.0);
     who.may_manage_catalog()?;
     let display = u
@@ -157,7 +147,7 @@ pub(super) async fn update(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let u: CatalogUpdate = body_json(&state, &headers, body, "catalog changes").await?;
+    let u: CatalogUpdate = super::json_body(&state, &headers, body, "catalog changes").await?;
     policy::caller(&state, peer.0).may_manage_catalog()?;
     let _g = lock();
     let mut e = visible(&state, peer, &name)?;

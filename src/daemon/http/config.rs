@@ -9,7 +9,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use super::{parse_json, read_body};
+use super::json_body;
 use crate::api::ConfigUpdate;
 use crate::daemon::{ApiError, PeerCred, Shared};
 
@@ -26,8 +26,7 @@ pub(super) async fn update(
 ) -> Result<Response, ApiError> {
     crate::daemon::policy::caller(&state, peer.0)
         .must_be_exempt("change the daemon's configuration")?;
-    let bytes = read_body(&headers, body, state.settings.max_json_body).await?;
-    let update: ConfigUpdate = parse_json(&bytes, "config update")?;
+    let update: ConfigUpdate = json_body(&state, &headers, body, "config update").await?;
     let mut cfg = crate::sync::lock(&state.config);
     cfg.update(&update)?;
     Ok(Json(cfg.view()).into_response())

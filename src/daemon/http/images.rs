@@ -8,7 +8,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use super::{parse_json, read_body};
+use super::optional_json_body;
 use crate::api::PruneRequest;
 use crate::daemon::{ApiError, Shared};
 use crate::reference::Reference;
@@ -70,12 +70,9 @@ pub(super) async fn prune(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let bytes = read_body(&headers, body, state.settings.max_json_body).await?;
-    let req: PruneRequest = if bytes.iter().all(u8::is_ascii_whitespace) {
-        PruneRequest::default()
-    } else {
-        parse_json(&bytes, "prune request")?
-    };
+    let req: PruneRequest = optional_json_body(&state, &headers, body, "prune request")
+        .await?
+        .unwrap_or_default();
     let st = state.clone();
     let r = tokio::task::spawn_blocking(move || crate::daemon::gc::prune(&st, &req))
         .await

@@ -131,6 +131,32 @@ pub(super) async fn read_body(
         .map_err(|_| too_big())
 }
 
+/// A JSON object body within the daemon's limit, parsed; every failure a 4xx naming `what`.
+pub(super) async fn json_body<T: DeserializeOwned>(
+    state: &Shared,
+    headers: &HeaderMap,
+    body: Body,
+    what: &str,
+) -> Result<T, ApiError> {
+    let bytes = read_body(headers, body, state.settings.max_json_body).await?;
+    parse_json(&bytes, what)
+}
+
+/// As [`json_body`], for routes whose body may be left out: an empty (all-whitespace) body is
+/// `None`.
+pub(super) async fn optional_json_body<T: DeserializeOwned>(
+    state: &Shared,
+    headers: &HeaderMap,
+    body: Body,
+    what: &str,
+) -> Result<Option<T>, ApiError> {
+    let bytes = read_body(headers, body, state.settings.max_json_body).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    parse_json(&bytes, what).map(Some)
+}
+
 /// Parse a JSON object, naming the field, line and column serde stopped at.
 pub(super) fn parse_json<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, ApiError> {
     // serde accepts a JSON array for a struct (fields by position); the API takes objects only.
