@@ -127,6 +127,8 @@ struct Shared<'a> {
     remote: &'a remote_cache::RemoteCaches,
     cache_client: Option<std::sync::Arc<crate::registry::RegistryClient>>,
     lease: &'a store::Lease<'a>,
+    /// The build context (its `.dockerignore` read), opened once for every platform.
+    context: &'a crate::context::SourceRoot,
     /// Local `--build-context` directories, opened once.
     named: &'a std::collections::BTreeMap<String, crate::context::SourceRoot>,
     /// `--ssh` agents, one set for every platform.
@@ -162,6 +164,7 @@ fn drive(
     let parsed = parse_request(req)?;
     let cache_client = publish::cache_registry_client(req)?;
     let remote = remote_cache::RemoteCaches::import(req, store, cache_client.clone(), on_event);
+    let context = build_context(req)?;
     let named_roots = named::open_local(req)?;
     // Key files' agents start before any step and stop when the build ends, however it ends.
     let ssh_agents =
@@ -173,6 +176,7 @@ fn drive(
         remote: &remote,
         cache_client,
         lease,
+        context: &context,
         named: &named_roots,
         ssh: &ssh_agents,
         started_unix,
@@ -325,7 +329,6 @@ fn build_platform(
             });
         }
     }
-    let context = build_context(req)?;
     if one.index == 0 {
         shared.remote.seed_mounts(store, &plan, on_event);
     }
@@ -347,7 +350,7 @@ fn build_platform(
             req,
             plan: &plan,
             bases: &bases,
-            context: &context,
+            context: shared.context,
             named: shared.named,
             ssh: shared.ssh,
             workspace: workspace.path(),
